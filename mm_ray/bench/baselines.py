@@ -1,0 +1,123 @@
+"""The two non-Ray baselines of ``mm-ray bench ingest``, using exactly the pipeline's decode code.
+
+- ``decode_floor``: as many plain processes as cores, each parsing and decoding whole shards and
+  returning nothing but a count. Nothing moves between processes: the machine's limit for this work.
+- ``dataloader``: ``webdataset.WebDataset`` (its own tar reader) + ``torch.utils.data.DataLoader``
+  with one worker per core; batches are decoded in the workers and handed to the main process.
+
+Both call ``decode_batch``: reader rows -> text, image, audio preprocessors, the same classes
+the Ray actor pools run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from mm_ray import columns as C
+from mm_ray.data.members import MemberMap, assemble
+from mm_ray.data.raw import RawSample
+from mm_ray.data.sources import open_shard
+from mm_ray.data.stages import drop_rejected
+from mm_ray.data.tar_stream import iter_samples
+from mm_ray.preprocess.audio import AudioPreprocessor
+from mm_ray.preprocess.image import ImagePreprocessor
+from mm_ray.preprocess.text import TextPreprocessor
+
+RAW_COLUMNS = (
+    C.KEY,
+    C.SHARD,
+    C.IMAGE_BYTES,
+    C.TEXT_BYTES,
+    C.AUDIO_BYTES,
+    C.LABEL,
+    C.HAS_IMAGE,
+    C.HAS_TEXT,
+    C.HAS_AUDIO,
+)
+
+
+class BatchDecoder:
+    """All three preprocessors in one process, applied in the pipeline's stage order."""
+
+    def __init__(self, kwargs: dict[str, dict[str, Any]]):
+        self.stages = [
+            TextPreprocessor(**kwargs["text"]),
+            ImagePreprocessor(**kwargs["image"]),
+            AudioPreprocessor(**kwargs["audio"]),
+        ]
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        batch = rows_to_batch(rows)
+        for stage in self.stages:
+            batch, _ = drop_rejected(stage(batch))
+        return batch
+
+
+def rows_to_batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Reader rows -> a numpy batch shaped like a Ray Data ``batch_format="numpy"`` batch."""
+    batch = {}
+    for name in RAW_COLUMNS:
+        col = np.empty(len(rows), dtype=object)
+        col[:] = [row[name] for row in rows]
+        batch[name] = col
+    batch[C.LABEL] = batch[C.LABEL].astype(np.int64)
+    for name in (C.HAS_IMAGE, C.HAS_TEXT, C.HAS_AUDIO):
+        batch[name] = batch[name].astype(bool)
+    return batch
+
+
+def decode_shard(url: str, kwargs: dict[str, dict[str, Any]], members: MemberMap, batch_size: int) -> int:
+    """Parse and decode one whole shard; return how many samples came out good."""
+    decoder = BatchDecoder(kwargs)
+    done, rows = 0, []
+    with open_shard(url, {}) as stream:
+        for item in iter_samples(stream, url):
+            if isinstance(item, RawSample):
+                row, _ = assemble(item, members)
+                if row is not None:
+                    rows.append(row)
+            if len(rows) == batch_size:
+                done += len(decoder(rows)[C.LABEL])
+                rows = []
+    if rows:
+        done += len(decoder(rows)[C.LABEL])
+    return done
+
+
+def _decode_shard_star(args: tuple) -> int:
+    return decode_shard(*args)
+
+
+def decode_floor(urls: list[str], kwargs: dict, members: MemberMap, batch_size: int, processes: int) -> int:
+    """(a) whole shards decoded in ``processes`` plain processes; returns the sample count."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes) as pool:
+        return sum(pool.imap_unordered(_decode_shard_star, [(u, kwargs, members, batch_size) for u in urls]))
+
+
+def dataloader_batches(
+    urls: list[str], kwargs: dict, members: MemberMap, batch_size: int, workers: int
+) -> Iterator[dict[str, Any]]:
+    """(b) webdataset + DataLoader: yields decoded batches (torch tensors) in the main process."""
+    import torch
+    import webdataset as wds
+
+    decoder = BatchDecoder(kwargs)
+
+    def to_row(sample: dict[str, Any]) -> dict[str, Any] | None:
+        exts = {k: v for k, v in sample.items() if not k.startswith("__")}
+        row, _ = assemble(RawSample(sample["__url__"], sample["__key__"], exts), members)
+        return row
+
+    dataset = (
+        wds.WebDataset(urls, shardshuffle=False, empty_check=False, workersplitter=wds.split_by_worker)
+        .map(to_row)
+        .select(lambda row: row is not None)
+        .batched(batch_size, collation_fn=decoder, partial=True)
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=4)
+    yield from loader

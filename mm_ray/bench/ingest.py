@@ -1,0 +1,151 @@
+"""``mm-ray bench ingest``: (a) parallel decode floor, (b) webdataset + DataLoader, (c) the mm_ray Ray pipeline.
+
+All three run on the same generated shards with the same preprocessing code, one after the
+other, each in a fresh subprocess so its peak memory is its own. For each: samples/s over the
+whole run (from the start of the pipeline to the last batch; Ray's one-off cluster start is
+excluded and reported separately), the time to the first batch, samples/s after the first batch
+(steady state), peak PSS of the process tree, and CPU seconds per process group (where the time
+goes). Ratios c/b and c/a are printed; ``--json PATH`` writes everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mm_ray import columns as C
+from mm_ray.bench.baselines import dataloader_batches, decode_floor
+from mm_ray.bench.measure import TreeMonitor
+from mm_ray.config.schema import Config
+from mm_ray.data.pipeline import Ingest, member_map, preprocessor_kwargs
+from mm_ray.data.sources import expand_shards
+
+MODES = ("floor", "dataloader", "ray")
+LABELS = {
+    "floor": "(a) decode floor: plain processes, whole shards",
+    "dataloader": "(b) webdataset + DataLoader",
+    "ray": "(c) mm_ray: Ray Data + per-modality actor pools",
+}
+
+
+# Every pipeline runs one decode per process: BLAS/OpenMP thread pools inside each of several
+# processes on the same cores only add contention (Ray's workers get OMP_NUM_THREADS=1 anyway).
+SINGLE_THREADED = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+class _Clock:
+    """Counts samples as batches arrive; remembers when the first one came."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.first: float | None = None
+        self.samples = 0
+        self.samples_at_first = 0
+
+    def batch(self, n: int) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+            self.samples_at_first = n
+        self.samples += n
+
+    def result(self) -> dict[str, float]:
+        end = time.perf_counter()
+        first = self.first or end
+        steady = (self.samples - self.samples_at_first) / max(end - first, 1e-9)
+        return {
+            "samples": self.samples,
+            "seconds": round(end - self.start, 2),
+            "first_batch_s": round(first - self.start, 2),
+            "samples_per_s": round(self.samples / (end - self.start), 1),
+            "steady_samples_per_s": round(steady, 1),
+        }
+
+
+def run_mode(mode: str, cfg: Config, tokenizer_json: str, urls: list[str], cores: int) -> dict[str, Any]:
+    """Run one mode in this process (called inside the per-mode subprocess)."""
+    kwargs = preprocessor_kwargs(cfg, tokenizer_json)
+    members, batch = member_map(cfg), cfg.pools.image.batch_size
+    extra: dict[str, Any] = {}
+    with TreeMonitor(os.getpid()) as mon:
+        if mode == "ray":
+            from mm_ray.runtime import init_ray
+
+            t0 = time.perf_counter()
+            init_ray(num_cpus=cores)
+            extra["ray_init_s"] = round(time.perf_counter() - t0, 2)
+            ingest = Ingest.from_config(cfg, urls, tokenizer_json)
+            extra["pools"] = ingest.plan.describe()
+            clock = _Clock()
+            for b in ingest.dataset.iter_batches(batch_size=batch, batch_format="numpy"):
+                clock.batch(len(b[C.LABEL]))
+        elif mode == "dataloader":
+            clock = _Clock()
+            for b in dataloader_batches(urls, kwargs, members, batch, workers=cores):
+                clock.batch(len(b[C.LABEL]))
+        else:
+            clock = _Clock()
+            clock.batch(0)
+            clock.samples = decode_floor(urls, kwargs, members, batch, processes=cores)
+        result = clock.result()
+    return {
+        **result,
+        **extra,
+        "peak_pss_mb": round(mon.peak_pss_mb, 1),
+        "cpu_s_by_process": mon.cpu_by_group(),
+    }
+
+
+def run_in_subprocess(
+    mode: str, config_path: str, overrides: list[str], tokenizer: str, urls: list[str], cores: int
+):
+    """Run ``mode`` in a fresh interpreter; returns its result dict."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = {
+            "mode": mode,
+            "config": config_path,
+            "overrides": overrides,
+            "tokenizer": tokenizer,
+            "urls": urls,
+            "cores": cores,
+            "out": str(Path(tmp) / "result.json"),
+        }
+        spec_path = Path(tmp) / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        proc = subprocess.run(
+            [sys.executable, "-m", "mm_ray.bench.ingest", str(spec_path)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **SINGLE_THREADED},
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench mode {mode} failed:\n{proc.stderr[-4000:]}")
+        return json.loads(Path(spec["out"]).read_text())
+
+
+def _worker_main(spec_path: str) -> None:
+    from mm_ray.config.load import load_config
+
+    spec = json.loads(Path(spec_path).read_text())
+    cfg = load_config(spec["config"], spec["overrides"])
+    tokenizer_json = Path(spec["tokenizer"]).read_text()
+    result = run_mode(spec["mode"], cfg, tokenizer_json, spec["urls"], spec["cores"])
+    Path(spec["out"]).write_text(json.dumps(result))
+
+
+def resolve_urls(cfg: Config, shard_specs: list[str]) -> list[str]:
+    return expand_shards(shard_specs, storage_options=cfg.data.storage_options)
+
+
+if __name__ == "__main__":
+    _worker_main(sys.argv[1])

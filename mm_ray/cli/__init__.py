@@ -1,0 +1,1 @@
+"""The ``mm-ray`` console script."""

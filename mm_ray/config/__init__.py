@@ -1,0 +1,1 @@
+"""Typed configuration: the schema, YAML loading and dotted ``key=value`` overrides."""

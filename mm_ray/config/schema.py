@@ -1,0 +1,188 @@
+"""The typed configuration schema: one dataclass per section, a docstring under every field.
+
+YAML files under ``pipelines/`` and dotted CLI overrides (``image.size=128``) are checked against these
+dataclasses by ``mm_ray.config.load``; an unknown key or a value of the wrong type is an error that names
+the dotted key. Components never receive these objects: the wiring code (``mm_ray.data.pipeline``, the CLI)
+turns a section into flat keyword arguments.
+
+``mm-ray config show [FILE] [key=value ...]`` prints the resolved config; ``mm-ray config explain`` prints
+every key with its docstring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import field
+from typing import Literal
+
+Modality = Literal["image", "text", "audio"]
+
+
+@dataclasses.dataclass
+class MembersConfig:
+    """Which tar member extensions map to which modality (webdataset convention: ``<key>.<ext>``)."""
+
+    image: list[str] = field(default_factory=lambda: ["jpg", "jpeg", "png", "webp"])
+    """Extensions read as images (first match wins when a sample has several)."""
+    text: list[str] = field(default_factory=lambda: ["txt"])
+    """Extensions read as UTF-8 text."""
+    audio: list[str] = field(default_factory=lambda: ["wav", "flac", "ogg", "mp3"])
+    """Extensions read as audio (decoded by libsndfile)."""
+    label: list[str] = field(default_factory=lambda: ["cls"])
+    """Extensions holding the integer class label as ASCII."""
+    json: list[str] = field(default_factory=lambda: ["json"])
+    """Extensions parsed as a JSON object (text and/or label fields, img2dataset style)."""
+    json_text_field: str = "caption"
+    """JSON field used as the text when there is no text member."""
+    json_label_field: str = "label"
+    """JSON field used as the label when there is no label member."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the shards are and how samples are validated."""
+
+    shards: list[str] = field(default_factory=list)
+    """Shard specs: directories, globs, brace ranges (``shard-{000..009}.tar``), files, ``s3://`` URLs."""
+    val_shards: list[str] = field(default_factory=list)
+    """Held-out shard specs (validation); same forms as ``shards``."""
+    members: MembersConfig = field(default_factory=MembersConfig)
+    """Extension -> modality mapping."""
+    required_modalities: list[Modality] = field(default_factory=list)
+    """Modalities a sample must have; others may be missing (kept with a presence mask)."""
+    label_required: bool = True
+    """Quarantine samples without a label (turn off for unlabeled data, e.g. embedding)."""
+    error_budget: float = 0.05
+    """Largest tolerated fraction of quarantined samples; above it the run fails with a clear message."""
+    fail_on_unreadable_shard: bool = False
+    """Fail the run when any shard cannot be opened (otherwise it is reported by name and skipped)."""
+    storage_options: dict[str, str] = field(default_factory=dict)
+    """pyarrow S3FileSystem options for ``s3://`` shards (endpoint_override, scheme, region, ...)."""
+    read_block_rows: int = 64
+    """Samples per block emitted by a read task (smaller = smoother streaming, more overhead)."""
+    memory_limit_mb: int | None = 1024
+    """Object-store bytes the ingest may hold in flight (Ray Data backpressure); None = Ray's default."""
+
+
+@dataclasses.dataclass
+class ImageConfig:
+    """Image decoding: decode -> RGB -> resize/crop -> uint8 CHW (normalisation happens on the device)."""
+
+    size: int = 224
+    """Output side length in pixels (square)."""
+    resize: Literal["crop", "stretch", "pad"] = "crop"
+    """crop: shorter side to ``size`` then centre crop; stretch: ignore aspect; pad: letterbox with zeros."""
+
+
+@dataclasses.dataclass
+class TextConfig:
+    """Tokenisation with a HF ``tokenizers`` WordPiece tokenizer."""
+
+    tokenizer: str | None = None
+    """Path to a ``tokenizer.json``; None trains one from the shards' captions (``mm-ray preprocess``)."""
+    vocab_size: int = 4096
+    """Vocabulary size when training a tokenizer."""
+    max_length: int = 32
+    """Tokens per sample after padding/truncation (includes [CLS] and [SEP])."""
+    tokenizer_train_samples: int = 20000
+    """At most this many captions are read to train a tokenizer."""
+
+
+@dataclasses.dataclass
+class AudioConfig:
+    """Audio decoding: any rate/channels -> mono -> resample -> crop/pad -> log-mel."""
+
+    sample_rate: int = 16000
+    """Target sample rate in Hz."""
+    duration_s: float = 1.0
+    """Clip length in seconds after crop/pad."""
+    n_mels: int = 64
+    """Mel bands."""
+    n_fft: int = 400
+    """FFT size in samples (25 ms at 16 kHz)."""
+    hop_length: int = 160
+    """Hop in samples (10 ms at 16 kHz)."""
+
+
+@dataclasses.dataclass
+class PoolConfig:
+    """One modality's actor pool. Sizes left at None are derived from the cluster's CPUs."""
+
+    num_cpus: float = 0.5
+    """CPUs reserved per actor (fractional is fine: it is a scheduling budget, not a cap)."""
+    num_gpus: float = 0.0
+    """GPUs per actor."""
+    min_size: int | None = None
+    """Smallest pool size; None = derived from the cluster."""
+    max_size: int | None = None
+    """Largest pool size (autoscaling between min and max); None = same as min_size."""
+    batch_size: int = 64
+    """Samples per call of the preprocessor."""
+
+
+@dataclasses.dataclass
+class PoolsConfig:
+    """Resources of the read tasks and of each per-modality actor pool."""
+
+    read_num_cpus: float = 0.25
+    """CPUs reserved per shard-read task."""
+    image: PoolConfig = field(default_factory=lambda: PoolConfig(num_cpus=0.3))
+    """Image decode pool (the heaviest stage)."""
+    text: PoolConfig = field(default_factory=lambda: PoolConfig(num_cpus=0.25))
+    """Tokenizer pool (cheap)."""
+    audio: PoolConfig = field(default_factory=lambda: PoolConfig(num_cpus=0.3))
+    """Audio decode + log-mel pool."""
+
+
+@dataclasses.dataclass
+class RayConfig:
+    """How to reach Ray."""
+
+    address: str | None = None
+    """Cluster address (``auto``, ``ray://...``); None starts a local single-node Ray."""
+    num_cpus: int | None = None
+    """CPUs of a local Ray instance (None = all cores)."""
+    object_store_memory_mb: int | None = None
+    """Object store size of a local Ray instance (None = Ray's default)."""
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """The generated demo benchmark (``mm-ray make-shards`` / ``mm-ray demo``)."""
+
+    num_samples: int = 2000
+    """Samples across train and val shards."""
+    samples_per_shard: int = 250
+    """Samples per tar shard."""
+    val_fraction: float = 0.2
+    """Fraction of samples written to held-out ``val-*`` shards."""
+    seed: int = 0
+    """Generation seed (same seed, same bytes)."""
+    min_image_px: int = 256
+    """Smallest rendered image side."""
+    max_image_px: int = 512
+    """Largest rendered image side."""
+
+
+@dataclasses.dataclass
+class Config:
+    """The whole configuration of an mm_ray run."""
+
+    name: str = "mm-ray"
+    """Run name: outputs go to ``<output_dir>/<name>``; reusing a name resumes/overwrites that run."""
+    output_dir: str = "runs"
+    """Root directory for run outputs."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Input shards and validation."""
+    image: ImageConfig = field(default_factory=ImageConfig)
+    """Image preprocessing."""
+    text: TextConfig = field(default_factory=TextConfig)
+    """Text preprocessing."""
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    """Audio preprocessing."""
+    pools: PoolsConfig = field(default_factory=PoolsConfig)
+    """Actor pools and read tasks."""
+    ray: RayConfig = field(default_factory=RayConfig)
+    """Ray connection."""
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    """Demo data generation."""

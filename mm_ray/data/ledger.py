@@ -1,0 +1,99 @@
+"""The quarantine ledger: one place that counts samples read and samples set aside.
+
+Read tasks and preprocessing stages run in many processes; each sends its
+``QuarantineRecord``s (as dicts) and per-shard read counts here. The Ray wiring runs one
+instance of this plain class as an actor (``mm_ray.data.pipeline``); tests use it directly.
+
+Records are de-duplicated on (shard, key, reason) and shard counts are overwritten, not
+added, so a retried read task or a restarted actor does not double count.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+from typing import Any
+
+from mm_ray.quarantine import MEMBER_LEVEL, SHARD_LEVEL, Reason
+
+
+class ErrorBudgetExceeded(RuntimeError):
+    """More than the configured fraction of samples was quarantined."""
+
+
+class QuarantineLedger:
+    """Collects quarantine records and read progress; produces the summary and the JSONL log."""
+
+    def __init__(self, max_logged: int = 100_000):
+        self._records: dict[tuple[str, str, str], dict[str, str]] = {}
+        self._samples_read: dict[str, int] = {}
+        self._shards_done: set[str] = set()
+        self._max_logged = max_logged
+
+    def add(self, records: list[dict[str, str]]) -> None:
+        """Record ``QuarantineRecord.to_json()`` dicts (idempotent)."""
+        for rec in records:
+            self._records.setdefault((rec["shard"], rec["key"], rec["reason"]), rec)
+
+    def shard_progress(self, shard: str, samples_read: int, done: bool = False) -> None:
+        """A read task has parsed ``samples_read`` samples (good or bad) of ``shard`` so far."""
+        self._samples_read[shard] = max(samples_read, self._samples_read.get(shard, 0))
+        if done:
+            self._shards_done.add(shard)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts by reason; ``samples_read`` counts every sample parsed from the tar streams."""
+        samples = collections.Counter()
+        members = collections.Counter()
+        shard_problems: dict[str, list[str]] = collections.defaultdict(list)
+        for (shard, _key, reason), _rec in self._records.items():
+            code = Reason(reason)
+            if code in SHARD_LEVEL:
+                shard_problems[reason].append(shard)
+            elif code in MEMBER_LEVEL:
+                members[reason] += 1
+            else:
+                samples[reason] += 1
+        return {
+            "samples_read": sum(self._samples_read.values()),
+            "samples_quarantined": sum(samples.values()),
+            "quarantine_reasons": dict(sorted(samples.items())),
+            "members_ignored": dict(sorted(members.items())),
+            "shards_done": len(self._shards_done),
+            "shards_unreadable": sorted(shard_problems.get(Reason.UNREADABLE_SHARD.value, [])),
+            "shards_truncated": sorted(shard_problems.get(Reason.TRUNCATED_SHARD.value, [])),
+            "shards_empty": sorted(shard_problems.get(Reason.EMPTY_SHARD.value, [])),
+        }
+
+    def records(self) -> list[dict[str, str]]:
+        """All records, in arrival order (capped at ``max_logged``)."""
+        return list(self._records.values())[: self._max_logged]
+
+
+def write_quarantine_log(records: list[dict[str, str]], path: str | Path) -> int:
+    """Write records as JSON lines (one object per line: shard, key, reason, detail); returns the count."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        for rec in records:
+            fh.write(json.dumps(rec) + "\n")
+    return len(records)
+
+
+def check_error_budget(
+    summary: dict[str, Any], budget: float, log_hint: str = "", min_samples: int = 0
+) -> None:
+    """Raise ``ErrorBudgetExceeded`` when the quarantined fraction is above ``budget``.
+
+    ``min_samples`` avoids failing on the first few samples of a run when checking mid-stream.
+    """
+    read = summary["samples_read"]
+    bad = summary["samples_quarantined"]
+    if read == 0 or read < min_samples or bad / read <= budget:
+        return
+    reasons = ", ".join(f"{r}={n}" for r, n in summary["quarantine_reasons"].items())
+    where = f"; see {log_hint}" if log_hint else ""
+    raise ErrorBudgetExceeded(
+        f"error budget exceeded: {bad} of {read} samples ({bad / read:.1%}) quarantined, "
+        f"budget data.error_budget={budget:.1%} ({reasons}){where}"
+    )

@@ -1,0 +1,219 @@
+"""Which tar member is which modality: turn a ``RawSample`` into one row of raw columns.
+
+Usage::
+
+    from mm_ray.data.members import MemberMap, assemble
+
+    members = MemberMap(required=("image",), label_required=False)   # e.g. img2dataset shards
+    row, records = assemble(raw_sample, members)
+    # row is None when the sample is quarantined; records explain why (plus member-level notes)
+
+A row has exactly the raw columns of ``mm_ray.columns``: KEY, SHARD, IMAGE_BYTES, TEXT_BYTES,
+AUDIO_BYTES (bytes or None), LABEL (int, -1 when absent and not required) and HAS_IMAGE/TEXT/AUDIO.
+Nothing is decoded here: images, audio and the UTF-8 of ``.txt`` are checked by the preprocessors.
+
+Rules (each quarantined sample gets exactly one sample-level record, first rule that fails wins):
+
+1. An extension maps by full match first, then by its last dotted part (``seg.png`` -> png). When
+   several members map to one role, a full match beats a last-part match, then the order of the
+   tuple decides (``jpg`` before ``png``); the others are ignored. Unmapped members get a
+   member-level ``UNKNOWN_EXTENSION`` record and the sample is kept.
+2. No mapped member at all -> ``NO_KNOWN_MEMBERS``.
+3. Text: the txt member as-is, else ``json[json_text_field]`` if it is a string (UTF-8 encoded).
+   Label: the cls member (ASCII non-negative int, whitespace ok), else ``json[json_label_field]``
+   (an int, or a string of digits). A label that is present but not such an int -> ``BAD_LABEL``.
+4. A JSON member that does not parse, or is not an object, is treated as if it held no fields.
+   If the sample is then quarantined for something the JSON was the only source of (no label while
+   ``label_required``; no text while ``"text"`` is required; no content at all) the reason is
+   ``BAD_JSON``; otherwise the sample is kept (e.g. img2dataset metadata next to a ``.txt``) and
+   the JSON gets a member-level ``IGNORED_MEMBER`` note.
+5. No label while ``label_required`` -> ``MISSING_LABEL``; a ``required`` modality missing ->
+   ``MISSING_REQUIRED_MODALITY``.
+6. A sample left with no image, text or audio at all (e.g. only ``.cls``) -> ``NO_KNOWN_MEMBERS``:
+   a row with nothing to learn from only teaches the label prior.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import re
+
+from mm_ray import columns as C
+from mm_ray.data.raw import RawSample
+from mm_ray.quarantine import QuarantineRecord, Reason
+
+# The ledger has no dedicated member-level code for "mapped but ignored" members (a duplicate
+# extension, an unparseable JSON nobody needed); they reuse the one member-level code so they are
+# counted without charging the sample error budget. Swap in a dedicated code here when one exists.
+IGNORED_MEMBER = Reason.UNKNOWN_EXTENSION
+
+ROLES = ("image", "text", "audio", "label", "json")
+_LABEL_RE = re.compile(r"\+?[0-9]{1,18}")  # 18 digits always fits int64
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberMap:
+    """Extensions for each role, and what a sample must contain to be kept."""
+
+    image: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
+    text: tuple[str, ...] = ("txt",)
+    audio: tuple[str, ...] = ("wav", "flac", "ogg", "mp3")
+    label: tuple[str, ...] = ("cls",)
+    json: tuple[str, ...] = ("json",)
+    json_text_field: str = "caption"
+    """Field of the JSON member used as text when there is no text member ("" disables)."""
+    json_label_field: str = "label"
+    """Field of the JSON member used as label when there is no label member ("" disables)."""
+    required: tuple[str, ...] = ()
+    """Modalities ("image", "text", "audio") a sample must have, else MISSING_REQUIRED_MODALITY."""
+    label_required: bool = True
+    """Quarantine samples without a label (MISSING_LABEL); when False their LABEL is -1."""
+
+    def __post_init__(self) -> None:
+        # Accept lists (from YAML) and any case; store lower-case tuples so the map stays hashable.
+        for role in (*ROLES, "required"):
+            value = getattr(self, role)
+            value = (value,) if isinstance(value, str) else value
+            object.__setattr__(self, role, tuple(str(x).lower().lstrip(".") for x in value))
+        unknown = set(self.required) - set(C.MODALITIES)
+        if unknown:
+            raise ValueError(f"required modalities must be among {C.MODALITIES}, got {sorted(unknown)}")
+        owners: dict[str, str] = {}
+        for role in ROLES:
+            for ext in getattr(self, role):
+                if owners.setdefault(ext, role) != role:
+                    raise ValueError(f"extension {ext!r} is mapped to both {owners[ext]!r} and {role!r}")
+
+    def role_of(self, ext: str) -> tuple[str, tuple[int, int]] | None:
+        """``(role, rank)`` for an extension, ``None`` if unmapped; a lower rank is a better match."""
+        roles = _role_table(self)
+        if ext in roles:
+            role, index = roles[ext]
+            return role, (0, index)
+        last = ext.rsplit(".", 1)[-1]
+        if last in roles:
+            role, index = roles[last]
+            return role, (1, index)
+        return None
+
+
+def assemble(sample: RawSample, members: MemberMap) -> tuple[dict | None, list[QuarantineRecord]]:
+    """One row of raw columns for ``sample``, or ``None`` plus the records saying why it is quarantined."""
+    chosen, unknown = _choose(sample, members)
+    records = [_note(sample, Reason.UNKNOWN_EXTENSION, f"member {_member(sample, e)!r}") for e in unknown]
+    if not chosen:
+        names = [_member(sample, e) for e in sample.members]
+        return None, [*records, _note(sample, Reason.NO_KNOWN_MEMBERS, f"members {names}")]
+    found = {role: sample.members[ext] for role, ext in chosen.items()}
+    meta, json_error = _parse_json(found.get("json"))
+    text = found.get("text")
+    if text is None and members.json_text_field:
+        text = _json_text(meta.get(members.json_text_field))
+    json_label = meta.get(members.json_label_field) if members.json_label_field else None
+    try:
+        label = _label(found.get("label"), json_label)
+    except ValueError as e:
+        return None, [*records, _note(sample, Reason.BAD_LABEL, str(e))]
+    content = {"image": found.get("image"), "text": text, "audio": found.get("audio")}
+    problem = _problem(content, label, members, json_error, has_txt="text" in found, has_cls="label" in found)
+    if problem is not None:
+        return None, [*records, _note(sample, *problem)]
+    if json_error:
+        json_member = _member(sample, chosen["json"])
+        records.append(_note(sample, IGNORED_MEMBER, f"member {json_member!r} ignored: {json_error}"))
+    return _row(sample, content, label), records
+
+
+def _choose(sample: RawSample, members: MemberMap) -> tuple[dict[str, str], list[str]]:
+    """Pick the best-matching member for each role; return ``{role: ext}`` and the unmapped extensions."""
+    best: dict[str, tuple[tuple[int, int], str]] = {}
+    unknown = []
+    for ext in sample.members:
+        match = members.role_of(ext)
+        if match is None:
+            unknown.append(ext)
+            continue
+        role, rank = match
+        if role not in best or rank < best[role][0]:
+            best[role] = (rank, ext)
+    return {role: ext for role, (_, ext) in best.items()}, unknown
+
+
+def _problem(
+    content: dict, label: int | None, members: MemberMap, json_error: str, *, has_txt: bool, has_cls: bool
+) -> tuple[Reason, str] | None:
+    """The first sample-level ``(reason, detail)`` that quarantines the sample, or ``None``."""
+    # The JSON takes the blame only where it was the sole possible source of what is missing.
+    text_from_json = bool(json_error and not has_txt and members.json_text_field)
+    if label is None and members.label_required:
+        if json_error and not has_cls and members.json_label_field:
+            return Reason.BAD_JSON, f"no label member and the JSON is unusable: {json_error}"
+        return Reason.MISSING_LABEL, "no label member and no label field in the JSON"
+    for modality in members.required:
+        if content[modality] is None:
+            if modality == "text" and text_from_json:
+                return Reason.BAD_JSON, f"no text member and the JSON is unusable: {json_error}"
+            return Reason.MISSING_REQUIRED_MODALITY, f"required modality {modality!r} is missing"
+    if all(value is None for value in content.values()):
+        if text_from_json:
+            return Reason.BAD_JSON, f"no content besides a JSON that is unusable: {json_error}"
+        return Reason.NO_KNOWN_MEMBERS, "no image, text or audio content"
+    return None
+
+
+def _parse_json(raw: bytes | None) -> tuple[dict, str]:
+    """``(fields, error)``: the JSON object (or ``{}``) and an error text ("" when fine or absent)."""
+    if raw is None:
+        return {}, ""
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return {}, f"not valid JSON ({e})"
+    if not isinstance(value, dict):
+        return {}, f"JSON is a {type(value).__name__}, not an object"
+    return value, ""
+
+
+def _json_text(value: object) -> bytes | None:
+    # Only strings are text; "surrogatepass" keeps lone surrogates from \ud800 escapes as bytes the
+    # text preprocessor will reject as bad UTF-8, instead of failing here.
+    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else None
+
+
+def _label(member: bytes | None, field: object) -> int | None:
+    """The label from the cls member, else the JSON field; ``None`` when absent, ``ValueError`` when bad."""
+    if member is not None:
+        text = member.decode("ascii", "replace").strip()
+        if not _LABEL_RE.fullmatch(text):
+            raise ValueError(f"label member is not a non-negative integer: {text[:40]!r}")
+        return int(text)
+    if field is None:
+        return None
+    if isinstance(field, str) and _LABEL_RE.fullmatch(field.strip()):
+        return int(field.strip())
+    if isinstance(field, int) and not isinstance(field, bool) and 0 <= field < 2**63:
+        return field
+    raise ValueError(f"JSON label field is not a non-negative integer: {str(field)[:40]!r}")
+
+
+def _row(sample: RawSample, content: dict, label: int | None) -> dict:
+    row = {C.KEY: sample.key, C.SHARD: sample.shard, C.LABEL: -1 if label is None else label}
+    for modality in C.MODALITIES:
+        row[C.RAW_COLUMN[modality]] = content[modality]
+        row[C.PRESENCE_COLUMN[modality]] = content[modality] is not None
+    return row
+
+
+def _note(sample: RawSample, reason: Reason, detail: str) -> QuarantineRecord:
+    return QuarantineRecord(sample.shard, sample.key, reason, detail)
+
+
+def _member(sample: RawSample, ext: str) -> str:
+    return f"{sample.key}.{ext}" if ext else sample.key
+
+
+@functools.lru_cache(maxsize=64)
+def _role_table(members: MemberMap) -> dict[str, tuple[str, int]]:
+    return {ext: (role, i) for role in ROLES for i, ext in enumerate(getattr(members, role))}

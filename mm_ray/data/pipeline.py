@@ -1,0 +1,179 @@
+"""Assemble the Ray Data ingest pipeline: shards -> read tasks -> text / image / audio actor pools.
+
+This is the one module that wires Ray Data together; the pieces it wires are plain Python
+(reader, preprocessors) and the resource policy lives in ``mm_ray.data.resources``.
+
+Usage::
+
+    ingest = Ingest.from_config(cfg, shard_specs, tokenizer_json)   # needs a running Ray
+    for batch in ingest.dataset.iter_batches(batch_size=64):        # model-ready numpy batches
+        ...
+    summary = ingest.finish()        # counts, quarantine reasons; enforces the error budget
+
+At this point in the stream each row has: ``__key__``, ``__shard__``, ``label``, the presence
+mask ``has_*``, ``image`` uint8 [3,S,S], ``input_ids``/``attention_mask`` [L], ``audio``
+float32 [n_mels, frames]. Rejected rows never leave their stage; they are in the ledger.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.data
+
+from mm_ray.config.schema import Config
+from mm_ray.data.datasource import ShardDatasource
+from mm_ray.data.ledger import QuarantineLedger, check_error_budget, write_quarantine_log
+from mm_ray.data.members import MemberMap
+from mm_ray.data.resources import IngestPlan, plan_ingest
+from mm_ray.data.sources import expand_shards
+from mm_ray.data.stages import STAGES
+from mm_ray.runtime import cluster_resources
+
+# Text first (cheapest: rows rejected there never reach the costly decoders); image last because its
+# output (150 KB per sample at 224 px) is the largest, so no other stage has to carry it.
+STAGE_ORDER = ("text", "audio", "image")
+
+
+def member_map(cfg: Config) -> MemberMap:
+    """The reader's member mapping from the ``data`` section."""
+    m = cfg.data.members
+    return MemberMap(
+        image=tuple(m.image),
+        text=tuple(m.text),
+        audio=tuple(m.audio),
+        label=tuple(m.label),
+        json=tuple(m.json),
+        json_text_field=m.json_text_field,
+        json_label_field=m.json_label_field,
+        required=tuple(cfg.data.required_modalities),
+        label_required=cfg.data.label_required,
+    )
+
+
+def preprocessor_kwargs(cfg: Config, tokenizer_json: str) -> dict[str, dict[str, Any]]:
+    """Flat keyword arguments of each modality's preprocessor."""
+    a = cfg.audio
+    return {
+        "image": {"size": cfg.image.size, "resize": cfg.image.resize},
+        "text": {"tokenizer": tokenizer_json, "max_length": cfg.text.max_length},
+        "audio": {
+            "sample_rate": a.sample_rate,
+            "duration_s": a.duration_s,
+            "n_mels": a.n_mels,
+            "n_fft": a.n_fft,
+            "hop_length": a.hop_length,
+        },
+    }
+
+
+def build_dataset(
+    urls: list[str],
+    *,
+    members: MemberMap,
+    kwargs: dict[str, dict[str, Any]],
+    plan: IngestPlan,
+    ledger: Any,
+    storage_options: dict[str, str],
+    rows_per_block: int,
+) -> ray.data.Dataset:
+    """The lazy Ray dataset of model-ready rows (nothing runs until it is consumed)."""
+    source = ShardDatasource(
+        urls, members=members, ledger=ledger, storage_options=storage_options, rows_per_block=rows_per_block
+    )
+    ds = ray.data.read_datasource(source, override_num_blocks=len(urls), num_cpus=plan.read_num_cpus)
+    for modality in STAGE_ORDER:
+        pool = plan.pools[modality]
+        ds = ds.map_batches(
+            STAGES[modality],
+            fn_constructor_kwargs={"ledger": ledger, **kwargs[modality]},
+            compute=ray.data.ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
+            num_cpus=pool.num_cpus,
+            num_gpus=pool.num_gpus,
+            batch_size=pool.batch_size,
+            batch_format="pyarrow",
+            zero_copy_batch=True,
+        )
+    return ds
+
+
+def limit_memory(memory_limit_mb: int | None) -> None:
+    """Cap the object-store bytes Ray Data keeps in flight, so memory stays flat as data grows.
+
+    Applies to datasets created afterwards in this driver (a dataset copies the context).
+    """
+    if memory_limit_mb:
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(
+            object_store_memory=memory_limit_mb * 1024 * 1024
+        )
+
+
+@dataclasses.dataclass
+class Ingest:
+    """A configured ingest run: the dataset plus the ledger that counts what was set aside."""
+
+    dataset: ray.data.Dataset
+    ledger: Any
+    urls: list[str]
+    plan: IngestPlan
+    error_budget: float
+    fail_on_unreadable_shard: bool
+
+    @classmethod
+    def from_config(
+        cls, cfg: Config, shard_specs: list[str], tokenizer_json: str, reserved_cpus: float = 0.0
+    ) -> Ingest:
+        urls = expand_shards(shard_specs, storage_options=cfg.data.storage_options)
+        cpus, gpus = cluster_resources()
+        pools = {m: dataclasses.asdict(getattr(cfg.pools, m)) for m in STAGE_ORDER}
+        plan = plan_ingest(
+            pools,
+            total_cpus=cpus,
+            total_gpus=gpus,
+            read_num_cpus=cfg.pools.read_num_cpus,
+            reserved_cpus=reserved_cpus,
+        )
+        limit_memory(cfg.data.memory_limit_mb)
+        ledger = ray.remote(num_cpus=0)(QuarantineLedger).remote()
+        dataset = build_dataset(
+            urls,
+            members=member_map(cfg),
+            kwargs=preprocessor_kwargs(cfg, tokenizer_json),
+            plan=plan,
+            ledger=ledger,
+            storage_options=cfg.data.storage_options,
+            rows_per_block=cfg.data.read_block_rows,
+        )
+        return cls(dataset, ledger, urls, plan, cfg.data.error_budget, cfg.data.fail_on_unreadable_shard)
+
+    def summary(self) -> dict[str, Any]:
+        """The ledger's current counts (cheap; safe to poll while the stream runs)."""
+        return ray.get(self.ledger.summary.remote())
+
+    def check(self, min_samples: int = 200) -> None:
+        """Fail early, mid-stream, when the error budget is already blown."""
+        check_error_budget(self.summary(), self.error_budget, min_samples=min_samples)
+
+    def finish(self, quarantine_log: str | Path | None = None) -> dict[str, Any]:
+        """Final summary after the stream ended; writes the quarantine log and enforces the budget."""
+        summary = self.summary()
+        summary["shards"] = len(self.urls)
+        summary["samples_ok"] = summary["samples_read"] - summary["samples_quarantined"]
+        summary["pools"] = self.plan.describe()
+        if quarantine_log is not None:
+            # Written by the driver: the ledger actor may live on another node.
+            write_quarantine_log(ray.get(self.ledger.records.remote()), quarantine_log)
+            summary["quarantine_log"] = str(quarantine_log)
+        if self.fail_on_unreadable_shard and summary["shards_unreadable"]:
+            raise RuntimeError(
+                "unreadable shards (data.fail_on_unreadable_shard=true): "
+                + ", ".join(summary["shards_unreadable"])
+            )
+        if summary["shards_unreadable"] and len(summary["shards_unreadable"]) == len(self.urls):
+            raise RuntimeError("no shard could be read: " + ", ".join(summary["shards_unreadable"]))
+        check_error_budget(summary, self.error_budget, log_hint=str(quarantine_log or "the quarantine log"))
+        return summary

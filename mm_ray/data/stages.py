@@ -1,0 +1,131 @@
+"""Actor-pool stages: a per-modality preprocessor plus moving rejected rows to the ledger.
+
+Each stage is a callable class that Ray Data runs in its own actor pool
+(``map_batches(ImageStage, batch_format="pyarrow", compute=ActorPoolStrategy(...))``). The
+preprocessors do the real work and never raise on one bad sample; they mark it in ``REJECT``.
+The stage drops marked rows and sends their quarantine records to the ledger, so every row
+leaving a stage is good and carries no reject columns.
+
+Why Arrow in, Arrow out: a stage needs one column (its modality's raw bytes) of a batch that
+also carries the other modalities' bytes and decoded arrays. Converting the whole batch to
+numpy and back costs ~0.4 ms per sample per stage (measured: bytes columns become Python
+objects and back), about a tenth of the decode work. So the stage converts only its own
+column, and the other columns pass through as the same Arrow buffers.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from ray.data.extensions import ArrowTensorArray
+
+from mm_ray import columns as C
+from mm_ray.preprocess.audio import AudioPreprocessor
+from mm_ray.preprocess.image import ImagePreprocessor
+from mm_ray.preprocess.text import TextPreprocessor
+
+Batch = dict[str, np.ndarray]
+
+
+def drop_rejected(batch: Batch) -> tuple[Batch, list[dict[str, str]]]:
+    """Split a preprocessed numpy batch into (good rows without reject columns, quarantine records)."""
+    reasons = batch.pop(C.REJECT, None)
+    details = batch.pop(C.REJECT_DETAIL, None)
+    bad = _bad_rows(reasons)
+    if bad.size == 0:
+        return batch, []
+    records = _records(batch[C.SHARD], batch[C.KEY], reasons, details, bad)
+    keep = reasons == ""
+    return {name: col[keep] for name, col in batch.items()}, records
+
+
+def _bad_rows(reasons: np.ndarray | None) -> np.ndarray:
+    return np.empty(0, dtype=np.int64) if reasons is None else np.flatnonzero(reasons != "")
+
+
+def _records(shards, keys, reasons, details, rows) -> list[dict[str, str]]:
+    return [
+        {
+            "shard": str(shards[i]),
+            "key": str(keys[i]),
+            "reason": str(reasons[i]),
+            "detail": str(details[i]) if details is not None else "",
+        }
+        for i in rows
+    ]
+
+
+def _to_arrow(values: np.ndarray) -> pa.Array:
+    """A model-ready numpy column -> Arrow (fixed-shape tensors use Ray's tensor extension type)."""
+    if values.ndim > 1:
+        return ArrowTensorArray.from_numpy(values)
+    return pa.array(values)
+
+
+class _RejectingStage:
+    """Runs ``preprocess`` on one modality's columns of an Arrow batch and reports its rejects."""
+
+    def __init__(self, preprocess: Any, ledger: Any, raw_column: str, presence_column: str):
+        self._preprocess = preprocess
+        self._ledger = ledger
+        self._raw = raw_column
+        self._presence = presence_column
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        inputs = {self._raw: table.column(self._raw).to_numpy(zero_copy_only=False)}
+        out = self._preprocess(inputs)
+        reasons, details = out.pop(C.REJECT), out.pop(C.REJECT_DETAIL)
+        table = table.drop_columns([self._raw, self._presence])
+        for name, values in out.items():
+            table = table.append_column(name, _to_arrow(values))
+        bad = _bad_rows(reasons)
+        if bad.size:
+            self._report(_records(table.column(C.SHARD), table.column(C.KEY), reasons, details, bad))
+            table = table.filter(pa.array(reasons == ""))
+        return table
+
+    def _report(self, records: list[dict[str, str]]) -> None:
+        if self._ledger is None:
+            return
+        import ray
+
+        # Wait: the driver's final summary must include these once the stream has ended.
+        ray.get(self._ledger.add.remote(records))
+
+
+class ImageStage:
+    """Image pool stage: decode, resize/crop, uint8 CHW (``ImagePreprocessor``)."""
+
+    def __init__(self, ledger: Any = None, **image_kwargs: Any):
+        self._run = _RejectingStage(ImagePreprocessor(**image_kwargs), ledger, C.IMAGE_BYTES, C.HAS_IMAGE)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return self._run(table)
+
+
+class TextStage:
+    """Text pool stage: strict UTF-8 + tokenizer (``TextPreprocessor``)."""
+
+    def __init__(self, ledger: Any = None, **text_kwargs: Any):
+        # HF tokenizers would start a thread per core in every actor; the pool is the parallelism.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self._run = _RejectingStage(TextPreprocessor(**text_kwargs), ledger, C.TEXT_BYTES, C.HAS_TEXT)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return self._run(table)
+
+
+class AudioStage:
+    """Audio pool stage: decode, mono, resample, crop/pad, log-mel (``AudioPreprocessor``)."""
+
+    def __init__(self, ledger: Any = None, **audio_kwargs: Any):
+        self._run = _RejectingStage(AudioPreprocessor(**audio_kwargs), ledger, C.AUDIO_BYTES, C.HAS_AUDIO)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return self._run(table)
+
+
+STAGES = {"image": ImageStage, "text": TextStage, "audio": AudioStage}

@@ -1,0 +1,297 @@
+"""Stream webdataset samples out of one tar shard, turning every kind of bad input into a record.
+
+Usage::
+
+    from mm_ray.data.tar_stream import iter_shard
+
+    for item in iter_shard("s3://bucket/train/shard-000007.tar", storage_options=opts):
+        if isinstance(item, RawSample):
+            ...  # item.members == {"jpg": b"...", "txt": b"...", "cls": b"3"}
+        else:
+            ...  # a QuarantineRecord: count it and write it to the quarantine log
+
+``iter_samples(stream, shard)`` does the same for an already open binary stream (only ``read``
+is used). The tar is read with ``tarfile``'s streaming mode (``r|*``: no seeks, bz2/xz detected
+from the bytes), one member at a time, so memory holds one sample, never the shard. gzip is
+decoded here rather than by tarfile, because tarfile's streaming gzip never checks the CRC:
+a flipped bit in a ``.tar.gz`` would otherwise pass silently. Nothing is ever unpickled.
+
+Grouping follows webdataset: a member's key is its path up to the first dot of its base name
+(directory prefix kept, a leading ``./`` stripped), its extension the rest, lower-cased;
+consecutive members with the same key form one sample. Directories, links, devices and dotfiles
+(``.DS_Store``, macOS ``._*`` resource forks) are skipped.
+
+Bad input never raises; it becomes a ``QuarantineRecord``:
+
+* 0-byte shard, or a valid tar with no regular members -> one ``EMPTY_SHARD``.
+* not a tar / garbage / bad compressed data -> one ``UNREADABLE_SHARD`` with the error text
+  (also when the shard cannot be opened at all, e.g. a brace-expanded name that does not exist,
+  and for a stream shorter than one 512-byte header: too short to tell a cut from garbage).
+* the stream ends early or breaks mid-way (cut inside a member, a header, the padding, or before
+  the end-of-archive blocks; a corrupt header or compressed block) -> the samples finished before
+  the cut are yielded, the sample being assembled at the cut is ``TRUNCATED_SAMPLE`` (we cannot
+  know whether it was complete), then one ``TRUNCATED_SHARD``. A cut inside the first member's
+  header gives only the ``TRUNCATED_SHARD`` (no key is known yet).
+  A ``.tar.gz`` whose gzip CRC fails counts as broken where the decompressor reaches the
+  trailer (usually while the last tar record is read); if that is only after the tar has ended,
+  or the stream is cut inside the trailer, the samples are all yielded and the shard gets one
+  ``UNREADABLE_SHARD`` (bad CRC: samples may be damaged) or ``TRUNCATED_SHARD`` (cut trailer).
+* a key that comes back after other keys -> its first run is the sample; the late fragment is
+  ``NONCONTIGUOUS_KEY`` listing the fragment's member names (only a set of seen keys is kept).
+* two members with the same extension in one sample -> the first is kept, the second is dropped
+  with a member-level record (``members.IGNORED_MEMBER``) naming it.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import zlib
+from collections.abc import Generator, Iterator
+from typing import BinaryIO
+
+from mm_ray.data.members import IGNORED_MEMBER
+from mm_ray.data.raw import RawSample
+from mm_ray.data.sources import open_shard
+from mm_ray.quarantine import QuarantineRecord, Reason
+
+Item = RawSample | QuarantineRecord
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def iter_shard(url: str, *, storage_options: dict | None = None) -> Iterator[Item]:
+    """Open ``url`` (local path or ``s3://``) and yield its samples and records; never raises for bad data."""
+    try:
+        stream = open_shard(url, storage_options)
+    except OSError as e:
+        yield QuarantineRecord(url, "", Reason.UNREADABLE_SHARD, str(e))
+        return
+    with stream:
+        yield from iter_samples(stream, url)
+
+
+def iter_samples(stream: BinaryIO, shard: str) -> Iterator[Item]:
+    """Yield ``RawSample``s and ``QuarantineRecord``s from a forward-only binary tar stream."""
+    header_errors: list[tarfile.HeaderError] = []
+    source = None
+    try:
+        source = _Source(stream)
+        # Not a ``with``: opening is where garbage and empty shards show up; closed below.
+        tar = tarfile.open(fileobj=source.data, mode="r|*", tarinfo=_watching_tarinfo(header_errors))  # noqa: SIM115
+    except Exception as e:  # tarfile raises many types on garbage: ReadError, CompressionError, EOFError, ...
+        yield QuarantineRecord(shard, "", _open_failure_reason(e, header_errors, source), _describe(e))
+        return
+    with tar:  # closes tarfile's wrapper only; the caller owns ``stream``
+        clean_end = yield from _read_all(tar, _Grouper(shard), header_errors)
+    problem = source.check_rest() if clean_end else None
+    if problem is not None:
+        yield QuarantineRecord(shard, "", *problem)
+
+
+def _read_all(tar: tarfile.TarFile, group: _Grouper, header_errors: list) -> Generator[Item, None, bool]:
+    """Yield the samples and records of an open tar; return whether it ended at its end-of-archive marker."""
+    while True:
+        try:
+            info = tar.next()
+        except Exception as e:
+            yield from group.cut(None, _describe(e))
+            return False
+        if info is None:
+            break
+        # Streaming mode still appends every header to tar.members; drop them so memory stays flat.
+        tar.members.clear()
+        parsed = _split_name(info)
+        if parsed is None:
+            continue
+        name, key, ext = parsed
+        yield from group.switch_to(key)
+        data = None
+        if not group.late:  # a late fragment is set aside anyway; skip reading its bytes
+            try:
+                data = tar.extractfile(info).read()
+            except Exception as e:
+                yield from group.cut(name, _describe(e))
+                return False
+        yield from group.add(name, ext, data)
+    # tarfile ends iteration silently on a missing, cut or corrupt header after the first one;
+    # only a zero block (the end-of-archive marker) is a clean end.
+    last = header_errors[-1] if header_errors else None
+    if not isinstance(last, tarfile.EOFHeaderError):
+        why = _describe(last) if last else "stream ended"
+        yield from group.cut(None, f"no end-of-archive marker ({why})")
+        return False
+    yield from group.finish()
+    return True
+
+
+class _Source:
+    """The shard's bytes as tarfile should see them: counted (an empty shard is 0 raw bytes), and
+    un-gzipped by ``_Gunzip`` when they start with the gzip magic. bz2 and xz check their blocks
+    as they go and are left to tarfile."""
+
+    def __init__(self, stream: BinaryIO):
+        self._stream = stream
+        self._head = stream.read(2) or b""
+        self.raw_bytes = len(self._head)
+        self.gunzip = _Gunzip(self) if self._head == GZIP_MAGIC else None
+        self.data = self.gunzip or self
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Raw bytes, the two peeked ones first."""
+        head, self._head = self._head, b""
+        if size is not None and 0 <= size <= len(head):
+            self._head = head[size:]
+            return head[:size]
+        rest = self._stream.read() if size is None or size < 0 else self._stream.read(size - len(head))
+        rest = rest or b""
+        self.raw_bytes += len(rest)
+        return head + rest
+
+    def check_rest(self) -> tuple[Reason, str] | None:
+        """After a clean tar end, read a gzip stream to its end so its CRC and length get checked."""
+        if self.gunzip is None:
+            return None
+        try:
+            while self.gunzip.read(1 << 20):
+                pass
+        except zlib.error as e:
+            return Reason.UNREADABLE_SHARD, f"gzip check failed, samples may be damaged: {_describe(e)}"
+        if not self.gunzip.complete:  # cut inside the gzip trailer: every sample was complete
+            return Reason.TRUNCATED_SHARD, "gzip stream ends before its trailer (after the tar ended)"
+        return None
+
+
+class _Gunzip:
+    """Forward-only gzip reader. zlib's gzip mode (wbits=31) checks every member's CRC-32 and length;
+    a cut reads short instead of raising, so tarfile sees exactly the bytes before the cut."""
+
+    def __init__(self, raw: _Source):
+        self._raw = raw
+        self._zlib = zlib.decompressobj(wbits=31)
+        self._input = b""
+
+    @property
+    def complete(self) -> bool:
+        return self._zlib.eof and not self._input
+
+    def read(self, size: int | None = -1) -> bytes:
+        unlimited = size is None or size < 0
+        parts, got = [], 0
+        while unlimited or got < size:
+            if not self._input:
+                self._input = self._raw.read(1 << 16)
+                if not self._input:
+                    break
+            if self._zlib.eof:
+                if not self._input.strip(b"\0"):  # zero padding after the last member: gzip(1) ignores it too
+                    self._input = b""
+                    continue
+                self._zlib = zlib.decompressobj(
+                    wbits=31
+                )  # concatenated gzip members (pigz, appended archives)
+            data = self._zlib.decompress(self._input, 0 if unlimited else size - got)
+            self._input = self._zlib.unused_data if self._zlib.eof else self._zlib.unconsumed_tail
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
+
+
+class _Grouper:
+    """Assembles consecutive members into samples and remembers which keys are already closed."""
+
+    def __init__(self, shard: str):
+        self.shard = shard
+        self.key: str | None = None
+        self.members: dict[str, bytes] = {}
+        self.names: list[str] = []
+        self.late = False  # the current run is a late fragment of a key seen before
+        self.seen: set[str] = set()
+        self.samples = 0
+
+    def switch_to(self, key: str) -> Iterator[Item]:
+        if key == self.key:
+            return
+        yield from self._close()
+        self.key, self.members, self.names = key, {}, []
+        self.late = key in self.seen
+        self.seen.add(key)
+
+    def add(self, name: str, ext: str, data: bytes | None) -> Iterator[Item]:
+        self.names.append(name)
+        if self.late:
+            return
+        if ext in self.members:
+            detail = f"duplicate member {name!r}: the sample already has a {ext!r} member (first kept)"
+            yield QuarantineRecord(self.shard, self.key, IGNORED_MEMBER, detail)
+            return
+        self.members[ext] = data
+
+    def cut(self, member: str | None, error: str) -> Iterator[Item]:
+        """The stream broke while ``member`` (or the next header) was being read."""
+        if self.key is not None:
+            names = [*self.names, member] if member else self.names
+            reason = Reason.NONCONTIGUOUS_KEY if self.late else Reason.TRUNCATED_SAMPLE
+            yield self._record(reason, f"stream cut after members {names}: {error}")
+        detail = f"tar stream ends early after {self.samples} complete samples: {error}"
+        yield QuarantineRecord(self.shard, "", Reason.TRUNCATED_SHARD, detail)
+
+    def finish(self) -> Iterator[Item]:
+        if self.key is None:
+            yield QuarantineRecord(self.shard, "", Reason.EMPTY_SHARD, "the tar holds no regular members")
+        yield from self._close()
+
+    def _close(self) -> Iterator[Item]:
+        if self.key is None:
+            return
+        if self.late:
+            yield self._record(Reason.NONCONTIGUOUS_KEY, f"late members {self.names} after other keys")
+        else:
+            self.samples += 1
+            yield RawSample(shard=self.shard, key=self.key, members=self.members)
+
+    def _record(self, reason: Reason, detail: str) -> QuarantineRecord:
+        return QuarantineRecord(self.shard, self.key or "", reason, detail)
+
+
+def _open_failure_reason(error: Exception, header_errors: list, source: _Source | None) -> Reason:
+    if source is not None and source.raw_bytes == 0:
+        return Reason.EMPTY_SHARD
+    # A valid first header (e.g. a pax header) whose follow-up is missing: a cut, not garbage.
+    if any(isinstance(e, tarfile.SubsequentHeaderError) for e in header_errors):
+        return Reason.TRUNCATED_SHARD
+    return Reason.UNREADABLE_SHARD
+
+
+def _split_name(info: tarfile.TarInfo) -> tuple[str, str, str] | None:
+    """``(member name, key, extension)`` for a regular file, ``None`` for anything skipped."""
+    if not info.isreg():
+        return None
+    name = info.name
+    while name.startswith("./"):
+        name = name[2:]
+    base = name.rsplit("/", 1)[-1]
+    if not base or base.startswith("."):
+        return None
+    stem, _, ext = base.partition(".")
+    return name, name[: len(name) - len(base)] + stem, ext.lower()
+
+
+def _watching_tarinfo(header_errors: list) -> type[tarfile.TarInfo]:
+    """A TarInfo class that records header errors, which ``TarFile.next`` otherwise swallows."""
+
+    class _WatchedTarInfo(tarfile.TarInfo):
+        @classmethod
+        def fromtarfile(cls, tf: tarfile.TarFile) -> tarfile.TarInfo:
+            try:
+                return super().fromtarfile(tf)
+            except tarfile.HeaderError as e:
+                header_errors.append(e)
+                raise
+
+    return _WatchedTarInfo
+
+
+def _describe(error: BaseException) -> str:
+    kind = type(error)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    text = str(error)
+    return f"{name}: {text}" if text else name

@@ -1,0 +1,99 @@
+"""Text preprocessing: UTF-8 bytes -> fixed-length token ids and attention mask.
+
+Use it as a callable class on numpy batches (a Ray Data actor pool calls it the same way)::
+
+    pre = TextPreprocessor(tokenizer_json, max_length=32)   # a path, the JSON string, or a Tokenizer
+    batch = pre({"text_bytes": np.array([b"a red bus", None], dtype=object)})
+    batch["input_ids"]       # int32 [2, 32]: [CLS] a red bus [SEP] [PAD] ...; row 1 all zeros
+    batch["attention_mask"]  # int8  [2, 32]: 1 on real tokens, 0 on padding
+    batch["has_text"]        # [True, False]
+
+``pre.decode(data)`` does one sample and raises ``SampleError(Reason.BAD_TEXT_ENCODING)`` on bytes
+that are not UTF-8. Texts longer than ``max_length`` tokens are cut (keeping [CLS] and [SEP]).
+The whole batch is tokenized in one call into the Rust tokenizer, which uses several threads
+(set ``TOKENIZERS_PARALLELISM=false`` where a worker must stay on one core).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from mm_ray.columns import ATTENTION_MASK, HAS_TEXT, INPUT_IDS, REJECT, REJECT_DETAIL, TEXT_BYTES
+from mm_ray.preprocess.batch import reject_columns
+from mm_ray.preprocess.tokenizer import PAD, load_tokenizer
+from mm_ray.quarantine import Reason, SampleError
+
+
+class TextPreprocessor:
+    """Tokenize UTF-8 text to ``input_ids`` int32 ``[max_length]`` and ``attention_mask`` int8.
+
+    Args:
+        tokenizer: a ``Tokenizer``, a path to a ``tokenizer.json``, or its JSON text. A given
+            ``Tokenizer`` is copied, so the caller's object is never changed.
+        max_length: tokens per row, [CLS] and [SEP] included; shorter texts are right-padded.
+    """
+
+    def __init__(self, tokenizer: str | Tokenizer, max_length: int = 32):
+        if max_length < 2:
+            raise ValueError(f"max_length must leave room for [CLS] and [SEP], got {max_length}")
+        source = tokenizer.to_str() if isinstance(tokenizer, Tokenizer) else tokenizer
+        # A private copy: padding/truncation are settings on the tokenizer object itself.
+        self._tokenizer = load_tokenizer(source)
+        pad_id = self._tokenizer.token_to_id(PAD)
+        if pad_id is None:
+            raise ValueError(f"the tokenizer has no {PAD} token")
+        self._tokenizer.enable_truncation(max_length=max_length)
+        self._tokenizer.enable_padding(direction="right", pad_id=pad_id, pad_token=PAD, length=max_length)
+        self.max_length = max_length
+        self.pad_id = pad_id
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Replace ``text_bytes`` with ``input_ids``, ``attention_mask`` and ``has_text``."""
+        raw = batch.pop(TEXT_BYTES)
+        n = len(raw)
+        reject, detail = reject_columns(batch, n)
+        rows: list[int] = []
+        texts: list[str] = []
+        for i in range(n):
+            data = raw[i]
+            if data is None or reject[i]:
+                continue
+            try:
+                texts.append(decode_utf8(data))
+            except SampleError as err:
+                reject[i], detail[i] = err.reason.value, err.detail
+                continue
+            rows.append(i)
+        ids = np.zeros((n, self.max_length), dtype=np.int32)
+        mask = np.zeros((n, self.max_length), dtype=np.int8)
+        if rows:
+            ids[rows], mask[rows] = self._encode(texts)
+        has = np.zeros(n, dtype=bool)
+        has[rows] = True
+        batch[INPUT_IDS] = ids
+        batch[ATTENTION_MASK] = mask
+        batch[HAS_TEXT] = has
+        batch[REJECT] = reject
+        batch[REJECT_DETAIL] = detail
+        return batch
+
+    def decode(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """One text member -> (input_ids int32 [max_length], attention_mask int8 [max_length])."""
+        ids, mask = self._encode([decode_utf8(data)])
+        return ids[0], mask[0]
+
+    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        # encode_batch_fast skips character offsets, which nothing downstream uses.
+        encodings = self._tokenizer.encode_batch_fast(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int32)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int8)
+        return ids, mask
+
+
+def decode_utf8(data: bytes) -> str:
+    """Strict UTF-8 decode; raises ``SampleError(BAD_TEXT_ENCODING)`` naming the bad byte offset."""
+    try:
+        return str(data, "utf-8")
+    except UnicodeDecodeError as err:
+        raise SampleError(Reason.BAD_TEXT_ENCODING, str(err)) from None

@@ -1,0 +1,57 @@
+"""Starting or joining Ray, and keeping its output readable.
+
+Every command calls ``init_ray`` once. With no address it starts a local single-node Ray
+(the laptop default); with an address (``auto``, ``ray://host:10001``) it joins a cluster.
+When Ray is already initialised (tests share one instance per module) it is reused.
+
+Ray Data's per-operator progress bars and execution logs are turned off: the CLI shows one
+progress bar of its own and a summary, and Ray's logs stay in Ray's session log directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+
+def init_ray(
+    address: str | None = None, num_cpus: int | None = None, object_store_memory_mb: int | None = None
+) -> None:
+    """Connect to (or start) Ray and apply mm_ray's Ray Data defaults."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    if not ray.is_initialized():
+        kwargs: dict = {"log_to_driver": False, "logging_level": logging.WARNING}
+        if address:
+            kwargs["address"] = address
+        else:
+            # The dashboard and its agent cost CPU that a 2-core laptop needs for decoding.
+            kwargs["include_dashboard"] = False
+            kwargs["num_cpus"] = num_cpus
+            if object_store_memory_mb:
+                kwargs["object_store_memory"] = object_store_memory_mb * 1024 * 1024
+        ray.init(**kwargs)
+    configure_data_context()
+
+
+def configure_data_context(target_block_mb: int = 16) -> None:
+    """Quiet, streaming-friendly Ray Data settings for the current driver."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    # Small blocks: the first model-ready batch arrives after one block, not after a whole shard,
+    # and per-modality stages overlap instead of waiting on 128 MB blocks.
+    ctx.target_max_block_size = target_block_mb * 1024 * 1024
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+
+
+def cluster_resources() -> tuple[float, float]:
+    """(CPUs, GPUs) of the connected cluster."""
+    import ray
+
+    res = ray.cluster_resources()
+    return float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))

@@ -1,0 +1,19 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import pytest
+from s3_server import ENV, S3TestServer
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A moto S3 server on loopback with one bucket, for the whole test session.
+
+    Tests share the bucket, so each uploads under its own prefix (e.g. the test's name).
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in ENV.items():
+            mp.setenv(name, value)
+        with S3TestServer() as server:
+            yield server
