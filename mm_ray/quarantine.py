@@ -40,6 +40,8 @@ class Reason(str, Enum):
     # member level (the sample is kept; the member is ignored and counted)
     UNKNOWN_EXTENSION = "unknown_extension"
     """A member with an extension that maps to no modality (ignored, sample kept)."""
+    IGNORED_MEMBER = "ignored_member"
+    """A known member that was not used (duplicate extension, unneeded bad JSON); the sample is kept."""
     # shard level
     UNREADABLE_SHARD = "unreadable_shard"
     """The shard could not be opened or is not a tar archive at all."""
@@ -50,7 +52,7 @@ class Reason(str, Enum):
 
 
 SHARD_LEVEL = frozenset({Reason.UNREADABLE_SHARD, Reason.TRUNCATED_SHARD, Reason.EMPTY_SHARD})
-MEMBER_LEVEL = frozenset({Reason.UNKNOWN_EXTENSION})
+MEMBER_LEVEL = frozenset({Reason.UNKNOWN_EXTENSION, Reason.IGNORED_MEMBER})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,9 @@ from s3_server import ENV, S3TestServer
 def s3():
     """A moto S3 server on loopback with one bucket, for the whole test session.
 
-    Tests share the bucket, so each uploads under its own prefix (e.g. the test's name).
+    Tests share the bucket, so each uploads under its own prefix (e.g. the test's name). Dummy AWS
+    credentials (and NO_PROXY for loopback) are in the environment from first use until the end of
+    the test run, so S3 clients that take credentials from the environment work too.
     """
     with pytest.MonkeyPatch.context() as mp:
         for name, value in ENV.items():

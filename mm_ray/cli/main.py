@@ -17,10 +17,16 @@ import sys
 
 from mm_ray.cli import bench, config_cmd, demo, make_shards, preprocess
 from mm_ray.config.load import ConfigError
+from mm_ray.data.ledger import ErrorBudgetExceeded
+from mm_ray.data.sources import ShardOpenError, ShardSpecError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mm-ray", description=__doc__.split("\n\n")[0].strip())
+    parser = argparse.ArgumentParser(
+        prog="mm-ray",
+        description="mm_ray: multimodal (image + text + audio) fusion training on Ray.",
+        epilog="Run `mm-ray COMMAND -h` for a command's options; `mm-ray config explain` lists every config key.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (demo, make_shards, preprocess, bench, config_cmd):
         module.add_parser(sub)
@@ -34,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"mm-ray {args.command}: config error: {err}", file=sys.stderr)
         return 2
+    except (ShardSpecError, ShardOpenError) as err:
+        print(f"mm-ray {args.command}: {err}", file=sys.stderr)
+        return 2
+    except ErrorBudgetExceeded as err:
+        print(f"mm-ray {args.command}: {err}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

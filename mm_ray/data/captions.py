@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from mm_ray import columns as C
 from mm_ray.data.members import MemberMap, assemble
 from mm_ray.data.raw import RawSample
-from mm_ray.data.sources import open_shard
-from mm_ray.data.tar_stream import iter_samples
+from mm_ray.data.tar_stream import iter_shard
 
 
 def iter_captions(
@@ -20,22 +19,17 @@ def iter_captions(
     """
     count = 0
     for url in urls:
-        try:
-            stream = open_shard(url, storage_options or {})
-        except Exception:
-            continue
-        with stream:
-            for item in iter_samples(stream, url):
-                if not isinstance(item, RawSample):
-                    continue
-                row, _ = assemble(item, members)
-                text = row and row[C.TEXT_BYTES]
-                if not text:
-                    continue
-                try:
-                    yield text.decode("utf-8")
-                except UnicodeDecodeError:
-                    continue
-                count += 1
-                if count >= limit:
-                    return
+        for item in iter_shard(url, storage_options=storage_options):
+            if not isinstance(item, RawSample):
+                continue
+            row, _ = assemble(item, members)
+            text = row and row[C.TEXT_BYTES]
+            if not text:
+                continue
+            try:
+                yield text.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            count += 1
+            if count >= limit:
+                return

@@ -26,9 +26,8 @@ from ray.data.datasource import Datasource, ReadTask
 from mm_ray import columns as C
 from mm_ray.data.members import MemberMap, assemble
 from mm_ray.data.raw import RawSample
-from mm_ray.data.sources import open_shard
-from mm_ray.data.tar_stream import iter_samples
-from mm_ray.quarantine import QuarantineRecord, Reason
+from mm_ray.data.tar_stream import iter_shard
+from mm_ray.quarantine import QuarantineRecord
 
 RAW_SCHEMA = pa.schema(
     [
@@ -99,27 +98,22 @@ def read_shard_blocks(
 ) -> Iterator[pa.Table]:
     """Yield Arrow blocks of raw samples from one shard, reporting problems to ``ledger``."""
     report = _Reporter(url, ledger)
-    try:
-        stream = open_shard(url, storage_options)
-    except Exception as err:
-        report.records([QuarantineRecord(url, "", Reason.UNREADABLE_SHARD, f"{type(err).__name__}: {err}")])
-        report.finish()
-        return
     rows: list[dict[str, Any]] = []
-    with stream:
-        for item in iter_samples(stream, url):
-            if isinstance(item, RawSample):
-                report.samples += 1
-                row, recs = assemble(item, members)
-                report.records(recs)
-                if row is not None:
-                    rows.append(row)
-            else:
-                report.records([item])
-            if len(rows) >= rows_per_block:
-                yield rows_to_table(rows)
-                rows = []
-                report.progress()
+    for item in iter_shard(url, storage_options=storage_options):
+        if isinstance(item, RawSample):
+            report.samples += 1
+            row, recs = assemble(item, members)
+            report.records(recs)
+            if row is not None:
+                rows.append(row)
+        else:
+            # A truncated or non-contiguous fragment is a sample that was read and set aside.
+            report.samples += int(item.is_sample)
+            report.records([item])
+        if len(rows) >= rows_per_block:
+            yield rows_to_table(rows)
+            rows = []
+            report.progress()
     if rows:
         yield rows_to_table(rows)
     report.finish()

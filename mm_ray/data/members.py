@@ -47,7 +47,7 @@ from mm_ray.quarantine import QuarantineRecord, Reason
 # The ledger has no dedicated member-level code for "mapped but ignored" members (a duplicate
 # extension, an unparseable JSON nobody needed); they reuse the one member-level code so they are
 # counted without charging the sample error budget. Swap in a dedicated code here when one exists.
-IGNORED_MEMBER = Reason.UNKNOWN_EXTENSION
+IGNORED_MEMBER = Reason.IGNORED_MEMBER
 
 ROLES = ("image", "text", "audio", "label", "json")
 _LABEL_RE = re.compile(r"\+?[0-9]{1,18}")  # 18 digits always fits int64

@@ -15,7 +15,7 @@ A spec is a directory (every ``*.tar``, ``*.tar.gz``, ``*.tgz`` directly inside 
 a plain file, or a list of those; any of them may be an ``s3://bucket/key`` URL. Local paths
 come back absolute, S3 shards as ``s3://bucket/key``. Brace-expanded names are *not* checked for
 existence here (that would cost one request per shard): a missing one surfaces by name when it is
-opened. Globs and directories are listed, and a spec that matches nothing is a ``ValueError``.
+opened. Globs and directories are listed, and a spec that matches nothing is a ``ShardSpecError`` (a ``ValueError``).
 
 ``storage_options`` is a plain dict of ``pyarrow.fs.S3FileSystem`` keyword arguments
 (``endpoint_override``, ``scheme``, ``region``, ``access_key``, ``secret_key``, ``session_token``,
@@ -42,6 +42,10 @@ _GLOB_CHARS = frozenset("*?[")
 DEFAULT_BUFFER_SIZE = 4 << 20
 
 
+class ShardSpecError(ValueError):
+    """A shard spec matches nothing or cannot be interpreted; the message names the spec."""
+
+
 class ShardOpenError(OSError):
     """A shard could not be opened; the message starts with the shard URL."""
 
@@ -57,7 +61,7 @@ def expand_shards(specs: str | Sequence[str], *, storage_options: dict | None = 
         except OSError as e:
             raise OSError(f"cannot list shards for {spec!r}: {e}") from e
         if not found:
-            raise ValueError(f"no shards match {spec!r}")
+            raise ShardSpecError(f"no shards match {spec!r}")
         urls.update(found)
     return sorted(urls)
 
@@ -70,10 +74,10 @@ def filesystem_for(url: str, storage_options: dict | None = None) -> tuple[pafs.
     if url.startswith(S3_PREFIX):
         path = url[len(S3_PREFIX) :].rstrip("/")
         if not path or path.startswith("/"):
-            raise ValueError(f"S3 URL {url!r} has no bucket")
+            raise ShardSpecError(f"S3 URL {url!r} has no bucket")
         return _s3_filesystem(storage_options or {}), path
     if "://" in url and not url.startswith("file://"):
-        raise ValueError(f"unsupported URL scheme in {url!r} (use a local path or s3://bucket/key)")
+        raise ShardSpecError(f"unsupported URL scheme in {url!r} (use a local path or s3://bucket/key)")
     return _local_filesystem(), _local_path(url)
 
 
@@ -121,7 +125,7 @@ def _glob(fs: pafs.FileSystem, pattern: str) -> list[str]:
     parts = pattern.split("/")
     first_glob = next(i for i, part in enumerate(parts) if _GLOB_CHARS & set(part))
     if first_glob == 0:
-        raise ValueError(f"glob {pattern!r} needs a fixed directory (or bucket) before the first wildcard")
+        raise ShardSpecError(f"glob {pattern!r} needs a fixed directory (or bucket) before the first wildcard")
     base = "/".join(parts[:first_glob]) or "/"
     wanted = parts[first_glob:]
     selector = pafs.FileSelector(base, recursive=len(wanted) > 1, allow_not_found=True)

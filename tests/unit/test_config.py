@@ -28,7 +28,9 @@ def test_pipelines_exist() -> None:
 def test_overrides_apply_with_yaml_types(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("image:\n  size: 96\npools:\n  image: {num_cpus: 0.5}\n")
-    cfg = load_config(path, ["image.size=128", "pools.image.max_size=3", "data.shards=[a.tar, b.tar]", "ray.address=null"])
+    cfg = load_config(
+        path, ["image.size=128", "pools.image.max_size=3", "data.shards=[a.tar, b.tar]", "ray.address=null"]
+    )
     assert cfg.image.size == 128
     assert cfg.pools.image.num_cpus == 0.5 and cfg.pools.image.max_size == 3
     assert cfg.data.shards == ["a.tar", "b.tar"]
@@ -64,7 +66,9 @@ def test_bad_values_name_the_key(override: str, message: str) -> None:
 def test_unknown_key_in_yaml_names_full_path(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("pools:\n  audio:\n    num_cpu: 1\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'pools\.audio\.num_cpu' \(did you mean 'pools\.audio\.num_cpus'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'pools\.audio\.num_cpu' \(did you mean 'pools\.audio\.num_cpus'\?\)"
+    ):
         load_config(path)
 
 

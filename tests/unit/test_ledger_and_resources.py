@@ -39,7 +39,9 @@ def test_ledger_counts_by_level_and_deduplicates(tmp_path) -> None:
 
 def test_error_budget() -> None:
     summary = {"samples_read": 100, "samples_quarantined": 6, "quarantine_reasons": {"corrupt_image": 6}}
-    with pytest.raises(ErrorBudgetExceeded, match=r"6 of 100 samples \(6\.0%\).*data\.error_budget=5\.0%.*corrupt_image=6"):
+    with pytest.raises(
+        ErrorBudgetExceeded, match=r"6 of 100 samples \(6\.0%\).*data\.error_budget=5\.0%.*corrupt_image=6"
+    ):
         check_error_budget(summary, 0.05, log_hint="q.jsonl")
     check_error_budget(summary, 0.06)  # exactly at budget passes
     check_error_budget(summary, 0.05, min_samples=1000)  # too early to judge mid-stream

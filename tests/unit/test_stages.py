@@ -1,0 +1,58 @@
+"""The actor-pool stage wrappers, run in-process on Arrow blocks from the real reader (no Ray cluster)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from ray.data.block import BlockAccessor
+from shardkit import good_sample, write_samples
+
+from mm_ray import columns as C
+from mm_ray.data.datasource import RAW_SCHEMA, read_shard_blocks
+from mm_ray.data.members import MemberMap
+from mm_ray.data.stages import AudioStage, ImageStage, TextStage, drop_rejected
+from mm_ray.preprocess.tokenizer import train_tokenizer
+
+
+def _raw_block(tmp_path) -> pa.Table:
+    samples = {f"k{i}": good_sample(i) for i in range(4)}
+    samples["k1"]["jpg"] = b"not a jpeg at all"
+    samples["k2"]["txt"] = b"caf\xe9 \xff"  # not UTF-8
+    del samples["k3"]["wav"]  # missing modality: kept with a presence mask
+    path = write_samples(tmp_path / "s.tar", samples)
+    blocks = list(read_shard_blocks(str(path), MemberMap(), None, {}, rows_per_block=64))
+    assert len(blocks) == 1 and blocks[0].schema == RAW_SCHEMA
+    return blocks[0]
+
+
+def test_stages_convert_their_column_pass_the_rest_and_drop_rejects(tmp_path) -> None:
+    table = _raw_block(tmp_path)
+    tokenizer = train_tokenizer(["a red bus by the river", "an old green bridge"], vocab_size=64).to_str()
+    table = TextStage(tokenizer=tokenizer, max_length=8)(table)
+    assert table.column(C.KEY).to_pylist() == ["k0", "k1", "k3"]  # k2 rejected for its text
+    assert C.TEXT_BYTES not in table.column_names
+    assert table.column(C.IMAGE_BYTES).to_pylist()[1] == b"not a jpeg at all"  # untouched pass-through
+    table = AudioStage(sample_rate=8000, duration_s=0.25, n_mels=16, n_fft=256, hop_length=128)(table)
+    table = ImageStage(size=16)(table)
+    assert table.column(C.KEY).to_pylist() == ["k0", "k3"]  # k1 rejected for its image
+    batch = BlockAccessor.for_block(table).to_batch_format("numpy")  # what consumers of the stream get
+    assert batch[C.IMAGE].shape == (2, 3, 16, 16) and batch[C.IMAGE].dtype == np.uint8
+    assert batch[C.INPUT_IDS].shape == (2, 8) and batch[C.INPUT_IDS].dtype == np.int32
+    assert batch[C.AUDIO].shape == (2, 16, 1 + 2000 // 128) and batch[C.AUDIO].dtype == np.float32
+    assert batch[C.HAS_AUDIO].tolist() == [True, False]
+    assert not batch[C.AUDIO][1].any()  # the missing clip is all zeros
+    assert not {C.REJECT, C.REJECT_DETAIL, C.IMAGE_BYTES, C.AUDIO_BYTES} & set(table.column_names)
+
+
+def test_drop_rejected_returns_records_naming_shard_and_key() -> None:
+    batch = {
+        C.KEY: np.array(["a", "b", "c"], dtype=object),
+        C.SHARD: np.array(["s.tar"] * 3, dtype=object),
+        C.LABEL: np.array([0, 1, 2]),
+        C.REJECT: np.array(["", "corrupt_image", ""], dtype=object),
+        C.REJECT_DETAIL: np.array(["", "cannot identify image", ""], dtype=object),
+    }
+    good, records = drop_rejected(batch)
+    assert good[C.KEY].tolist() == ["a", "c"] and good[C.LABEL].tolist() == [0, 2]
+    assert records == [{"shard": "s.tar", "key": "b", "reason": "corrupt_image", "detail": "cannot identify image"}]
+    assert C.REJECT not in good
