@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 
-
 # Ray keeps at most ``num_cpus`` idle worker processes and kills the rest after 1 s idle. With
 # actors holding fractional CPUs, every shard-read task then pays a fresh Python + Ray start-up
 # (~1 CPU-second each, measured on 2 cores). Keeping idle workers around removes that churn.

@@ -52,7 +52,7 @@ def bench_memory(args: argparse.Namespace, overrides: list[str], tokenizer: str,
     for scale in (1, 10):
         print(f"running the Ray pipeline over {scale}x the shards ...", flush=True)
         results[f"{scale}x"] = run_in_subprocess(
-            "ray", args.config, overrides, tokenizer, urls * scale, args.cores
+            "ray", args.config, overrides, tokenizer, urls, args.cores, scale
         )
     rows = [[k, r["samples"], r["samples_per_s"], r["peak_pss_mb"]] for k, r in results.items()]
     print(format_table(["data", "samples", "samples/s", "peak PSS (MB)"], rows))

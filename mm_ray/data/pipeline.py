@@ -125,9 +125,18 @@ class Ingest:
 
     @classmethod
     def from_config(
-        cls, cfg: Config, shard_specs: list[str], tokenizer_json: str, reserved_cpus: float = 0.0
+        cls,
+        cfg: Config,
+        shard_specs: list[str],
+        tokenizer_json: str,
+        reserved_cpus: float = 0.0,
+        repeat: int = 1,
     ) -> Ingest:
-        urls = expand_shards(shard_specs, storage_options=cfg.data.storage_options)
+        """Plan and build the pipeline.
+
+        ``repeat`` reads the shard list that many times (benchmarks; the ledger counts each shard once).
+        """
+        urls = expand_shards(shard_specs, storage_options=cfg.data.storage_options) * repeat
         cpus, gpus = cluster_resources()
         pools = {m: dataclasses.asdict(getattr(cfg.pools, m)) for m in STAGE_ORDER}
         plan = plan_ingest(

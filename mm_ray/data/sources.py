@@ -125,7 +125,9 @@ def _glob(fs: pafs.FileSystem, pattern: str) -> list[str]:
     parts = pattern.split("/")
     first_glob = next(i for i, part in enumerate(parts) if _GLOB_CHARS & set(part))
     if first_glob == 0:
-        raise ShardSpecError(f"glob {pattern!r} needs a fixed directory (or bucket) before the first wildcard")
+        raise ShardSpecError(
+            f"glob {pattern!r} needs a fixed directory (or bucket) before the first wildcard"
+        )
     base = "/".join(parts[:first_glob]) or "/"
     wanted = parts[first_glob:]
     selector = pafs.FileSelector(base, recursive=len(wanted) > 1, allow_not_found=True)

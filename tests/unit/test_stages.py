@@ -54,5 +54,7 @@ def test_drop_rejected_returns_records_naming_shard_and_key() -> None:
     }
     good, records = drop_rejected(batch)
     assert good[C.KEY].tolist() == ["a", "c"] and good[C.LABEL].tolist() == [0, 2]
-    assert records == [{"shard": "s.tar", "key": "b", "reason": "corrupt_image", "detail": "cannot identify image"}]
+    assert records == [
+        {"shard": "s.tar", "key": "b", "reason": "corrupt_image", "detail": "cannot identify image"}
+    ]
     assert C.REJECT not in good

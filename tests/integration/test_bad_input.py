@@ -1,0 +1,103 @@
+"""Bad input through the real pipeline: no good sample is lost, every bad one is logged with its reason.
+
+The shard set (``shardkit.write_bad_input_set``) mixes good samples with every kind of broken
+sample (corrupt/truncated images, undecodable/empty audio, non-UTF-8 text, missing/bad labels,
+unknown members, a key split across the shard) and every kind of broken shard (cut mid-member,
+0 bytes, an empty tar, random bytes, a brace-range name that does not exist).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from shardkit import ShardSet, write_bad_input_set
+
+from mm_ray.data.ledger import ErrorBudgetExceeded
+from mm_ray.quarantine import Reason
+
+from .conftest import Run
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory) -> ShardSet:
+    return write_bad_input_set(tmp_path_factory.mktemp("bad_input"))
+
+
+@pytest.fixture(scope="module")
+def lenient(run_ingest, case: ShardSet, tmp_path_factory) -> tuple[Run, dict[str, Any], list[dict]]:
+    """The whole set streamed with ``data.error_budget=1.0``: the run, its final summary, its log."""
+    run = run_ingest(case.specs, "data.error_budget=1.0")
+    log = tmp_path_factory.mktemp("bad_input_log") / "quarantine.jsonl"
+    summary = run.ingest.finish(quarantine_log=log)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    return run, summary, records
+
+
+def names(paths: list[str]) -> list[str]:
+    return sorted(Path(p).name for p in paths)
+
+
+def test_exactly_the_good_samples_come_out(lenient, case: ShardSet) -> None:
+    run, _, _ = lenient
+    assert len(run.keys) == len(set(run.keys))
+    assert set(run.keys) == set(case.good)
+    assert dict(zip(run.keys, run.columns["label"].tolist(), strict=True)) == case.good
+
+
+def test_quarantine_log_names_every_bad_sample_and_shard_with_its_reason(lenient, case: ShardSet) -> None:
+    _, _, records = lenient
+    assert {(Path(r["shard"]).name, r["key"], r["reason"]) for r in records} == case.expected
+    assert len(records) == len(case.expected)
+    assert all(r["detail"] for r in records)  # an explanation for whoever reads the log
+    missing = next(r for r in records if Path(r["shard"]).name == "part-000002.tar")
+    assert "part-000002.tar" in missing["detail"]
+
+
+def test_summary_counts_reasons_and_lists_bad_shards_by_name(lenient, case: ShardSet) -> None:
+    run, summary, _ = lenient
+    assert run.ingest.summary()["quarantine_reasons"] == case.sample_reasons
+    assert summary["quarantine_reasons"] == case.sample_reasons
+    assert summary["samples_quarantined"] == sum(case.sample_reasons.values())
+    assert summary["members_ignored"] == {Reason.UNKNOWN_EXTENSION.value: 1}
+    assert names(summary["shards_unreadable"]) == case.shards_with(Reason.UNREADABLE_SHARD)
+    assert names(summary["shards_truncated"]) == case.shards_with(Reason.TRUNCATED_SHARD)
+    assert names(summary["shards_empty"]) == case.shards_with(Reason.EMPTY_SHARD)
+    assert names(summary["shards_unreadable"]) == ["garbage-000000.tar", "part-000002.tar"]
+    assert names(summary["shards_truncated"]) == ["truncated-000000.tar"]
+
+
+def test_sample_counts_add_up_to_the_rows_delivered(lenient, case: ShardSet) -> None:
+    """read = delivered + quarantined, so ``samples_ok`` (and the cache manifest) is the real row count.
+
+    A sample cut off by a truncated shard and the late fragment of a split key are quarantined
+    samples too, so they must be counted as read.
+    """
+    run, summary, _ = lenient
+    assert summary["samples_read"] == len(case.good) + summary["samples_quarantined"]
+    assert summary["samples_ok"] == len(run.keys)
+
+
+def test_default_error_budget_fails_naming_the_setting_and_the_counts(run_ingest, case: ShardSet) -> None:
+    run = run_ingest(case.specs)
+    summary = run.ingest.summary()
+    assert summary["samples_quarantined"] == sum(case.sample_reasons.values())
+    with pytest.raises(ErrorBudgetExceeded) as err:
+        run.ingest.finish()
+    message = str(err.value)
+    assert "data.error_budget=5.0%" in message
+    assert f"{summary['samples_quarantined']} of {summary['samples_read']} samples" in message
+    for reason, count in case.sample_reasons.items():
+        assert f"{reason}={count}" in message
+
+
+def test_fail_on_unreadable_shard_names_the_shard(run_ingest, case: ShardSet) -> None:
+    brace_range = case.specs[1]  # part-000000 and part-000001 exist, part-000002 does not
+    run = run_ingest([brace_range], "data.fail_on_unreadable_shard=true")
+    assert sorted(run.keys) == sorted(k for k in case.good if k.startswith("part"))
+    with pytest.raises(RuntimeError, match=r"data\.fail_on_unreadable_shard=true.*part-000002\.tar"):
+        run.ingest.finish()

@@ -1,0 +1,124 @@
+"""The ``mm-ray`` commands run in-process through ``main(argv)``, on the module's local Ray.
+
+``init_ray`` inside the commands finds Ray already running and reuses it, so these tests cost
+one pipeline run per ingest, not a Ray start each.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from shardkit import write_bad_input_set
+
+from mm_ray.cli.main import main
+
+from .conftest import SMALL
+
+pytestmark = pytest.mark.integration
+
+TINY_DEMO = (
+    "demo.num_samples=24",
+    "demo.samples_per_shard=8",
+    "demo.min_image_px=64",
+    "demo.max_image_px=96",
+)
+
+
+@pytest.fixture(scope="module")
+def made_shards(tmp_path_factory) -> tuple[Path, dict]:
+    """``mm-ray make-shards DIR ... --json J``: the shard directory and the JSON summary."""
+    out = tmp_path_factory.mktemp("cli") / "shards"
+    summary_path = out.parent / "make_shards.json"
+    assert main(["make-shards", str(out), *TINY_DEMO, "--json", str(summary_path)]) == 0
+    return out, json.loads(summary_path.read_text())
+
+
+def test_make_shards_writes_the_dataset_and_its_summary(made_shards) -> None:
+    out, summary = made_shards
+    manifest = json.loads((out / "dataset.json").read_text())
+    assert manifest["counts"]["total"] == 24 and summary["samples"] == manifest["counts"]
+    shard_files = sorted(p.name for p in out.glob("*.tar"))
+    assert shard_files == sorted(manifest["shard_counts"])
+    assert sum(manifest["shard_counts"].values()) == 24
+    assert summary["shards"] == {split: len(names) for split, names in manifest["shards"].items()}
+
+
+def test_overrides_may_follow_options(tmp_path: Path, capsys) -> None:
+    """``COMMAND ARGS --option X key=value``: the override after an option still counts (as documented)."""
+    assert main(["config", "show", "--json", str(tmp_path / "unused.json"), "image.size=48"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["image"]["size"] == 48
+
+
+def test_preprocess_writes_the_cache_and_json_summary(made_shards, tmp_path: Path, capsys) -> None:
+    shards, _ = made_shards
+    out, summary_path = tmp_path / "cache", tmp_path / "summary.json"
+    # The order a user types: shards, options, then overrides.
+    code = main(["preprocess", str(shards), "--out", str(out), "--json", str(summary_path), *SMALL])
+    assert code == 0
+    summary = json.loads(summary_path.read_text())
+    assert summary["samples_ok"] == 24
+    assert summary["samples_quarantined"] == 0 and summary["quarantine_reasons"] == {}
+    assert json.loads((out / "manifest.json").read_text())["samples_ok"] == 24
+    assert list((out / "data").glob("*.parquet")) and (out / "tokenizer.json").is_file()
+    assert "preprocess summary" in capsys.readouterr().out
+
+
+def test_preprocess_over_the_error_budget_exits_3(tmp_path: Path, capsys) -> None:
+    case = write_bad_input_set(tmp_path / "bad")
+    code = main(["preprocess", *case.specs, *SMALL, "--out", str(tmp_path / "cache")])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "data.error_budget" in err and "corrupt_image=3" in err
+    assert (tmp_path / "cache" / "quarantine.jsonl").is_file()  # written before the run fails
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["preprocess", "SHARDS", "image.sise=3", "--out", "OUT"], ["config", "show", "image.sise=3"]],
+    ids=["preprocess", "config-show"],
+)
+def test_bad_override_exits_2_naming_the_key(argv, made_shards, tmp_path: Path, capsys) -> None:
+    argv = [
+        str(made_shards[0]) if a == "SHARDS" else str(tmp_path / "out") if a == "OUT" else a for a in argv
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "image.sise" in err and "image.size" in err  # the bad key, and the suggestion
+    assert not (tmp_path / "out").exists()  # rejected before any work
+
+
+def test_missing_shards_exit_2_naming_the_spec(tmp_path: Path, capsys) -> None:
+    missing = str(tmp_path / "nowhere" / "train-*.tar")
+    assert main(["preprocess", missing, *SMALL, "--out", str(tmp_path / "out")]) == 2
+    assert missing in capsys.readouterr().err
+
+
+def test_config_show_prints_the_resolved_config_and_explain_every_key(capsys) -> None:
+    assert main(["config", "show", "image.size=48", "data.error_budget=0.1"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["image"]["size"] == 48 and shown["data"]["error_budget"] == 0.1
+    assert shown["audio"]["n_mels"] == 64  # defaults are filled in
+    assert main(["config", "explain"]) == 0
+    explained = capsys.readouterr().out
+    for key in ("data.error_budget", "image.size", "pools.image.num_cpus", "demo.num_samples"):
+        assert key in explained
+
+
+def test_demo_generates_preprocesses_and_reports(tmp_path: Path, capsys) -> None:
+    summary_path = tmp_path / "demo.json"
+    argv = ["demo", *TINY_DEMO, f"output_dir={tmp_path}", *SMALL, "--json", str(summary_path)]
+    assert main(argv) == 0
+    run_dir = tmp_path / "demo"
+    summary = json.loads(summary_path.read_text())
+    assert summary["run_dir"] == str(run_dir)
+    ingest = summary["preprocess"]
+    assert ingest["train"]["samples_ok"] + ingest["val"]["samples_ok"] == 24
+    for split in ("train", "val"):
+        cache = run_dir / "cache" / split
+        assert json.loads((cache / "manifest.json").read_text())["samples_ok"] == ingest[split]["samples_ok"]
+        assert list((cache / "data").glob("*.parquet"))
+    assert 0.25 < summary["bayes_accuracy"] <= 1.0  # 4 classes: above chance
+    assert "samples ok" in capsys.readouterr().out  # the ingest table
