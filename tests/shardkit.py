@@ -147,9 +147,11 @@ class ShardSet:
     """(shard file name, key, reason value) of every quarantine record ("" key for shard records)."""
 
     def keep(self, samples: Mapping[str, Members]) -> None:
+        """Record ``samples`` as ones the pipeline must deliver."""
         self.good.update({key: label_of(members) for key, members in samples.items()})
 
     def expect(self, shard: str, key: str, reason: Reason) -> None:
+        """Record a quarantine record the pipeline must log."""
         self.expected.add((shard, key, reason.value))
 
     @property
@@ -157,6 +159,7 @@ class ShardSet:
         """Expected ``summary()["quarantine_reasons"]``: sample-level records counted by reason."""
         counts: dict[str, int] = {}
         for _shard, key, reason in self.expected:
+            # Shard records have no key; an unknown member is noted but its sample is kept.
             if key and reason != Reason.UNKNOWN_EXTENSION.value:
                 counts[reason] = counts.get(reason, 0) + 1
         return dict(sorted(counts.items()))

@@ -33,8 +33,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The positional list of each command that also takes key=value overrides. argparse stops filling
+# a positional list at the first option, so words typed after an option arrive as "extras" and
+# are appended here: `preprocess shards/ --out cache image.size=128` works as written.
+WORDS_DEST = {
+    "demo": "overrides",
+    "make-shards": "out",
+    "preprocess": "shards",
+    "config": "overrides",
+    "bench": "overrides",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    dest = WORDS_DEST.get(args.command)
+    if extra and (dest is None or any(word.startswith("-") for word in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        setattr(args, dest, [*(getattr(args, dest) or []), *extra])
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except ConfigError as err:
