@@ -94,7 +94,8 @@ def _decode_shard_star(args: tuple) -> int:
 
 def decode_floor(urls: list[str], kwargs: dict, members: MemberMap, batch_size: int, processes: int) -> int:
     """(a) whole shards decoded in ``processes`` plain processes; returns the sample count."""
-    ctx = multiprocessing.get_context("spawn")
+    # fork, like the DataLoader's workers: the floor measures decoding, not interpreter start-up.
+    ctx = multiprocessing.get_context("fork")
     with ctx.Pool(processes) as pool:
         return sum(pool.imap_unordered(_decode_shard_star, [(u, kwargs, members, batch_size) for u in urls]))
 

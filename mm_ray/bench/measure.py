@@ -38,7 +38,7 @@ def process_group(proc: psutil.Process, root_pid: int) -> str:
 class TreeMonitor:
     """Samples the tree under ``root_pid`` every ``interval`` seconds in a background thread."""
 
-    def __init__(self, root_pid: int, interval: float = 0.5):
+    def __init__(self, root_pid: int, interval: float = 1.0):
         self._root = psutil.Process(root_pid)
         self._interval = interval
         self._stop = threading.Event()

@@ -16,6 +16,7 @@ Usage (inside ``mm_ray.data.pipeline``)::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -132,13 +133,18 @@ class _Reporter:
         self.ledger = ledger
         self.samples = 0
         self._pending: list[dict[str, str]] = []
+        self._last_report = 0.0
 
     def records(self, recs: list[QuarantineRecord]) -> None:
         self._pending.extend(r.to_json() for r in recs)
 
     def progress(self) -> None:
-        if self.ledger is None:
+        # At most one ledger call a second per shard: the progress bar needs no more, and each call
+        # costs the ledger actor CPU that the decoders could use.
+        now = time.monotonic()
+        if self.ledger is None or now - self._last_report < 1.0:
             return
+        self._last_report = now
         if self._pending:
             self.ledger.add.remote(self._pending)
             self._pending = []

@@ -30,7 +30,7 @@ import soundfile as sf
 import soxr
 
 from mm_ray.columns import AUDIO, AUDIO_BYTES, HAS_AUDIO, REJECT, REJECT_DETAIL
-from mm_ray.preprocess.batch import reject_columns
+from mm_ray.preprocess.batch import decode_rows, reject_columns
 from mm_ray.preprocess.mel import hann_window, log_mel_spectrogram, mel_filterbank, num_frames
 from mm_ray.quarantine import Reason, SampleError
 
@@ -84,17 +84,7 @@ class AudioPreprocessor:
         n = len(raw)
         reject, detail = reject_columns(batch, n)
         waves = np.zeros((n, self.num_samples), dtype=np.float32)
-        has = np.zeros(n, dtype=bool)
-        for i in range(n):
-            data = raw[i]
-            if data is None or reject[i]:
-                continue
-            try:
-                self._load_into(data, waves[i])
-            except SampleError as err:
-                reject[i], detail[i] = err.reason.value, err.detail
-                continue
-            has[i] = True
+        has = decode_rows(raw, reject, detail, lambda i, data: self._load_into(data, waves[i]))
         features = np.zeros((n, *self.output_shape), dtype=np.float32)
         if has.any():
             # Only decoded rows: log(0 + eps) is not zero, and missing rows must be all zeros.

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from mm_ray.columns import HAS_IMAGE, IMAGE, IMAGE_BYTES, REJECT, REJECT_DETAIL
-from mm_ray.preprocess.batch import reject_columns
+from mm_ray.preprocess.batch import decode_rows, reject_columns
 from mm_ray.quarantine import Reason, SampleError
 
 if TYPE_CHECKING:
@@ -96,17 +96,7 @@ class ImagePreprocessor:
         n = len(raw)
         reject, detail = reject_columns(batch, n)
         images = np.zeros((n, 3, self.size, self.size), dtype=np.uint8)
-        has = np.zeros(n, dtype=bool)
-        for i in range(n):
-            data = raw[i]
-            if data is None or reject[i]:
-                continue
-            try:
-                self._decode_into(data, images[i])
-            except SampleError as err:
-                reject[i], detail[i] = err.reason.value, err.detail
-                continue
-            has[i] = True
+        has = decode_rows(raw, reject, detail, lambda i, data: self._decode_into(data, images[i]))
         batch[IMAGE] = images
         batch[HAS_IMAGE] = has
         batch[REJECT] = reject

@@ -20,7 +20,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from mm_ray.columns import ATTENTION_MASK, HAS_TEXT, INPUT_IDS, REJECT, REJECT_DETAIL, TEXT_BYTES
-from mm_ray.preprocess.batch import reject_columns
+from mm_ray.preprocess.batch import decode_rows, reject_columns
 from mm_ray.preprocess.tokenizer import PAD, load_tokenizer
 from mm_ray.quarantine import Reason, SampleError
 
@@ -53,24 +53,13 @@ class TextPreprocessor:
         raw = batch.pop(TEXT_BYTES)
         n = len(raw)
         reject, detail = reject_columns(batch, n)
-        rows: list[int] = []
         texts: list[str] = []
-        for i in range(n):
-            data = raw[i]
-            if data is None or reject[i]:
-                continue
-            try:
-                texts.append(decode_utf8(data))
-            except SampleError as err:
-                reject[i], detail[i] = err.reason.value, err.detail
-                continue
-            rows.append(i)
+        # Decode every row first, then tokenize all valid texts in one batch call.
+        has = decode_rows(raw, reject, detail, lambda _i, data: texts.append(decode_utf8(data)))
         ids = np.zeros((n, self.max_length), dtype=np.int32)
         mask = np.zeros((n, self.max_length), dtype=np.int8)
-        if rows:
-            ids[rows], mask[rows] = self._encode(texts)
-        has = np.zeros(n, dtype=bool)
-        has[rows] = True
+        if texts:
+            ids[has], mask[has] = self._encode(texts)
         batch[INPUT_IDS] = ids
         batch[ATTENTION_MASK] = mask
         batch[HAS_TEXT] = has
