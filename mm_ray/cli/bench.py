@@ -70,23 +70,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("target", choices=["ingest", "memory"])
     p.add_argument("overrides", nargs="*", help="key=value overrides (demo.* sizes the generated data)")
-    p.add_argument("--shards", nargs="*", help="benchmark these shards instead of generated demo data")
+    p.add_argument("--shards", nargs="+", help="benchmark these shards instead of generated demo data")
     p.add_argument(
         "--cores", type=int, default=os.cpu_count(), help="processes / workers / Ray CPUs (default: all)"
     )
-    p.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES, help="run only some pipelines")
+    p.add_argument(
+        "--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)} (default: all)"
+    )
     add_config_args(p)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    # key=value words typed after --shards land in its list: move them back to the overrides.
+    shard_specs, late_overrides = split_overrides(args.shards or [])
     rest, overrides = split_overrides(args.overrides)
+    overrides += late_overrides
     if rest:
         raise SystemExit(f"mm-ray bench: not key=value: {' '.join(rest)}")
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise SystemExit(
+            f"mm-ray bench: unknown --modes {','.join(sorted(unknown))} (choose from {','.join(MODES)})"
+        )
     overrides = ([] if args.config else BENCH_DEFAULTS) + overrides
     cfg = config_from_args(args, overrides)
-    if args.shards:
-        specs = args.shards
+    if shard_specs:
+        specs = shard_specs
     else:
         shard_dir = Path(cfg.output_dir) / cfg.name / "shards"
         demo_shards(cfg.demo, shard_dir)
@@ -98,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
         if args.target == "memory":
             return bench_memory(args, overrides, str(tok), urls)
         results = {}
-        for mode in args.modes:
+        for mode in modes:
             print(f"running {LABELS[mode]} ...", flush=True)
             results[mode] = run_in_subprocess(mode, args.config, overrides, str(tok), urls, args.cores)
     print(f"\ningest benchmark: {len(urls)} shards, {args.cores} cores")
