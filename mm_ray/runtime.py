@@ -58,6 +58,8 @@ def configure_data_context(target_block_mb: int = 16) -> None:
     # own stats; turning it off is worth a few percent of throughput on small machines.
     ctx.memory_usage_poll_interval_s = None
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # It would say "Progress bars disabled" once per run: deliberate here, the CLI draws its own bar.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
 
 

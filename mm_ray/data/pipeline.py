@@ -163,10 +163,6 @@ class Ingest:
         """The ledger's current counts (cheap; safe to poll while the stream runs)."""
         return ray.get(self.ledger.summary.remote())
 
-    def check(self, min_samples: int = 200) -> None:
-        """Fail early, mid-stream, when the error budget is already blown."""
-        check_error_budget(self.summary(), self.error_budget, min_samples=min_samples)
-
     def finish(self, quarantine_log: str | Path | None = None) -> dict[str, Any]:
         """Final summary after the stream ended; writes the quarantine log and enforces the budget."""
         summary = self.summary()
