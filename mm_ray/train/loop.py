@@ -1,0 +1,137 @@
+"""One training epoch in plain PyTorch: no Ray, no config objects.
+
+Usage::
+
+    seed_everything(0)
+    model = MyFusionModel(...).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    scheduler = warmup_cosine(optimizer, warmup_steps=100, total_steps=steps_per_epoch * epochs)
+    for epoch in range(epochs):
+        stats = train_epoch(model, batches, optimizer, scheduler, device="cuda", autocast_dtype=torch.bfloat16)
+        stats  # {"loss": mean loss, "accuracy": .., "samples": .., "steps": ..}
+
+``batches`` is any iterable of dicts (the data plane's columns, see ``mm_ray.columns``) holding numpy arrays
+or tensors; non-numeric columns such as ``__key__``/``__shard__`` are dropped on the way to the device. The
+model is any ``nn.Module`` whose ``forward(batch)`` returns logits ``[B, C]``; the loss is cross-entropy on
+the ``label`` column.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mm_ray.columns import LABEL
+
+logger = logging.getLogger(__name__)
+
+# numpy dtype kinds that have no tensor equivalent: object, str, bytes, structured.
+_NON_NUMERIC_KINDS = frozenset("OUSV")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (every CUDA device too) so a run can be repeated."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds all CUDA devices
+
+
+def to_device(batch: Mapping[str, Any], device: str | torch.device) -> dict[str, torch.Tensor]:
+    """Numeric columns of ``batch`` as tensors on ``device``; other columns (keys, strings) are dropped."""
+    device = torch.device(device)
+    out: dict[str, torch.Tensor] = {}
+    for name, value in batch.items():
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind in _NON_NUMERIC_KINDS:
+                continue
+            if device.type == "cpu" and not value.flags.writeable:
+                # Ray hands out read-only views; on CPU the tensor would alias them, so copy once here.
+                value = value.copy()
+            value = torch.from_numpy(value)
+        if isinstance(value, torch.Tensor):
+            # non_blocking overlaps the host-to-device copy with compute when the source is pinned.
+            out[name] = value.to(device, non_blocking=True)
+    return out
+
+
+def autocast_context(
+    device: str | torch.device, dtype: torch.dtype | None
+) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for the device's type with ``dtype``, or a no-op when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def train_step(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    grad_clip: float | None,
+    autocast_dtype: torch.dtype | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a device batch; returns (mean loss, logits), both detached."""
+    labels = batch[LABEL].long()
+    optimizer.zero_grad(set_to_none=True)
+    with autocast_context(labels.device, autocast_dtype):
+        logits = model(batch)
+    # The loss in float32 even under autocast: bf16 log-softmax loses too much precision.
+    loss = F.cross_entropy(logits.float(), labels)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    batches: Iterable[Mapping[str, Any]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    *,
+    device: str | torch.device,
+    grad_clip: float | None = 1.0,
+    autocast_dtype: torch.dtype | None = None,
+    log_every: int = 0,
+) -> dict[str, float | int]:
+    """Train ``model`` for one pass over ``batches``; returns the epoch's mean loss, accuracy, samples, steps.
+
+    ``grad_clip`` clips the total gradient norm (None or 0 = off); ``scheduler`` is stepped after every
+    optimizer step; ``log_every`` > 0 logs the running loss every that many steps. Loss and accuracy are
+    sample-weighted means (NaN when ``batches`` was empty).
+    """
+    model.train()
+    # Running sums stay on the device: calling .item() every step would force a CPU-GPU sync per step.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    samples = steps = 0
+    for raw in batches:
+        batch = to_device(raw, device)
+        loss, logits = train_step(model, batch, optimizer, grad_clip=grad_clip, autocast_dtype=autocast_dtype)
+        if scheduler is not None:
+            scheduler.step()
+        n = logits.shape[0]
+        loss_sum += loss.double() * n
+        correct += (logits.argmax(dim=-1) == batch[LABEL]).sum()
+        samples += n
+        steps += 1
+        if log_every and steps % log_every == 0:
+            lr = optimizer.param_groups[0]["lr"]
+            logger.info("step %d  loss %.4f  lr %.3g", steps, loss_sum.item() / samples, lr)
+    if samples == 0:
+        return {"loss": float("nan"), "accuracy": float("nan"), "samples": 0, "steps": 0}
+    return {
+        "loss": loss_sum.item() / samples,
+        "accuracy": correct.item() / samples,
+        "samples": samples,
+        "steps": steps,
+    }
