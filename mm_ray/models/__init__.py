@@ -1,0 +1,30 @@
+"""The fusion model zoo: per-modality encoders, fusion families as named presets, per-modality
+optimizer groups.
+
+    from mm_ray.models import build_model, param_groups
+
+    model = build_model("gated", modalities=("image", "text", "audio"), num_classes=10,
+                        image_size=64, vocab_size=8192, n_mels=64)
+    optimizer = torch.optim.AdamW(param_groups(model, lr=1e-3, lr_by_modality={"text": 3e-4}))
+    logits = model(batch)  # batch: dict of the data plane's model-ready columns as tensors
+
+Pure PyTorch: nothing here imports Ray.
+"""
+
+from mm_ray.models.encoders import AudioEncoder, ImageEncoder, TextEncoder
+from mm_ray.models.groups import param_groups
+from mm_ray.models.model import FusionModel, drop_modalities
+from mm_ray.models.presets import ENCODER_SIZES, PRESETS, Preset, build_model
+
+__all__ = [
+    "ENCODER_SIZES",
+    "PRESETS",
+    "AudioEncoder",
+    "FusionModel",
+    "ImageEncoder",
+    "Preset",
+    "TextEncoder",
+    "build_model",
+    "drop_modalities",
+    "param_groups",
+]

@@ -1,0 +1,118 @@
+"""Per-modality encoders: each maps one modality's model-ready batch column to ``[B, out_dim]``.
+
+    image = ImageEncoder(width=64, depth=2, out_dim=64)        # float32 [B, 3, S, S] (normalized)
+    text = TextEncoder(vocab_size=8192, dim=64, depth=2, out_dim=64)  # int ids [B, L] + mask [B, L]
+    audio = AudioEncoder(n_mels=64, width=64, depth=2, out_dim=64)     # log-mel float32 [B, n_mels, T]
+
+``depth=0`` gives the *shallow* form used by early fusion: only the stem and a global pool, so
+the joint network sees low-level features. Normalization is per sample (GroupNorm / LayerNorm,
+never BatchNorm) so one sample's output never depends on what else is in the batch: a missing
+modality's placeholder input cannot leak into its neighbours' features.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _conv_block(conv: nn.Module, channels: int) -> nn.Sequential:
+    # GroupNorm(1, C) is LayerNorm over (C, H, W): per-sample, batch-size independent.
+    return nn.Sequential(conv, nn.GroupNorm(1, channels), nn.GELU())
+
+
+class ImageEncoder(nn.Module):
+    """A small CNN: a stride-2 stem, ``depth`` stride-2 blocks doubling the width (capped at 4x),
+    global average pooling and a linear projection. Works for any image size >= 2 ** (depth + 1).
+    """
+
+    def __init__(self, *, width: int = 64, depth: int = 2, out_dim: int = 64):
+        super().__init__()
+        layers = [_conv_block(nn.Conv2d(3, width, 3, stride=2, padding=1), width)]
+        channels = width
+        for i in range(depth):
+            nxt = width * min(2 ** (i + 1), 4)
+            layers.append(_conv_block(nn.Conv2d(channels, nxt, 3, stride=2, padding=1), nxt))
+            channels = nxt
+        self.features = nn.Sequential(*layers)
+        self.proj = nn.Linear(channels, out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """float32 ``[B, 3, H, W]`` (already normalized) -> ``[B, out_dim]``."""
+        return self.proj(self.features(images).mean(dim=(2, 3)))
+
+
+class TextEncoder(nn.Module):
+    """Token + learned position embeddings, a pre-norm transformer over the attended tokens, and a
+    masked mean pool. ``depth=0`` is a bag of embeddings (masked mean of the token embeddings).
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        dim: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        max_len: int = 256,
+        dropout: float = 0.0,
+        out_dim: int = 64,
+    ):
+        super().__init__()
+        self.tokens = nn.Embedding(vocab_size, dim)
+        self.positions = nn.Parameter(torch.randn(max_len, dim) * 0.02)
+        self.transformer = None
+        if depth > 0:
+            layer = nn.TransformerEncoderLayer(
+                dim, heads, dim_feedforward=4 * dim, dropout=dropout, batch_first=True, norm_first=True
+            )
+            # Nested tensors are a fast path for inference only; off keeps train/eval numerics equal.
+            self.transformer = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, out_dim)
+        self.max_len = max_len
+        self.out_dim = out_dim
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """int ids ``[B, L]`` and mask ``[B, L]`` (nonzero = real token) -> ``[B, out_dim]``."""
+        length = input_ids.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"text length {length} exceeds the encoder's max_len {self.max_len}")
+        mask = attention_mask.bool()
+        # A row with no token at all (empty or missing text) would make attention and the mean
+        # pool divide by zero (NaN); let it attend to its first position instead.
+        mask = mask.clone()
+        mask[:, 0] |= ~mask.any(dim=1)
+        x = self.tokens(input_ids.long()) + self.positions[:length]
+        if self.transformer is not None:
+            x = self.transformer(x, src_key_padding_mask=~mask)
+        weights = mask.unsqueeze(-1).to(x.dtype)
+        pooled = (x * weights).sum(dim=1) / weights.sum(dim=1)
+        return self.proj(self.norm(pooled))
+
+
+class AudioEncoder(nn.Module):
+    """A 1-D CNN over log-mel frames (mel bins as channels): per-sample input normalization, a stem,
+    ``depth`` stride-2 blocks, then mean and max pooling over time and a linear projection.
+    """
+
+    def __init__(self, *, n_mels: int, width: int = 64, depth: int = 2, out_dim: int = 64):
+        super().__init__()
+        # Log-mel values sit far from zero (log(1e-6) = -13.8 for silence); normalize per sample.
+        self.input_norm = nn.GroupNorm(1, n_mels)
+        layers = [_conv_block(nn.Conv1d(n_mels, width, 3, padding=1), width)]
+        channels = width
+        for i in range(depth):
+            nxt = width * min(2 ** (i + 1), 4)
+            layers.append(_conv_block(nn.Conv1d(channels, nxt, 3, stride=2, padding=1), nxt))
+            channels = nxt
+        self.features = nn.Sequential(*layers)
+        # Mean pooling keeps overall timbre, max pooling keeps short events.
+        self.proj = nn.Linear(2 * channels, out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, mels: torch.Tensor) -> torch.Tensor:
+        """float32 ``[B, n_mels, T]`` -> ``[B, out_dim]``."""
+        h = self.features(self.input_norm(mels))
+        return self.proj(torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1))

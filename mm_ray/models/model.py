@@ -1,0 +1,115 @@
+"""``FusionModel``: encoders for the chosen modalities, missing embeddings, modality dropout, fusion.
+
+Build one with ``mm_ray.models.build_model`` (a named preset), then call it on a batch of the
+data plane's model-ready columns, moved to the device as tensors::
+
+    logits = model({"image": uint8 [B,3,S,S], "input_ids": [B,L], "attention_mask": [B,L],
+                    "audio": float32 [B,n_mels,T], "has_image": bool [B], ...})  # -> [B, num_classes]
+
+Columns of modalities the model does not use are ignored; a missing presence column means
+"present in every row". uint8 images are normalized here, on the device (float images are taken
+as already normalized).
+
+Missing modalities: where a presence mask is False the encoder's output is replaced by a learned
+per-modality "missing" embedding, and the modality's input is zeroed before encoding, so whatever
+placeholder (or garbage) the row holds can neither change the logits nor put NaN into gradients.
+Modality dropout (training only) hides each present modality with probability ``p`` per sample,
+but never all of a sample's present modalities.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mm_ray.columns import ATTENTION_MASK, AUDIO, IMAGE, INPUT_IDS, MODALITIES, PRESENCE_COLUMN
+from mm_ray.preprocess.image import normalize_images
+
+_INPUT_COLUMNS = {"image": (IMAGE,), "text": (INPUT_IDS, ATTENTION_MASK), "audio": (AUDIO,)}
+
+
+def drop_modalities(
+    present: torch.Tensor, p: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """bool ``[B, M]`` presence -> presence with each present entry dropped with probability ``p``.
+
+    A row that would lose all its present modalities keeps one of them, chosen uniformly, so the
+    model always sees something real for every sample that had something real.
+    """
+    if p <= 0:
+        return present
+    kept = present & (torch.rand(present.shape, generator=generator, device=present.device) >= p)
+    lost_all = present.any(dim=1) & ~kept.any(dim=1)
+    # Uniform choice among the present entries: argmax of random scores, absent ones at -1.
+    scores = torch.rand(present.shape, generator=generator, device=present.device).masked_fill(~present, -1.0)
+    rescue = nn.functional.one_hot(scores.argmax(dim=1), present.shape[1]).bool()
+    return torch.where(lost_all.unsqueeze(1), rescue, kept)
+
+
+class FusionModel(nn.Module):
+    """Encoders (one per modality, in ``columns.MODALITIES`` order) + missing embeddings + fusion.
+
+    Args:
+        encoders: modality name -> encoder module producing ``[B, dim]``.
+        fusion: a module from ``mm_ray.models.fusion``: ``(embeddings, present) -> logits``.
+        dim: the encoders' output size (the size of each missing embedding).
+        modality_dropout: per-sample probability of hiding each present modality while training.
+    """
+
+    def __init__(
+        self, *, encoders: dict[str, nn.Module], fusion: nn.Module, dim: int, modality_dropout: float = 0.0
+    ):
+        super().__init__()
+        unknown = set(encoders) - set(MODALITIES)
+        if unknown or not encoders:
+            raise ValueError(f"encoders must be a non-empty subset of {MODALITIES}, got {sorted(encoders)}")
+        if not 0.0 <= modality_dropout < 1.0:
+            raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+        self.modalities = tuple(m for m in MODALITIES if m in encoders)
+        self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
+        self.missing = nn.ParameterDict({m: nn.Parameter(torch.randn(dim) * 0.02) for m in self.modalities})
+        self.fusion = fusion
+        self.modality_dropout = modality_dropout
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Batch of model-ready columns -> logits ``[B, num_classes]``."""
+        present = {m: self._presence(batch, m) for m in self.modalities}
+        emb = {m: self._encode(batch, m, present[m]) for m in self.modalities}
+        if self.training and self.modality_dropout > 0:
+            stacked = drop_modalities(
+                torch.stack([present[m] for m in self.modalities], 1), self.modality_dropout
+            )
+            present = {m: stacked[:, i] for i, m in enumerate(self.modalities)}
+        emb = {m: torch.where(present[m].unsqueeze(1), emb[m], self.missing[m].to(emb[m].dtype)) for m in emb}
+        return self.fusion(emb, present)
+
+    def _presence(self, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
+        needed = _INPUT_COLUMNS[modality]
+        lacking = [c for c in needed if c not in batch]
+        if lacking:
+            raise ValueError(f"the model uses {modality!r} but the batch has no column {lacking}")
+        first = batch[needed[0]]
+        column = batch.get(PRESENCE_COLUMN[modality])
+        if column is None:
+            return torch.ones(first.shape[0], dtype=torch.bool, device=first.device)
+        return column.to(device=first.device, dtype=torch.bool)
+
+    def _encode(self, batch: dict[str, torch.Tensor], modality: str, present: torch.Tensor) -> torch.Tensor:
+        encoder = self.encoders[modality]
+        if modality == "text":
+            ids = _zero_missing(batch[INPUT_IDS], present)
+            return encoder(ids, _zero_missing(batch[ATTENTION_MASK], present))
+        # Float inputs follow the encoder's dtype, so a model moved to float64 / bfloat16 with .to()
+        # runs on the float32 columns the data plane produces.
+        dtype = next(encoder.parameters()).dtype
+        if modality == "image":
+            images = _zero_missing(batch[IMAGE], present)
+            return encoder((normalize_images(images) if images.dtype == torch.uint8 else images).to(dtype))
+        return encoder(_zero_missing(batch[AUDIO], present).to(dtype))
+
+
+def _zero_missing(x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    # where(), not multiplication: NaN * 0 is still NaN.
+    return torch.where(
+        present.view(-1, *([1] * (x.dim() - 1))), x, torch.zeros((), dtype=x.dtype, device=x.device)
+    )

@@ -1,0 +1,169 @@
+"""Named fusion presets and the builder that turns flat keyword arguments into a ``FusionModel``.
+
+    model = build_model("low_rank_tensor", modalities=("image", "audio"), num_classes=10,
+                        image_size=64, vocab_size=8192, n_mels=64, rank=8)
+
+``PRESETS`` maps each name to its fusion family; Tune searches over these names plus a few
+scalars (width, depth, fusion_dim, rank, dropout, modality_dropout). Unimodal presets use only
+their own modality (the other modalities named in ``modalities`` are ignored, as a baseline should).
+``early`` gives the joint network shallow features: stem-only encoders (``depth=0``) and a joint MLP
+``depth + 1`` layers deep. The same seed gives the same initial weights, whatever the global RNG.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mm_ray.columns import MODALITIES
+from mm_ray.models import fusion as F
+from mm_ray.models.encoders import AudioEncoder, ImageEncoder, TextEncoder
+from mm_ray.models.model import FusionModel
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named architecture: the fusion family, and the only modality for unimodal baselines."""
+
+    family: str
+    only: str | None = None
+    shallow: bool = False
+    description: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "unimodal_image": Preset("concat", only="image", description="image encoder + MLP head"),
+    "unimodal_text": Preset("concat", only="text", description="text encoder + MLP head"),
+    "unimodal_audio": Preset("concat", only="audio", description="audio encoder + MLP head"),
+    "early": Preset("early", shallow=True, description="shallow features concatenated, deep joint MLP"),
+    "late_concat": Preset("concat", description="encoder outputs concatenated, MLP head"),
+    "additive": Preset("additive", description="per-modality heads, logits averaged over present"),
+    "gated": Preset("gated", description="softmax weights over modalities, weighted sum, MLP head"),
+    "film": Preset("film", description="each modality scaled/shifted by the others (FiLM)"),
+    "tensor": Preset("tensor", description="outer product of [1; h_m] (TFN), MLP head"),
+    "low_rank_tensor": Preset("low_rank_tensor", description="rank-R factorized tensor fusion (LMF)"),
+    "cross_transformer": Preset("cross_transformer", description="one token per modality + CLS transformer"),
+}
+
+
+# Encoder sizes to pass through as ``build_model(..., **ENCODER_SIZES["wide"])``. Cost grows with
+# width squared (conv channels); depth adds stride-2 stages (image/audio) or transformer layers (text).
+ENCODER_SIZES: dict[str, dict[str, int]] = {
+    "small": {"width": 32, "depth": 1},
+    "base": {"width": 64, "depth": 2},  # the defaults
+    "wide": {"width": 128, "depth": 2},
+    "deep": {"width": 64, "depth": 4},
+}
+
+
+def build_model(
+    preset: str,
+    *,
+    modalities: Sequence[str],
+    num_classes: int,
+    image_size: int,
+    vocab_size: int,
+    n_mels: int,
+    width: int = 64,
+    depth: int = 2,
+    fusion_dim: int = 64,
+    rank: int = 4,
+    tensor_dim: int = 16,
+    max_text_len: int = 256,
+    dropout: float = 0.0,
+    modality_dropout: float = 0.0,
+    seed: int = 0,
+) -> FusionModel:
+    """Build preset ``preset`` for ``modalities`` (a non-empty subset of image/text/audio).
+
+    ``width``/``depth`` size the encoders (the image CNN's base channels and stride-2 blocks, the
+    text transformer's layers, the audio CNN's); ``fusion_dim`` is each encoder's output size and
+    the fusion's hidden size; ``rank`` is LMF's rank; ``tensor_dim`` the per-modality size before
+    TFN's outer product ((tensor_dim + 1) ** M features: keep it small).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    spec = PRESETS[preset]
+    chosen = _resolve_modalities(preset, spec, modalities)
+    if image_size < 2 ** (depth + 1):
+        raise ValueError(f"image_size {image_size} is too small for depth {depth}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        enc_depth = 0 if spec.shallow else depth
+        encoders = {
+            m: _encoder(m, width, enc_depth, fusion_dim, vocab_size, n_mels, max_text_len, dropout)
+            for m in chosen
+        }
+        fusion = _fusion(spec.family, chosen, fusion_dim, num_classes, depth, rank, tensor_dim, dropout)
+        return FusionModel(
+            encoders=encoders, fusion=fusion, dim=fusion_dim, modality_dropout=modality_dropout
+        )
+
+
+def _resolve_modalities(preset: str, spec: Preset, modalities: Sequence[str]) -> tuple[str, ...]:
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown or not modalities:
+        raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(modalities)}")
+    if spec.only is None:
+        return tuple(m for m in MODALITIES if m in modalities)
+    if spec.only not in modalities:
+        raise ValueError(f"preset {preset!r} needs modality {spec.only!r}, got {list(modalities)}")
+    return (spec.only,)
+
+
+def _encoder(
+    modality: str,
+    width: int,
+    depth: int,
+    dim: int,
+    vocab_size: int,
+    n_mels: int,
+    max_len: int,
+    dropout: float,
+) -> nn.Module:
+    if modality == "image":
+        return ImageEncoder(width=width, depth=depth, out_dim=dim)
+    if modality == "text":
+        # The text transformer's width is the embedding size; 4 heads need it divisible by 4.
+        return TextEncoder(
+            vocab_size=vocab_size, dim=width, depth=depth, max_len=max_len, dropout=dropout, out_dim=dim
+        )
+    return AudioEncoder(n_mels=n_mels, width=width, depth=depth, out_dim=dim)
+
+
+def _fusion(
+    family: str,
+    modalities: tuple[str, ...],
+    dim: int,
+    num_classes: int,
+    depth: int,
+    rank: int,
+    tensor_dim: int,
+    dropout: float,
+) -> nn.Module:
+    common = {
+        "modalities": modalities,
+        "dim": dim,
+        "hidden": dim,
+        "num_classes": num_classes,
+        "dropout": dropout,
+    }
+    if family == "concat":
+        return F.ConcatFusion(**common)
+    if family == "early":
+        # The encoders are shallow, so the depth goes into the joint network instead.
+        return F.ConcatFusion(**common, layers=depth + 1)
+    if family == "additive":
+        return F.AdditiveFusion(**common)
+    if family == "gated":
+        return F.GatedFusion(**common)
+    if family == "film":
+        return F.FiLMFusion(**common)
+    if family == "tensor":
+        return F.TensorFusion(**common, tensor_dim=tensor_dim)
+    if family == "low_rank_tensor":
+        return F.LowRankTensorFusion(**common, rank=rank)
+    return F.CrossTransformerFusion(**common, depth=max(1, depth))

@@ -1,0 +1,159 @@
+"""Missing modalities: presence masks, the learned missing embedding, and modality dropout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mm_ray.models import PRESETS, build_model, drop_modalities
+
+B, SIZE, LENGTH, VOCAB, N_MELS, FRAMES = 4, 32, 16, 100, 16, 26
+ABSENT = torch.tensor([True, False, True, False])  # rows 1 and 3 lack the modality under test
+
+
+def make_batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "image": torch.randint(0, 256, (B, 3, SIZE, SIZE), generator=g, dtype=torch.uint8),
+        "input_ids": torch.randint(0, VOCAB, (B, LENGTH), generator=g, dtype=torch.int32),
+        "attention_mask": torch.ones(B, LENGTH, dtype=torch.int8),
+        "audio": torch.randn(B, N_MELS, FRAMES, generator=g) - 8.0,
+        "has_image": torch.ones(B, dtype=torch.bool),
+        "has_text": torch.ones(B, dtype=torch.bool),
+        "has_audio": torch.ones(B, dtype=torch.bool),
+    }
+
+
+def tiny(preset: str, **kwargs):
+    return build_model(
+        preset,
+        modalities=("image", "text", "audio"),
+        num_classes=3,
+        image_size=SIZE,
+        vocab_size=VOCAB,
+        n_mels=N_MELS,
+        width=16,
+        depth=1,
+        fusion_dim=16,
+        max_text_len=LENGTH,
+        **kwargs,
+    )
+
+
+def with_garbage(batch: dict[str, torch.Tensor], modality: str, seed: int) -> dict[str, torch.Tensor]:
+    """The batch with ``modality`` marked absent in rows 1 and 3 and filled with garbage there."""
+    g = torch.Generator().manual_seed(seed)
+    out = dict(batch)
+    missing = ~ABSENT
+    out[f"has_{modality}"] = ABSENT.clone()
+    if modality == "image":
+        out["image"] = batch["image"].clone()
+        out["image"][missing] = torch.randint(0, 256, (2, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
+    elif modality == "text":
+        # Ids far outside the vocabulary would crash the embedding if they reached it.
+        out["input_ids"] = batch["input_ids"].clone()
+        out["input_ids"][missing] = torch.randint(10**6, 10**7, (2, LENGTH), generator=g, dtype=torch.int32)
+        out["attention_mask"] = batch["attention_mask"].clone()
+        out["attention_mask"][missing] = torch.randint(0, 2, (2, LENGTH), generator=g, dtype=torch.int8)
+    else:
+        out["audio"] = batch["audio"].clone()
+        out["audio"][missing] = torch.randn(2, N_MELS, FRAMES, generator=g) * 1e6
+        out["audio"][3, 0, 0] = float("nan")
+    return out
+
+
+@pytest.mark.parametrize(
+    "preset", ["late_concat", "gated", "cross_transformer", "low_rank_tensor", "additive"]
+)
+@pytest.mark.parametrize("modality", ["image", "text", "audio"])
+def test_absent_modality_content_does_not_change_logits(preset, modality):
+    model = tiny(preset).eval()
+    batch = make_batch()
+    with torch.no_grad():
+        first = model(with_garbage(batch, modality, seed=1))
+        second = model(with_garbage(batch, modality, seed=2))
+        all_present = model(batch)
+    assert torch.isfinite(first).all()
+    torch.testing.assert_close(first, second)
+    # Present rows are untouched; absent rows really did change (the missing embedding was used).
+    torch.testing.assert_close(first[ABSENT], all_present[ABSENT])
+    assert not torch.allclose(first[~ABSENT], all_present[~ABSENT])
+
+
+def test_garbage_in_absent_rows_leaves_gradients_finite():
+    model = tiny("film").train()
+    batch = with_garbage(make_batch(), "audio", seed=3)  # includes a NaN and huge values
+    model(batch).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.missing["audio"].grad.abs().sum() > 0  # the missing embedding is trained
+
+
+def test_missing_presence_column_means_present():
+    model = tiny("late_concat").eval()
+    batch = make_batch()
+    without = {k: v for k, v in batch.items() if not k.startswith("has_")}
+    with torch.no_grad():
+        torch.testing.assert_close(model(without), model(batch))
+
+
+def test_drop_modalities_never_drops_every_present_modality():
+    g = torch.Generator().manual_seed(0)
+    present = torch.rand(20_000, 3, generator=g) < 0.6
+    for p in (0.3, 0.9, 0.999):
+        kept = drop_modalities(present, p, generator=g)
+        assert not (kept & ~present).any()  # never invents a modality
+        assert torch.equal(kept.any(dim=1), present.any(dim=1))
+        # A row with k present loses each with probability p, except that when all k would go
+        # (probability p**k) one comes back: expected loss k*p - p**k per row.
+        k = present.sum(dim=1).double()
+        expected = (k * p - torch.where(k > 0, p**k, 0.0)).sum() / k.sum()
+        dropped = (present & ~kept).sum() / present.sum()
+        assert abs(dropped.item() - expected.item()) < 0.01, (p, dropped, expected)
+
+
+def test_drop_modalities_rescues_a_uniformly_chosen_modality():
+    present = torch.ones(30_000, 3, dtype=torch.bool)
+    kept = drop_modalities(present, 0.9999, generator=torch.Generator().manual_seed(1))
+    share = kept.float().mean(dim=0) / kept.float().mean(dim=0).sum()
+    torch.testing.assert_close(share, torch.full((3,), 1 / 3), atol=0.02, rtol=0)
+    assert torch.equal(drop_modalities(present, 0.0), present)
+
+
+def test_model_dropout_acts_in_training_and_is_off_in_eval():
+    model = tiny("gated", modality_dropout=0.7)
+    seen = []
+    model.fusion.register_forward_pre_hook(
+        lambda _module, args: seen.append(torch.stack(list(args[1].values()), 1))
+    )
+    batch = make_batch()
+    batch["has_text"] = torch.tensor([True, False, False, True])
+    batch["has_audio"] = torch.tensor([False, False, True, True])
+    given = torch.stack([batch["has_image"], batch["has_text"], batch["has_audio"]], 1)
+    model.train()
+    for _ in range(100):
+        model(batch)
+    seen_train = torch.stack(seen)
+    assert (seen_train.any(dim=2)).all()  # every sample keeps at least one modality
+    assert not (seen_train & ~given).any()
+    assert (seen_train != given).any()  # and dropout did hide some
+    seen.clear()
+    model.eval()
+    reference = tiny("gated").eval()  # same seed, no modality dropout
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), reference(batch))
+    assert torch.equal(seen[0], given)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0])
+def test_modality_dropout_out_of_range_is_an_error(bad):
+    with pytest.raises(ValueError, match="modality_dropout"):
+        tiny("late_concat", modality_dropout=bad)
+
+
+def test_every_preset_handles_a_sample_with_no_modality_at_all():
+    batch = make_batch()
+    for key in ("has_image", "has_text", "has_audio"):
+        batch[key] = torch.tensor([False, True, True, True])
+    for preset in PRESETS:
+        logits = tiny(preset).eval()(batch)
+        assert torch.isfinite(logits).all(), preset
