@@ -165,6 +165,70 @@ class DemoConfig:
 
 
 @dataclasses.dataclass
+class ModelConfig:
+    """The fusion model: a named preset (``mm_ray.models.PRESETS``) plus a few size knobs."""
+
+    preset: str = "late_concat"
+    """Fusion preset name (late_concat, early, gated, film, tensor, low_rank_tensor, ...)."""
+    modalities: list[Modality] = field(default_factory=lambda: ["image", "text", "audio"])
+    """Modalities the model uses (unimodal presets keep only their own)."""
+    width: int = 64
+    """Encoder width: image/audio CNN base channels, text transformer size (cost grows with its square)."""
+    depth: int = 2
+    """Encoder depth: stride-2 CNN stages / transformer layers."""
+    fusion_dim: int = 64
+    """Each encoder's output size and the fusion's hidden size."""
+    rank: int = 4
+    """Rank of the low-rank tensor fusion (``low_rank_tensor`` only)."""
+    dropout: float = 0.0
+    """Dropout inside the text encoder and the fusion head."""
+    modality_dropout: float = 0.0
+    """Per-sample probability of hiding each present modality while training (robustness to missing ones)."""
+    num_classes: int | None = None
+    """Output classes; None = one more than the largest label in the training (and validation) cache."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Training on Ray Train: data, optimisation, workers, checkpoints."""
+
+    cache: str | None = None
+    """Preprocessed cache directory (``mm-ray preprocess --out DIR``) to train on; required."""
+    val_cache: str | None = None
+    """Preprocessed cache used for per-epoch validation; None = no validation."""
+    epochs: int = 10
+    """Passes over the training cache (a resumed run continues up to this many)."""
+    batch_size: int = 64
+    """Samples per optimizer step on each worker."""
+    lr: float = 1e-3
+    """Peak learning rate (AdamW), reached at the end of the warm-up."""
+    lr_by_modality: dict[str, float] = field(default_factory=dict)
+    """Per-modality encoder learning rates (e.g. ``{text: 1e-4}``) to damp a dominant modality."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_steps: int = 100
+    """Linear warm-up steps before the cosine decay (capped at the run's total steps)."""
+    grad_clip: float = 1.0
+    """Clip the total gradient norm to this value (0 = off)."""
+    seed: int = 0
+    """Seed of the model's initial weights and of every worker's RNGs."""
+    num_workers: int = 1
+    """Ray Train workers (data-parallel); 0 = local mode in the driver: no checkpoints kept, no resume."""
+    use_gpu: bool = False
+    """One GPU per worker."""
+    cpus_per_worker: float = 0.5
+    """CPUs reserved per worker; keep it below 1 on small nodes so Ray Data still gets CPUs to feed them."""
+    checkpoints_to_keep: int = 2
+    """Most recent checkpoints kept on storage."""
+    max_failures: int = 0
+    """Worker-group failures Ray Train recovers from (restarting from the last checkpoint)."""
+    storage_path: str | None = None
+    """Where runs and checkpoints are stored (local path or URI); None = ``output_dir``."""
+    bf16: bool = False
+    """bfloat16 autocast for forward passes (GPU only; ignored on CPU)."""
+
+
+@dataclasses.dataclass
 class Config:
     """The whole configuration of an mm_ray run."""
 
@@ -186,3 +250,7 @@ class Config:
     """Ray connection."""
     demo: DemoConfig = field(default_factory=DemoConfig)
     """Demo data generation."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The fusion model."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Training on Ray Train."""

@@ -1,0 +1,114 @@
+"""Ray Train end to end on a tiny preprocessed cache: 2 CPU workers, checkpoints, per-subset metrics, resume.
+
+The cache is made with ``run_preprocess`` from the demo shards (train and val split), as ``mm-ray
+preprocess`` would; the model is tiny so each epoch is a fraction of a second and the cost is Ray's start-up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mm_ray.cli.main import main
+from mm_ray.cli.preprocess import run_preprocess
+from mm_ray.config.load import load_config
+from mm_ray.train.checkpoint import load_checkpoint
+from mm_ray.train.metrics import SUBSETS
+from mm_ray.train.ray_trainer import fit
+
+pytestmark = pytest.mark.integration
+
+CACHE = ("image.size=32", "audio.n_mels=16", "audio.duration_s=0.5", "text.max_length=16")
+TINY_MODEL = ("model.width=8", "model.depth=1", "model.fusion_dim=8")
+
+
+@pytest.fixture(scope="module")
+def caches(demo_shards, tmp_path_factory) -> tuple[Path, Path]:
+    shards, manifest = demo_shards
+    out = tmp_path_factory.mktemp("train_cache")
+    cfg = load_config(None, CACHE)
+    train_specs = [str(shards / name) for name in manifest["shards"]["train"]]
+    val_specs = [str(shards / name) for name in manifest["shards"]["val"]]
+    summary = run_preprocess(cfg, train_specs, out / "train")
+    # The val cache must share the train cache's tokenizer (token ids index the same embedding table).
+    run_preprocess(cfg, val_specs, out / "val", tokenizer_json=(out / "train" / "tokenizer.json").read_text())
+    assert summary["samples_ok"] > 0
+    return out / "train", out / "val"
+
+
+def _config(caches: tuple[Path, Path], storage: Path, *overrides: str):
+    train, val = caches
+    return load_config(
+        None,
+        [
+            *CACHE,
+            *TINY_MODEL,
+            "name=tiny",
+            f"train.cache={train}",
+            f"train.val_cache={val}",
+            f"train.storage_path={storage}",
+            "train.num_workers=2",
+            "train.cpus_per_worker=0.5",
+            "train.batch_size=8",
+            "train.warmup_steps=2",
+            "train.checkpoints_to_keep=2",
+            *overrides,
+        ],
+    )
+
+
+def _adam_steps(state: dict) -> set[int]:
+    return {int(s["step"]) for s in state["optimizer"]["state"].values()}
+
+
+def test_two_workers_train_checkpoint_and_resume(caches, tmp_path: Path) -> None:
+    first = fit(_config(caches, tmp_path, "train.epochs=2"))
+    assert first["epochs_run"] == 2
+    assert [m["epoch"] for m in first["history"]] == [1, 2]
+    for epoch in first["history"]:
+        assert epoch["train_samples"] > 0 and epoch["val_samples"] > 0
+        assert 0.0 <= epoch["subset/image+audio+text/accuracy"] <= 1.0
+    assert set(first["subsets"]) == set(SUBSETS)
+    assert all(r["samples"] == first["metrics"]["val_samples"] for r in first["subsets"].values())
+    state = load_checkpoint(first["checkpoint"])
+    assert state["epoch"] == 2
+    steps_after_two = first["metrics"]["step"]
+    # Every Adam moment has taken exactly one step per optimizer step (rank 0's count of its own steps).
+    assert _adam_steps(state) == {steps_after_two} and steps_after_two > 0
+    assert state["scheduler"]["last_epoch"] == steps_after_two
+
+    second = fit(_config(caches, tmp_path, "train.epochs=3"))
+    # Only epoch 3 ran: the workers resumed from the epoch-2 checkpoint instead of starting over.
+    assert [m["epoch"] for m in second["history"]] == [3]
+    assert second["epochs_run"] == 3
+    resumed = load_checkpoint(second["checkpoint"])
+    assert resumed["epoch"] == 3
+    # The optimizer's step counter continued from the restored state (a fresh optimizer would restart at 0).
+    per_epoch = steps_after_two // 2
+    assert _adam_steps(resumed) == {steps_after_two + per_epoch}
+    assert second["metrics"]["step"] == steps_after_two + per_epoch
+
+
+def test_cli_train_prints_the_subset_table(caches, tmp_path: Path, capsys) -> None:
+    train, val = caches
+    code = main(
+        [
+            "train",
+            *CACHE,
+            *TINY_MODEL,
+            "name=cli",
+            f"train.cache={train}",
+            f"train.val_cache={val}",
+            f"train.storage_path={tmp_path}",
+            "train.epochs=1",
+            "train.num_workers=1",
+            "train.batch_size=16",
+            "--json",
+            str(tmp_path / "summary.json"),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "image+audio+text" in out and "accuracy" in out
+    assert (tmp_path / "summary.json").is_file()
