@@ -18,37 +18,24 @@ from typing import Any
 import numpy as np
 
 from mm_ray import columns as C
+from mm_ray.data.datasource import RAW_SCHEMA
 from mm_ray.data.members import MemberMap, assemble
+from mm_ray.data.pipeline import STAGE_ORDER
 from mm_ray.data.raw import RawSample
-from mm_ray.data.sources import open_shard
 from mm_ray.data.stages import drop_rejected
-from mm_ray.data.tar_stream import iter_samples
+from mm_ray.data.tar_stream import iter_shard
 from mm_ray.preprocess.audio import AudioPreprocessor
 from mm_ray.preprocess.image import ImagePreprocessor
 from mm_ray.preprocess.text import TextPreprocessor
 
-RAW_COLUMNS = (
-    C.KEY,
-    C.SHARD,
-    C.IMAGE_BYTES,
-    C.TEXT_BYTES,
-    C.AUDIO_BYTES,
-    C.LABEL,
-    C.HAS_IMAGE,
-    C.HAS_TEXT,
-    C.HAS_AUDIO,
-)
+PREPROCESSORS = {"text": TextPreprocessor, "image": ImagePreprocessor, "audio": AudioPreprocessor}
 
 
 class BatchDecoder:
     """All three preprocessors in one process, applied in the pipeline's stage order."""
 
     def __init__(self, kwargs: dict[str, dict[str, Any]]):
-        self.stages = [
-            TextPreprocessor(**kwargs["text"]),
-            ImagePreprocessor(**kwargs["image"]),
-            AudioPreprocessor(**kwargs["audio"]),
-        ]
+        self.stages = [PREPROCESSORS[m](**kwargs[m]) for m in STAGE_ORDER]
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         batch = rows_to_batch(rows)
@@ -60,7 +47,7 @@ class BatchDecoder:
 def rows_to_batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Reader rows -> a numpy batch shaped like a Ray Data ``batch_format="numpy"`` batch."""
     batch = {}
-    for name in RAW_COLUMNS:
+    for name in RAW_SCHEMA.names:
         col = np.empty(len(rows), dtype=object)
         col[:] = [row[name] for row in rows]
         batch[name] = col
@@ -74,15 +61,14 @@ def decode_shard(url: str, kwargs: dict[str, dict[str, Any]], members: MemberMap
     """Parse and decode one whole shard; return how many samples came out good."""
     decoder = BatchDecoder(kwargs)
     done, rows = 0, []
-    with open_shard(url, {}) as stream:
-        for item in iter_samples(stream, url):
-            if isinstance(item, RawSample):
-                row, _ = assemble(item, members)
-                if row is not None:
-                    rows.append(row)
-            if len(rows) == batch_size:
-                done += len(decoder(rows)[C.LABEL])
-                rows = []
+    for item in iter_shard(url):
+        if isinstance(item, RawSample):
+            row, _ = assemble(item, members)
+            if row is not None:
+                rows.append(row)
+        if len(rows) == batch_size:
+            done += len(decoder(rows)[C.LABEL])
+            rows = []
     if rows:
         done += len(decoder(rows)[C.LABEL])
     return done

@@ -21,6 +21,20 @@ def _conv_block(conv: nn.Module, channels: int) -> nn.Sequential:
     return nn.Sequential(conv, nn.GroupNorm(1, channels), nn.GELU())
 
 
+def _conv_stack(conv: type[nn.Module], stem: nn.Module, width: int, depth: int) -> tuple[nn.Sequential, int]:
+    """``stem`` then ``depth`` stride-2 blocks of ``conv`` doubling the width (capped at 4x).
+
+    Returns the stack and its output channels.
+    """
+    layers = [_conv_block(stem, width)]
+    channels = width
+    for i in range(depth):
+        nxt = width * min(2 ** (i + 1), 4)
+        layers.append(_conv_block(conv(channels, nxt, 3, stride=2, padding=1), nxt))
+        channels = nxt
+    return nn.Sequential(*layers), channels
+
+
 class ImageEncoder(nn.Module):
     """A small CNN: a stride-2 stem, ``depth`` stride-2 blocks doubling the width (capped at 4x),
     global average pooling and a linear projection. Works for any image size >= 2 ** (depth + 1).
@@ -28,13 +42,9 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, *, width: int = 64, depth: int = 2, out_dim: int = 64):
         super().__init__()
-        layers = [_conv_block(nn.Conv2d(3, width, 3, stride=2, padding=1), width)]
-        channels = width
-        for i in range(depth):
-            nxt = width * min(2 ** (i + 1), 4)
-            layers.append(_conv_block(nn.Conv2d(channels, nxt, 3, stride=2, padding=1), nxt))
-            channels = nxt
-        self.features = nn.Sequential(*layers)
+        self.features, channels = _conv_stack(
+            nn.Conv2d, nn.Conv2d(3, width, 3, stride=2, padding=1), width, depth
+        )
         self.proj = nn.Linear(channels, out_dim)
         self.out_dim = out_dim
 
@@ -101,13 +111,7 @@ class AudioEncoder(nn.Module):
         super().__init__()
         # Log-mel values sit far from zero (log(1e-6) = -13.8 for silence); normalize per sample.
         self.input_norm = nn.GroupNorm(1, n_mels)
-        layers = [_conv_block(nn.Conv1d(n_mels, width, 3, padding=1), width)]
-        channels = width
-        for i in range(depth):
-            nxt = width * min(2 ** (i + 1), 4)
-            layers.append(_conv_block(nn.Conv1d(channels, nxt, 3, stride=2, padding=1), nxt))
-            channels = nxt
-        self.features = nn.Sequential(*layers)
+        self.features, channels = _conv_stack(nn.Conv1d, nn.Conv1d(n_mels, width, 3, padding=1), width, depth)
         # Mean pooling keeps overall timbre, max pooling keeps short events.
         self.proj = nn.Linear(2 * channels, out_dim)
         self.out_dim = out_dim
