@@ -226,6 +226,9 @@ class TrainConfig:
     """Where runs and checkpoints are stored (local path or URI); None = ``output_dir``."""
     bf16: bool = False
     """bfloat16 autocast for forward passes (GPU only; ignored on CPU)."""
+    fail_at_epoch: int = 0
+    """Fault drill: in a run started from scratch, rank 0's process dies at the start of this epoch (>= 2;
+    0 = off). With ``max_failures`` >= 1 the run restarts from the last checkpoint and finishes."""
 
 
 @dataclasses.dataclass

@@ -1,7 +1,8 @@
 """Training checkpoints as plain directories: one ``torch.save`` file holding every piece of state.
 
     save_checkpoint(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler, epoch=3, config=cfg_dict)
-    state = load_checkpoint(ckpt_dir)   # {"model", "optimizer", "scheduler", "epoch", "config", "format"}
+    state = load_checkpoint(ckpt_dir)   # {"model", "optimizer", "scheduler", "epoch", "config", "metrics",
+                                        #  "history", "format"}
     restore_into(state, model=model, optimizer=optimizer, scheduler=scheduler)
 
 ``epoch`` is the number of epochs *finished*, so a resumed run starts at that epoch index. The model's
@@ -18,6 +19,8 @@ from typing import Any
 import torch
 
 STATE_FILE = "state.pt"
+TOKENIZER_FILE = "tokenizer.json"
+"""Written beside the state by the Ray Train adapter, so a checkpoint can tokenize new shards itself."""
 FORMAT = 1
 """Bumped when the layout of the saved dict changes incompatibly."""
 
@@ -37,6 +40,7 @@ def save_checkpoint(
     epoch: int,
     config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
+    history: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write the training state into ``directory`` (created if needed); returns the directory."""
     directory = Path(directory)
@@ -49,6 +53,8 @@ def save_checkpoint(
         "epoch": int(epoch),
         "config": dict(config or {}),
         "metrics": dict(metrics or {}),
+        # Every finished epoch's metrics: a resumed run's curves and metrics file start from epoch 1.
+        "history": list(history or []),
     }
     # Write then rename: a crash mid-write must not leave a truncated file that looks like a checkpoint.
     tmp = directory / (STATE_FILE + ".tmp")

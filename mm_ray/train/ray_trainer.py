@@ -22,7 +22,9 @@ latest checkpoint to the workers, which continue at the next epoch up to ``train
 from __future__ import annotations
 
 import math
+import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +33,14 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from tokenizers import Tokenizer
 
 from mm_ray.columns import KEY, LABEL, SHARD
-from mm_ray.config.load import ConfigError
+from mm_ray.config.load import ConfigError, as_dict
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import read_cache
 from mm_ray.models import build_model, param_groups
-from mm_ray.preprocess.tokenizer import load_tokenizer
-from mm_ray.train.checkpoint import load_checkpoint, restore_into, save_checkpoint, unwrap
+from mm_ray.train.checkpoint import TOKENIZER_FILE, load_checkpoint, restore_into, save_checkpoint, unwrap
 from mm_ray.train.loop import seed_everything, train_epoch
 from mm_ray.train.metrics import SUBSETS, evaluate_subsets
 from mm_ray.train.schedule import warmup_cosine
@@ -48,7 +50,8 @@ FULL_SUBSET = SUBSETS[-1]
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """Ray Train worker loop; ``config`` is ``loop_config``'s flat dict. Returns this run's per-epoch metrics."""
+    """Ray Train worker loop; ``config`` is ``loop_config``'s flat dict. Returns the run's per-epoch metrics
+    (those of earlier attempts too, restored from the checkpoint)."""
     ctx = ray.train.get_context()
     seed_everything(config["seed"] + ctx.get_world_rank())
     device = ray.train.torch.get_device()
@@ -60,40 +63,64 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     scheduler = warmup_cosine(
         optimizer, warmup_steps=config["warmup_steps"], total_steps=config["total_steps"]
     )
-    start_epoch = _resume(model, optimizer, scheduler, device)
+    start_epoch, history = _resume(model, optimizer, scheduler, device)
     autocast = torch.bfloat16 if config["bf16"] and device.type == "cuda" else None
     train_shard = ray.train.get_dataset_shard("train")
-    history = []
     for epoch in range(start_epoch, config["epochs"]):
+        _fault_drill(config["fail_at_epoch"], epoch, start_epoch)
+        started = time.perf_counter()
         batches = train_shard.iter_torch_batches(batch_size=config["batch_size"], dtypes=None)
-        stats = _global_mean(
-            train_epoch(
-                model,
-                batches,
-                optimizer,
-                scheduler,
-                device=device,
-                grad_clip=config["grad_clip"] or None,
-                autocast_dtype=autocast,
-            ),
-            device,
+        stats = train_epoch(
+            model,
+            batches,
+            optimizer,
+            scheduler,
+            device=device,
+            grad_clip=config["grad_clip"] or None,
+            autocast_dtype=autocast,
         )
-        metrics = {"epoch": epoch + 1, "step": scheduler.last_epoch, **_prefixed("train", stats)}
+        stats["seconds"] = time.perf_counter() - started
+        stats = _global_mean(stats, device)
+        # resumed_from: the epochs this attempt restored from a checkpoint (a restart shows as a jump).
+        metrics = {
+            "epoch": epoch + 1,
+            "step": scheduler.last_epoch,
+            "resumed_from": start_epoch,
+            **_prefixed("train", stats),
+        }
+        metrics["train_samples_per_s"] = stats["samples"] / max(stats["seconds"], 1e-9)
         if ctx.get_world_rank() == 0 and config["has_val"]:
             metrics.update(_validate(model, config["batch_size"], device, autocast))
-        _report(metrics, model, optimizer, scheduler, config)
         history.append(metrics)
+        _report(metrics, history, model, optimizer, scheduler, config)
     return history
 
 
-def _resume(model, optimizer, scheduler, device: torch.device) -> int:
-    """Load the run's latest checkpoint, if any; returns the number of epochs already finished."""
+def _fault_drill(fail_at_epoch: int, epoch: int, start_epoch: int) -> None:
+    """``train.fail_at_epoch``: kill rank 0's process, as a crashed node would, once per run.
+
+    Only a run that started from scratch fails: the restarted attempt resumes from a checkpoint
+    (``start_epoch`` > 0), so it passes the same epoch and the run finishes.
+    """
+    first_attempt = start_epoch == 0
+    if first_attempt and epoch + 1 == fail_at_epoch and ray.train.get_context().get_world_rank() == 0:
+        # Ray Train's controller collects reports every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s): a
+        # process that dies sooner after report() loses that checkpoint, as a real crash would. Wait
+        # for the previous epoch's checkpoint to be registered so the drill always tests the restart.
+        time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0)))
+        print(f"fault drill: rank 0 exits at the start of epoch {fail_at_epoch}", flush=True)
+        os._exit(1)
+
+
+def _resume(model, optimizer, scheduler, device: torch.device) -> tuple[int, list[dict[str, Any]]]:
+    """Load the run's latest checkpoint, if any; returns (epochs already finished, their metrics)."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return 0
+        return 0, []
     with checkpoint.as_directory() as directory:
         state = load_checkpoint(directory, map_location=device)
-    return restore_into(state, model=model, optimizer=optimizer, scheduler=scheduler)
+    epochs = restore_into(state, model=model, optimizer=optimizer, scheduler=scheduler)
+    return epochs, list(state.get("history", []))
 
 
 def _global_mean(stats: dict[str, float | int], device: torch.device) -> dict[str, float | int]:
@@ -105,12 +132,16 @@ def _global_mean(stats: dict[str, float | int], device: torch.device) -> dict[st
         [stats["loss"] * n, stats["accuracy"] * n, n, stats["steps"]], dtype=torch.float64, device=device
     )
     dist.all_reduce(sums)
+    # The epoch lasts as long as its slowest worker.
+    seconds = torch.tensor([stats["seconds"]], dtype=torch.float64, device=device)
+    dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
     total = sums[2].item()
     return {
         "loss": sums[0].item() / total,
         "accuracy": sums[1].item() / total,
         "samples": int(total),
         "steps": int(sums[3].item()),
+        "seconds": seconds.item(),
     }
 
 
@@ -129,21 +160,35 @@ def _validate(model, batch_size: int, device: torch.device, autocast) -> dict[st
     return metrics
 
 
-def _report(metrics: dict[str, Any], model, optimizer, scheduler, config: dict[str, Any]) -> None:
-    """Every rank reports; only rank 0 attaches a checkpoint (the model is the same on all ranks)."""
+def _report(
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    model,
+    optimizer,
+    scheduler,
+    config: dict[str, Any],
+) -> None:
+    """Every rank reports; only rank 0 attaches a checkpoint (the model is the same on all ranks).
+
+    The checkpoint is self-contained for ``mm-ray evaluate``: the resolved config (preprocessing
+    sections included) is in its state and the tokenizer sits beside it as ``tokenizer.json``.
+    """
     if ray.train.get_context().get_world_rank() != 0:
         ray.train.report(metrics, checkpoint=None)
         return
     with tempfile.TemporaryDirectory() as tmp:
+        saved_config = {k: v for k, v in config.items() if k != "tokenizer_json"}
         save_checkpoint(
             tmp,
             model=model,
             optimizer=optimizer,
             scheduler=scheduler,
             epoch=metrics["epoch"],
-            config=config,
+            config=saved_config,
             metrics=metrics,
+            history=history,
         )
+        Path(tmp, TOKENIZER_FILE).write_text(config["tokenizer_json"])
         # report() copies the directory to run storage before returning, so the temp dir can go.
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
@@ -158,9 +203,17 @@ def _model_ready(ds: ray.data.Dataset) -> ray.data.Dataset:
 
 
 def loop_config(
-    cfg: Config, manifest: dict[str, Any], *, num_classes: int, vocab_size: int, rows: int, has_val: bool
+    cfg: Config,
+    manifest: dict[str, Any],
+    *,
+    num_classes: int,
+    tokenizer_json: str,
+    rows: int,
+    has_val: bool,
 ) -> dict[str, Any]:
-    """The workers' flat config: plain values only (it is pickled to every worker and saved in checkpoints)."""
+    """The workers' flat config: plain values only (it is pickled to every worker and saved in checkpoints,
+    all but the tokenizer, which is saved beside them)."""
+    vocab_size = Tokenizer.from_str(tokenizer_json).get_vocab_size()
     t, m, shapes = cfg.train, cfg.model, manifest["shapes"]
     rows_per_worker = math.ceil(rows / max(1, t.num_workers))
     total_steps = max(1, math.ceil(rows_per_worker / t.batch_size) * t.epochs)
@@ -193,7 +246,11 @@ def loop_config(
         "grad_clip": t.grad_clip,
         "seed": t.seed,
         "bf16": t.bf16,
+        "fail_at_epoch": t.fail_at_epoch,
         "has_val": has_val,
+        "tokenizer_json": tokenizer_json,
+        # Everything else needed to rebuild the inputs (image size, tokenizer length, mel settings).
+        "resolved": as_dict(cfg),
     }
 
 
@@ -211,13 +268,14 @@ def fit(cfg: Config) -> dict[str, Any]:
         val_ds, val_manifest = read_cache(t.val_cache)
         _check_same_tokenizer(t.cache, manifest, t.val_cache, val_manifest)
         datasets["val"] = _model_ready(val_ds)
+    if t.fail_at_epoch == 1 or t.fail_at_epoch < 0:
+        raise ConfigError(f"train.fail_at_epoch: must be 0 (off) or >= 2, got {t.fail_at_epoch}")
     num_classes = cfg.model.num_classes or 1 + max(int(ds.max(LABEL)) for ds in datasets.values())
-    vocab_size = load_tokenizer(Path(t.cache) / manifest["tokenizer"]).get_vocab_size()
     config = loop_config(
         cfg,
         manifest,
         num_classes=num_classes,
-        vocab_size=vocab_size,
+        tokenizer_json=(Path(t.cache) / manifest["tokenizer"]).read_text(),
         rows=manifest["samples_ok"],
         has_val="val" in datasets,
     )

@@ -79,8 +79,11 @@ def test_two_workers_train_checkpoint_and_resume(caches, tmp_path: Path) -> None
     assert state["scheduler"]["last_epoch"] == steps_after_two
 
     second = fit(_config(caches, tmp_path, "train.epochs=3"))
-    # Only epoch 3 ran: the workers resumed from the epoch-2 checkpoint instead of starting over.
-    assert [m["epoch"] for m in second["history"]] == [3]
+    # Only epoch 3 ran: the workers resumed from the epoch-2 checkpoint instead of starting over, and the
+    # history of epochs 1-2 came back from that checkpoint unchanged.
+    assert [m["epoch"] for m in second["history"]] == [1, 2, 3]
+    assert second["history"][:2] == first["history"]
+    assert [m["resumed_from"] for m in second["history"]] == [0, 0, 2]
     assert second["epochs_run"] == 3
     resumed = load_checkpoint(second["checkpoint"])
     assert resumed["epoch"] == 3
@@ -88,6 +91,22 @@ def test_two_workers_train_checkpoint_and_resume(caches, tmp_path: Path) -> None
     per_epoch = steps_after_two // 2
     assert _adam_steps(resumed) == {steps_after_two + per_epoch}
     assert second["metrics"]["step"] == steps_after_two + per_epoch
+
+
+def test_a_worker_crash_restarts_from_the_last_checkpoint(caches, tmp_path: Path) -> None:
+    # The drill kills rank 0's process at the start of epoch 2; max_failures=1 lets Ray Train restart the
+    # worker group, which restores the epoch-1 checkpoint and finishes.
+    summary = fit(
+        _config(caches, tmp_path, "train.epochs=3", "train.max_failures=1", "train.fail_at_epoch=2")
+    )
+    assert summary["epochs_run"] == 3
+    assert [m["epoch"] for m in summary["history"]] == [1, 2, 3]
+    assert [m["resumed_from"] for m in summary["history"]] == [0, 1, 1]
+
+
+def test_a_worker_crash_without_max_failures_fails_the_run(caches, tmp_path: Path) -> None:
+    with pytest.raises(Exception, match=r"(?i)fail|died|exit"):
+        fit(_config(caches, tmp_path, "train.epochs=2", "train.max_failures=0", "train.fail_at_epoch=2"))
 
 
 def test_cli_train_prints_the_subset_table(caches, tmp_path: Path, capsys) -> None:
