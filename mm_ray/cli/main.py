@@ -4,6 +4,7 @@
     mm-ray make-shards OUT              write the synthetic tri-modal benchmark (known Bayes accuracy)
     mm-ray preprocess SHARDS --out DIR  decode shards once into the model-ready Parquet cache
     mm-ray train train.cache=DIR        train a fusion model on a cache with Ray Train (resumes by name)
+    mm-ray evaluate CKPT SHARDS         score a checkpoint on any shard set, per modality subset
     mm-ray bench ingest                 decode floor vs DataLoader vs the Ray pipeline, with ratios
     mm-ray config show|explain          print the resolved config / every key with its meaning
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mm_ray.cli import bench, config_cmd, demo, make_shards, preprocess, train
+from mm_ray.cli import bench, config_cmd, demo, evaluate, make_shards, preprocess, train
 from mm_ray.config.load import ConfigError
 from mm_ray.data.ledger import ErrorBudgetExceeded
 from mm_ray.data.sources import ShardOpenError, ShardSpecError
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `mm-ray COMMAND -h` for a command's options; `mm-ray config explain` lists every config key.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, make_shards, preprocess, train, bench, config_cmd):
+    for module in (demo, make_shards, preprocess, train, evaluate, bench, config_cmd):
         module.add_parser(sub)
     return parser
 
@@ -44,6 +45,7 @@ WORDS_DEST = {
     "config": "overrides",
     "bench": "overrides",
     "train": "overrides",
+    "evaluate": "shards",
 }
 
 

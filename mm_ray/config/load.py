@@ -4,6 +4,7 @@ Usage::
 
     cfg = load_config("pipelines/demo.yaml", ["image.size=128", "pools.image.min_size=2"])
     as_dict(cfg)          # plain dict, e.g. for writing the resolved config next to a run
+    config_from_dict(as_dict(cfg), ["pools.image.num_cpus=0.5"])   # and back, with overrides on top
 
 Errors are ``ConfigError`` and always name the dotted key at fault, e.g.
 ``pools.image.num_cpus: expected a number, got 'lots'`` or ``unknown key 'image.sise' (did you mean 'image.size'?)``.
@@ -11,6 +12,7 @@ Errors are ``ConfigError`` and always name the dotted key at fault, e.g.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -29,19 +31,47 @@ class ConfigError(ValueError):
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
     """Read ``path`` (YAML, may be None for pure defaults), apply ``overrides``, validate, return a Config."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
-        raw = loaded or {}
+    raw = read_config_file(path) if path is not None else {}
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, key, value)
     return build(Config, raw, prefix="")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping in ``path`` (unchecked: ``build`` checks it); an empty file is ``{}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    loaded = yaml.safe_load(path.read_text())
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+    return loaded or {}
+
+
+def config_from_dict(
+    raw: typing.Mapping[str, Any], overrides: typing.Sequence[str] = (), *, path: str | Path | None = None
+) -> Config:
+    """A Config from plain data such as ``as_dict`` output (a run's saved config), checked like ``load_config``.
+
+    The YAML file ``path`` is laid over ``raw`` (its mappings merge key by key, its other values replace),
+    then ``overrides`` apply on top. ``raw`` itself is not modified.
+    """
+    merged = copy.deepcopy(dict(raw))
+    if path is not None:
+        _merge_into(merged, read_config_file(path))
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(merged, key, value)
+    return build(Config, merged, prefix="")
+
+
+def _merge_into(base: dict[str, Any], over: typing.Mapping[str, Any]) -> None:
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge_into(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
 
 
 def parse_override(item: str) -> tuple[str, Any]:

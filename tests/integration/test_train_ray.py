@@ -6,9 +6,13 @@ preprocess`` would; the model is tiny so each epoch is a fraction of a second an
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import pytest
+import yaml
+from PIL import Image
 
 from mm_ray.cli.main import main
 from mm_ray.cli.preprocess import run_preprocess
@@ -120,6 +124,7 @@ def test_cli_train_prints_the_subset_table(caches, tmp_path: Path, capsys) -> No
             f"train.cache={train}",
             f"train.val_cache={val}",
             f"train.storage_path={tmp_path}",
+            f"output_dir={tmp_path}",
             "train.epochs=1",
             "train.num_workers=1",
             "train.batch_size=16",
@@ -130,4 +135,16 @@ def test_cli_train_prints_the_subset_table(caches, tmp_path: Path, capsys) -> No
     assert code == 0
     out = capsys.readouterr().out
     assert "image+audio+text" in out and "accuracy" in out
-    assert (tmp_path / "summary.json").is_file()
+    printed = json.loads((tmp_path / "summary.json").read_text())
+    assert printed["epochs_run"] == 1
+    # The run directory <output_dir>/<name> holds the run's outputs; the CLI prints where they are.
+    run_dir = tmp_path / "cli"
+    assert printed["outputs"]["curves_png"] == str(run_dir / "curves.png")
+    assert str(run_dir / "metrics.csv") in out
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["epoch"] == 1 and rows[0]["val_samples"] > 0
+    with open(run_dir / "metrics.csv", newline="") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1]
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"] == 1
+    assert json.loads((run_dir / "summary.json").read_text())["history"] == rows
+    assert Image.open(run_dir / "curves.png").width > 400

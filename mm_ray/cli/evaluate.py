@@ -1,0 +1,67 @@
+"""``mm-ray evaluate CHECKPOINT SHARDS... [key=value ...] [--json PATH]``: score a checkpoint on any shards.
+
+    mm-ray evaluate runs/demo/checkpoint_2025-01-01_12-00-00.000000 shards/val-{000000..000001}.tar
+    mm-ray evaluate runs/demo shards/ pools.image.num_cpus=0.5 --json eval.json   # a run dir: its latest
+
+The shards are decoded and tokenized with the checkpoint's own settings and tokenizer (see
+``mm_ray.train.evaluate``); ``--config FILE`` and ``key=value`` overrides are laid over the checkpoint's
+saved config. Prints a short summary and accuracy/loss per modality subset. Exit codes: 2 for a path that
+is not a checkpoint, a bad config key or shards matching nothing; 3 when the error budget is exceeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from mm_ray.cli.common import add_config_args, split_overrides
+from mm_ray.cli.progress import PolledProgress
+from mm_ray.cli.report import format_summary, write_json
+from mm_ray.train.evaluate import CheckpointError, evaluate_checkpoint
+from mm_ray.train.metrics import format_subset_table
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a checkpoint on any shard set, per modality subset")
+    p.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its latest checkpoint)")
+    p.add_argument(
+        "shards", nargs="*", help="shard specs and key=value overrides (no specs: data.val_shards)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, help="samples per scored batch (default: the training batch size)"
+    )
+    p.add_argument("--quarantine-log", metavar="PATH", help="write the quarantined samples as JSON lines")
+    add_config_args(p)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    specs, overrides = split_overrides(args.shards)
+    try:
+        result = evaluate_checkpoint(
+            args.checkpoint,
+            specs,
+            overrides=overrides,
+            config_file=args.config,
+            batch_size=args.batch_size,
+            quarantine_log=args.quarantine_log,
+            progress=lambda poll: PolledProgress("evaluate", poll),
+        )
+    except CheckpointError as err:
+        print(f"mm-ray evaluate: {err}", file=sys.stderr)
+        return 2
+    if result["picked_from"]:
+        print(
+            f"latest checkpoint of {result['picked_from']}: {result['checkpoint']} (epoch {result['epoch']})"
+        )
+    print(format_summary("evaluate summary", _shown(result)))
+    print("\naccuracy by modality subset")
+    print(format_subset_table(result["subsets"]))
+    write_json(args.json, result)
+    return 0
+
+
+def _shown(result: dict[str, Any]) -> dict[str, Any]:
+    # The subsets get their own table; an unset "picked_from" (a checkpoint given directly) says nothing.
+    return {k: v for k, v in result.items() if k != "subsets" and v is not None}
