@@ -162,6 +162,9 @@ class DemoConfig:
     """Smallest rendered image side."""
     max_image_px: int = 512
     """Largest rendered image side."""
+    train_presets: list[str] = field(default_factory=lambda: ["late_concat"])
+    """Fusion presets ``mm-ray demo`` trains after preprocessing (``model``/``train`` settings, one run each under
+    ``<run>/train/<preset>``), scored against the benchmark's caps; [] = stop after preprocessing."""
 
 
 @dataclasses.dataclass

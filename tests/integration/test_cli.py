@@ -104,9 +104,19 @@ def test_config_show_prints_the_resolved_config_and_explain_every_key(capsys) ->
         assert key in explained
 
 
-def test_demo_generates_preprocesses_and_reports(tmp_path: Path, capsys) -> None:
+TINY_TRAINING = (
+    "demo.train_presets=[unimodal_audio, late_concat]",
+    "train.epochs=2",
+    "train.batch_size=8",
+    "model.width=8",
+    "model.depth=1",
+    "model.fusion_dim=8",
+)
+
+
+def test_demo_generates_preprocesses_trains_and_reports(tmp_path: Path, capsys) -> None:
     summary_path = tmp_path / "demo.json"
-    argv = ["demo", *TINY_DEMO, f"output_dir={tmp_path}", *SMALL, "--json", str(summary_path)]
+    argv = ["demo", *TINY_DEMO, *TINY_TRAINING, f"output_dir={tmp_path}", *SMALL, "--json", str(summary_path)]
     assert main(argv) == 0
     run_dir = tmp_path / "demo"
     summary = json.loads(summary_path.read_text())
@@ -118,4 +128,21 @@ def test_demo_generates_preprocesses_and_reports(tmp_path: Path, capsys) -> None
         assert json.loads((cache / "manifest.json").read_text())["samples_ok"] == ingest[split]["samples_ok"]
         assert list((cache / "data").glob("*.parquet"))
     assert 0.25 < summary["bayes_accuracy"] <= 1.0  # 4 classes: above chance
-    assert "samples ok" in capsys.readouterr().out  # the ingest table
+    # Each preset trained for 2 epochs in its own run directory, with checkpoints and run outputs.
+    assert set(summary["training"]) == {"unimodal_audio", "late_concat"}
+    for preset, run in summary["training"].items():
+        assert run["epochs_run"] == 2
+        run_path = run_dir / "train" / preset
+        assert len((run_path / "metrics.jsonl").read_text().splitlines()) == 2
+        assert list(run_path.glob("checkpoint_*/state.pt"))
+    # Each preset is scored against its own analytic reference from the shards' manifest.
+    assert [row["preset"] for row in summary["learning"]] == ["unimodal_audio", "late_concat"]
+    learning = {row["preset"]: row for row in summary["learning"]}
+    assert learning["unimodal_audio"]["reference_accuracy"] == summary["caps"]["audio"]
+    assert learning["late_concat"]["reference_accuracy"] == summary["bayes_accuracy"]
+    accuracy = summary["training"]["late_concat"]["metrics"]["val_accuracy"]
+    assert learning["late_concat"]["accuracy"] == accuracy
+    out = capsys.readouterr().out
+    assert "samples ok" in out  # the ingest table
+    assert "held-out accuracy against the benchmark's references" in out and "Bayes" in out
+    assert "image+audio+text" in out  # the best preset's subset table
