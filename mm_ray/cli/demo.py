@@ -34,13 +34,14 @@ from mm_ray.train.outputs import json_safe
 
 DEMO_DEFAULTS = (
     "name=demo",
-    "demo.num_samples=4000",
+    "demo.num_samples=6000",
     "demo.samples_per_shard=500",
     "demo.min_image_px=96",
     "demo.max_image_px=192",
     "image.size=48",
     "audio.n_mels=32",
     "model.width=32",
+    "train.epochs=12",
     "train.lr=0.002",
     "train.num_workers=1",
 )
@@ -156,6 +157,12 @@ def print_training(summary: dict[str, Any]) -> None:
     rows = [LearningRow(**r) for r in summary["learning"]]
     print("\nheld-out accuracy against the benchmark's references")
     print(learning_table(rows))
+    if not summary["expectations_met"]:
+        samples = summary["preprocess"]["train"]["samples_ok"]
+        print(
+            f"(a gap to the reference is expected with {samples:,} training samples: "
+            "pipelines/demo_zoo.yaml trains at the scale that reaches it)"
+        )
     best = max(rows, key=lambda r: r.accuracy).preset
     print(f"\n{best}: validation accuracy by modality subset")
     print(format_subset_table(summary["training"][best]["subsets"]))
