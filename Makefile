@@ -28,8 +28,9 @@ lint: install-test
 format: install-test
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
-bench: install           ## ingest benchmark: decode floor vs DataLoader vs the Ray pipeline
+bench: install           ## ingest and training benchmarks (each prints its table and ratios)
 	$(VENV)/bin/mm-ray bench ingest --json runs/bench/ingest.json
+	$(VENV)/bin/mm-ray bench train --json runs/bench/train.json --plot runs/bench/train.png
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

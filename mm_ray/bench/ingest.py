@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from mm_ray import columns as C
 from mm_ray.bench.baselines import dataloader_batches, decode_floor
-from mm_ray.bench.measure import TreeMonitor
+from mm_ray.bench.measure import TreeMonitor, run_spec
 from mm_ray.config.schema import Config
 from mm_ray.data.pipeline import Ingest, member_map, preprocessor_kwargs
 from mm_ray.data.sources import expand_shards
@@ -125,28 +123,9 @@ def run_in_subprocess(
     repeat: int = 1,
 ) -> dict[str, Any]:
     """Run ``mode`` in a fresh interpreter; returns its result dict."""
-    with tempfile.TemporaryDirectory() as tmp:
-        spec = {
-            "mode": mode,
-            "config": config_path,
-            "overrides": overrides,
-            "tokenizer": tokenizer,
-            "urls": urls,
-            "cores": cores,
-            "repeat": repeat,
-            "out": str(Path(tmp) / "result.json"),
-        }
-        spec_path = Path(tmp) / "spec.json"
-        spec_path.write_text(json.dumps(spec))
-        proc = subprocess.run(
-            [sys.executable, "-m", "mm_ray.bench.ingest", str(spec_path)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **SINGLE_THREADED},
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"bench mode {mode} failed:\n{proc.stderr[-4000:]}")
-        return json.loads(Path(spec["out"]).read_text())
+    spec = {"mode": mode, "config": config_path, "overrides": overrides, "cores": cores}
+    spec.update(tokenizer=tokenizer, urls=urls, repeat=repeat)
+    return run_spec("mm_ray.bench.ingest", spec, {**os.environ, **SINGLE_THREADED}, what=f"bench mode {mode}")
 
 
 def _worker_main(spec_path: str) -> None:

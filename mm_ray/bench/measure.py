@@ -9,11 +9,19 @@ Usage::
     with TreeMonitor(os.getpid()) as mon:
         run_the_thing()
     mon.peak_pss_mb, mon.cpu_by_group()   # {"driver": 3.1, "ray::MapWorker(...)": 10.2, "raylet": 1.0, ...}
+
+``run_spec`` runs one benchmark mode in a fresh interpreter (the modes' ``python -m`` entry points).
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import tempfile
 import threading
+from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -91,3 +99,21 @@ class TreeMonitor:
         self._stop.set()
         self._thread.join()
         self.sample()
+
+
+def run_spec(module: str, spec: dict[str, Any], env: dict[str, str], *, what: str) -> dict[str, Any]:
+    """Run ``python -m module SPEC_JSON`` in a fresh interpreter and return the JSON it writes.
+
+    The child reads the spec file (``spec`` plus ``"out"``, where it writes its result). Each benchmark mode
+    runs this way so that one mode's memory, threads and Ray cannot disturb another's. Raises
+    ``RuntimeError`` naming ``what`` with the end of the child's stderr when it fails.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = {**spec, "out": str(Path(tmp) / "result.json")}
+        spec_path = Path(tmp) / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        command = [sys.executable, "-m", module, str(spec_path)]
+        proc = subprocess.run(command, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{what} failed:\n{proc.stderr[-4000:]}")
+        return json.loads(Path(spec["out"]).read_text())

@@ -1,33 +1,51 @@
-"""A bar chart of an ingest benchmark: samples/s (end to end and steady) per pipeline."""
+"""Bar charts of the benchmarks: samples/s per mode, two bars each (end to end and steady)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+INGEST_BARS = (("samples_per_s", "end to end"), ("steady_samples_per_s", "after the first batch"))
+
 
 def plot_ingest(results: dict[str, dict[str, Any]], labels: dict[str, str], path: str | Path) -> Path:
-    """Write a PNG comparing the pipelines; returns its path."""
+    """Write a PNG comparing the ingest pipelines; returns its path."""
+    return plot_modes(
+        results, labels, path, bars=INGEST_BARS, title="mm-ray bench ingest", ylabel="samples / s"
+    )
+
+
+def plot_modes(
+    results: dict[str, dict[str, Any]],
+    labels: dict[str, str],
+    path: str | Path,
+    *,
+    bars: Sequence[tuple[str, str]],
+    title: str,
+    ylabel: str,
+) -> Path:
+    """Write a PNG with one group of bars per mode (in ``labels``' order), one bar per ``(result key, legend)``
+    of ``bars``, each labelled with its value; returns its path."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers and CI
     import matplotlib.pyplot as plt
 
-    modes = [m for m in labels if m in results]  # the benchmark's own order: a, b, c
-    names = [labels[m].replace(": ", "\n") for m in modes]
-    total = [results[m]["samples_per_s"] for m in modes]
-    steady = [results[m]["steady_samples_per_s"] for m in modes]
+    modes = [m for m in labels if m in results]  # the benchmark's own order
+    names = [labels[m].replace(": ", "\n").replace(", ", "\n") for m in modes]
     xs = range(len(modes))
+    width = 0.8 / len(bars)
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    ax.bar([x - 0.2 for x in xs], total, width=0.4, label="end to end")
-    ax.bar([x + 0.2 for x in xs], steady, width=0.4, label="after the first batch")
-    for x, value in zip(xs, total, strict=True):
-        ax.text(x - 0.2, value, f"{value:.0f}", ha="center", va="bottom", fontsize=8)
-    for x, value in zip(xs, steady, strict=True):
-        ax.text(x + 0.2, value, f"{value:.0f}", ha="center", va="bottom", fontsize=8)
+    for i, (key, legend) in enumerate(bars):
+        offset = (i - (len(bars) - 1) / 2) * width
+        values = [results[m][key] for m in modes]
+        ax.bar([x + offset for x in xs], values, width=width, label=legend)
+        for x, value in zip(xs, values, strict=True):
+            ax.text(x + offset, value, f"{value:.0f}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(list(xs), names, fontsize=8)
-    ax.set_ylabel("samples / s")
-    ax.set_title("mm-ray bench ingest")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)

@@ -4,12 +4,14 @@
 2. train a tokenizer on the training captions,
 3. preprocess the train and val shards through the per-modality actor pools into the cache,
 4. train every preset in ``demo.train_presets`` with Ray Train on the cache (a resumable run each),
-5. print the benchmark's reference accuracies, the ingest summaries, each preset's held-out accuracy against
-   its analytic reference and the best preset's accuracy per modality subset (``--json`` for all of it).
+5. run a small Ray Tune sweep over ``demo.sweep_presets`` (one trial each, ASHA; ``mm_ray.tune``),
+6. print the benchmark's reference accuracies, the ingest summaries, each preset's held-out accuracy against
+   its analytic reference, the best preset's accuracy per modality subset and the sweep's leaderboard
+   (``--json`` for all of it).
 
 Outputs go to ``<output_dir>/<name>`` (``runs/demo`` with ``pipelines/demo.yaml``): ``shards/``, ``cache/``
-and ``train/<preset>/`` (checkpoints, metrics, curves). Running it again reuses the shards and resumes or
-skips finished training runs.
+``train/<preset>/`` (checkpoints, metrics, curves) and ``sweep/`` (the Tune experiment and its results).
+Running it again reuses the shards and resumes or skips finished training runs and sweep trials.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mm_ray.cli.common import add_config_args, config_from_args, split_overrides
 from mm_ray.cli.make_shards import caps_table, generate
 from mm_ray.cli.preprocess import obtain_tokenizer, run_preprocess
 from mm_ray.cli.report import format_summary, format_table, write_json
+from mm_ray.cli.tune import print_results
 from mm_ray.config.load import ConfigError, as_dict
 from mm_ray.config.schema import Config, DemoConfig
 from mm_ray.demo.generate import load_manifest, shard_paths
@@ -66,10 +69,57 @@ def demo_shards(demo: DemoConfig, shard_dir: Path) -> dict[str, Any]:
     return generate(demo, str(shard_dir))
 
 
-def check_presets(presets: list[str]) -> None:
+def check_presets(presets: list[str], key: str = "demo.train_presets") -> None:
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
-        raise ConfigError(f"demo.train_presets: unknown preset(s) {unknown}; choose from {sorted(PRESETS)}")
+        raise ConfigError(f"{key}: unknown preset(s) {unknown}; choose from {sorted(PRESETS)}")
+
+
+DEMO_SWEEP_LR = (1.0e-3, 4.0e-3)
+"""The learning-rate range the demo sweep samples (log-uniform) for each preset."""
+
+
+def demo_sweep(cfg: Config, run_dir: Path) -> tuple[dict[str, Any], Any] | None:
+    """The small sweep the demo ends with: one trial per ``demo.sweep_presets`` (a grid) with a sampled
+    learning rate, ``demo.sweep_epochs`` epochs each, ASHA, on the demo cache; returns (summary, sweep).
+
+    The experiment is ``<run>/sweep``: a second demo run collects it again instead of re-training it.
+    """
+    if not cfg.demo.sweep_presets:
+        return None
+    import ray.tune
+
+    from mm_ray.cli.tune import trial_log
+    from mm_ray.tune.space import parse_space
+    from mm_ray.tune.sweep import plan_sweep, resume_sweep, run_sweep
+
+    space = parse_space(
+        {
+            "model.preset": {"grid": list(cfg.demo.sweep_presets)},
+            "train.lr": {"loguniform": list(DEMO_SWEEP_LR)},
+        }
+    )
+    sweep_cfg = dataclasses.replace(
+        cfg,
+        name="sweep",
+        output_dir=str(run_dir),
+        train=dataclasses.replace(
+            cfg.train,
+            cache=str(run_dir / "cache" / "train"),
+            val_cache=str(run_dir / "cache" / "val"),
+            epochs=cfg.demo.sweep_epochs,
+        ),
+        tune=dataclasses.replace(
+            cfg.tune, num_samples=1, searcher="random", scheduler="asha", grace_period=1, storage_path=None
+        ),
+    )
+    sweep = plan_sweep(sweep_cfg, space=space)
+    print(
+        f"\nsweeping {len(cfg.demo.sweep_presets)} presets with Ray Tune -> {sweep.results_dir}", flush=True
+    )
+    if ray.tune.Tuner.can_restore(sweep.experiment_path):
+        return resume_sweep(sweep.results_dir), sweep
+    return run_sweep(sweep, callbacks=[trial_log(sweep)]), sweep
 
 
 def train_presets(cfg: Config, run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -102,6 +152,7 @@ def train_presets(cfg: Config, run_dir: Path) -> dict[str, dict[str, Any]]:
 
 def run_demo(cfg: Config) -> dict[str, Any]:
     check_presets(cfg.demo.train_presets)
+    check_presets(cfg.demo.sweep_presets, key="demo.sweep_presets")
     run_dir = Path(cfg.output_dir) / cfg.name
     shard_dir = run_dir / "shards"
     manifest = demo_shards(cfg.demo, shard_dir)
@@ -116,6 +167,7 @@ def run_demo(cfg: Config) -> dict[str, Any]:
         for split, shards in (("train", train), ("val", val))
     }
     trained = train_presets(cfg, run_dir)
+    swept = demo_sweep(cfg, run_dir)
     rows = learning_rows(
         {p: s["metrics"]["val_accuracy"] for p, s in trained.items()},
         manifest,
@@ -129,6 +181,8 @@ def run_demo(cfg: Config) -> dict[str, Any]:
         "training": trained,
         "learning": [dataclasses.asdict(r) for r in rows],
         "expectations_met": expectations_met(rows) if rows else None,
+        # The sweep's records and its Sweep (for printing the leaderboard); `main` keeps them out of --json.
+        "sweep": swept,
     }
 
 
@@ -195,5 +249,10 @@ def main(args: argparse.Namespace) -> int:
         if s["samples_quarantined"]:
             print(format_summary(f"quarantine ({split})", s["quarantine_reasons"]))
     print_training(summary)
+    swept = summary.pop("sweep")
+    if swept is not None:
+        sweep_summary, sweep = swept
+        print_results(sweep_summary, sweep)
+        summary["sweep"] = {k: v for k, v in sweep_summary.items() if k != "records"}
     write_json(args.json, json_safe(summary))
     return 0

@@ -5,6 +5,7 @@
     mm-ray preprocess SHARDS --out DIR  decode shards once into the model-ready Parquet cache
     mm-ray train train.cache=DIR        train a fusion model on a cache with Ray Train (resumes by name)
     mm-ray evaluate CKPT SHARDS         score a checkpoint on any shard set, per modality subset
+    mm-ray tune --config F              fusion architecture search with Ray Tune (ASHA); --resume NAME
     mm-ray bench ingest                 decode floor vs DataLoader vs the Ray pipeline, with ratios
     mm-ray config show|explain          print the resolved config / every key with its meaning
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mm_ray.cli import bench, config_cmd, demo, evaluate, make_shards, preprocess, train
+from mm_ray.cli import bench, config_cmd, demo, evaluate, make_shards, preprocess, train, tune
 from mm_ray.config.load import ConfigError
 from mm_ray.data.ledger import ErrorBudgetExceeded
 from mm_ray.data.sources import ShardOpenError, ShardSpecError
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `mm-ray COMMAND -h` for a command's options; `mm-ray config explain` lists every config key.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, make_shards, preprocess, train, evaluate, bench, config_cmd):
+    for module in (demo, make_shards, preprocess, train, evaluate, tune, bench, config_cmd):
         module.add_parser(sub)
     return parser
 
@@ -46,6 +47,7 @@ WORDS_DEST = {
     "bench": "overrides",
     "train": "overrides",
     "evaluate": "shards",
+    "tune": "overrides",
 }
 
 

@@ -165,6 +165,13 @@ class DemoConfig:
     train_presets: list[str] = field(default_factory=lambda: ["late_concat"])
     """Fusion presets ``mm-ray demo`` trains after preprocessing (``model``/``train`` settings, one run each under
     ``<run>/train/<preset>``), scored against the benchmark's caps; [] = stop after preprocessing."""
+    sweep_presets: list[str] = field(
+        default_factory=lambda: ["late_concat", "film", "additive", "unimodal_image"]
+    )
+    """Presets of the small Ray Tune sweep ``mm-ray demo`` ends with (one trial each, ``train.lr`` sampled,
+    ASHA; under ``<run>/sweep``); [] = no sweep. ``mm-ray tune`` runs the full search."""
+    sweep_epochs: int = 3
+    """Epochs of each demo sweep trial (ASHA may stop a trial after its first)."""
 
 
 @dataclasses.dataclass
@@ -229,9 +236,51 @@ class TrainConfig:
     """Where runs and checkpoints are stored (local path or URI); None = ``output_dir``."""
     bf16: bool = False
     """bfloat16 autocast for forward passes (GPU only; ignored on CPU)."""
+    prefetch_batches: int | None = None
+    """Batches each worker's Ray Data iterator prepares ahead in a background thread. None = 1 on GPU workers
+    (host work overlaps the device's), 0 on CPU workers: there that thread competes with torch's intra-op
+    threads for the worker's cores (``mm-ray bench train`` measures the difference)."""
     fail_at_epoch: int = 0
     """Fault drill: in a run started from scratch, rank 0's process dies at the start of this epoch (>= 2;
     0 = off). With ``max_failures`` >= 1 the run restarts from the last checkpoint and finishes."""
+
+
+@dataclasses.dataclass
+class TuneConfig:
+    """Fusion architecture search with Ray Tune (``mm-ray tune``): every trial is a Ray Train run of up to
+    ``train.epochs`` epochs on ``train.cache``, with its model and optimiser keys sampled from the search space;
+    the rest of the config (and each trial's workers) is the same for all trials."""
+
+    space: str | None = None
+    """Search space YAML: dotted ``model.*``/``train.*`` keys -> ``{choice|uniform|loguniform|randint: ...}``,
+    optionally ``when:`` (``mm_ray/tune/space.py``); required here or as ``mm-ray tune --space``."""
+    num_samples: int = 8
+    """Trials sampled from the space."""
+    searcher: Literal["random", "optuna"] = "random"
+    """random: Tune's random search; optuna: Optuna's TPE, a model-based searcher (conditional keys included)."""
+    scheduler: Literal["asha", "fifo"] = "asha"
+    """asha: stop trials that trail the others at a rung early (ASHA); fifo: every trial runs all its epochs."""
+    metric: str = "val_accuracy"
+    """Per-epoch metric that ranks trials (val_* metrics need ``train.val_cache``)."""
+    mode: Literal["max", "min"] = "max"
+    """Whether a higher or a lower ``metric`` is better."""
+    grace_period: int = 1
+    """ASHA: epochs every trial trains before it may be stopped (at most ``train.epochs``)."""
+    reduction_factor: int = 2
+    """ASHA: of the trials reaching a rung, the best 1/reduction_factor go on; the rungs are
+    grace_period x reduction_factor^k epochs."""
+    max_concurrent_trials: int | None = None
+    """Trials running at once; None = as many as the cluster's CPUs/GPUs hold (``mm_ray/tune/resources.py``)."""
+    driver_cpus: float = 0.25
+    """CPUs reserved per trial for its driver (the Tune function that starts the Train run and its ingest)."""
+    data_cpus: float = 1.0
+    """CPUs kept free of trials for Ray Data's cache-read tasks (each needs one whole CPU)."""
+    storage_path: str | None = None
+    """Where the experiment (``<storage>/<name>``) and its trials' Train runs are stored; None = ``output_dir``."""
+    seed: int = 0
+    """Searcher seed: the same seed and space give the same trial configurations."""
+    retry_errored: bool = False
+    """On ``--resume``, run errored trials again from scratch (otherwise they stay errored)."""
 
 
 @dataclasses.dataclass
@@ -260,3 +309,5 @@ class Config:
     """The fusion model."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Training on Ray Train."""
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    """Architecture search with Ray Tune."""

@@ -25,6 +25,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,10 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     train_shard = ray.train.get_dataset_shard("train")
     for epoch in range(start_epoch, config["epochs"]):
         _fault_drill(config["fail_at_epoch"], epoch, start_epoch)
-        started = time.perf_counter()
-        batches = train_shard.iter_torch_batches(batch_size=config["batch_size"], dtypes=None)
+        started_at, started = time.time(), time.perf_counter()
+        batches = train_shard.iter_torch_batches(
+            batch_size=config["batch_size"], dtypes=None, prefetch_batches=config["prefetch_batches"]
+        )
         stats = train_epoch(
             model,
             batches,
@@ -89,6 +92,10 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
             **_prefixed("train", stats),
         }
         metrics["train_samples_per_s"] = stats["samples"] / max(stats["seconds"], 1e-9)
+        # For `mm-ray bench train`: when the epoch began (start-up = run start to this) and the intra-op
+        # threads torch really uses (Ray derives OMP_NUM_THREADS from the worker's CPUs).
+        metrics["train_started_at"] = started_at
+        metrics["train_torch_threads"] = torch.get_num_threads()
         if ctx.get_world_rank() == 0 and config["has_val"]:
             metrics.update(_validate(model, config["batch_size"], device, autocast))
         history.append(metrics)
@@ -202,6 +209,34 @@ def _model_ready(ds: ray.data.Dataset) -> ray.data.Dataset:
     return ds.select_columns([c for c in ds.columns() if c not in (KEY, SHARD)])
 
 
+IN_MEMORY_FRACTION = 0.25
+"""Datasets whose rows fit in this fraction of the cluster's object store are read once, before training."""
+
+
+def _keep_in_memory(
+    datasets: dict[str, ray.data.Dataset], manifests: dict[str, dict[str, Any]]
+) -> dict[str, ray.data.Dataset]:
+    """Read the datasets into the object store once when they all fit in ``IN_MEMORY_FRACTION`` of it.
+
+    Streamed from Parquet, every epoch re-reads and re-decodes the cache in Ray Data tasks that compete with
+    the workers for the CPUs (and wait forever when the workers hold all of them); kept in memory, an epoch
+    only hands existing blocks to the workers (measured with `mm-ray bench train`). A cache larger than the
+    budget still streams.
+    """
+    needed = sum(m["samples_ok"] * _row_bytes(m["shapes"]) for m in manifests.values())
+    if needed > IN_MEMORY_FRACTION * ray.cluster_resources().get("object_store_memory", 0.0):
+        return datasets
+    return {name: ds.materialize() for name, ds in datasets.items()}
+
+
+def _row_bytes(shapes: dict[str, list[int]]) -> int:
+    """In-memory bytes of one model-ready row, from a cache manifest's shapes (dtypes: ``mm_ray.columns``)."""
+    image = math.prod(shapes["image"])  # uint8
+    text = shapes["input_ids"][0] * (4 + 1)  # int32 ids + int8 mask
+    audio = math.prod(shapes["audio"]) * 4  # float32 log-mel
+    return image + text + audio + 8 + 3  # int64 label, three bool presence flags
+
+
 def loop_config(
     cfg: Config,
     manifest: dict[str, Any],
@@ -246,6 +281,7 @@ def loop_config(
         "grad_clip": t.grad_clip,
         "seed": t.seed,
         "bf16": t.bf16,
+        "prefetch_batches": t.prefetch_batches if t.prefetch_batches is not None else int(t.use_gpu),
         "fail_at_epoch": t.fail_at_epoch,
         "has_val": has_val,
         "tokenizer_json": tokenizer_json,
@@ -259,6 +295,16 @@ def fit(cfg: Config) -> dict[str, Any]:
 
     Running it again with the same ``name`` and storage resumes from the run's latest checkpoint.
     """
+    trainer = build_trainer(cfg)
+    return _summary(trainer.fit(), trainer.train_loop_config["model_kwargs"]["num_classes"])
+
+
+def build_trainer(cfg: Config, *, callbacks: Sequence[Any] = ()) -> ray.train.torch.TorchTrainer:
+    """The ``TorchTrainer`` that ``fit`` runs, not started yet: the run ``<storage>/<name>`` of ``cfg``.
+
+    ``callbacks`` are Ray Train callbacks; a Tune trial passes ``TuneReportCallback`` so that every epoch's
+    metrics reach its scheduler (``mm_ray.tune.trainable``).
+    """
     t = cfg.train
     if not t.cache:
         raise ConfigError("train.cache: required (a directory written by `mm-ray preprocess --out DIR`)")
@@ -270,7 +316,10 @@ def fit(cfg: Config) -> dict[str, Any]:
         datasets["val"] = _model_ready(val_ds)
     if t.fail_at_epoch == 1 or t.fail_at_epoch < 0:
         raise ConfigError(f"train.fail_at_epoch: must be 0 (off) or >= 2, got {t.fail_at_epoch}")
+    # Before the datasets are materialized: streamed, the aggregation reads the label column alone.
     num_classes = cfg.model.num_classes or 1 + max(int(ds.max(LABEL)) for ds in datasets.values())
+    manifests = {"train": manifest, **({"val": val_manifest} if t.val_cache else {})}
+    datasets = _keep_in_memory(datasets, manifests)
     config = loop_config(
         cfg,
         manifest,
@@ -279,7 +328,7 @@ def fit(cfg: Config) -> dict[str, Any]:
         rows=manifest["samples_ok"],
         has_val="val" in datasets,
     )
-    trainer = ray.train.torch.TorchTrainer(
+    return ray.train.torch.TorchTrainer(
         train_fn_per_worker,
         train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(
@@ -292,12 +341,12 @@ def fit(cfg: Config) -> dict[str, Any]:
             storage_path=_storage_path(t.storage_path or cfg.output_dir),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.checkpoints_to_keep),
             failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
+            callbacks=list(callbacks),
         ),
         datasets=datasets,
         # Only train is split across workers: rank 0 validates on the whole val set.
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
-    return _summary(trainer.fit(), num_classes)
 
 
 def _summary(result: Any, num_classes: int) -> dict[str, Any]:

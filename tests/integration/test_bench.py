@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -39,3 +40,27 @@ def test_bench_memory_runs_one_and_ten_times_the_data(tmp_path) -> None:
     assert summary["results"]["1x"]["samples"] == 48
     assert summary["results"]["10x"]["samples"] == 480
     assert summary["memory_ratio_10x_1x"] > 0
+
+
+def test_bench_train_compares_the_plain_loop_with_one_and_two_ray_workers(tmp_path, capsys) -> None:
+    out = tmp_path / "train.json"
+    small = ["image.size=32", "audio.n_mels=16", "text.max_length=16", "train.batch_size=8", "train.epochs=2"]
+    model = ["model.width=8", "model.depth=1", "model.fusion_dim=8"]
+    args = ["bench", "train", f"output_dir={tmp_path}", *TINY, *small, *model, "--cores", "2"]
+    assert main([*args, "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    results = summary["results"]
+    assert set(results) == {"plain", "ray1", "ray2"}
+    for mode, result in results.items():
+        # Every mode trained on the whole generated split (48 samples, val_fraction=0) twice.
+        assert result["epochs"] == 2 and result["samples"] == 2 * 48, mode
+        for key in ("steady_samples_per_s", "samples_per_s", "startup_s"):
+            assert math.isfinite(result[key]) and result[key] > 0, (mode, key, result[key])
+    # torch's intra-op threads follow the trainer's CPUs: all cores for the plain loop and one worker,
+    # half of them each for two workers (Ray sets OMP_NUM_THREADS from a worker's CPUs).
+    assert [results[m]["torch_threads"] for m in ("plain", "ray1", "ray2")] == [2, 2, 1]
+    ratios = summary["ratios"]
+    assert set(ratios) == {f"{m}/plain {kind}" for m in ("ray1", "ray2") for kind in ("steady", "end to end")}
+    assert all(math.isfinite(v) and v > 0 for v in ratios.values()), ratios
+    printed = capsys.readouterr().out
+    assert "ray1/plain steady" in printed and "mm_ray fit, 2 Ray Train workers" in printed

@@ -111,6 +111,8 @@ TINY_TRAINING = (
     "model.width=8",
     "model.depth=1",
     "model.fusion_dim=8",
+    "demo.sweep_presets=[late_concat, unimodal_text]",
+    "demo.sweep_epochs=2",
 )
 
 
@@ -146,3 +148,10 @@ def test_demo_generates_preprocesses_trains_and_reports(tmp_path: Path, capsys) 
     assert "samples ok" in out  # the ingest table
     assert "held-out accuracy against the benchmark's references" in out and "Bayes" in out
     assert "image+audio+text" in out  # the best preset's subset table
+    # The closing sweep: one Ray Tune trial per sweep preset on the same cache, then its leaderboard.
+    sweep = summary["sweep"]
+    assert sweep["trials"] == 2 and sweep["done"] + sweep["stopped"] == 2 and sweep["decoded"]["trials"] == 0
+    assert sweep["best"]["preset"] in {"late_concat", "unimodal_text"}
+    assert (run_dir / "sweep" / "best_config.yaml").is_file()
+    leaderboard = out[out.index("leaderboard (val_accuracy, max)") :]
+    assert "late_concat" in leaderboard and "unimodal_text" in leaderboard

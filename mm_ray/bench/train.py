@@ -1,0 +1,272 @@
+"""``mm-ray bench train``: what Ray Train costs over a plain PyTorch loop, on the same data and model.
+
+    mm-ray bench train                                  # 4,000 generated demo samples, preprocessed once
+    mm-ray bench train --cache runs/demo/cache/train train.epochs=5 --json train.json --plot train.png
+    mm-ray bench train --repeat 3                       # every mode 3 times, interleaved; medians shown
+
+Three modes, each in a fresh subprocess so that one's memory, threads and Ray cannot disturb another:
+
+- ``plain``: one process reads the cache's Parquet into memory with pyarrow (start-up), then runs
+  ``mm_ray.train.loop.train_epoch`` over shuffled in-memory batches;
+- ``ray1`` / ``ray2``: ``mm_ray.train.ray_trainer.fit`` with 1 / 2 Ray Train workers on a fresh local Ray,
+  the workers sharing the trainer's ``--cores`` (``train.cpus_per_worker`` = cores / workers; Ray gets one
+  logical CPU more, which only a cache too large to keep in memory uses, for its Parquet read tasks).
+
+``--cores`` below the machine's cores leaves the rest to Ray's own processes (Train controller, the
+dataset's split coordinator, ...): on 2 cores, ``--cores 1`` measures what Ray Train costs the training loop
+itself, ``--cores 2`` adds what those processes take from torch's threads.
+
+All three build the model, optimizer and lr schedule from ``loop_config`` (same batch size, epochs, seed),
+and torch runs as many intra-op threads as the trainer has CPUs: the plain loop all cores, a Ray worker
+what Ray gives it through ``OMP_NUM_THREADS`` (the worker reports what torch really uses; the table shows it).
+
+Per mode: steady samples/s (epochs >= 2: their samples over their seconds, an epoch lasting as long as its
+slowest worker), start-up (from the mode's start, after its imports, to the first epoch's start; for Ray:
+Ray's start, the trainer's and the dataset's) and end-to-end samples/s (all epochs' samples over the mode's
+whole wall time, checkpoints and shutdown included). Ratios are against ``plain`` measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mm_ray.bench.measure import run_spec
+from mm_ray.config.schema import Config
+
+MODES = ("plain", "ray1", "ray2")
+LABELS = {
+    "plain": "plain PyTorch loop, in-memory batches",
+    "ray1": "mm_ray fit, 1 Ray Train worker",
+    "ray2": "mm_ray fit, 2 Ray Train workers",
+}
+WORKERS = {"plain": 1, "ray1": 1, "ray2": 2}
+TARGET = 0.9
+"""The issue's goal: one Ray Train worker reaches this fraction of the plain loop's steady samples/s."""
+
+
+def cache_columns(cache_dir: str | Path) -> dict[str, Any]:
+    """The cache's model-ready columns as numpy arrays, tensors in their stored shapes (read with pyarrow)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from mm_ray.columns import KEY, SHARD
+
+    table = pq.read_table(Path(cache_dir) / "data")
+    columns = {}
+    for field in table.schema:
+        if field.name in (KEY, SHARD):
+            continue
+        column = table.column(field.name).combine_chunks()
+        shape = json.loads((field.metadata or {}).get(b"ARROW:extension:metadata", b"null"))
+        if shape is None:
+            columns[field.name] = column.to_numpy(zero_copy_only=False)
+        else:
+            # Ray's fixed-shape tensor columns are stored as flat lists with the shape in the field's metadata.
+            columns[field.name] = np.asarray(column.flatten()).reshape(-1, *shape)
+    return columns
+
+
+def shuffled_batches(columns: dict[str, Any], batch_size: int, seed: int) -> Iterator[dict[str, Any]]:
+    """One epoch of in-memory batches in a random order (the last one may be short, as in ``fit``)."""
+    import numpy as np
+
+    n = len(next(iter(columns.values())))
+    order = np.random.default_rng(seed).permutation(n)
+    for start in range(0, n, batch_size):
+        index = order[start : start + batch_size]
+        yield {name: column[index] for name, column in columns.items()}
+
+
+def plain_trainer(cfg: Config, columns: dict[str, Any]) -> tuple[dict[str, Any], Any, Any, Any]:
+    """(loop config, model, optimizer, scheduler) built exactly as ``train_fn_per_worker`` builds them."""
+    import torch
+
+    from mm_ray.columns import LABEL
+    from mm_ray.data.cache import read_manifest
+    from mm_ray.models import build_model, param_groups
+    from mm_ray.train.loop import seed_everything
+    from mm_ray.train.ray_trainer import loop_config
+    from mm_ray.train.schedule import warmup_cosine
+
+    manifest = read_manifest(cfg.train.cache)
+    config = loop_config(
+        cfg,
+        manifest,
+        num_classes=cfg.model.num_classes or 1 + int(columns[LABEL].max()),
+        tokenizer_json=(Path(cfg.train.cache) / manifest["tokenizer"]).read_text(),
+        rows=len(columns[LABEL]),
+        has_val=False,
+    )
+    seed_everything(config["seed"])
+    model = build_model(config["preset"], **config["model_kwargs"])
+    optimizer = torch.optim.AdamW(
+        param_groups(model, lr=config["lr"], lr_by_modality=config["lr_by_modality"]),
+        weight_decay=config["weight_decay"],
+    )
+    scheduler = warmup_cosine(
+        optimizer, warmup_steps=config["warmup_steps"], total_steps=config["total_steps"]
+    )
+    return config, model, optimizer, scheduler
+
+
+def run_plain(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, Any]:
+    """(a) one process, no Ray: Parquet -> memory, then ``train_epoch`` per epoch as a Ray worker runs it."""
+    import torch
+
+    from mm_ray.train.loop import train_epoch
+
+    torch.set_num_threads(cores)
+    columns = cache_columns(cfg.train.cache)
+    config, model, optimizer, scheduler = plain_trainer(cfg, columns)
+    history = []
+    for epoch in range(config["epochs"]):
+        started_at, started = time.time(), time.perf_counter()
+        batches = shuffled_batches(columns, config["batch_size"], seed=config["seed"] + epoch)
+        stats = train_epoch(
+            model, batches, optimizer, scheduler, device="cpu", grad_clip=config["grad_clip"] or None
+        )
+        seconds = time.perf_counter() - started
+        history.append(
+            {"train_samples": stats["samples"], "train_seconds": seconds, "train_started_at": started_at}
+        )
+    return {**epoch_rates(history, t0, time.time()), "torch_threads": torch.get_num_threads()}
+
+
+def run_ray(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, Any]:
+    """(b, c) ``fit(cfg)`` on a fresh local Ray with ``workers`` Ray Train workers sharing all cores."""
+    from mm_ray.runtime import init_ray
+    from mm_ray.train.ray_trainer import fit
+
+    # One logical CPU beyond the workers' for Ray Data: the workers hold every core, and a dataset that
+    # streams from Parquet during training needs a CPU slot for its read tasks or it waits forever.
+    init_ray(num_cpus=cores + 1, object_store_memory_mb=cfg.ray.object_store_memory_mb)
+    ray_start_s = time.time() - t0
+    summary = fit(cfg)
+    end = time.time()
+    history = summary["history"]
+    return {
+        **epoch_rates(history, t0, end),
+        "ray_start_s": round(ray_start_s, 2),
+        "torch_threads": history[0].get("train_torch_threads"),
+        "workers": workers,
+    }
+
+
+def epoch_rates(history: list[dict[str, Any]], t0: float, end: float) -> dict[str, Any]:
+    """Steady (epochs >= 2), end-to-end samples/s and start-up seconds from a run's per-epoch history."""
+    later = history[1:] or history  # a one-epoch run has no steady state: report its only epoch
+    samples = sum(h["train_samples"] for h in history)
+    return {
+        "epochs": len(history),
+        "samples": samples,
+        "epoch_seconds": [round(h["train_seconds"], 2) for h in history],
+        "steady_samples_per_s": round(
+            sum(h["train_samples"] for h in later) / max(sum(h["train_seconds"] for h in later), 1e-9), 1
+        ),
+        "startup_s": round(history[0]["train_started_at"] - t0, 2),
+        "seconds": round(end - t0, 2),
+        "samples_per_s": round(samples / max(end - t0, 1e-9), 1),
+    }
+
+
+def mode_overrides(mode: str, cores: int, cache: str, storage: str) -> list[str]:
+    """The config of one mode: its worker count and CPUs, a fresh run (no resume), no validation."""
+    workers = WORKERS[mode]
+    return [
+        f"name=bench-train-{mode}",
+        f"train.cache={cache}",
+        "train.val_cache=null",
+        f"train.storage_path={storage}",
+        f"train.num_workers={workers}",
+        f"train.cpus_per_worker={cores / workers}",
+        "train.checkpoints_to_keep=1",
+        "train.fail_at_epoch=0",
+    ]
+
+
+def run_mode(
+    mode: str, config_path: str | None, overrides: list[str], cache: str, cores: int
+) -> dict[str, Any]:
+    """Run one mode in this process (called inside the per-mode subprocess)."""
+    # Imported before the clock starts (ray_trainer pulls in torch and Ray Train): start-up counts the
+    # work of starting Ray, the trainer and the data, not Python's imports.
+    import mm_ray.train.ray_trainer  # noqa: F401
+    from mm_ray.bench.measure import TreeMonitor
+    from mm_ray.config.load import load_config
+
+    with tempfile.TemporaryDirectory() as storage:
+        cfg = load_config(config_path, [*overrides, *mode_overrides(mode, cores, cache, storage)])
+        with TreeMonitor(os.getpid()) as mon:
+            t0 = time.time()
+            run = run_plain if mode == "plain" else run_ray
+            result = run(cfg, WORKERS[mode], cores, t0)
+        # Ray stops after the monitor's last look, while its processes still have their names.
+        _stop_ray()
+    return {**result, "peak_pss_mb": round(mon.peak_pss_mb, 1), "cpu_s_by_process": mon.cpu_by_group()}
+
+
+def run_in_subprocess(
+    mode: str, config_path: str | None, overrides: list[str], cache: str, cores: int
+) -> dict[str, Any]:
+    """Run ``mode`` in a fresh interpreter on ``cache``; returns its result dict."""
+    spec = {"mode": mode, "config": config_path, "overrides": overrides, "cores": cores}
+    spec["cache"] = str(Path(cache).resolve())
+    # Ray sets OMP_NUM_THREADS from each worker's CPUs only when it is unset: an inherited value
+    # (the ingest benchmark pins 1) would hide what a worker gets by itself.
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    return run_spec("mm_ray.bench.train", spec, env, what=f"bench train mode {mode}")
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of one mode's repeated runs, the one with the median steady samples/s (every run's rate kept in it)."""
+    ordered = sorted(runs, key=lambda r: r["steady_samples_per_s"])
+    rates = [r["steady_samples_per_s"] for r in runs]
+    return {**ordered[len(ordered) // 2], "steady_samples_per_s_runs": rates}
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """ray1/plain and ray2/plain, steady and end to end (only for the modes that ran)."""
+    plain = results["plain"]
+    out = {}
+    for mode in ("ray1", "ray2"):
+        if mode in results:
+            r = results[mode]
+            out[f"{mode}/plain steady"] = round(r["steady_samples_per_s"] / plain["steady_samples_per_s"], 3)
+            out[f"{mode}/plain end to end"] = round(r["samples_per_s"] / plain["samples_per_s"], 3)
+    return out
+
+
+TRAIN_BARS = (("steady_samples_per_s", "steady (epochs >= 2)"), ("samples_per_s", "end to end"))
+
+
+def plot_train(results: dict[str, dict[str, Any]], path: str | Path) -> Path:
+    """A PNG bar chart of steady and end-to-end samples/s per mode; returns its path."""
+    from mm_ray.bench.plot import plot_modes
+
+    return plot_modes(
+        results, LABELS, path, bars=TRAIN_BARS, title="mm-ray bench train", ylabel="training samples / s"
+    )
+
+
+def _stop_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _worker_main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    result = run_mode(spec["mode"], spec["config"], spec["overrides"], spec["cache"], spec["cores"])
+    Path(spec["out"]).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    _worker_main(sys.argv[1])

@@ -1,0 +1,330 @@
+"""The Tune driver: run a fusion architecture sweep, resume an interrupted one, collect its results.
+
+    cfg = load_config("pipelines/tune_small.yaml")
+    init_ray(cfg.ray.address, cfg.ray.num_cpus)
+    sweep = plan_sweep(cfg)                      # validates, loads tune.space, fixes paths and num_classes
+    summary = run_sweep(sweep)                   # Tuner(...).fit() -> leaderboard records and files
+    summary = resume_sweep("runs/tune_small")    # after Ctrl-C / a crash: the unfinished trials only
+
+The experiment lives in ``<tune.storage_path or output_dir>/<name>`` (Tune's state, one directory per trial,
+and the trials' Train runs under ``train/<trial id>``); the results go to ``<output_dir>/<name>``:
+``sweep.yaml`` (the base config and space, which ``--resume`` reads back), ``trials.csv``,
+``trials.json``, ``best_config.yaml``, ``best_by_preset.png``, ``trial_curves.png`` and ``summary.json``.
+
+Scheduling: ASHA (``tune.scheduler``) judges trials by ``epoch``, which the trainer reports, rather than by
+Tune's report count, which restarts at 0 when a trial is resumed. Trials run at most
+``mm_ray.tune.resources.concurrency`` at a time. Every trial reads the preprocessed cache, so a sweep
+decodes nothing: the summary's ``decoded`` says how many samples went into the cache, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mm_ray.config.load import ConfigError, as_dict, config_from_dict
+from mm_ray.config.schema import Config
+from mm_ray.data.cache import read_manifest
+from mm_ray.train.outputs import json_safe
+from mm_ray.tune import plots, results
+from mm_ray.tune.resources import concurrency
+from mm_ray.tune.space import SearchSpace, load_space, parse_space
+
+SWEEP_FILE = "sweep.yaml"
+
+
+@dataclasses.dataclass
+class Sweep:
+    """A checked sweep: the base config every trial starts from, and the space sampled over it."""
+
+    cfg: Config
+    space: SearchSpace
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.cfg.output_dir) / self.cfg.name
+
+    @property
+    def trials(self) -> int:
+        """Trials the sweep runs: ``tune.num_samples`` per combination of the space's grids (random search)."""
+        grids = self.space.grid_size() if self.cfg.tune.searcher == "random" else 1
+        return self.cfg.tune.num_samples * grids
+
+    @property
+    def experiment_path(self) -> str:
+        return f"{_absolute(self.cfg.tune.storage_path or self.cfg.output_dir)}/{self.cfg.name}"
+
+
+def plan_sweep(cfg: Config, space_path: str | None = None, *, space: SearchSpace | None = None) -> Sweep:
+    """Check ``cfg`` for a sweep and load its space (``space_path`` overrides ``tune.space``; a parsed
+    ``space`` overrides both, as ``mm-ray demo``'s built-in sweep does)."""
+    if space is None:
+        path = space_path or cfg.tune.space
+        if not path:
+            raise ConfigError("tune.space: required (a search space YAML, or `mm-ray tune --space FILE`)")
+        space = load_space(path)
+        cfg = dataclasses.replace(cfg, tune=dataclasses.replace(cfg.tune, space=str(Path(path).resolve())))
+    _check(cfg)
+    t = cfg.train
+    # Trials run in Tune's per-trial working directories: relative paths would not resolve there.
+    cfg = dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(
+            t, cache=_absolute(t.cache), val_cache=t.val_cache and _absolute(t.val_cache)
+        ),
+    )
+    if cfg.model.num_classes is None:
+        # What `fit` would infer, once here rather than a Ray Data job in every trial.
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=_num_classes(cfg)))
+    return Sweep(cfg, space)
+
+
+def _check(cfg: Config) -> None:
+    t, tu = cfg.train, cfg.tune
+    if not t.cache:
+        raise ConfigError("train.cache: required (every trial trains on the preprocessed cache)")
+    for key, cache in (("train.cache", t.cache), ("train.val_cache", t.val_cache)):
+        if cache and not (Path(cache) / "manifest.json").is_file():
+            raise ConfigError(f"{key}: {cache} is not a preprocessed cache (run `mm-ray preprocess` first)")
+    if tu.metric.startswith("val_") and not t.val_cache:
+        raise ConfigError(f"tune.metric: {tu.metric} needs train.val_cache (trials validate on it)")
+    if t.num_workers < 1:
+        raise ConfigError(
+            "train.num_workers: a trial needs >= 1 Ray Train worker (local mode reports no epochs)"
+        )
+    if tu.num_samples < 1:
+        raise ConfigError("tune.num_samples: must be >= 1")
+    if not 1 <= tu.grace_period <= t.epochs:
+        raise ConfigError(f"tune.grace_period: must be between 1 and train.epochs ({t.epochs})")
+    if tu.reduction_factor < 2:
+        raise ConfigError("tune.reduction_factor: must be >= 2")
+
+
+def run_sweep(sweep: Sweep, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Run the sweep to the end (or to Ctrl-C: the state is saved for ``resume_sweep``); returns the summary.
+
+    ``callbacks`` are Tune callbacks; Tune saves them with the experiment and a resumed sweep gets them back.
+    """
+    import ray
+    import ray.tune
+
+    from mm_ray.tune.cleanup import ReleaseStoppedRuns
+
+    cfg = sweep.cfg
+    if ray.tune.Tuner.can_restore(sweep.experiment_path):
+        raise ConfigError(
+            f"name: an experiment {sweep.experiment_path} exists; continue it with "
+            f"`mm-ray tune --resume {cfg.name}` or choose another name="
+        )
+    save_sweep(sweep)
+    resources = ray.cluster_resources()
+    concurrent = concurrency(
+        cfg, cpus=resources.get("CPU", 0.0), gpus=resources.get("GPU", 0.0), trials=sweep.trials
+    )
+    print(f"sweep {cfg.name}: {sweep.trials} trials, at most {concurrent} at a time", flush=True)
+    tuner = ray.tune.Tuner(
+        _trainable(sweep),
+        param_space=sweep.space.param_space(cfg.tune.seed) if cfg.tune.searcher == "random" else None,
+        tune_config=ray.tune.TuneConfig(
+            metric=cfg.tune.metric,
+            mode=cfg.tune.mode,
+            search_alg=_searcher(sweep, concurrent),
+            scheduler=_scheduler(cfg),
+            num_samples=cfg.tune.num_samples,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=ray.tune.RunConfig(
+            name=cfg.name,
+            storage_path=_absolute(cfg.tune.storage_path or cfg.output_dir),
+            # Tune saves these with the experiment: a resumed sweep releases and logs the same way.
+            callbacks=[ReleaseStoppedRuns(), *callbacks],
+            verbose=0,
+        ),
+    )
+    return collect(sweep, tuner.fit(), concurrent=concurrent)
+
+
+def resume_sweep(results_dir: str | Path) -> dict[str, Any]:
+    """Continue the sweep whose results directory (``sweep.yaml``) is ``results_dir``: trials that finished
+    are kept as they are, unfinished ones continue (their Train runs from their last checkpoints)."""
+    import ray.tune
+
+    sweep = load_sweep(results_dir)
+    if not ray.tune.Tuner.can_restore(sweep.experiment_path):
+        raise ConfigError(f"--resume: no Tune experiment state in {sweep.experiment_path}")
+    tuner = ray.tune.Tuner.restore(
+        sweep.experiment_path,
+        trainable=_trainable(sweep),
+        resume_unfinished=True,
+        # The trainable keeps no Tune checkpoint (Train keeps them): resuming an errored trial = restarting it.
+        restart_errored=sweep.cfg.tune.retry_errored,
+    )
+    return collect(sweep, tuner.fit(), concurrent=None)
+
+
+def save_sweep(sweep: Sweep) -> Path:
+    """Write ``results_dir/sweep.yaml``: the checked base config and the space, what ``--resume`` needs."""
+    sweep.results_dir.mkdir(parents=True, exist_ok=True)
+    path = sweep.results_dir / SWEEP_FILE
+    path.write_text(
+        yaml.safe_dump({"config": as_dict(sweep.cfg), "space": sweep.space.as_dict()}, sort_keys=False)
+    )
+    return path
+
+
+def load_sweep(results_dir: str | Path) -> Sweep:
+    """The ``Sweep`` saved in ``results_dir/sweep.yaml`` by ``run_sweep``."""
+    path = Path(results_dir) / SWEEP_FILE
+    if not path.is_file():
+        raise ConfigError(f"--resume: {path} not found (not a sweep's results directory)")
+    saved = yaml.safe_load(path.read_text())
+    return Sweep(config_from_dict(saved["config"]), parse_space(saved["space"]))
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short, stable trial directory names (Tune's default holds every parameter and a timestamp)."""
+    return f"trial_{trial.trial_id}"
+
+
+def _trainable(sweep: Sweep) -> Any:
+    import ray.tune
+
+    from mm_ray.tune.trainable import train_trial
+
+    trainable = ray.tune.with_parameters(
+        train_trial, base=as_dict(sweep.cfg), space=sweep.space, storage=f"{sweep.experiment_path}/train"
+    )
+    # The driver only starts the Train run (its workers hold their own CPUs/GPUs): a fraction of a CPU.
+    return ray.tune.with_resources(trainable, {"CPU": sweep.cfg.tune.driver_cpus})
+
+
+def _searcher(sweep: Sweep, concurrent: int) -> Any:
+    """The search algorithm, limited to ``concurrent`` running trials.
+
+    The limit goes to the searcher itself: Tune ignores ``TuneConfig(max_concurrent_trials)`` when it is given
+    a ``BasicVariantGenerator``, and then starts every trial at once, each waiting on its placement group.
+    """
+    tu = sweep.cfg.tune
+    if tu.searcher == "optuna":
+        import optuna
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        from mm_ray.tune.space import DefineByRun
+
+        # Define-by-run: Optuna asks only for the parameters whose `when` holds (conditional spaces).
+        optuna_search = OptunaSearch(
+            space=DefineByRun(sweep.space),
+            # Given here too: Tune does not pass TuneConfig's metric through a ConcurrencyLimiter.
+            metric=tu.metric,
+            mode=tu.mode,
+            sampler=optuna.samplers.TPESampler(seed=tu.seed),
+        )
+        return ConcurrencyLimiter(optuna_search, max_concurrent=concurrent)
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=tu.seed, max_concurrent=concurrent)
+
+
+def _scheduler(cfg: Config) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if cfg.tune.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="epoch",
+        # One past the last epoch: ASHA stops a trial that reaches max_t, which would end a run that has
+        # trained all its epochs by killing it mid-shutdown. Every run ends after train.epochs anyway, and
+        # the rungs (grace_period x reduction_factor^k) below train.epochs stay where they were.
+        max_t=cfg.train.epochs + 1,
+        grace_period=cfg.tune.grace_period,
+        reduction_factor=cfg.tune.reduction_factor,
+    )
+
+
+def collect(sweep: Sweep, grid: Any, *, concurrent: int | None) -> dict[str, Any]:
+    """Records from Tune's ResultGrid, the result files, and the summary (also written as summary.json)."""
+    cfg = sweep.cfg
+    records = results.rank([_record(sweep, result) for result in grid], cfg.tune.mode)
+    out = sweep.results_dir
+    outputs = results.write_trials(records, out, sweep.space)
+    best = results.best_config(records, as_dict(cfg), sweep.space)
+    if best is not None:
+        (out / "best_config.yaml").write_text(yaml.safe_dump(best, sort_keys=False))
+        outputs["best_config_yaml"] = str(out / "best_config.yaml")
+    plots.plot_best_by_preset(records, out / "best_by_preset.png", metric=cfg.tune.metric, mode=cfg.tune.mode)
+    plots.plot_trial_curves(
+        records, out / "trial_curves.png", metric=cfg.tune.metric, max_epochs=cfg.train.epochs
+    )
+    outputs.update(
+        best_by_preset_png=str(out / "best_by_preset.png"), trial_curves_png=str(out / "trial_curves.png")
+    )
+    statuses = [r["status"] for r in records]
+    summary = {
+        "experiment": sweep.experiment_path,
+        "trials": len(records),
+        **{status: statuses.count(status) for status in ("done", "stopped", "unfinished", "error")},
+        # Interrupted while trials ran (Tune had not ended them) or before it had created all of them.
+        "interrupted": grid.num_terminated + grid.num_errors < len(grid) or len(grid) < sweep.trials,
+        "max_concurrent_trials": concurrent,
+        **results.trial_epochs(records, trials=sweep.trials, max_epochs=cfg.train.epochs),
+        "best": _best_summary(records[0]) if records and records[0]["best"] is not None else None,
+        "decoded": decoded(cfg),
+        "outputs": outputs,
+        "records": records,
+    }
+    shown = json_safe({k: v for k, v in summary.items() if k != "records"})
+    (out / "summary.json").write_text(json.dumps(shown, indent=2, allow_nan=False) + "\n")
+    return summary
+
+
+def _record(sweep: Sweep, result: Any) -> dict[str, Any]:
+    cfg = sweep.cfg
+    frame = result.metrics_dataframe
+    rows = frame.to_dict("records") if frame is not None else []
+    metrics = result.metrics or {}
+    return results.trial_record(
+        metrics.get("trial_id") or Path(str(result.path)).name.removeprefix("trial_"),
+        result.config or {},
+        rows,
+        space=sweep.space,
+        metric=cfg.tune.metric,
+        mode=cfg.tune.mode,
+        max_epochs=cfg.train.epochs,
+        done=bool(metrics.get("done")),
+        error=str(result.error).splitlines()[0] if result.error else None,
+        base_preset=cfg.model.preset,
+    )
+
+
+def _best_summary(record: dict[str, Any]) -> dict[str, Any]:
+    keys = ("trial_id", "preset", "best", "best_epoch", "epochs_run", "checkpoint", "params")
+    return {k: record[k] for k in keys}
+
+
+def decoded(cfg: Config) -> dict[str, int]:
+    """Samples decoded from raw shards into the caches the trials read (once, by ``mm-ray preprocess``),
+    and by the trials themselves: none, they read model-ready Parquet."""
+    counts = {"trials": 0}
+    for split, cache in (("train_cache", cfg.train.cache), ("val_cache", cfg.train.val_cache)):
+        if cache:
+            counts[split] = int(read_manifest(cache)["samples_read"])
+    return counts
+
+
+def _num_classes(cfg: Config) -> int:
+    from mm_ray.columns import LABEL
+    from mm_ray.data.cache import read_cache
+
+    caches = [c for c in (cfg.train.cache, cfg.train.val_cache) if c]
+    return 1 + max(int(read_cache(c)[0].max(LABEL)) for c in caches)
+
+
+def _absolute(path: str) -> str:
+    # Tune and Train want storage as an absolute local path or a URI.
+    return path if "://" in path else str(Path(path).expanduser().resolve())

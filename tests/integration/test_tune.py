@@ -1,0 +1,168 @@
+"""``mm-ray tune`` end to end on local Ray (2 CPUs): real Tune sweeps of real Ray Train runs on a tiny cache.
+
+1. ``mm-ray tune``: 4 trials x 2 epochs (random search, ASHA) -> leaderboard, trials.csv/json, plots and a
+   best config that ``mm-ray train --config best_config.yaml`` runs as it is; every CPU given back.
+2. A sweep (Optuna TPE, a conditional space) interrupted by SIGINT -- Ctrl-C -- after its first trial
+   finished, then ``mm-ray tune --resume``: the finished trial is not run again, the rest finish.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import ray
+import ray.tune
+import yaml
+
+from mm_ray.cli.main import main
+from mm_ray.cli.preprocess import run_preprocess
+from mm_ray.config.load import load_config
+from mm_ray.data.cache import read_manifest
+from mm_ray.tune.sweep import plan_sweep, run_sweep
+
+pytestmark = pytest.mark.integration
+
+CACHE = ("image.size=32", "audio.n_mels=16", "audio.duration_s=0.5", "text.max_length=16")
+TINY = ("model.width=8", "model.depth=1", "model.fusion_dim=8", "train.batch_size=8", "train.warmup_steps=2")
+SPACE = {
+    "model.preset": {"choice": ["late_concat", "gated", "low_rank_tensor"]},
+    "model.rank": {"randint": [2, 4], "when": {"model.preset": "low_rank_tensor"}},
+    "train.lr": {"loguniform": [1.0e-3, 1.0e-2]},
+}
+
+
+@pytest.fixture(scope="module")
+def caches(demo_shards, tmp_path_factory) -> tuple[Path, Path]:
+    shards, manifest = demo_shards
+    out = tmp_path_factory.mktemp("tune_cache")
+    cfg = load_config(None, CACHE)
+    run_preprocess(cfg, [str(shards / n) for n in manifest["shards"]["train"]], out / "train")
+    tokenizer = (out / "train" / "tokenizer.json").read_text()
+    run_preprocess(
+        cfg, [str(shards / n) for n in manifest["shards"]["val"]], out / "val", tokenizer_json=tokenizer
+    )
+    return out / "train", out / "val"
+
+
+def _overrides(caches: tuple[Path, Path], out: Path, name: str, *more: str) -> list[str]:
+    space = out / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE, sort_keys=False))
+    return [
+        *CACHE,
+        *TINY,
+        f"name={name}",
+        f"output_dir={out}",
+        f"train.cache={caches[0]}",
+        f"train.val_cache={caches[1]}",
+        "train.epochs=2",
+        "train.num_workers=1",
+        f"tune.space={space}",
+        *more,
+    ]
+
+
+def test_a_four_trial_sweep_exports_a_runnable_best_config(caches, tmp_path: Path, capsys) -> None:
+    # Workers of 0.25 CPU: two trials fit beside Ray Data's CPU, so concurrent trials are tested too.
+    overrides = _overrides(caches, tmp_path, "sweep", "tune.num_samples=4", "train.cpus_per_worker=0.25")
+    assert main(["tune", *overrides, "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "s.json").read_text())
+    records = summary["records"]
+    assert summary["trials"] == 4 and summary["done"] + summary["stopped"] == 4 and not summary["interrupted"]
+    assert summary["max_concurrent_trials"] == 2  # 2 CPUs: 1 for Ray Data, 0.25 + 0.25 per trial
+    # ASHA's savings are counted against 4 trials x 2 epochs.
+    assert summary["trial_epochs"] == sum(r["epochs_run"] for r in records)
+    assert summary["trial_epochs_without_stopping"] == 8
+    for r in records:
+        # Tune saw every epoch as it happened (TuneReportCallback), not only the end.
+        assert [h["epoch"] for h in r["history"]] == list(range(1, r["epochs_run"] + 1))
+        assert ("model.rank" in r["params"]) == (r["preset"] == "low_rank_tensor")
+        # Each trial is a Ray Train run named after its trial id, with checkpoints in the experiment.
+        assert r["checkpoint"].startswith(f"{summary['experiment']}/train/{r['trial_id']}/")
+    # Trials read the cache: nothing was decoded but what preprocessing decoded once.
+    assert summary["decoded"] == {
+        "trials": 0,
+        "this_run": 0,
+        "train_cache": read_manifest(caches[0])["samples_read"],
+        "val_cache": read_manifest(caches[1])["samples_read"],
+    }
+    # The leaderboard: a header, a rule and one row per trial, best first.
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert "best val_accuracy" in table[0] and len(table) == 1 + 4
+    assert records[0]["trial_id"] in table[1]
+    run_dir = tmp_path / "sweep"
+    with open(run_dir / "trials.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert all((run_dir / name).stat().st_size > 0 for name in ("best_by_preset.png", "trial_curves.png"))
+    # Stopped and finished trials gave their workers' CPUs back (mm_ray.tune.cleanup).
+    assert ray.available_resources().get("CPU") == 2.0
+
+    best = yaml.safe_load((run_dir / "best_config.yaml").read_text())
+    assert best["model"]["preset"] == records[0]["preset"]
+    assert (
+        main(["train", "--config", str(run_dir / "best_config.yaml"), "--json", str(tmp_path / "t.json")])
+        == 0
+    )
+    trained = json.loads((tmp_path / "t.json").read_text())
+    assert trained["epochs_run"] == 2 and trained["run_path"].endswith("sweep-best")
+
+
+class InterruptAfter(ray.tune.Callback):
+    """Sends this process SIGINT -- what Ctrl-C does -- once ``trials`` trials have completed."""
+
+    def __init__(self, trials: int) -> None:
+        self.trials, self.completed = trials, 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.completed += 1
+        if self.completed == self.trials:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def __getstate__(self) -> dict:
+        # Tune saves the run's callbacks with the experiment: the resumed sweep gets a copy that never fires.
+        return {"trials": 0, "completed": 0}
+
+
+def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(caches, tmp_path: Path) -> None:
+    overrides = _overrides(caches, tmp_path, "resumable", "tune.num_samples=2", "tune.searcher=optuna")
+    sweep = plan_sweep(load_config(None, overrides))
+    first = run_sweep(sweep, callbacks=[InterruptAfter(1)])
+    assert first["interrupted"]
+    # The trial that completed, and possibly the next one if it trained its last epoch before the signal.
+    finished = {r["trial_id"]: r for r in first["records"] if r["status"] in ("done", "stopped")}
+    assert 1 <= len(finished) <= 2
+    experiment = Path(first["experiment"])
+    before = {t: _trial_files(experiment, t) for t in finished}
+
+    assert main(["tune", "--resume", str(sweep.results_dir), "--json", str(tmp_path / "r.json")]) == 0
+    resumed = json.loads((tmp_path / "r.json").read_text())
+    assert resumed["trials"] == 2 and resumed["done"] + resumed["stopped"] == 2 and not resumed["interrupted"]
+    by_id = {r["trial_id"]: r for r in resumed["records"]}
+    assert set(finished) <= set(by_id)
+    for trial_id, record in finished.items():
+        # No epoch trained again: the same results, no new result rows in Tune, no new or rewritten checkpoint.
+        assert by_id[trial_id]["history"] == record["history"]
+        assert _trial_files(experiment, trial_id) == before[trial_id]
+    for r in resumed["records"]:
+        assert r["epochs_run"] >= 1 and ("model.rank" in r["params"]) == (r["preset"] == "low_rank_tensor")
+
+
+def _trial_files(experiment: Path, trial_id: str) -> dict[str, tuple]:
+    """What a trial leaves: the results Tune recorded (by content: Tune copies its files to storage again when
+    it saves the experiment) and the checkpoints of its Train run (by size and modification time)."""
+    tune_dir, train_dir = experiment / f"trial_{trial_id}", experiment / "train" / trial_id
+    files = {
+        name: (hashlib.sha256((tune_dir / name).read_bytes()).hexdigest(),)
+        for name in ("result.json", "progress.csv")
+    }
+    for path in sorted(train_dir.glob("checkpoint_*/**/*")):
+        if path.is_file():
+            files[str(path.relative_to(experiment))] = (path.stat().st_size, path.stat().st_mtime_ns)
+    assert any(name.startswith("train/") for name in files)  # the trial's Train run is there to compare
+    return files

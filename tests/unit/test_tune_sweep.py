@@ -1,0 +1,121 @@
+"""Planning a sweep without Ray: config checks that fail before any trial, the saved sweep, a trial's config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mm_ray.cli.main import main
+from mm_ray.cli.tune import ensure_caches
+from mm_ray.config.load import ConfigError, as_dict, load_config
+from mm_ray.tune.sweep import load_sweep, plan_sweep, run_sweep, save_sweep
+from mm_ray.tune.trainable import trial_config
+
+SPACE = {
+    "model.preset": {"choice": ["gated", "low_rank_tensor"]},
+    "model.rank": {"randint": [2, 4], "when": {"model.preset": "low_rank_tensor"}},
+}
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> list[str]:
+    """Overrides for a plannable sweep: a space file and two directories that look like caches."""
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        (tmp_path / split / "manifest.json").write_text(json.dumps({"samples_read": 10}))
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    return [
+        "name=s",
+        f"output_dir={tmp_path / 'runs'}",
+        f"train.cache={tmp_path / 'train'}",
+        f"train.val_cache={tmp_path / 'val'}",
+        f"tune.space={tmp_path / 'space.yaml'}",
+        "train.epochs=3",
+        "model.num_classes=4",  # else planning counts the labels with Ray Data
+    ]
+
+
+def test_plan_resolves_paths_and_keeps_the_space(setup: list[str], tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = [o for o in setup if not o.startswith("train.cache")] + ["train.cache=train"]
+    sweep = plan_sweep(load_config(None, relative))
+    # Trials run in Tune's per-trial directories: the cache path must not depend on the working directory.
+    assert sweep.cfg.train.cache == str(tmp_path / "train")
+    assert sweep.space.keys == ["model.preset", "model.rank"]
+    assert sweep.experiment_path == f"{tmp_path / 'runs'}/s"
+    assert load_sweep(save_sweep(sweep).parent).cfg == sweep.cfg
+
+
+def test_a_grid_multiplies_the_trials_of_random_search_only(setup: list[str], tmp_path: Path) -> None:
+    grid = {"model.preset": {"grid": ["gated", "film", "additive"]}, "train.lr": {"loguniform": [1e-3, 1e-2]}}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    cfg = load_config(None, [*setup, f"tune.space={tmp_path / 'grid.yaml'}", "tune.num_samples=2"])
+    assert plan_sweep(cfg).trials == 6
+    # Optuna samples a grid as a choice: num_samples trials in all.
+    assert (
+        plan_sweep(
+            load_config(
+                None,
+                [
+                    *setup,
+                    f"tune.space={tmp_path / 'grid.yaml'}",
+                    "tune.num_samples=2",
+                    "tune.searcher=optuna",
+                ],
+            )
+        ).trials
+        == 2
+    )
+    assert plan_sweep(load_config(None, setup)).trials == 8  # no grid: tune.num_samples (default 8)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("tune.space=null", "tune.space: required"),
+        ("train.val_cache=null", "tune.metric: val_accuracy needs train.val_cache"),
+        ("tune.grace_period=4", "tune.grace_period: must be between 1 and train.epochs (3)"),
+        ("train.num_workers=0", "train.num_workers: a trial needs >= 1"),
+        ("tune.num_samples=0", "tune.num_samples: must be >= 1"),
+        ("tune.reduction_factor=1", "tune.reduction_factor: must be >= 2"),
+        ("train.cache=/nowhere", "train.cache: /nowhere is not a preprocessed cache"),
+    ],
+)
+def test_plan_rejects_sweeps_that_cannot_work(setup: list[str], override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        plan_sweep(load_config(None, [*setup, override]))
+    assert message in str(err.value)
+
+
+def test_an_existing_experiment_is_not_overwritten(setup: list[str]) -> None:
+    sweep = plan_sweep(load_config(None, setup))
+    Path(sweep.experiment_path).mkdir(parents=True)
+    # What Tune writes when an experiment starts; run_sweep refuses before touching Ray.
+    Path(sweep.experiment_path, "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    Path(sweep.experiment_path, "tuner.pkl").write_bytes(b"")
+    with pytest.raises(ConfigError, match="mm-ray tune --resume s"):
+        run_sweep(sweep)
+
+
+def test_trial_config_applies_only_active_params(setup: list[str]) -> None:
+    sweep = plan_sweep(load_config(None, setup))
+    base = as_dict(sweep.cfg)
+    lrtf = trial_config(base, sweep.space, {"model.preset": "low_rank_tensor", "model.rank": 3}, name="t1")
+    assert (lrtf.name, lrtf.model.preset, lrtf.model.rank, lrtf.train.epochs) == (
+        "t1",
+        "low_rank_tensor",
+        3,
+        3,
+    )
+    gated = trial_config(base, sweep.space, {"model.preset": "gated", "model.rank": None}, name="t2")
+    assert gated.model.rank == sweep.cfg.model.rank  # the inactive None never reaches the config
+
+
+def test_resume_takes_no_new_settings_and_caches_need_a_source(tmp_path: Path, capsys) -> None:
+    assert main(["tune", "--resume", "somewhere", "tune.num_samples=4"]) == 2
+    assert "drop --space and overrides" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"train.cache: .* no shards are set"):
+        ensure_caches(load_config(None, [f"train.cache={tmp_path / 'missing'}"]))
