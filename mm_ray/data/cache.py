@@ -41,6 +41,18 @@ def preprocess_config_hash(cfg: Config, tokenizer_json: str) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def with_cache_preprocessing(resolved: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    """``resolved`` (``as_dict`` of a run's config) with the image, audio and text-length settings the cache in
+    ``manifest`` was preprocessed with: what a model trained on that cache really saw, whatever the run's
+    own config said. A manifest without a ``preprocess`` section leaves ``resolved`` as it is."""
+    pre = manifest.get("preprocess")
+    if not pre:
+        return resolved
+    out = {**resolved, "image": dict(pre["image"]), "audio": dict(pre["audio"])}
+    out["text"] = {**resolved.get("text", {}), "max_length": pre["text_max_length"]}
+    return out
+
+
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
     path = out_dir / MANIFEST
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

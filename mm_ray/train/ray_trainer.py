@@ -39,7 +39,7 @@ from tokenizers import Tokenizer
 from mm_ray.columns import KEY, LABEL, SHARD
 from mm_ray.config.load import ConfigError, as_dict
 from mm_ray.config.schema import Config
-from mm_ray.data.cache import read_cache
+from mm_ray.data.cache import read_cache, with_cache_preprocessing
 from mm_ray.models import build_model, param_groups
 from mm_ray.train.checkpoint import TOKENIZER_FILE, load_checkpoint, restore_into, save_checkpoint, unwrap
 from mm_ray.train.loop import seed_everything, train_epoch
@@ -285,8 +285,9 @@ def loop_config(
         "fail_at_epoch": t.fail_at_epoch,
         "has_val": has_val,
         "tokenizer_json": tokenizer_json,
-        # Everything else needed to rebuild the inputs (image size, tokenizer length, mel settings).
-        "resolved": as_dict(cfg),
+        # Everything else needed to rebuild the inputs (image size, tokenizer length, mel settings), as the
+        # cache was preprocessed: `mm-ray evaluate` must decode new shards the way the training data was.
+        "resolved": with_cache_preprocessing(as_dict(cfg), manifest),
     }
 
 
