@@ -19,6 +19,8 @@ into REJECT for that row ("" means the row is fine) and a human-readable REJECT_
 The Ray stage wrapping it moves rejected rows to the quarantine ledger.
 """
 
+import itertools
+
 KEY = "__key__"
 SHARD = "__shard__"
 
@@ -42,3 +44,10 @@ REJECT_DETAIL = "__reject_detail__"
 MODALITIES = ("image", "text", "audio")
 RAW_COLUMN = {"image": IMAGE_BYTES, "text": TEXT_BYTES, "audio": AUDIO_BYTES}
 PRESENCE_COLUMN = {"image": HAS_IMAGE, "text": HAS_TEXT, "audio": HAS_AUDIO}
+
+SUBSET_ORDER = ("image", "audio", "text")
+"""Order of modality names inside a modality-subset key such as ``"image+audio+text"``: the demo manifest's
+caps and the per-subset validation metrics use the same keys."""
+
+SUBSETS = tuple("+".join(c) for r in (1, 2, 3) for c in itertools.combinations(SUBSET_ORDER, r))
+"""Every non-empty modality subset's key, singles first: image, audio, text, image+audio, ..., image+audio+text."""

@@ -21,6 +21,7 @@ import itertools
 
 import numpy as np
 
+from mm_ray.columns import SUBSET_ORDER
 from mm_ray.demo.latents import (
     MODALITY_OBSERVATIONS,
     OBSERVATIONS,
@@ -29,8 +30,8 @@ from mm_ray.demo.latents import (
     observation_channel,
 )
 
-MODALITY_ORDER = ("image", "audio", "text")
-"""Canonical order of modality names inside a subset key, e.g. ``"image+audio+text"``."""
+MODALITY_ORDER = SUBSET_ORDER
+"""Canonical order of modality names inside a subset key (``mm_ray.columns``, shared with the metrics)."""
 
 
 def subset_key(modalities) -> str:

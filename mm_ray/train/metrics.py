@@ -29,14 +29,10 @@ from mm_ray.columns import (
     INPUT_IDS,
     LABEL,
     PRESENCE_COLUMN,
+    SUBSET_ORDER,
+    SUBSETS,
 )
 from mm_ray.train.loop import autocast_context, to_device
-
-SUBSET_ORDER = ("image", "audio", "text")
-"""Order of modality names inside a subset key."""
-
-SUBSETS = ("image", "audio", "text", "image+audio", "image+text", "audio+text", "image+audio+text")
-"""Every non-empty modality subset, singles first."""
 
 DATA_COLUMNS = {"image": (IMAGE,), "audio": (AUDIO,), "text": (INPUT_IDS, ATTENTION_MASK)}
 """The model-ready columns of each modality (zeroed when the modality is masked out)."""
