@@ -2,6 +2,7 @@
 
     mm-ray evaluate runs/demo/checkpoint_2025-01-01_12-00-00.000000 shards/val-{000000..000001}.tar
     mm-ray evaluate runs/demo shards/ pools.image.num_cpus=0.5 --json eval.json   # a run dir: its latest
+    mm-ray evaluate runs/u_image shards/ --ensemble runs/u_audio runs/u_text      # averaged predictions
 
 The shards are decoded and tokenized with the checkpoint's own settings and tokenizer (see
 ``mm_ray.train.evaluate``); ``--config FILE`` and ``key=value`` overrides are laid over the checkpoint's
@@ -32,6 +33,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--batch-size", type=int, help="samples per scored batch (default: the training batch size)"
     )
     p.add_argument("--quarantine-log", metavar="PATH", help="write the quarantined samples as JSON lines")
+    p.add_argument(
+        "--ensemble",
+        nargs="+",
+        metavar="CKPT",
+        default=[],
+        help="average the predictions of these checkpoints with CHECKPOINT's (model-level fusion, e.g. the "
+        "three unimodal baselines); they must be trained on the same cache",
+    )
     add_config_args(p)
     p.set_defaults(func=main)
 
@@ -47,6 +56,7 @@ def main(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             quarantine_log=args.quarantine_log,
             progress=lambda poll: PolledProgress("evaluate", poll),
+            ensemble=args.ensemble,
         )
     except CheckpointError as err:
         print(f"mm-ray evaluate: {err}", file=sys.stderr)

@@ -45,6 +45,7 @@ from mm_ray.data.sources import ShardSpecError
 from mm_ray.models import build_model
 from mm_ray.runtime import init_ray
 from mm_ray.train.checkpoint import STATE_FILE, TOKENIZER_FILE, load_checkpoint
+from mm_ray.train.ensemble import PredictionAverage, check_compatible
 from mm_ray.train.metrics import SUBSETS, evaluate_subsets
 
 CHECKPOINT_GLOB = "checkpoint_*"
@@ -150,6 +151,10 @@ def restore_model(state: dict[str, Any], device: str | torch.device = "cpu") -> 
     return model.to(device).eval()
 
 
+def _presets(checkpoints: Sequence[LoadedCheckpoint]) -> list[str]:
+    return [c.state["config"]["preset"] for c in checkpoints]
+
+
 def evaluate_checkpoint(
     checkpoint_dir: str | Path,
     specs: str | Sequence[str],
@@ -160,8 +165,12 @@ def evaluate_checkpoint(
     device: str | torch.device | None = None,
     quarantine_log: str | Path | None = None,
     progress: Callable[[Callable[[], int]], contextlib.AbstractContextManager] | None = None,
+    ensemble: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Score the checkpoint on the shards ``specs`` (default: the config's ``data.val_shards``).
+
+    ``ensemble``: more checkpoints (or run directories) whose predicted probabilities are averaged with this
+    one's (model-level fusion, ``mm_ray.train.ensemble``); they must share its tokenizer and input shapes.
 
     ``batch_size`` defaults to the training batch size; ``device`` to CUDA when available. ``progress``, if
     given, is entered around the stream with a function returning the samples read so far (a progress bar).
@@ -176,6 +185,10 @@ def evaluate_checkpoint(
         raise ShardSpecError("no shards to evaluate on: pass shard specs or set data.val_shards")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = restore_model(ckpt.state, device)
+    members = [open_checkpoint(path) for path in ensemble]
+    if members:
+        check_compatible([ckpt, *members])
+        model = PredictionAverage([model, *(restore_model(m.state, device) for m in members)]).to(device)
     loop = ckpt.state["config"]
     # The same autocast as the training run's validation, so the scores are comparable.
     autocast = torch.bfloat16 if loop.get("bf16") and device.type == "cuda" else None
@@ -193,7 +206,8 @@ def evaluate_checkpoint(
         "checkpoint": str(ckpt.directory),
         "picked_from": str(ckpt.picked_from) if ckpt.picked_from is not None else None,
         "epoch": int(ckpt.state["epoch"]),
-        "preset": loop["preset"],
+        "preset": loop["preset"] if not members else "ensemble of " + " + ".join(_presets([ckpt, *members])),
+        "ensemble": [str(m.directory) for m in members] or None,
         "samples": subsets[FULL_SUBSET]["samples"],
         "quarantined": summary["samples_quarantined"],
         "quarantine_reasons": summary["quarantine_reasons"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -121,3 +122,19 @@ def test_cli_refuses_an_input_size_the_model_was_not_trained_on(trained: Trained
     code = main(["evaluate", trained.summary["checkpoint"], *trained.val_specs, "image.size=64"])
     assert code == 2
     assert "image.size: 64" in capsys.readouterr().err
+
+
+def test_cli_ensemble_of_a_checkpoint_with_its_earlier_self(trained: Trained, tmp_path: Path) -> None:
+    run_dir = Path(trained.summary["run_path"])
+    first, last = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
+    json_path = tmp_path / "ensemble.json"
+    assert (
+        main(["evaluate", str(last), *trained.val_specs, "--ensemble", str(first), "--json", str(json_path)])
+        == 0
+    )
+    result = json.loads(json_path.read_text())
+    assert result["ensemble"] == [str(first)] and result["preset"].startswith("ensemble of ")
+    # Averaged probabilities: a distribution whose loss is finite and differs from the last epoch's alone.
+    full, alone = result["subsets"]["image+audio+text"], trained.summary["subsets"]["image+audio+text"]
+    assert full["samples"] == alone["samples"] and math.isfinite(full["loss"])
+    assert full["loss"] != pytest.approx(alone["loss"], rel=1e-6)
