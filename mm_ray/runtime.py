@@ -25,10 +25,15 @@ LOCAL_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000, "enable_
 def init_ray(
     address: str | None = None, num_cpus: int | None = None, object_store_memory_mb: int | None = None
 ) -> None:
-    """Connect to (or start) Ray and apply mm_ray's Ray Data defaults."""
+    """Connect to (or start) Ray and apply mm_ray's Ray Data defaults.
+
+    ``address`` None starts a local single-node Ray, unless ``RAY_ADDRESS`` is set: a command submitted
+    as a Ray job (``mm-ray submit``) finds its cluster's address there and joins that cluster.
+    """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
         kwargs: dict = {"log_to_driver": False, "logging_level": logging.WARNING}
         if address:

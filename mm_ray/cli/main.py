@@ -8,6 +8,7 @@
     mm-ray tune --config F              fusion architecture search with Ray Tune (ASHA); --resume NAME
     mm-ray bench ingest                 decode floor vs DataLoader vs the Ray pipeline, with ratios
     mm-ray config show|explain          print the resolved config / every key with its meaning
+    mm-ray submit --address URL -- CMD  run an mm-ray command as a Ray job on a cluster; `mm-ray jobs` to watch
 
 Every config-driven command takes ``--config FILE`` (a YAML under ``pipelines/``), dotted
 ``key=value`` overrides among its positionals, and ``--json PATH`` for its summary.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mm_ray.cli import bench, config_cmd, demo, evaluate, make_shards, preprocess, train, tune
+from mm_ray.cli import bench, config_cmd, demo, evaluate, jobs, make_shards, preprocess, train, tune
 from mm_ray.config.load import ConfigError
 from mm_ray.data.ledger import ErrorBudgetExceeded
 from mm_ray.data.sources import ShardOpenError, ShardSpecError
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `mm-ray COMMAND -h` for a command's options; `mm-ray config explain` lists every config key.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, make_shards, preprocess, train, evaluate, tune, bench, config_cmd):
+    for module in (demo, make_shards, preprocess, train, evaluate, tune, bench, config_cmd, jobs):
         module.add_parser(sub)
     return parser
 

@@ -67,6 +67,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     start_epoch, history = _resume(model, optimizer, scheduler, device)
     autocast = torch.bfloat16 if config["bf16"] and device.type == "cuda" else None
     train_shard = ray.train.get_dataset_shard("train")
+    nodes = _worker_nodes()
     for epoch in range(start_epoch, config["epochs"]):
         _fault_drill(config["fail_at_epoch"], epoch, start_epoch)
         started_at, started = time.time(), time.perf_counter()
@@ -96,6 +97,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         # threads torch really uses (Ray derives OMP_NUM_THREADS from the worker's CPUs).
         metrics["train_started_at"] = started_at
         metrics["train_torch_threads"] = torch.get_num_threads()
+        metrics["worker_nodes"] = nodes
         if ctx.get_world_rank() == 0 and config["has_val"]:
             metrics.update(_validate(model, config["batch_size"], device, autocast))
         history.append(metrics)
@@ -128,6 +130,16 @@ def _resume(model, optimizer, scheduler, device: torch.device) -> tuple[int, lis
         state = load_checkpoint(directory, map_location=device)
     epochs = restore_into(state, model=model, optimizer=optimizer, scheduler=scheduler)
     return epochs, list(state.get("history", []))
+
+
+def _worker_nodes() -> list[str]:
+    """The Ray node ids the run's workers are on (every worker's, gathered): where a run really trained."""
+    node = ray.get_runtime_context().get_node_id()
+    if not (dist.is_available() and dist.is_initialized()):
+        return [node]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, node)
+    return sorted(set(gathered))
 
 
 def _global_mean(stats: dict[str, float | int], device: torch.device) -> dict[str, float | int]:
@@ -366,6 +378,7 @@ def _summary(result: Any, num_classes: int) -> dict[str, Any]:
         "run_path": str(result.path) if result.path is not None else None,
         "checkpoint": checkpoint.path if checkpoint is not None else None,
         "epochs_run": int(metrics.get("epoch", 0)),
+        "worker_nodes": metrics.get("worker_nodes", []),
         "num_classes": num_classes,
         "metrics": {k: v for k, v in metrics.items() if not k.startswith("subset/")},
         "subsets": subsets,

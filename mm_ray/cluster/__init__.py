@@ -1,0 +1,1 @@
+"""Working with a Ray cluster from the command line: job submission and its authentication."""

@@ -1,0 +1,41 @@
+"""Which auth token ``mm-ray submit`` / ``mm-ray jobs`` send, and how."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mm_ray.cluster.auth import TokenError, auth_headers, resolve_token
+
+
+def test_the_first_source_that_is_set_wins(tmp_path: Path) -> None:
+    flag_file, env_file = tmp_path / "flag", tmp_path / "env"
+    flag_file.write_text("from-file\n")
+    env_file.write_text("from-env-path")
+    env = {"RAY_AUTH_TOKEN": "from-env", "RAY_AUTH_TOKEN_PATH": str(env_file)}
+    assert resolve_token("from-flag", str(flag_file), env=env) == "from-flag"
+    assert resolve_token(None, str(flag_file), env=env) == "from-file"  # stripped
+    assert resolve_token(None, None, env=env) == "from-env"
+    assert resolve_token(None, None, env={"RAY_AUTH_TOKEN_PATH": str(env_file)}) == "from-env-path"
+
+
+def test_the_default_token_file_is_used_only_in_token_mode(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("local-token")
+    assert resolve_token(env={}) is None  # a local Ray's own token is not sent to other clusters
+    assert resolve_token(env={"RAY_AUTH_MODE": "token"}) == "local-token"
+
+
+def test_a_named_source_without_a_token_is_an_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_text("  \n")
+    with pytest.raises(TokenError, match=r"--token-file: the token file .*empty is empty"):
+        resolve_token(None, str(tmp_path / "empty"), env={})
+    with pytest.raises(TokenError, match=r"RAY_AUTH_TOKEN_PATH: cannot read the token file .*missing"):
+        resolve_token(env={"RAY_AUTH_TOKEN_PATH": str(tmp_path / "missing")})
+
+
+def test_the_token_travels_as_a_bearer_header() -> None:
+    assert auth_headers("abc") == {"Authorization": "Bearer abc"}
+    assert auth_headers(None) == {}

@@ -1,0 +1,55 @@
+"""What ``mm-ray submit`` checks and sends before any cluster is involved (``mm_ray.cluster.submit``)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from mm_ray.cluster.submit import SubmitError, named_files, plan_job
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_a_valid_command_becomes_a_python_entrypoint_with_the_checkout_as_working_dir() -> None:
+    argv = ["--", "tune", "--config", "pipelines/tune_small.yaml", "tune.num_samples=4"]
+    job = plan_job(argv, project_root=ROOT)
+    assert shlex.split(job.entrypoint) == ["python", "-m", "mm_ray.cli.main", *argv[1:]]
+    assert job.runtime_env["working_dir"] == str(ROOT)
+    # Never uploaded: VCS, environments, outputs, data (Ray caps an upload at 100 MiB).
+    assert {".git", ".venv", "runs", "*.tar"} <= set(job.runtime_env["excludes"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "no command to submit"),
+        (["--"], "no command to submit"),
+        (["trian"], "not a valid mm-ray command: mm-ray trian: "),
+        (["train", "--epochs", "3"], "error: unrecognized arguments: --epochs"),
+        (["submit", "--", "demo"], "`submit` runs on your machine"),
+        (["train", "--config", "pipelines/nope.yaml"], "--config pipelines/nope.yaml: no such file"),
+        (["tune", "--config", "/etc/hostname"], "--config /etc/hostname: outside the project directory"),
+        (
+            ["tune", "--config", "pipelines/tune_small.yaml", "tune.space=runs/x.yaml"],
+            "tune.space runs/x.yaml",
+        ),
+    ],
+)
+def test_mistakes_fail_before_submission_naming_the_argument(argv: list[str], message: str) -> None:
+    with pytest.raises(SubmitError) as err:
+        plan_job(argv, project_root=ROOT)
+    assert message in str(err.value)
+
+
+def test_an_excluded_file_would_not_be_uploaded(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "best_config.yaml").write_text("name: x\n")
+    with pytest.raises(SubmitError, match="excluded from the upload"):
+        plan_job(["train", "--config", "runs/best_config.yaml"], project_root=tmp_path)
+
+
+def test_named_files_finds_every_file_argument() -> None:
+    argv = ["tune", "--config", "a.yaml", "--space=b.yaml", "tune.space=c.yaml", "train.lr=0.1"]
+    assert named_files(argv) == [("--config", "a.yaml"), ("--space", "b.yaml"), ("tune.space", "c.yaml")]
