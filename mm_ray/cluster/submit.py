@@ -25,18 +25,20 @@ from typing import Any
 
 UPLOAD_EXCLUDES = [
     ".git",
-    ".venv",
-    "venv",
-    "**/__pycache__",
+    "/.venv/",
+    "/venv/",
+    "__pycache__",
     ".pytest_cache",
     ".ruff_cache",
-    "runs",
-    "data",
+    "/runs/",
+    "/data/",
     "*.tar",
     "*.parquet",
     "*.egg-info",
 ]
-"""Never uploaded with the working directory: VCS, environments, outputs, datasets and caches."""
+"""Never uploaded with the working directory: VCS, environments, outputs, datasets and caches. Ray reads
+these as .gitignore patterns: a leading ``/`` anchors at the project root, so ``/data/`` leaves out a
+top-level data directory but not the ``mm_ray/data`` package."""
 
 FILE_FLAGS = ("--config", "--space")
 """Options whose value is a file the job reads."""
@@ -109,6 +111,18 @@ def named_files(argv: list[str]) -> list[tuple[str, str]]:
     return found
 
 
+def is_excluded(relative: Path) -> bool:
+    """Whether ``relative`` (a path inside the project) matches ``UPLOAD_EXCLUDES`` (.gitignore style)."""
+    for pattern in UPLOAD_EXCLUDES:
+        name = pattern.strip("/")
+        if pattern.startswith("/"):
+            if relative.parts and fnmatch.fnmatch(relative.parts[0], name):
+                return True
+        elif any(fnmatch.fnmatch(part, name) for part in relative.parts):
+            return True
+    return False
+
+
 def check_file(name: str, path: str, project_root: Path) -> None:
     """``path`` (relative to the project root, as the job will see it) must be a file inside the root."""
     root = project_root.resolve()
@@ -120,7 +134,5 @@ def check_file(name: str, path: str, project_root: Path) -> None:
         )
     if not resolved.is_file():
         raise SubmitError(f"{name} {path}: no such file in the project directory {root}")
-    parts = resolved.relative_to(root).parts
-    patterns = [p.removeprefix("**/") for p in UPLOAD_EXCLUDES]
-    if any(fnmatch.fnmatch(part, pattern) for part in parts for pattern in patterns):
+    if is_excluded(resolved.relative_to(root)):
         raise SubmitError(f"{name} {path}: excluded from the upload ({', '.join(UPLOAD_EXCLUDES)}); move it")

@@ -196,6 +196,15 @@ class ModelConfig:
     """Per-sample probability of hiding each present modality while training (robustness to missing ones)."""
     num_classes: int | None = None
     """Output classes; None = one more than the largest label in the training (and validation) cache."""
+    text_encoder: Literal["transformer", "lstm"] = "transformer"
+    """Text encoder: transformer (masked mean pool) or lstm (embedding -> LSTM -> attention pooling)."""
+    bidirectional: bool = True
+    """Whether the LSTM text encoder reads both directions (``text_encoder=lstm`` only)."""
+    fusion_weights: dict[str, float] = field(default_factory=dict)
+    """Relative per-modality weights of the ``fixed_weighted`` preset (e.g. ``{text: 2.0, audio: 0.5}``); an
+    unnamed modality weighs 1.0; per sample they are renormalised over the modalities present."""
+    align_dim: int = 64
+    """Size of the shared space the alignment projections map into (``train.align_loss_weight`` > 0 only)."""
 
 
 @dataclasses.dataclass
@@ -243,6 +252,14 @@ class TrainConfig:
     fail_at_epoch: int = 0
     """Fault drill: in a run started from scratch, rank 0's process dies at the start of this epoch (>= 2;
     0 = off). With ``max_failures`` >= 1 the run restarts from the last checkpoint and finishes."""
+    aux_loss_weight: float = 0.0
+    """Multi-task weight λ (0 = off): adds one linear head per modality and λ x the sum of their
+    cross-entropies, each over the samples where its modality is present, to the fused loss."""
+    align_loss_weight: float = 0.0
+    """Weight of the cross-modal contrastive loss (0 = off): a symmetric InfoNCE between the projected
+    embeddings of every pair of modalities (``model.align_dim``), over the samples holding both."""
+    align_temperature: float = 0.07
+    """Temperature of that contrastive loss (CLIP's initial value): lower sharpens it onto hard negatives."""
 
 
 @dataclasses.dataclass

@@ -8,23 +8,31 @@ optimizer groups.
     optimizer = torch.optim.AdamW(param_groups(model, lr=1e-3, lr_by_modality={"text": 3e-4}))
     logits = model(batch)  # batch: dict of the data plane's model-ready columns as tensors
 
+    # Extra objectives: build with aux_heads=True and/or align_dim=32, then
+    total, fused = training_loss(model(batch, with_aux=True), labels, aux_weight=0.3, align_weight=0.1)
+
 Pure PyTorch: nothing here imports Ray.
 """
 
-from mm_ray.models.encoders import AudioEncoder, ImageEncoder, TextEncoder
+from mm_ray.models.encoders import AudioEncoder, ImageEncoder, LSTMTextEncoder, TextEncoder
 from mm_ray.models.groups import param_groups
-from mm_ray.models.model import FusionModel, drop_modalities
-from mm_ray.models.presets import ENCODER_SIZES, PRESETS, Preset, build_model
+from mm_ray.models.model import FusionModel, ModelOutput, drop_modalities
+from mm_ray.models.objectives import training_loss
+from mm_ray.models.presets import ENCODER_SIZES, PRESETS, TEXT_ENCODERS, Preset, build_model
 
 __all__ = [
     "ENCODER_SIZES",
     "PRESETS",
+    "TEXT_ENCODERS",
     "AudioEncoder",
     "FusionModel",
     "ImageEncoder",
+    "LSTMTextEncoder",
+    "ModelOutput",
     "Preset",
     "TextEncoder",
     "build_model",
     "drop_modalities",
     "param_groups",
+    "training_loss",
 ]

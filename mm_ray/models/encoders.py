@@ -2,6 +2,7 @@
 
     image = ImageEncoder(width=64, depth=2, out_dim=64)        # float32 [B, 3, S, S] (normalized)
     text = TextEncoder(vocab_size=8192, dim=64, depth=2, out_dim=64)  # int ids [B, L] + mask [B, L]
+    text = LSTMTextEncoder(vocab_size=8192, dim=64, depth=1, out_dim=64)  # same inputs, an RNN inside
     audio = AudioEncoder(n_mels=64, width=64, depth=2, out_dim=64)     # log-mel float32 [B, n_mels, T]
 
 ``depth=0`` gives the *shallow* form used by early fusion: only the stem and a global pool, so
@@ -100,6 +101,70 @@ class TextEncoder(nn.Module):
         weights = mask.unsqueeze(-1).to(x.dtype)
         pooled = (x * weights).sum(dim=1) / weights.sum(dim=1)
         return self.proj(self.norm(pooled))
+
+
+class LSTMTextEncoder(nn.Module):
+    """Token embeddings, a (bidirectional) LSTM over the real tokens only, attention pooling over them
+    and a linear projection; called like ``TextEncoder``. ``depth`` is the number of LSTM layers;
+    ``depth=0`` attention-pools the token embeddings directly (the shallow form early fusion uses).
+
+    Padding never reaches the LSTM: the real tokens are moved to the front of each row (in order)
+    and packed, so neither direction runs over padding and a row's output does not depend on how
+    much padding it carries or what the padded ids are.
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        dim: int = 64,
+        depth: int = 1,
+        bidirectional: bool = True,
+        max_len: int = 256,
+        dropout: float = 0.0,
+        out_dim: int = 64,
+    ):
+        super().__init__()
+        self.tokens = nn.Embedding(vocab_size, dim)
+        self.lstm = None
+        hidden = dim
+        if depth > 0:
+            # nn.LSTM applies dropout only between layers; one layer would warn, so pass 0 there.
+            self.lstm = nn.LSTM(
+                dim, dim, depth, batch_first=True, bidirectional=bidirectional, dropout=dropout * (depth > 1)
+            )
+            hidden = dim * (2 if bidirectional else 1)
+        self.score = nn.Linear(hidden, 1)
+        self.norm = nn.LayerNorm(hidden)
+        self.proj = nn.Linear(hidden, out_dim)
+        self.max_len = max_len
+        self.out_dim = out_dim
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """int ids ``[B, L]`` and mask ``[B, L]`` (nonzero = real token) -> ``[B, out_dim]``."""
+        length = input_ids.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"text length {length} exceeds the encoder's max_len {self.max_len}")
+        mask = attention_mask.bool().clone()
+        empty = ~mask.any(dim=1)
+        # As in TextEncoder, a row without tokens reads its first position rather than dividing 0/0; here
+        # that position is always id 0, so even such a row does not depend on what its padding holds.
+        mask[:, 0] |= empty
+        ids = input_ids.long().masked_fill(empty.unsqueeze(1), 0)
+        # Real tokens first, in their order (a stable sort of "is padding"), so packing works for any mask.
+        order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices
+        ids = ids.gather(1, order)
+        mask = mask.gather(1, order)
+        x = self.tokens(ids)
+        if self.lstm is not None:
+            # Packing needs the lengths on the CPU: one small device-to-host copy per batch.
+            lengths = mask.sum(dim=1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            out, _ = self.lstm(packed)
+            x, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=length)
+        scores = self.score(x).squeeze(-1).float().masked_fill(~mask, float("-inf"))
+        weights = scores.softmax(dim=1).unsqueeze(-1).to(x.dtype)
+        return self.proj(self.norm((weights * x).sum(dim=1)))
 
 
 class AudioEncoder(nn.Module):

@@ -99,6 +99,39 @@ class GatedFusion(nn.Module):
         return self.head((weights * stacked).sum(dim=1))
 
 
+class FixedWeightedFusion(nn.Module):
+    """A weighted sum of the embeddings with fixed, configured weights, then an MLP head: the gated
+    fusion with its learned gate replaced by constants (``model.fusion_weights``), so a sweep can set
+    how much each modality counts. Weights are relative: per sample they are renormalised over the
+    present modalities; a sample whose present modalities all weigh 0 averages them instead."""
+
+    def __init__(
+        self,
+        *,
+        modalities: Sequence[str],
+        dim: int,
+        hidden: int,
+        num_classes: int,
+        weights: dict[str, float],
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.modalities = tuple(modalities)
+        if set(weights) != set(self.modalities) or any(weights[m] < 0 for m in self.modalities):
+            raise ValueError(f"weights must be >= 0 for exactly {self.modalities}, got {weights}")
+        # A buffer: saved with the model and moved by .to(), never trained.
+        self.register_buffer("weights", torch.tensor([float(weights[m]) for m in self.modalities]))
+        self.head = mlp(dim, hidden, num_classes, dropout=dropout)
+
+    def forward(self, emb: Embeddings, present: Embeddings) -> torch.Tensor:
+        stacked = torch.stack([emb[m] for m in self.modalities], dim=1)  # [B, M, D]
+        mask = _stack_present(present, self.modalities).to(stacked.dtype)
+        w = self.weights.to(stacked.dtype) * mask
+        w = torch.where(w.sum(dim=1, keepdim=True) > 0, w, mask)
+        w = w / w.sum(dim=1, keepdim=True)
+        return self.head((w.unsqueeze(-1) * stacked).sum(dim=1))
+
+
 class FiLMFusion(nn.Module):
     """Multiplicative conditioning: each modality is scaled and shifted by a FiLM layer computed from
     the other modalities, ``h_m * (1 + gamma(ctx)) + beta(ctx)``; the results are concatenated into an

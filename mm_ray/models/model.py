@@ -15,15 +15,30 @@ per-modality "missing" embedding, and the modality's input is zeroed before enco
 placeholder (or garbage) the row holds can neither change the logits nor put NaN into gradients.
 Modality dropout (training only) hides each present modality with probability ``p`` per sample,
 but never all of a sample's present modalities.
+
+Extra training signals (``mm_ray.models.objectives`` turns them into losses)::
+
+    out = model(batch, with_aux=True)  # ModelOutput: logits, embeddings, present, aux_logits, aligned
+    aligned, present = model.embed(batch)  # L2-normalised per-modality embeddings, e.g. for retrieval
+
+``aux_logits`` come from one linear head per modality on that modality's own embedding (present when
+the model was built with ``aux_heads``); ``aligned`` from a linear projection per modality into a
+shared space (built with ``align_dim``). Both use the encoders' outputs and the real presence, before
+the missing embedding and modality dropout, which only concern what the fusion sees.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mm_ray.columns import ATTENTION_MASK, AUDIO, IMAGE, INPUT_IDS, MODALITIES, PRESENCE_COLUMN
 from mm_ray.preprocess.image import normalize_images
+
+Tensors = dict[str, torch.Tensor]
 
 _INPUT_COLUMNS = {"image": (IMAGE,), "text": (INPUT_IDS, ATTENTION_MASK), "audio": (AUDIO,)}
 
@@ -46,6 +61,23 @@ def drop_modalities(
     return torch.where(lost_all.unsqueeze(1), rescue, kept)
 
 
+@dataclasses.dataclass
+class ModelOutput:
+    """What ``FusionModel(batch, with_aux=True)`` returns; per-modality dicts are keyed by modality.
+
+    ``logits``: the fused ``[B, C]`` (what ``model(batch)`` returns). ``embeddings``: each encoder's
+    ``[B, dim]``. ``present``: bool ``[B]`` per modality, as in the batch (before modality dropout).
+    ``aux_logits``: ``[B, C]`` from each modality's own head ({} without aux heads). ``aligned``:
+    L2-normalised float32 ``[B, align_dim]`` projections ({} without them).
+    """
+
+    logits: torch.Tensor
+    embeddings: Tensors
+    present: Tensors
+    aux_logits: Tensors
+    aligned: Tensors
+
+
 class FusionModel(nn.Module):
     """Encoders (one per modality, in ``columns.MODALITIES`` order) + missing embeddings + fusion.
 
@@ -54,10 +86,19 @@ class FusionModel(nn.Module):
         fusion: a module from ``mm_ray.models.fusion``: ``(embeddings, present) -> logits``.
         dim: the encoders' output size (the size of each missing embedding).
         modality_dropout: per-sample probability of hiding each present modality while training.
+        aux_heads: modality -> head ``[B, dim] -> [B, C]`` for the multi-task loss (optional).
+        projections: modality -> ``[B, dim] -> [B, align_dim]`` for contrastive alignment (optional).
     """
 
     def __init__(
-        self, *, encoders: dict[str, nn.Module], fusion: nn.Module, dim: int, modality_dropout: float = 0.0
+        self,
+        *,
+        encoders: dict[str, nn.Module],
+        fusion: nn.Module,
+        dim: int,
+        modality_dropout: float = 0.0,
+        aux_heads: dict[str, nn.Module] | None = None,
+        projections: dict[str, nn.Module] | None = None,
     ):
         super().__init__()
         unknown = set(encoders) - set(MODALITIES)
@@ -66,22 +107,58 @@ class FusionModel(nn.Module):
         if not 0.0 <= modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
         self.modalities = tuple(m for m in MODALITIES if m in encoders)
+        for name, extra in (("aux_heads", aux_heads), ("projections", projections)):
+            if extra and set(extra) != set(self.modalities):
+                raise ValueError(f"{name} must cover exactly {self.modalities}, got {sorted(extra)}")
         self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
         self.missing = nn.ParameterDict({m: nn.Parameter(torch.randn(dim) * 0.02) for m in self.modalities})
         self.fusion = fusion
         self.modality_dropout = modality_dropout
+        # Empty when unused: they then add nothing to the state dict, so older checkpoints still load.
+        self.aux_heads = nn.ModuleDict(aux_heads or {})
+        self.projections = nn.ModuleDict(projections or {})
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Batch of model-ready columns -> logits ``[B, num_classes]``."""
-        present = {m: self._presence(batch, m) for m in self.modalities}
-        emb = {m: self._encode(batch, m, present[m]) for m in self.modalities}
+    def forward(self, batch: Tensors, *, with_aux: bool = False) -> torch.Tensor | ModelOutput:
+        """Batch of model-ready columns -> logits ``[B, num_classes]``, or a ``ModelOutput`` with
+        ``with_aux`` (a keyword, not a separate method, so it also passes through DDP's forward)."""
+        present, raw = self._encode_all(batch)
+        seen = present
         if self.training and self.modality_dropout > 0:
             stacked = drop_modalities(
                 torch.stack([present[m] for m in self.modalities], 1), self.modality_dropout
             )
-            present = {m: stacked[:, i] for i, m in enumerate(self.modalities)}
-        emb = {m: torch.where(present[m].unsqueeze(1), emb[m], self.missing[m].to(emb[m].dtype)) for m in emb}
-        return self.fusion(emb, present)
+            seen = {m: stacked[:, i] for i, m in enumerate(self.modalities)}
+        emb = {m: torch.where(seen[m].unsqueeze(1), raw[m], self.missing[m].to(raw[m].dtype)) for m in raw}
+        logits = self.fusion(emb, seen)
+        if not with_aux:
+            return logits
+        return ModelOutput(
+            logits=logits,
+            embeddings=raw,
+            present=present,
+            aux_logits={m: head(raw[m]) for m, head in self.aux_heads.items()},
+            aligned=self._align(raw) if self.projections else {},
+        )
+
+    def embed(self, batch: Tensors) -> tuple[Tensors, Tensors]:
+        """(modality -> L2-normalised float32 ``[B, D]``, modality -> presence bool ``[B]``).
+
+        The aligned projections when the model has them (cross-modal retrieval compares these), else the
+        encoders' normalised outputs. Rows where a modality is absent hold its embedding of zeroed input:
+        mask them with the presence.
+        """
+        present, raw = self._encode_all(batch)
+        if self.projections:
+            return self._align(raw), present
+        return {m: F.normalize(e.float(), dim=-1) for m, e in raw.items()}, present
+
+    def _encode_all(self, batch: Tensors) -> tuple[Tensors, Tensors]:
+        present = {m: self._presence(batch, m) for m in self.modalities}
+        return present, {m: self._encode(batch, m, present[m]) for m in self.modalities}
+
+    def _align(self, raw: Tensors) -> Tensors:
+        # float32 before normalising: the contrastive logits divide by a small temperature.
+        return {m: F.normalize(proj(raw[m]).float(), dim=-1) for m, proj in self.projections.items()}
 
     def _presence(self, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
         needed = _INPUT_COLUMNS[modality]

@@ -8,19 +8,24 @@ scalars (width, depth, fusion_dim, rank, dropout, modality_dropout). Unimodal pr
 their own modality (the other modalities named in ``modalities`` are ignored, as a baseline should).
 ``early`` gives the joint network shallow features: stem-only encoders (``depth=0``) and a joint MLP
 ``depth + 1`` layers deep. The same seed gives the same initial weights, whatever the global RNG.
+
+Options that cut across presets: ``text_encoder="lstm"`` swaps the text transformer for a (bi-)LSTM with
+attention pooling; ``aux_heads=True`` adds one linear classifier per modality and ``align_dim > 0`` one
+projection per modality into a shared space (the extra losses in ``mm_ray.models.objectives``);
+``fusion_weights`` sets the constant per-modality weights of ``fixed_weighted``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from mm_ray.columns import MODALITIES
 from mm_ray.models import fusion as F
-from mm_ray.models.encoders import AudioEncoder, ImageEncoder, TextEncoder
+from mm_ray.models.encoders import AudioEncoder, ImageEncoder, LSTMTextEncoder, TextEncoder
 from mm_ray.models.model import FusionModel
 
 
@@ -42,6 +47,9 @@ PRESETS: dict[str, Preset] = {
     "late_concat": Preset("concat", description="encoder outputs concatenated, MLP head"),
     "additive": Preset("additive", description="per-modality heads, logits averaged over present"),
     "gated": Preset("gated", description="softmax weights over modalities, weighted sum, MLP head"),
+    "fixed_weighted": Preset(
+        "fixed_weighted", description="weighted sum with fixed weights (model.fusion_weights), MLP head"
+    ),
     "film": Preset("film", description="each modality scaled/shifted by the others (FiLM)"),
     "tensor": Preset("tensor", description="outer product of [1; h_m] (TFN), MLP head"),
     "low_rank_tensor": Preset("low_rank_tensor", description="rank-R factorized tensor fusion (LMF)"),
@@ -57,6 +65,8 @@ ENCODER_SIZES: dict[str, dict[str, int]] = {
     "wide": {"width": 128, "depth": 2},
     "deep": {"width": 64, "depth": 4},
 }
+
+TEXT_ENCODERS = ("transformer", "lstm")
 
 
 def build_model(
@@ -76,31 +86,71 @@ def build_model(
     dropout: float = 0.0,
     modality_dropout: float = 0.0,
     seed: int = 0,
+    text_encoder: str = "transformer",
+    bidirectional: bool = True,
+    fusion_weights: Mapping[str, float] | None = None,
+    aux_heads: bool = False,
+    align_dim: int = 0,
 ) -> FusionModel:
     """Build preset ``preset`` for ``modalities`` (a non-empty subset of image/text/audio).
 
     ``width``/``depth`` size the encoders (the image CNN's base channels and stride-2 blocks, the
-    text transformer's layers, the audio CNN's); ``fusion_dim`` is each encoder's output size and
-    the fusion's hidden size; ``rank`` is LMF's rank; ``tensor_dim`` the per-modality size before
-    TFN's outer product ((tensor_dim + 1) ** M features: keep it small).
+    text transformer's or LSTM's layers, the audio CNN's); ``fusion_dim`` is each encoder's output size
+    and the fusion's hidden size; ``rank`` is LMF's rank; ``tensor_dim`` the per-modality size before
+    TFN's outer product ((tensor_dim + 1) ** M features: keep it small). ``text_encoder`` is
+    ``transformer`` or ``lstm`` (``bidirectional`` for the latter). ``fusion_weights`` (``fixed_weighted``
+    only): relative weight per modality, 1.0 for those not named. ``aux_heads`` adds a linear head per
+    modality; ``align_dim`` > 0 adds a projection per modality to that size (only with 2+ modalities:
+    alignment needs a pair).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    if text_encoder not in TEXT_ENCODERS:
+        raise ValueError(f"unknown text_encoder {text_encoder!r}; known: {', '.join(TEXT_ENCODERS)}")
     spec = PRESETS[preset]
     chosen = _resolve_modalities(preset, spec, modalities)
     if image_size < 2 ** (depth + 1):
         raise ValueError(f"image_size {image_size} is too small for depth {depth}")
+    weights = _fusion_weights(fusion_weights, chosen)
+    text = {"kind": text_encoder, "bidirectional": bidirectional, "max_len": max_text_len}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         enc_depth = 0 if spec.shallow else depth
         encoders = {
-            m: _encoder(m, width, enc_depth, fusion_dim, vocab_size, n_mels, max_text_len, dropout)
-            for m in chosen
+            m: _encoder(m, width, enc_depth, fusion_dim, vocab_size, n_mels, text, dropout) for m in chosen
         }
-        fusion = _fusion(spec.family, chosen, fusion_dim, num_classes, depth, rank, tensor_dim, dropout)
-        return FusionModel(
-            encoders=encoders, fusion=fusion, dim=fusion_dim, modality_dropout=modality_dropout
+        fusion = _fusion(
+            spec.family, chosen, fusion_dim, num_classes, depth, rank, tensor_dim, dropout, weights
         )
+        # From their own random streams, so turning them on changes no other initial weight of a seed.
+        heads = _linears(chosen, fusion_dim, num_classes, seed + 1) if aux_heads else None
+        align = align_dim > 0 and len(chosen) > 1
+        projections = _linears(chosen, fusion_dim, align_dim, seed + 2) if align else None
+        return FusionModel(
+            encoders=encoders,
+            fusion=fusion,
+            dim=fusion_dim,
+            modality_dropout=modality_dropout,
+            aux_heads=heads,
+            projections=projections,
+        )
+
+
+def _linears(modalities: tuple[str, ...], dim: int, out: int, seed: int) -> dict[str, nn.Module]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return {m: nn.Linear(dim, out) for m in modalities}
+
+
+def _fusion_weights(weights: Mapping[str, float] | None, chosen: tuple[str, ...]) -> dict[str, float]:
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(MODALITIES))
+    if unknown:
+        raise ValueError(f"fusion_weights names {unknown}, not modalities (expected {MODALITIES})")
+    resolved = {m: float(weights.get(m, 1.0)) for m in chosen}
+    if any(w < 0 for w in resolved.values()) or not any(w > 0 for w in resolved.values()):
+        raise ValueError(f"fusion_weights must be >= 0 with at least one > 0, got {resolved}")
+    return resolved
 
 
 def _resolve_modalities(preset: str, spec: Preset, modalities: Sequence[str]) -> tuple[str, ...]:
@@ -121,15 +171,30 @@ def _encoder(
     dim: int,
     vocab_size: int,
     n_mels: int,
-    max_len: int,
+    text: dict,
     dropout: float,
 ) -> nn.Module:
     if modality == "image":
         return ImageEncoder(width=width, depth=depth, out_dim=dim)
+    if modality == "text" and text["kind"] == "lstm":
+        return LSTMTextEncoder(
+            vocab_size=vocab_size,
+            dim=width,
+            depth=depth,
+            bidirectional=text["bidirectional"],
+            max_len=text["max_len"],
+            dropout=dropout,
+            out_dim=dim,
+        )
     if modality == "text":
         # The text transformer's width is the embedding size; 4 heads need it divisible by 4.
         return TextEncoder(
-            vocab_size=vocab_size, dim=width, depth=depth, max_len=max_len, dropout=dropout, out_dim=dim
+            vocab_size=vocab_size,
+            dim=width,
+            depth=depth,
+            max_len=text["max_len"],
+            dropout=dropout,
+            out_dim=dim,
         )
     return AudioEncoder(n_mels=n_mels, width=width, depth=depth, out_dim=dim)
 
@@ -143,6 +208,7 @@ def _fusion(
     rank: int,
     tensor_dim: int,
     dropout: float,
+    weights: dict[str, float],
 ) -> nn.Module:
     common = {
         "modalities": modalities,
@@ -160,6 +226,8 @@ def _fusion(
         return F.AdditiveFusion(**common)
     if family == "gated":
         return F.GatedFusion(**common)
+    if family == "fixed_weighted":
+        return F.FixedWeightedFusion(**common, weights=weights)
     if family == "film":
         return F.FiLMFusion(**common)
     if family == "tensor":

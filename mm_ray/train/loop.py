@@ -14,6 +14,11 @@ Usage::
 or tensors; non-numeric columns such as ``__key__``/``__shard__`` are dropped on the way to the device. The
 model is any ``nn.Module`` whose ``forward(batch)`` returns logits ``[B, C]``; the loss is cross-entropy on
 the ``label`` column.
+
+With ``aux_loss_weight`` or ``align_loss_weight`` > 0 the model must be a ``FusionModel`` built with the
+matching heads (``aux_heads`` / ``align_dim``): the step then calls ``model(batch, with_aux=True)`` and
+optimises ``mm_ray.models.objectives.training_loss``. The reported loss stays the fused cross-entropy, so it
+compares with the validation loss and across runs with other weights.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from mm_ray.columns import LABEL
+from mm_ray.models.objectives import training_loss
 
 logger = logging.getLogger(__name__)
 
@@ -77,19 +83,40 @@ def train_step(
     *,
     grad_clip: float | None,
     autocast_dtype: torch.dtype | None,
+    aux_loss_weight: float = 0.0,
+    align_loss_weight: float = 0.0,
+    align_temperature: float = 0.07,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on a device batch; returns (mean loss, logits), both detached."""
+    """One optimizer step on a device batch; returns (mean fused cross-entropy, logits), both detached.
+
+    The step optimises the fused cross-entropy plus, where their weights are > 0, the auxiliary-head and
+    contrastive-alignment losses (``mm_ray.models.objectives``).
+    """
     labels = batch[LABEL].long()
     optimizer.zero_grad(set_to_none=True)
+    extra = aux_loss_weight > 0 or align_loss_weight > 0
     with autocast_context(labels.device, autocast_dtype):
-        logits = model(batch)
-    # The loss in float32 even under autocast: bf16 log-softmax loses too much precision.
-    loss = F.cross_entropy(logits.float(), labels)
+        # A keyword of forward, not another method, so a DDP-wrapped model still syncs its gradients.
+        out = model(batch, with_aux=True) if extra else model(batch)
+    if extra:
+        # The objectives compute in float32 themselves.
+        loss, fused = training_loss(
+            out,
+            labels,
+            aux_weight=aux_loss_weight,
+            align_weight=align_loss_weight,
+            temperature=align_temperature,
+        )
+        logits = out.logits
+    else:
+        logits = out
+        # The loss in float32 even under autocast: bf16 log-softmax loses too much precision.
+        loss = fused = F.cross_entropy(logits.float(), labels)
     loss.backward()
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    return loss.detach(), logits.detach()
+    return fused.detach(), logits.detach()
 
 
 def train_epoch(
@@ -102,12 +129,16 @@ def train_epoch(
     grad_clip: float | None = 1.0,
     autocast_dtype: torch.dtype | None = None,
     log_every: int = 0,
+    aux_loss_weight: float = 0.0,
+    align_loss_weight: float = 0.0,
+    align_temperature: float = 0.07,
 ) -> dict[str, float | int]:
     """Train ``model`` for one pass over ``batches``; returns the epoch's mean loss, accuracy, samples, steps.
 
     ``grad_clip`` clips the total gradient norm (None or 0 = off); ``scheduler`` is stepped after every
     optimizer step; ``log_every`` > 0 logs the running loss every that many steps. Loss and accuracy are
-    sample-weighted means (NaN when ``batches`` was empty).
+    sample-weighted means (NaN when ``batches`` was empty); the loss is the fused cross-entropy. The
+    ``aux_loss_weight``/``align_loss_weight``/``align_temperature`` go to ``train_step`` (0 = off).
     """
     model.train()
     # Running sums stay on the device: calling .item() every step would force a CPU-GPU sync per step.
@@ -116,7 +147,16 @@ def train_epoch(
     samples = steps = 0
     for raw in batches:
         batch = to_device(raw, device)
-        loss, logits = train_step(model, batch, optimizer, grad_clip=grad_clip, autocast_dtype=autocast_dtype)
+        loss, logits = train_step(
+            model,
+            batch,
+            optimizer,
+            grad_clip=grad_clip,
+            autocast_dtype=autocast_dtype,
+            aux_loss_weight=aux_loss_weight,
+            align_loss_weight=align_loss_weight,
+            align_temperature=align_temperature,
+        )
         if scheduler is not None:
             scheduler.step()
         n = logits.shape[0]

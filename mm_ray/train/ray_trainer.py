@@ -82,6 +82,9 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
             device=device,
             grad_clip=config["grad_clip"] or None,
             autocast_dtype=autocast,
+            aux_loss_weight=config["aux_loss_weight"],
+            align_loss_weight=config["align_loss_weight"],
+            align_temperature=config["align_temperature"],
         )
         stats["seconds"] = time.perf_counter() - started
         stats = _global_mean(stats, device)
@@ -278,6 +281,12 @@ def loop_config(
         "dropout": m.dropout,
         "modality_dropout": m.modality_dropout,
         "seed": t.seed,
+        "text_encoder": m.text_encoder,
+        "bidirectional": m.bidirectional,
+        "fusion_weights": dict(m.fusion_weights),
+        # The extra heads exist only when their loss is on: unused parameters would stall DDP's all-reduce.
+        "aux_heads": t.aux_loss_weight > 0,
+        "align_dim": m.align_dim if t.align_loss_weight > 0 else 0,
     }
     return {
         "preset": m.preset,
@@ -295,6 +304,9 @@ def loop_config(
         "bf16": t.bf16,
         "prefetch_batches": t.prefetch_batches if t.prefetch_batches is not None else int(t.use_gpu),
         "fail_at_epoch": t.fail_at_epoch,
+        "aux_loss_weight": t.aux_loss_weight,
+        "align_loss_weight": t.align_loss_weight,
+        "align_temperature": t.align_temperature,
         "has_val": has_val,
         "tokenizer_json": tokenizer_json,
         # Everything else needed to rebuild the inputs (image size, tokenizer length, mel settings), as the

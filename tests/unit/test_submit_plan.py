@@ -18,7 +18,7 @@ def test_a_valid_command_becomes_a_python_entrypoint_with_the_checkout_as_workin
     assert shlex.split(job.entrypoint) == ["python", "-m", "mm_ray.cli.main", *argv[1:]]
     assert job.runtime_env["working_dir"] == str(ROOT)
     # Never uploaded: VCS, environments, outputs, data (Ray caps an upload at 100 MiB).
-    assert {".git", ".venv", "runs", "*.tar"} <= set(job.runtime_env["excludes"])
+    assert {".git", "/.venv/", "/runs/", "/data/", "*.tar"} <= set(job.runtime_env["excludes"])
 
 
 @pytest.mark.parametrize(
@@ -53,3 +53,17 @@ def test_an_excluded_file_would_not_be_uploaded(tmp_path: Path) -> None:
 def test_named_files_finds_every_file_argument() -> None:
     argv = ["tune", "--config", "a.yaml", "--space=b.yaml", "tune.space=c.yaml", "train.lr=0.1"]
     assert named_files(argv) == [("--config", "a.yaml"), ("--space", "b.yaml"), ("tune.space", "c.yaml")]
+
+
+def test_the_package_and_pipelines_are_uploaded_data_and_outputs_are_not() -> None:
+    from mm_ray.cluster.submit import is_excluded
+
+    # Anchored patterns: the top-level data/ and runs/ stay home, the mm_ray.data package travels.
+    assert not is_excluded(Path("mm_ray/data/pipeline.py"))
+    assert not is_excluded(Path("pipelines/tune_small.yaml"))
+    for path in ("data/train-000.tar", "runs/demo/summary.json", ".venv/bin/python", "x/__pycache__/a.pyc"):
+        assert is_excluded(Path(path)), path
+    every_source = [
+        p.relative_to(ROOT) for p in (ROOT / "mm_ray").rglob("*.py") if "__pycache__" not in p.parts
+    ]
+    assert every_source and not any(is_excluded(p) for p in every_source)
