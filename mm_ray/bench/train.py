@@ -86,14 +86,12 @@ def shuffled_batches(columns: dict[str, Any], batch_size: int, seed: int) -> Ite
 
 def plain_trainer(cfg: Config, columns: dict[str, Any]) -> tuple[dict[str, Any], Any, Any, Any]:
     """(loop config, model, optimizer, scheduler) built exactly as ``train_fn_per_worker`` builds them."""
-    import torch
 
     from mm_ray.columns import LABEL
     from mm_ray.data.cache import read_manifest
-    from mm_ray.models import build_model, param_groups
+    from mm_ray.models import build_model
     from mm_ray.train.loop import seed_everything
-    from mm_ray.train.ray_trainer import loop_config
-    from mm_ray.train.schedule import warmup_cosine
+    from mm_ray.train.ray_trainer import loop_config, optimizer_and_schedule
 
     manifest = read_manifest(cfg.train.cache)
     config = loop_config(
@@ -106,13 +104,7 @@ def plain_trainer(cfg: Config, columns: dict[str, Any]) -> tuple[dict[str, Any],
     )
     seed_everything(config["seed"])
     model = build_model(config["preset"], **config["model_kwargs"])
-    optimizer = torch.optim.AdamW(
-        param_groups(model, lr=config["lr"], lr_by_modality=config["lr_by_modality"]),
-        weight_decay=config["weight_decay"],
-    )
-    scheduler = warmup_cosine(
-        optimizer, warmup_steps=config["warmup_steps"], total_steps=config["total_steps"]
-    )
+    optimizer, scheduler = optimizer_and_schedule(model, config)
     return config, model, optimizer, scheduler
 
 

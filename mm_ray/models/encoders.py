@@ -88,19 +88,30 @@ class TextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """int ids ``[B, L]`` and mask ``[B, L]`` (nonzero = real token) -> ``[B, out_dim]``."""
         length = input_ids.shape[1]
-        if length > self.max_len:
-            raise ValueError(f"text length {length} exceeds the encoder's max_len {self.max_len}")
-        mask = attention_mask.bool()
-        # A row with no token at all (empty or missing text) would make attention and the mean
-        # pool divide by zero (NaN); let it attend to its first position instead.
-        mask = mask.clone()
-        mask[:, 0] |= ~mask.any(dim=1)
+        mask, _ = _token_mask(input_ids, attention_mask, self.max_len)
         x = self.tokens(input_ids.long()) + self.positions[:length]
         if self.transformer is not None:
             x = self.transformer(x, src_key_padding_mask=~mask)
         weights = mask.unsqueeze(-1).to(x.dtype)
         pooled = (x * weights).sum(dim=1) / weights.sum(dim=1)
         return self.proj(self.norm(pooled))
+
+
+def _token_mask(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, max_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bool mask of the tokens a text encoder reads ``[B, L]``, rows that had no token ``[B]``).
+
+    A row with no token at all (empty or missing text) would make attention and pooling divide by zero
+    (NaN); it reads its first position instead. Raises ``ValueError`` for rows longer than ``max_len``.
+    """
+    length = input_ids.shape[1]
+    if length > max_len:
+        raise ValueError(f"text length {length} exceeds the encoder's max_len {max_len}")
+    mask = attention_mask.bool().clone()
+    empty = ~mask.any(dim=1)
+    mask[:, 0] |= empty
+    return mask, empty
 
 
 class LSTMTextEncoder(nn.Module):
@@ -143,13 +154,9 @@ class LSTMTextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """int ids ``[B, L]`` and mask ``[B, L]`` (nonzero = real token) -> ``[B, out_dim]``."""
         length = input_ids.shape[1]
-        if length > self.max_len:
-            raise ValueError(f"text length {length} exceeds the encoder's max_len {self.max_len}")
-        mask = attention_mask.bool().clone()
-        empty = ~mask.any(dim=1)
-        # As in TextEncoder, a row without tokens reads its first position rather than dividing 0/0; here
-        # that position is always id 0, so even such a row does not depend on what its padding holds.
-        mask[:, 0] |= empty
+        mask, empty = _token_mask(input_ids, attention_mask, self.max_len)
+        # The first position of a row without tokens is always id 0 here, so even such a row does not
+        # depend on what its padding holds.
         ids = input_ids.long().masked_fill(empty.unsqueeze(1), 0)
         # Real tokens first, in their order (a stable sort of "is padding"), so packing works for any mask.
         order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices

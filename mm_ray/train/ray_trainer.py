@@ -57,13 +57,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     seed_everything(config["seed"] + ctx.get_world_rank())
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(build_model(config["preset"], **config["model_kwargs"]))
-    optimizer = torch.optim.AdamW(
-        param_groups(unwrap(model), lr=config["lr"], lr_by_modality=config["lr_by_modality"]),
-        weight_decay=config["weight_decay"],
-    )
-    scheduler = warmup_cosine(
-        optimizer, warmup_steps=config["warmup_steps"], total_steps=config["total_steps"]
-    )
+    optimizer, scheduler = optimizer_and_schedule(model, config)
     start_epoch, history = _resume(model, optimizer, scheduler, device)
     autocast = torch.bfloat16 if config["bf16"] and device.type == "cuda" else None
     train_shard = ray.train.get_dataset_shard("train")
@@ -106,6 +100,19 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         history.append(metrics)
         _report(metrics, history, model, optimizer, scheduler, config)
     return history
+
+
+def optimizer_and_schedule(model: torch.nn.Module, config: dict[str, Any]) -> tuple[Any, Any]:
+    """AdamW over the model's per-modality parameter groups and its warm-up + cosine schedule, from
+    ``loop_config``'s dict: what every trainer of a run builds (the Ray workers, ``mm-ray bench train``)."""
+    optimizer = torch.optim.AdamW(
+        param_groups(unwrap(model), lr=config["lr"], lr_by_modality=config["lr_by_modality"]),
+        weight_decay=config["weight_decay"],
+    )
+    scheduler = warmup_cosine(
+        optimizer, warmup_steps=config["warmup_steps"], total_steps=config["total_steps"]
+    )
+    return optimizer, scheduler
 
 
 def _fault_drill(fail_at_epoch: int, epoch: int, start_epoch: int) -> None:
