@@ -26,6 +26,7 @@ from mm_ray.cli.make_shards import caps_table, generate
 from mm_ray.cli.preprocess import obtain_tokenizer, run_preprocess
 from mm_ray.cli.report import format_summary, format_table, write_json
 from mm_ray.cli.tune import print_results
+from mm_ray.cluster.storage import warn_if_unshared
 from mm_ray.config.load import ConfigError, as_dict
 from mm_ray.config.schema import Config, DemoConfig
 from mm_ray.demo.generate import load_manifest, shard_paths
@@ -158,6 +159,7 @@ def run_demo(cfg: Config) -> dict[str, Any]:
     manifest = demo_shards(cfg.demo, shard_dir)
     print(caps_table(manifest))
     init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_memory_mb)
+    warn_if_unshared(cfg.output_dir)
     train, val = shard_paths(shard_dir, "train"), shard_paths(shard_dir, "val")
     tokenizer_json = obtain_tokenizer(cfg, train)
     ingest = {

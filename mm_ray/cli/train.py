@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mm_ray.cli.common import add_config_args, config_from_args
 from mm_ray.cli.report import format_summary, write_json
+from mm_ray.cluster.storage import warn_if_unshared
 from mm_ray.config.load import as_dict
 from mm_ray.runtime import init_ray
 from mm_ray.train.metrics import format_subset_table
@@ -35,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, args.overrides)
     init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_memory_mb)
+    warn_if_unshared(cfg.train.storage_path or cfg.output_dir)
     # Imported here: Ray Train is heavy to import and the other commands never need it.
     from mm_ray.train.ray_trainer import fit
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from mm_ray.cli.common import add_config_args, config_from_args
 from mm_ray.cli.report import format_summary, format_table, write_json
+from mm_ray.cluster.storage import warn_if_unshared
 from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
 from mm_ray.runtime import init_ray
@@ -46,6 +47,7 @@ def main(args: argparse.Namespace) -> int:
     if args.resume:
         return _resume(args, cfg)
     init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_memory_mb)
+    warn_if_unshared(cfg.tune.storage_path or cfg.output_dir)
     # Imported here: Ray Tune and Train are heavy to import and the other commands never need them.
     from mm_ray.tune.sweep import plan_sweep, run_sweep
 

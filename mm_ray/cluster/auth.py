@@ -3,11 +3,16 @@
     token = resolve_token(flag=args.token, token_file=args.token_file)   # None: send nothing
     JobSubmissionClient(address, headers=auth_headers(token))
 
-A cluster started with ``RAY_AUTH_MODE=token`` refuses requests without its token. The token comes from,
-in this order: the ``--token`` flag, the ``--token-file`` flag, ``RAY_AUTH_TOKEN``, the file named by
-``RAY_AUTH_TOKEN_PATH``, and Ray's default ``~/.ray/auth_token`` (that one only when ``RAY_AUTH_MODE=token``:
-a local Ray writes it for itself, and it is no business of a remote cluster). The header is passed
-explicitly: Ray's client adds one of its own only when the client process has ``RAY_AUTH_MODE=token``.
+A cluster started with ``RAY_AUTH_MODE=token`` refuses requests without its token (HTTP 401, or 403 for a
+wrong one; Ray raises ``ray.exceptions.AuthenticationError``). The token comes from, in this order: the
+``--token`` flag, the ``--token-file`` flag, ``RAY_AUTH_TOKEN``, the file named by ``RAY_AUTH_TOKEN_PATH``,
+and Ray's default ``~/.ray/auth_token`` (that one only when ``RAY_AUTH_MODE=token``, as Ray does: a local
+``ray.init()`` writes a token there for itself, and it is no business of a remote cluster).
+
+Why the header is passed explicitly: Ray 2.60's client adds ``authorization: Bearer <token>`` itself only
+when auth is on in the client process, and both the mode and the token are read once, in Ray's C++ core,
+on first use (setting ``os.environ`` afterwards changes nothing). A header the caller passes is kept as
+is, so the flags work whatever the process environment says.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from pathlib import Path
 DEFAULT_TOKEN_FILE = Path("~/.ray/auth_token")
 
 HOW_TO_AUTHENTICATE = (
-    "pass --token TOKEN or --token-file PATH, or set RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH "
-    "(the cluster's token: `ray get-auth-token` on its head node)"
+    "pass the cluster's token with --token TOKEN or --token-file PATH, or set RAY_AUTH_TOKEN, or "
+    "RAY_AUTH_TOKEN_PATH=PATH, or RAY_AUTH_MODE=token to use ~/.ray/auth_token "
+    "(the token is in the head node's RAY_AUTH_TOKEN_PATH file; `ray get-auth-token` prints it there)"
 )
+"""What to tell someone whose request an authenticated cluster refused."""
 
 
 class TokenError(ValueError):

@@ -90,7 +90,13 @@ class TextConfig:
 
 @dataclasses.dataclass
 class AudioConfig:
-    """Audio decoding: any rate/channels -> mono -> resample -> crop/pad -> log-mel."""
+    """Audio decoding: any rate/channels -> mono -> resample -> crop/pad -> log-mel (or MFCC).
+
+    The demo keeps the default log-mel: its audio class is the pitch of a tone (300-3000 Hz), which a log-mel
+    shows directly as one bright band that moves with the class. MFCCs describe the spectral envelope: the
+    DCT spreads that narrow peak over every coefficient as a cosine pattern, and keeping only the first
+    ``n_mfcc`` smooths away the fine structure that tells neighbouring pitches apart. Use MFCCs for speech-
+    or timbre-like classes, where the envelope is the signal and pitch is a nuisance."""
 
     sample_rate: int = 16000
     """Target sample rate in Hz."""
@@ -102,6 +108,13 @@ class AudioConfig:
     """FFT size in samples (25 ms at 16 kHz)."""
     hop_length: int = 160
     """Hop in samples (10 ms at 16 kHz)."""
+    features: Literal["log_mel", "mfcc"] = "log_mel"
+    """log_mel: ``[n_mels, frames]`` log-mel spectrogram; mfcc: its orthonormal DCT-II over the mel axis,
+    ``[n_mfcc, frames]`` (``[3 * n_mfcc, frames]`` with ``deltas``). The model's input size follows."""
+    n_mfcc: int = 20
+    """MFCC coefficients kept (at most ``n_mels``; ``features=mfcc`` only)."""
+    deltas: bool = True
+    """Append deltas and delta-deltas (regression over +-2 frames) to the MFCCs (``features=mfcc`` only)."""
 
 
 @dataclasses.dataclass
@@ -208,6 +221,37 @@ class ModelConfig:
 
 
 @dataclasses.dataclass
+class AugmentConfig:
+    """Train-time augmentation of the model-ready batches (``mm_ray.preprocess.augment``); validation batches
+    are never augmented. Each sample draws its own parameters; a range ``x`` means a factor in ``[1-x, 1+x]``.
+
+    Hue is never changed and rotations stay small: in the demo images the background colour carries the topic,
+    and a square turned by 45 degrees is the diamond shape. Every demo shape is mirror-symmetric, so flips keep
+    its meaning."""
+
+    enabled: bool = False
+    """Augment the training batches (off: the batches reach the model exactly as cached)."""
+    crop_min_scale: float = 0.6
+    """Random resized crop: smallest crop area as a fraction of the image (1.0 = no crop)."""
+    crop_max_aspect: float = 1.333
+    """Random resized crop: aspect ratios are drawn log-uniformly from ``[1/x, x]`` (1.0 = square crops)."""
+    flip: float = 0.5
+    """Probability of a horizontal flip (0 = never)."""
+    rotate_degrees: float = 10.0
+    """Largest rotation either way, in degrees (0 = none); done in the same warp as the crop."""
+    brightness: float = 0.2
+    """Brightness jitter: pixels scaled by a factor in ``[1-x, 1+x]`` (0 = off)."""
+    contrast: float = 0.2
+    """Contrast jitter: distance from the image's mean grey scaled by a factor in ``[1-x, 1+x]`` (0 = off)."""
+    saturation: float = 0.2
+    """Saturation jitter: distance from each pixel's grey scaled by a factor in ``[1-x, 1+x]`` (0 = off)."""
+    gain_db: float = 6.0
+    """Audio gain drawn from ``[-x, x]`` dB: a constant added to every log-mel band (0 = off)."""
+    time_shift: float = 0.1
+    """Audio frames rolled by up to this fraction of the clip, either way (0 = off)."""
+
+
+@dataclasses.dataclass
 class TrainConfig:
     """Training on Ray Train: data, optimisation, workers, checkpoints."""
 
@@ -260,6 +304,8 @@ class TrainConfig:
     embeddings of every pair of modalities (``model.align_dim``), over the samples holding both."""
     align_temperature: float = 0.07
     """Temperature of that contrastive loss (CLIP's initial value): lower sharpens it onto hard negatives."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Train-time augmentation (off by default); searchable as ``train.augment.*``."""
 
 
 @dataclasses.dataclass

@@ -22,7 +22,8 @@ from typing import Any
 
 import ray.data
 
-from mm_ray.config.schema import Config
+from mm_ray.config.schema import AudioConfig, Config
+from mm_ray.preprocess.mel import feature_rows
 
 MANIFEST = "manifest.json"
 
@@ -74,6 +75,11 @@ def read_cache(cache_dir: str | Path) -> tuple[ray.data.Dataset, dict[str, Any]]
     return ray.data.read_parquet(str(Path(cache_dir) / "data")), manifest
 
 
+def audio_feature_rows(audio: AudioConfig) -> int:
+    """Rows of one clip's cached audio features (the audio model's input channels) under ``audio``."""
+    return feature_rows(audio.features, audio.n_mels, audio.n_mfcc, audio.deltas)
+
+
 def cache_manifest(
     cfg: Config, summary: dict[str, Any], urls: list[str], tokenizer_json: str, seconds: float
 ) -> dict[str, Any]:
@@ -90,7 +96,7 @@ def cache_manifest(
             "image": [3, cfg.image.size, cfg.image.size],
             "input_ids": [cfg.text.max_length],
             "audio": [
-                cfg.audio.n_mels,
+                audio_feature_rows(cfg.audio),
                 1 + int(cfg.audio.sample_rate * cfg.audio.duration_s) // cfg.audio.hop_length,
             ],
         },

@@ -66,6 +66,9 @@ def preprocessor_kwargs(cfg: Config, tokenizer_json: str) -> dict[str, dict[str,
             "n_mels": a.n_mels,
             "n_fft": a.n_fft,
             "hop_length": a.hop_length,
+            "features": a.features,
+            "n_mfcc": a.n_mfcc,
+            "deltas": a.deltas,
         },
     }
 

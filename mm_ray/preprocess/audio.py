@@ -1,4 +1,4 @@
-"""Audio preprocessing: encoded bytes (WAV, FLAC, OGG, MP3, ...) -> fixed-size log-mel spectrograms.
+"""Audio preprocessing: encoded bytes (WAV, FLAC, OGG, MP3, ...) -> fixed-size log-mel spectrograms or MFCCs.
 
 Use it as a callable class on numpy batches (a Ray Data actor pool calls it the same way)::
 
@@ -8,7 +8,9 @@ Use it as a callable class on numpy batches (a Ray Data actor pool calls it the 
     batch["has_audio"]  # [True, False]
 
 or on one sample: ``pre.decode(flac_bytes)`` -> float32 ``[n_mels, frames]``; ``pre.load_waveform``
-stops before the spectrogram. Both raise ``SampleError`` (``CORRUPT_AUDIO`` / ``EMPTY_AUDIO``).
+stops before the spectrogram. ``AudioPreprocessor(features="mfcc", n_mfcc=20, deltas=True)`` outputs
+float32 ``[60, frames]`` instead (MFCCs with deltas and delta-deltas); ``pre.output_shape`` is the shape of
+one clip's features either way. Both raise ``SampleError`` (``CORRUPT_AUDIO`` / ``EMPTY_AUDIO``).
 
 Per sample: decode with libsndfile (``soundfile``) as float32, average the channels to mono,
 resample with soxr, then keep exactly ``duration_s`` seconds: the start (or the centre) of longer
@@ -16,7 +18,8 @@ clips, zeros appended to shorter ones. Only the part of the file that is kept is
 resampled (plus a 20 ms margin so the resampling filter sees real signal at the cut), so a long
 recording costs no more than a short one. Then, for the whole batch at once, a log-mel
 spectrogram (see ``mm_ray.preprocess.mel`` for the exact conventions: Slaney mel scale with area
-normalization, periodic Hann window, centred frames, ``log(mel + 1e-6)``).
+normalization, periodic Hann window, centred frames, ``log(mel + 1e-6)``), and for MFCCs its
+orthonormal DCT-II plus regression deltas over +-2 frames.
 """
 
 from __future__ import annotations
@@ -31,10 +34,19 @@ import soxr
 
 from mm_ray.columns import AUDIO, AUDIO_BYTES, HAS_AUDIO, REJECT, REJECT_DETAIL
 from mm_ray.preprocess.batch import decode_rows, reject_columns
-from mm_ray.preprocess.mel import hann_window, log_mel_spectrogram, mel_filterbank, num_frames
+from mm_ray.preprocess.mel import (
+    dct_matrix,
+    feature_rows,
+    hann_window,
+    log_mel_spectrogram,
+    mel_filterbank,
+    mfcc_features,
+    num_frames,
+)
 from mm_ray.quarantine import Reason, SampleError
 
 CropMode = Literal["start", "center"]
+Features = Literal["log_mel", "mfcc"]
 
 # Extra input read on each side of the kept window before resampling, so the resampler's filter
 # runs over real signal at the cut rather than an artificial end of stream.
@@ -42,7 +54,7 @@ _RESAMPLE_MARGIN_S = 0.02
 
 
 class AudioPreprocessor:
-    """Decode audio to a mono ``sample_rate`` waveform of ``duration_s`` seconds, then log-mel.
+    """Decode audio to a mono ``sample_rate`` waveform of ``duration_s`` seconds, then log-mel (or MFCC).
 
     Args:
         sample_rate: rate every clip is resampled to (Hz).
@@ -50,6 +62,8 @@ class AudioPreprocessor:
         n_mels, n_fft, hop_length, f_min, f_max: spectrogram settings (``f_max`` None = Nyquist).
         crop: which part of a longer clip is kept: ``"start"`` or ``"center"``.
         resample_quality: soxr quality, ``"HQ"`` (default), ``"VHQ"``, ``"MQ"``, ``"LQ"`` or ``"QQ"``.
+        features: ``"log_mel"`` (``[n_mels, frames]``) or ``"mfcc"`` (``[n_mfcc, frames]``, x3 rows with deltas).
+        n_mfcc, deltas: MFCC coefficients kept, and whether deltas and delta-deltas are appended (mfcc only).
     """
 
     def __init__(
@@ -63,6 +77,9 @@ class AudioPreprocessor:
         f_max: float | None = None,
         crop: CropMode = "start",
         resample_quality: str = "HQ",
+        features: Features = "log_mel",
+        n_mfcc: int = 20,
+        deltas: bool = True,
     ):
         if crop not in ("start", "center"):
             raise ValueError(f"crop must be 'start' or 'center', got {crop!r}")
@@ -76,10 +93,14 @@ class AudioPreprocessor:
         self.hop_length = hop_length
         self.window = hann_window(n_fft)
         self.filterbank = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max)
-        self.output_shape = (n_mels, num_frames(self.num_samples, n_fft, hop_length))
+        rows = feature_rows(features, n_mels, n_mfcc, deltas)
+        self.features = features
+        self.deltas = deltas
+        self.dct = dct_matrix(n_mfcc, n_mels) if features == "mfcc" else None
+        self.output_shape = (rows, num_frames(self.num_samples, n_fft, hop_length))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Replace ``audio_bytes`` with ``audio`` (float32 [N, n_mels, frames]) and ``has_audio``."""
+        """Replace ``audio_bytes`` with ``audio`` (float32 [N, *output_shape]) and ``has_audio``."""
         raw = batch.pop(AUDIO_BYTES)
         n = len(raw)
         reject, detail = reject_columns(batch, n)
@@ -88,7 +109,7 @@ class AudioPreprocessor:
         features = np.zeros((n, *self.output_shape), dtype=np.float32)
         if has.any():
             # Only decoded rows: log(0 + eps) is not zero, and missing rows must be all zeros.
-            features[has] = self.log_mel(waves[has])
+            features[has] = self.transform(waves[has])
         batch[AUDIO] = features
         batch[HAS_AUDIO] = has
         batch[REJECT] = reject
@@ -96,8 +117,8 @@ class AudioPreprocessor:
         return batch
 
     def decode(self, data: bytes) -> np.ndarray:
-        """One encoded clip -> float32 ``[n_mels, frames]`` log-mel spectrogram."""
-        return self.log_mel(self.load_waveform(data)[None])[0]
+        """One encoded clip -> float32 ``output_shape`` features (log-mel spectrogram or MFCCs)."""
+        return self.transform(self.load_waveform(data)[None])[0]
 
     def load_waveform(self, data: bytes) -> np.ndarray:
         """One encoded clip -> mono float32 ``[num_samples]`` at ``sample_rate``, cropped or padded."""
@@ -108,6 +129,13 @@ class AudioPreprocessor:
     def log_mel(self, waves: np.ndarray) -> np.ndarray:
         """float32 ``[B, num_samples]`` -> float32 ``[B, n_mels, frames]``."""
         return log_mel_spectrogram(waves, self.window, self.filterbank, self.hop_length)
+
+    def transform(self, waves: np.ndarray) -> np.ndarray:
+        """float32 ``[B, num_samples]`` -> float32 ``[B, *output_shape]``: the configured features."""
+        log_mels = self.log_mel(waves)
+        if self.dct is None:
+            return log_mels
+        return mfcc_features(log_mels, self.dct, self.deltas)
 
     def _load_into(self, data: bytes, out: np.ndarray) -> None:
         if len(data) == 0:

@@ -1,4 +1,4 @@
-"""Log-mel spectrograms in numpy: window, mel filterbank and a batched STFT.
+"""Log-mel spectrograms and MFCCs in numpy: window, mel filterbank, a batched STFT, DCT and deltas.
 
 Build the window and filterbank once, then transform whole batches of equal-length waveforms::
 
@@ -17,7 +17,17 @@ Conventions (the same as ``torch.stft(center=True, pad_mode="reflect")`` and lib
   triangle is scaled to ``2 / (upper edge - lower edge)`` in Hz, so wide high-frequency bands do
   not dominate. This matches ``librosa.filters.mel`` defaults. ``htk=True`` gives the HTK scale
   ``2595 * log10(1 + f / 700)`` instead;
-* ``log(mel + 1e-6)``.
+* ``log(mel + 1e-6)`` (natural log of power: a gain of ``g`` dB adds ``g / 10 * ln 10`` to every band).
+
+MFCCs are taken from those log-mels (what ``librosa.feature.mfcc`` and torchaudio's ``MFCC`` do)::
+
+    dct = dct_matrix(n_mfcc=20, n_mels=64)
+    coeffs = mfcc_features(feats, dct, deltas=True)   # [B, 64, frames] -> float32 [B, 60, frames]
+
+* orthonormal DCT-II over the mel axis (``scipy.fft.dct(x, type=2, norm="ortho")``), first ``n_mfcc`` kept;
+* deltas by the standard regression over +-2 frames, ``d_t = sum_n n (c_{t+n} - c_{t-n}) / (2 sum_n n^2)``,
+  with the edge frames repeated; delta-deltas are the deltas of the deltas. They are stacked after the
+  coefficients along the feature axis: rows ``[c_0..c_{n-1}, d_0.., dd_0..]``.
 """
 
 from __future__ import annotations
@@ -132,3 +142,54 @@ def log_mel_spectrogram(
         mel = np.matmul(filterbank, power.transpose(0, 2, 1))  # [b, n_mels, frames]
         np.log(mel + LOG_EPS, out=out[start : start + _STFT_CHUNK])
     return out
+
+
+DELTA_WIDTH = 2
+"""Frames on each side of the delta regression (HTK's and librosa's usual window of 5 frames)."""
+
+
+def dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
+    """Orthonormal DCT-II basis, float32 ``[n_mfcc, n_mels]``: ``dct_matrix(k, n) @ x`` equals the first
+    ``k`` coefficients of ``scipy.fft.dct(x, type=2, norm="ortho")`` along the mel axis.
+
+    A matrix rather than ``scipy.fft.dct`` (what torchaudio does too): only ``n_mfcc`` of ``n_mels`` outputs
+    are kept, one ``matmul`` transforms a whole batch, and scipy is not a dependency of the package.
+    """
+    if not 0 < n_mfcc <= n_mels:
+        raise ValueError(f"need 0 < n_mfcc <= n_mels, got n_mfcc={n_mfcc}, n_mels={n_mels}")
+    k = np.arange(n_mfcc)[:, None]
+    n = np.arange(n_mels)[None, :]
+    basis = np.cos(np.pi * k * (2 * n + 1) / (2 * n_mels)) * np.sqrt(2.0 / n_mels)
+    basis[0] /= np.sqrt(2.0)  # the orthonormal scaling of the constant (k = 0) basis vector
+    return basis.astype(np.float32)
+
+
+def delta(features: np.ndarray, width: int = DELTA_WIDTH) -> np.ndarray:
+    """Regression deltas along the last (frame) axis, edge-padded; same shape and dtype as ``features``."""
+    frames = features.shape[-1]
+    pad = [(0, 0)] * (features.ndim - 1) + [(width, width)]
+    padded = np.pad(features, pad, mode="edge")
+    out = np.zeros_like(features)
+    for n in range(1, width + 1):
+        out += n * (padded[..., width + n : width + n + frames] - padded[..., width - n : width - n + frames])
+    out /= 2 * sum(n * n for n in range(1, width + 1))
+    return out
+
+
+def mfcc_features(log_mels: np.ndarray, dct: np.ndarray, deltas: bool = True) -> np.ndarray:
+    """float32 ``[B, n_mels, frames]`` log-mels -> float32 MFCCs ``[B, n_mfcc, frames]``, or
+    ``[B, 3 * n_mfcc, frames]`` with their deltas and delta-deltas when ``deltas``."""
+    coeffs = np.matmul(dct, log_mels)
+    if not deltas:
+        return coeffs
+    first = delta(coeffs)
+    return np.concatenate([coeffs, first, delta(first)], axis=-2)
+
+
+def feature_rows(features: str, n_mels: int, n_mfcc: int, deltas: bool) -> int:
+    """Rows of one clip's feature array: ``n_mels`` for log-mel, ``n_mfcc`` (x3 with deltas) for MFCC."""
+    if features == "log_mel":
+        return n_mels
+    if features == "mfcc":
+        return n_mfcc * (3 if deltas else 1)
+    raise ValueError(f"features must be 'log_mel' or 'mfcc', got {features!r}")

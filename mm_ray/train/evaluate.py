@@ -14,7 +14,7 @@ member mapping ...); ``tokenizer.json`` sits beside it. The shards go through th
 pools as ``mm-ray preprocess`` with those settings, so a checkpoint scores new shards exactly as its
 training run scored its validation cache. ``overrides`` (dotted ``key=value``) and a YAML ``config_file``
 are laid over the saved config: meant for the cluster at hand (``pools.*``, ``ray.*``, ``data.*``). An
-input size the model was not trained on (``image.size``, ``text.max_length``, ``audio.n_mels``) is refused
+input size the model was not trained on (``image.size``, ``text.max_length``, the audio feature rows) is refused
 with a ``ConfigError`` naming the key.
 
 ``checkpoint_dir`` may also be a run directory (``<storage>/<name>``, Ray Train's ``checkpoint_<timestamp>``
@@ -40,6 +40,7 @@ import torch
 
 from mm_ray.config.load import ConfigError, config_from_dict
 from mm_ray.config.schema import Config
+from mm_ray.data.cache import audio_feature_rows
 from mm_ray.data.pipeline import Ingest
 from mm_ray.data.sources import ShardSpecError
 from mm_ray.models import build_model
@@ -53,8 +54,17 @@ CHECKPOINT_GLOB = "checkpoint_*"
 
 FULL_SUBSET = SUBSETS[-1]
 
+
 # The config keys that set the model's input shapes, and the model argument each must equal.
-INPUT_SHAPE_KEYS = {"image.size": "image_size", "text.max_length": "max_text_len", "audio.n_mels": "n_mels"}
+def input_shapes(cfg: Config) -> dict[str, tuple[str, int]]:
+    """Model argument -> (the config keys that set it, its value under ``cfg``): what a checkpoint must match."""
+    a = cfg.audio
+    audio_keys = "audio.n_mels" if a.features == "log_mel" else "audio.features/n_mfcc/deltas"
+    return {
+        "image_size": ("image.size", cfg.image.size),
+        "max_text_len": ("text.max_length", cfg.text.max_length),
+        "n_mels": (audio_keys, audio_feature_rows(a)),
+    }
 
 
 class CheckpointError(ValueError):
@@ -131,14 +141,13 @@ def checkpoint_config(
     """The run's resolved config saved in ``state``, with ``config_file`` and ``overrides`` laid over it."""
     cfg = config_from_dict(state["config"]["resolved"], overrides, path=config_file)
     model_kwargs = state["config"]["model_kwargs"]
-    for key, argument in INPUT_SHAPE_KEYS.items():
-        section, name = key.split(".")
-        value, trained = getattr(getattr(cfg, section), name), model_kwargs[argument]
+    for argument, (key, value) in input_shapes(cfg).items():
+        trained = model_kwargs[argument]
         if value != trained:
             # Also catches a run trained on a cache preprocessed with other settings than its own config.
             raise ConfigError(
-                f"{key}: {value}, but the checkpoint's model was trained on inputs with {key}={trained}; "
-                f"pass {key}={trained} (and match the rest of the training cache's preprocessing)"
+                f"{key}: inputs of size {value}, but the checkpoint's model was trained on inputs of size "
+                f"{trained}; pass the training cache's {key} (and match the rest of its preprocessing)"
             )
     return cfg
 

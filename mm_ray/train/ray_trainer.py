@@ -41,6 +41,7 @@ from mm_ray.config.load import ConfigError, as_dict
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import read_cache, with_cache_preprocessing
 from mm_ray.models import build_model, param_groups
+from mm_ray.preprocess.augment import augment_split, build_augmenter
 from mm_ray.train.checkpoint import TOKENIZER_FILE, load_checkpoint, restore_into, save_checkpoint, unwrap
 from mm_ray.train.loop import seed_everything, train_epoch
 from mm_ray.train.metrics import SUBSETS, evaluate_subsets
@@ -61,6 +62,10 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     start_epoch, history = _resume(model, optimizer, scheduler, device)
     autocast = torch.bfloat16 if config["bf16"] and device.type == "cuda" else None
     train_shard = ray.train.get_dataset_shard("train")
+    # The audio settings the cache was made with say how a random gain shows in its features.
+    augmenter = build_augmenter(
+        config["augment"], seed=config["seed"], rank=ctx.get_world_rank(), audio=config["resolved"]["audio"]
+    )
     nodes = _worker_nodes()
     for epoch in range(start_epoch, config["epochs"]):
         _fault_drill(config["fail_at_epoch"], epoch, start_epoch)
@@ -68,6 +73,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         batches = train_shard.iter_torch_batches(
             batch_size=config["batch_size"], dtypes=None, prefetch_batches=config["prefetch_batches"]
         )
+        batches = augment_split(batches, augmenter, split="train", epoch=epoch)
         stats = train_epoch(
             model,
             batches,
@@ -311,6 +317,7 @@ def loop_config(
         "bf16": t.bf16,
         "prefetch_batches": t.prefetch_batches if t.prefetch_batches is not None else int(t.use_gpu),
         "fail_at_epoch": t.fail_at_epoch,
+        "augment": as_dict(t.augment),
         "aux_loss_weight": t.aux_loss_weight,
         "align_loss_weight": t.align_loss_weight,
         "align_temperature": t.align_temperature,

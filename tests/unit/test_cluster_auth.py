@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +42,25 @@ def test_a_named_source_without_a_token_is_an_error_naming_it(tmp_path: Path) ->
 def test_the_token_travels_as_a_bearer_header() -> None:
     assert auth_headers("abc") == {"Authorization": "Bearer abc"}
     assert auth_headers(None) == {}
+
+
+def test_the_flags_win_over_the_environment_even_in_token_mode(tmp_path: Path) -> None:
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "from-env"}
+    assert resolve_token("from-flag", env=env) == "from-flag"
+    assert resolve_token(None, None, env={"RAY_AUTH_MODE": "disabled"}) is None
+
+
+def test_rays_client_keeps_an_explicit_header_even_when_its_own_token_differs() -> None:
+    """In token mode Ray adds the token it found, unless a header is given: ours (from a flag) wins.
+
+    A subprocess: Ray reads RAY_AUTH_MODE / RAY_AUTH_TOKEN once per process.
+    """
+    code = (
+        "from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled"
+        " as h; from mm_ray.cluster.auth import auth_headers;"
+        " print(h({}), h(auth_headers('from-flag')))"
+    )
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "from-env"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split("} ")[0] + "}" == "{'authorization': 'Bearer from-env'}", out.stderr[-2000:]
+    assert out.stdout.strip().endswith("} {}")

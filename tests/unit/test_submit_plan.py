@@ -18,7 +18,9 @@ def test_a_valid_command_becomes_a_python_entrypoint_with_the_checkout_as_workin
     assert shlex.split(job.entrypoint) == ["python", "-m", "mm_ray.cli.main", *argv[1:]]
     assert job.runtime_env["working_dir"] == str(ROOT)
     # Never uploaded: VCS, environments, outputs, data (Ray caps an upload at 100 MiB).
-    assert {".git", "/.venv/", "/runs/", "/data/", "*.tar"} <= set(job.runtime_env["excludes"])
+    assert {".git/", ".venv/", "/runs/", "/data/", "*.tar"} <= set(job.runtime_env["excludes"])
+    # A job's stdout is streamed by `mm-ray jobs logs --follow`: unbuffered, or nothing shows for minutes.
+    assert job.runtime_env["env_vars"]["PYTHONUNBUFFERED"] == "1"
 
 
 @pytest.mark.parametrize(
@@ -35,6 +37,8 @@ def test_a_valid_command_becomes_a_python_entrypoint_with_the_checkout_as_workin
             ["tune", "--config", "pipelines/tune_small.yaml", "tune.space=runs/x.yaml"],
             "tune.space runs/x.yaml",
         ),
+        (["train", "--config", "pipelines/demo.yaml", "train.nope=1"], "config error: "),
+        (["train", "train.epochs=many"], "config error: "),
     ],
 )
 def test_mistakes_fail_before_submission_naming_the_argument(argv: list[str], message: str) -> None:
@@ -51,8 +55,16 @@ def test_an_excluded_file_would_not_be_uploaded(tmp_path: Path) -> None:
 
 
 def test_named_files_finds_every_file_argument() -> None:
-    argv = ["tune", "--config", "a.yaml", "--space=b.yaml", "tune.space=c.yaml", "train.lr=0.1"]
-    assert named_files(argv) == [("--config", "a.yaml"), ("--space", "b.yaml"), ("tune.space", "c.yaml")]
+    from mm_ray.cli.main import parse_args
+
+    args = parse_args(["tune", "--config", "a.yaml", "--space=b.yaml", "tune.space=c.yaml", "train.lr=0.1"])
+    assert named_files(args) == [("--config", "a.yaml"), ("--space", "b.yaml"), ("tune.space", "c.yaml")]
+
+
+def test_the_space_a_config_names_must_travel_too(tmp_path: Path) -> None:
+    (tmp_path / "sweep.yaml").write_text("tune:\n  space: spaces/missing.yaml\n")
+    with pytest.raises(SubmitError, match=r"tune.space \(set in --config sweep.yaml\) spaces/missing.yaml"):
+        plan_job(["tune", "--config", "sweep.yaml"], project_root=tmp_path)
 
 
 def test_the_package_and_pipelines_are_uploaded_data_and_outputs_are_not() -> None:
