@@ -3,14 +3,17 @@
 1. generate the synthetic benchmark shards (skipped when ``<run>/shards`` already matches),
 2. train a tokenizer on the training captions,
 3. preprocess the train and val shards through the per-modality actor pools into the cache,
-4. train every preset in ``demo.train_presets`` with Ray Train on the cache (a resumable run each),
-5. run a small Ray Tune sweep over ``demo.sweep_presets`` (one trial each, ASHA; ``mm_ray.tune``),
-6. print the benchmark's reference accuracies, the ingest summaries, each preset's held-out accuracy against
-   its analytic reference, the best preset's accuracy per modality subset and the sweep's leaderboard
+4. train every preset in ``demo.train_presets`` and every ``demo.variants`` run (a preset with overrides, e.g.
+   an auxiliary loss) with Ray Train on the cache (a resumable run each),
+5. score the ``demo.ensemble`` runs' averaged predictions, and embed the val shards with each
+   ``demo.retrieval`` run for a cross-modal retrieval table (``mm_ray.retrieval``),
+6. run a small Ray Tune sweep over ``demo.sweep_presets`` (one trial each, ASHA; ``mm_ray.tune``),
+7. print the benchmark's reference accuracies, the ingest summaries, each run's held-out accuracy against
+   its analytic reference, accuracy per modality subset, the retrieval table and the sweep's leaderboard
    (``--json`` for all of it).
 
 Outputs go to ``<output_dir>/<name>`` (``runs/demo`` with ``pipelines/demo.yaml``): ``shards/``, ``cache/``
-``train/<preset>/`` (checkpoints, metrics, curves) and ``sweep/`` (the Tune experiment and its results).
+``train/<run>/`` (checkpoints, metrics, curves), ``embeddings/<run>/`` and ``sweep/`` (the Tune experiment and its results).
 Running it again reuses the shards and resumes or skips finished training runs and sweep trials.
 """
 
@@ -22,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from mm_ray.cli.common import add_config_args, config_from_args, split_overrides
+from mm_ray.cli.embed import retrieval_table
 from mm_ray.cli.make_shards import caps_table, generate
 from mm_ray.cli.preprocess import obtain_tokenizer, run_preprocess
 from mm_ray.cli.report import format_summary, format_table, write_json
 from mm_ray.cli.tune import print_results
 from mm_ray.cluster.storage import warn_if_unshared
-from mm_ray.config.load import ConfigError, as_dict
+from mm_ray.columns import SUBSETS
+from mm_ray.config.load import ConfigError, as_dict, config_from_dict
 from mm_ray.config.schema import Config, DemoConfig
 from mm_ray.demo.generate import load_manifest, shard_paths
 from mm_ray.demo.learning import LearningRow, expectations_met, learning_rows
@@ -123,38 +128,97 @@ def demo_sweep(cfg: Config, run_dir: Path) -> tuple[dict[str, Any], Any] | None:
     return run_sweep(sweep, callbacks=[trial_log(sweep)]), sweep
 
 
-def train_presets(cfg: Config, run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Train each of ``demo.train_presets`` on the demo cache; returns each run's summary by preset."""
+def run_configs(cfg: Config, run_dir: Path) -> dict[str, Config]:
+    """The config of every training run the demo makes: ``demo.train_presets`` then ``demo.variants``, by name.
+
+    Built before anything runs, so a bad variant override fails at once, naming ``demo.variants.<name>``.
+    """
+    base = dataclasses.replace(
+        cfg,
+        output_dir=str(run_dir / "train"),
+        train=dataclasses.replace(
+            cfg.train, cache=str(run_dir / "cache" / "train"), val_cache=str(run_dir / "cache" / "val")
+        ),
+    )
+    runs = {
+        preset: dataclasses.replace(base, name=preset, model=dataclasses.replace(cfg.model, preset=preset))
+        for preset in cfg.demo.train_presets
+    }
+    for name, overrides in cfg.demo.variants.items():
+        if name in runs:
+            raise ConfigError(f"demo.variants.{name}: the name is taken by a run of demo.train_presets")
+        try:
+            variant = config_from_dict(as_dict(base), [*overrides, f"name={name}"])
+        except ConfigError as err:
+            raise ConfigError(f"demo.variants.{name}: {err}") from None
+        check_presets([variant.model.preset], key=f"demo.variants.{name} (model.preset)")
+        runs[name] = variant
+    wanted = {"demo.ensemble": cfg.demo.ensemble, "demo.retrieval": cfg.demo.retrieval}
+    for key, names in wanted.items():
+        unknown = [n for n in names if n not in runs]
+        if unknown:
+            raise ConfigError(f"{key}: {unknown} not trained by the demo; choose from {list(runs)}")
+    if len(cfg.demo.ensemble) == 1:
+        raise ConfigError("demo.ensemble: an ensemble needs at least two runs")
+    return runs
+
+
+def train_runs(runs: dict[str, Config]) -> dict[str, dict[str, Any]]:
+    """Train every run (a finished one is skipped, an unfinished one resumes); returns each summary by name."""
     # Imported here: Ray Train is heavy to import and a demo without training never needs it.
     from mm_ray.train.outputs import write_run_outputs
     from mm_ray.train.ray_trainer import fit
 
-    train_dir = run_dir / "train"
     summaries = {}
-    for preset in cfg.demo.train_presets:
-        run_cfg = dataclasses.replace(
-            cfg,
-            name=preset,
-            output_dir=str(train_dir),
-            model=dataclasses.replace(cfg.model, preset=preset),
-            train=dataclasses.replace(
-                cfg.train, cache=str(run_dir / "cache" / "train"), val_cache=str(run_dir / "cache" / "val")
-            ),
-        )
-        print(f"training {preset} ({cfg.train.epochs} epochs) -> {train_dir / preset}", flush=True)
+    for name, run_cfg in runs.items():
+        run_path = Path(run_cfg.output_dir) / name
+        print(f"training {name} ({run_cfg.train.epochs} epochs) -> {run_path}", flush=True)
         summary = fit(run_cfg)
-        summary["outputs"] = write_run_outputs(train_dir / preset, config=as_dict(run_cfg), summary=summary)
+        summary["preset"] = run_cfg.model.preset
+        summary["outputs"] = write_run_outputs(run_path, config=as_dict(run_cfg), summary=summary)
         print(
-            f"  {preset}: val accuracy {summary['metrics'].get('val_accuracy', float('nan')):.3f}", flush=True
+            f"  {name}: val accuracy {summary['metrics'].get('val_accuracy', float('nan')):.3f}", flush=True
         )
-        summaries[preset] = summary
+        summaries[name] = summary
     return summaries
+
+
+def ensemble_name(names: list[str]) -> str:
+    """The learning table's name of the ensemble of ``names``."""
+    return "ensemble(" + " + ".join(names) + ")"
+
+
+def score_ensemble(cfg: Config, runs: dict[str, Config], val: list[str]) -> dict[str, Any] | None:
+    """``demo.ensemble``'s runs' averaged predictions scored on the val shards (``mm-ray evaluate --ensemble``)."""
+    if not cfg.demo.ensemble:
+        return None
+    from mm_ray.train.evaluate import evaluate_checkpoint
+
+    first, *rest = (Path(runs[n].output_dir) / n for n in cfg.demo.ensemble)
+    print(f"scoring {ensemble_name(cfg.demo.ensemble)} on the val shards", flush=True)
+    return evaluate_checkpoint(first, val, ensemble=rest)
+
+
+def score_retrieval(cfg: Config, runs: dict[str, Config], val: list[str], run_dir: Path) -> dict[str, Any]:
+    """Embed the val shards with each of ``demo.retrieval``'s runs and score cross-modal retrieval."""
+    from mm_ray.retrieval.embed import embed_shards
+
+    results = {}
+    for name in cfg.demo.retrieval:
+        out = run_dir / "embeddings" / name
+        print(f"embedding the val shards with {name} -> {out}", flush=True)
+        overrides = [f"embed.{k}={v}" for k, v in as_dict(cfg.embed).items() if v is not None]
+        results[name] = embed_shards(
+            Path(runs[name].output_dir) / name, val, out_dir=out, overrides=overrides
+        )
+    return results
 
 
 def run_demo(cfg: Config) -> dict[str, Any]:
     check_presets(cfg.demo.train_presets)
     check_presets(cfg.demo.sweep_presets, key="demo.sweep_presets")
     run_dir = Path(cfg.output_dir) / cfg.name
+    runs = run_configs(cfg, run_dir)
     shard_dir = run_dir / "shards"
     manifest = demo_shards(cfg.demo, shard_dir)
     print(caps_table(manifest))
@@ -168,19 +232,28 @@ def run_demo(cfg: Config) -> dict[str, Any]:
         )
         for split, shards in (("train", train), ("val", val))
     }
-    trained = train_presets(cfg, run_dir)
+    trained = train_runs(runs)
+    ensemble = score_ensemble(cfg, runs, val)
+    retrieval = score_retrieval(cfg, runs, val, run_dir)
     swept = demo_sweep(cfg, run_dir)
-    rows = learning_rows(
-        {p: s["metrics"]["val_accuracy"] for p, s in trained.items()},
-        manifest,
-        modalities=cfg.model.modalities,
-    )
+    accuracies = {name: s["metrics"]["val_accuracy"] for name, s in trained.items()}
+    presets = {name: s["preset"] for name, s in trained.items()}
+    if ensemble is not None:
+        name = ensemble_name(cfg.demo.ensemble)
+        accuracies[name] = ensemble["subsets"][SUBSETS[-1]]["accuracy"]
+        # Averaged probabilities of per-modality models: additive in log space, so its reference is additive's.
+        presets[name] = "additive"
+    rows = learning_rows(accuracies, manifest, modalities=cfg.model.modalities, presets=presets)
     return {
         "run_dir": str(run_dir),
         "bayes_accuracy": manifest["bayes_accuracy"],
         "caps": manifest["caps"],
         "preprocess": ingest,
         "training": trained,
+        "ensemble": ensemble,
+        "ensemble_runs": list(cfg.demo.ensemble),
+        "variants": list(cfg.demo.variants),
+        "retrieval": retrieval,
         "learning": [dataclasses.asdict(r) for r in rows],
         "expectations_met": expectations_met(rows) if rows else None,
         # The sweep's records and its Sweep (for printing the leaderboard); `main` keeps them out of --json.
@@ -219,9 +292,26 @@ def print_training(summary: dict[str, Any]) -> None:
             f"(a gap to the reference is expected with {samples:,} training samples: "
             "pipelines/demo_zoo.yaml trains at the scale that reaches it)"
         )
-    best = max(rows, key=lambda r: r.accuracy).preset
-    print(f"\n{best}: validation accuracy by modality subset")
-    print(format_subset_table(summary["training"][best]["subsets"]))
+    subsets = {name: s["subsets"] for name, s in summary["training"].items()}
+    if summary["ensemble"] is not None:
+        subsets[ensemble_name(summary["ensemble_runs"])] = summary["ensemble"]["subsets"]
+    if len(subsets) > 1 and (summary["ensemble"] is not None or summary["variants"]):
+        print("\nvalidation accuracy by modality subset, every run")
+        print(subset_comparison(subsets))
+    else:
+        best = max((r for r in rows if r.preset in summary["training"]), key=lambda r: r.accuracy).preset
+        print(f"\n{best}: validation accuracy by modality subset")
+        print(format_subset_table(summary["training"][best]["subsets"]))
+    if summary["retrieval"]:
+        print("\ncross-modal retrieval on the val shards (chance in brackets)")
+        print(retrieval_table({name: r["retrieval"] for name, r in summary["retrieval"].items()}))
+
+
+def subset_comparison(subsets: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Accuracy per modality subset (rows) of each run (columns)."""
+    names = list(subsets)
+    rows = [[subset, *(f"{subsets[n][subset]['accuracy']:.3f}" for n in names)] for subset in SUBSETS]
+    return format_table(["subset", *names], rows)
 
 
 def ingest_table(ingest: dict[str, dict[str, Any]]) -> str:

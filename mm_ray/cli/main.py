@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mm_ray.cli import bench, config_cmd, demo, evaluate, jobs, make_shards, preprocess, train, tune
+from mm_ray.cli import bench, config_cmd, demo, embed, evaluate, jobs, make_shards, preprocess, train, tune
 from mm_ray.config.load import ConfigError
 from mm_ray.data.ledger import ErrorBudgetExceeded
 from mm_ray.data.sources import ShardOpenError, ShardSpecError
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `mm-ray COMMAND -h` for a command's options; `mm-ray config explain` lists every config key.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, make_shards, preprocess, train, evaluate, tune, bench, config_cmd, jobs):
+    for module in (demo, make_shards, preprocess, train, evaluate, embed, tune, bench, config_cmd, jobs):
         module.add_parser(sub)
     return parser
 
@@ -48,6 +48,7 @@ WORDS_DEST = {
     "bench": "overrides",
     "train": "overrides",
     "evaluate": "shards",
+    "embed": "shards",
     "tune": "overrides",
 }
 

@@ -8,6 +8,7 @@ the quarantine log and the manifest -> print the summary (and ``--json PATH``).
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,8 @@ def run_preprocess(
     tokenizer_json = tokenizer_json or obtain_tokenizer(cfg, shard_specs)
     (out / "tokenizer.json").write_text(tokenizer_json)
     ingest = Ingest.from_config(cfg, shard_specs, tokenizer_json)
+    # Ray Data appends to an existing directory: a re-run (a second `mm-ray demo`) would double the cache.
+    shutil.rmtree(out / "data", ignore_errors=True)
     with PolledProgress(f"preprocess {out.name}", lambda: ingest.summary()["samples_read"], total=expected):
         ingest.dataset.write_parquet(str(out / "data"), min_rows_per_file=2048)
     summary = ingest.finish(quarantine_log=out / "quarantine.jsonl")

@@ -185,6 +185,16 @@ class DemoConfig:
     ASHA; under ``<run>/sweep``); [] = no sweep. ``mm-ray tune`` runs the full search."""
     sweep_epochs: int = 3
     """Epochs of each demo sweep trial (ASHA may stop a trial after its first)."""
+    variants: dict[str, list[str]] = field(default_factory=dict)
+    """More training runs beside ``train_presets``: run name -> ``key=value`` overrides laid over the config
+    (e.g. ``late_concat_aux: [train.aux_loss_weight=0.3]``); each trains under ``<run>/train/<name>`` and gets
+    a row in the learning table, with its subset accuracies beside those of its preset's plain run."""
+    ensemble: list[str] = field(default_factory=list)
+    """Trained run names (presets or variants) whose predicted probabilities are averaged and scored on the
+    val shards as one more row (model-level fusion; e.g. the three unimodal baselines); [] = none."""
+    retrieval: list[str] = field(default_factory=list)
+    """Trained run names whose val-shard embeddings are written (``mm-ray embed``) and scored for cross-modal
+    retrieval (``embed.*``); [] = none."""
 
 
 @dataclasses.dataclass
@@ -347,6 +357,26 @@ class TuneConfig:
 
 
 @dataclasses.dataclass
+class EmbedConfig:
+    """``mm-ray embed``: per-modality embeddings of a shard set from a checkpoint, and cross-modal retrieval."""
+
+    batch_size: int = 256
+    """Samples per call of the embedding actors."""
+    actors: int = 1
+    """Embedding actors (each holds one copy of the model)."""
+    num_cpus: float = 0.5
+    """CPUs reserved per embedding actor (kept back from the preprocessing pools)."""
+    num_gpus: float | None = None
+    """GPUs per embedding actor; None = 1 when the cluster has GPUs, else 0 (CPU)."""
+    gallery_size: int = 1000
+    """Samples per retrieval gallery (the "1K test set" protocol): recall@k's chance is k / gallery_size."""
+    pairs: list[str] = field(default_factory=lambda: ["image->text", "audio->text"])
+    """Retrieval directions scored, QUERY->GALLERY."""
+    ks: list[int] = field(default_factory=lambda: [1, 5])
+    """The k of each recall@k."""
+
+
+@dataclasses.dataclass
 class Config:
     """The whole configuration of an mm_ray run."""
 
@@ -374,3 +404,5 @@ class Config:
     """Training on Ray Train."""
     tune: TuneConfig = field(default_factory=TuneConfig)
     """Architecture search with Ray Tune."""
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    """Embeddings and cross-modal retrieval (``mm-ray embed``)."""

@@ -61,15 +61,26 @@ def learning_rows(
     manifest: Mapping[str, Any],
     *,
     modalities: Sequence[str] = ("image", "audio", "text"),
+    presets: Mapping[str, str] | None = None,
 ) -> list[LearningRow]:
-    """Rows in the order of ``accuracies``, each with its reference and a verdict on the expectation above."""
+    """Rows in the order of ``accuracies``, each with its reference and a verdict on the expectation above.
+
+    ``accuracies`` is keyed by run name; ``presets`` maps a run name to the preset whose reference it gets
+    (default: the name itself). Runs named otherwise than their preset (variants such as an auxiliary-loss
+    run, an ensemble compared with the additive reference) get the reference but no verdict.
+    """
+    presets = presets or {}
+    plain = {name: a for name, a in accuracies.items() if presets.get(name, name) == name}
     bayes = float(manifest["caps"][subset_key(modalities)])
-    fusions = {p: a for p, a in accuracies.items() if not p.startswith(UNIMODAL_PREFIX) and p != "additive"}
+    fusions = {p: a for p, a in plain.items() if not p.startswith(UNIMODAL_PREFIX) and p != "additive"}
     best_fusion = max(fusions, key=fusions.get) if fusions else None
     rows = []
-    for preset, accuracy in accuracies.items():
+    for name, accuracy in accuracies.items():
+        preset = presets.get(name, name)
         reference, ref_acc = reference_for(preset, modalities, manifest)
-        if preset.startswith(UNIMODAL_PREFIX):
+        if name != preset:
+            verdict = ""
+        elif preset.startswith(UNIMODAL_PREFIX):
             verdict = _within(accuracy, ref_acc)
         elif preset == "additive":
             verdict = "ok: below Bayes" if accuracy < bayes else "MISSED: not below Bayes"
@@ -77,7 +88,7 @@ def learning_rows(
             verdict = "best fusion, " + _within(accuracy, ref_acc)
         else:
             verdict = ""
-        rows.append(LearningRow(preset, float(accuracy), reference, ref_acc, verdict))
+        rows.append(LearningRow(name, float(accuracy), reference, ref_acc, verdict))
     return rows
 
 

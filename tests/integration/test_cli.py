@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from shardkit import write_bad_input_set
@@ -64,6 +65,9 @@ def test_preprocess_writes_the_cache_and_json_summary(made_shards, tmp_path: Pat
     assert json.loads((out / "manifest.json").read_text())["samples_ok"] == 24
     assert list((out / "data").glob("*.parquet")) and (out / "tokenizer.json").is_file()
     assert "preprocess summary" in capsys.readouterr().out
+    # Preprocessing into the same directory again replaces the cache (Ray Data itself would append to it).
+    assert main(["preprocess", str(shards), "--out", str(out), *SMALL]) == 0
+    assert pq.read_table(out / "data").num_rows == 24
 
 
 def test_preprocess_over_the_error_budget_exits_3(tmp_path: Path, capsys) -> None:
@@ -118,8 +122,14 @@ TINY_TRAINING = (
 
 def test_demo_generates_preprocesses_trains_and_reports(tmp_path: Path, capsys) -> None:
     summary_path = tmp_path / "demo.json"
-    argv = ["demo", *TINY_DEMO, *TINY_TRAINING, f"output_dir={tmp_path}", *SMALL, "--json", str(summary_path)]
-    assert main(argv) == 0
+    methods = (  # what pipelines/methods.yaml adds: variants, an ensemble, retrieval
+        "demo.variants={late_concat_aux: [train.aux_loss_weight=0.3, train.augment.enabled=true], late_concat_align: [train.align_loss_weight=0.1]}",
+        "demo.ensemble=[unimodal_audio, late_concat]",
+        "demo.retrieval=[late_concat_align]",
+        "embed.gallery_size=4",
+    )
+    argv = ["demo", *TINY_DEMO, *TINY_TRAINING, *methods, f"output_dir={tmp_path}", *SMALL]
+    assert main([*argv, "--json", str(summary_path)]) == 0
     run_dir = tmp_path / "demo"
     summary = json.loads(summary_path.read_text())
     assert summary["run_dir"] == str(run_dir)
@@ -131,23 +141,55 @@ def test_demo_generates_preprocesses_trains_and_reports(tmp_path: Path, capsys) 
         assert list((cache / "data").glob("*.parquet"))
     assert 0.25 < summary["bayes_accuracy"] <= 1.0  # 4 classes: above chance
     # Each preset trained for 2 epochs in its own run directory, with checkpoints and run outputs.
-    assert set(summary["training"]) == {"unimodal_audio", "late_concat"}
+    assert set(summary["training"]) == {
+        "unimodal_audio",
+        "late_concat",
+        "late_concat_aux",
+        "late_concat_align",
+    }
     for preset, run in summary["training"].items():
         assert run["epochs_run"] == 2
         run_path = run_dir / "train" / preset
         assert len((run_path / "metrics.jsonl").read_text().splitlines()) == 2
         assert list(run_path.glob("checkpoint_*/state.pt"))
     # Each preset is scored against its own analytic reference from the shards' manifest.
-    assert [row["preset"] for row in summary["learning"]] == ["unimodal_audio", "late_concat"]
+    ensemble = "ensemble(unimodal_audio + late_concat)"
+    assert [row["preset"] for row in summary["learning"]] == [
+        "unimodal_audio",
+        "late_concat",
+        "late_concat_aux",
+        "late_concat_align",
+        ensemble,
+    ]
     learning = {row["preset"]: row for row in summary["learning"]}
     assert learning["unimodal_audio"]["reference_accuracy"] == summary["caps"]["audio"]
     assert learning["late_concat"]["reference_accuracy"] == summary["bayes_accuracy"]
     accuracy = summary["training"]["late_concat"]["metrics"]["val_accuracy"]
     assert learning["late_concat"]["accuracy"] == accuracy
+    # Variants are their preset with the overrides laid over it, as the run's config.yaml records.
+    aux = json.loads((run_dir / "train" / "late_concat_aux" / "summary.json").read_text())
+    assert aux["preset"] == "late_concat" and learning["late_concat_aux"]["reference"] == "Bayes"
+    aux_train = yaml.safe_load((run_dir / "train" / "late_concat_aux" / "config.yaml").read_text())["train"]
+    assert aux_train["aux_loss_weight"] == 0.3 and aux_train["augment"]["enabled"] is True
+    # The ensemble is scored on every val sample and compared with the additive reference.
+    assert summary["ensemble"]["samples"] == ingest["val"]["samples_ok"]
+    assert learning[ensemble]["reference"] == "additive reference" and learning[ensemble]["verdict"] == ""
+    # Retrieval: the aligned run's val embeddings are on disk and scored in both directions.
+    (retrieval,) = summary["retrieval"].values()
+    assert retrieval["aligned"] and retrieval["samples"] == ingest["val"]["samples_ok"]
+    assert [(r["query"], r["gallery"]) for r in retrieval["retrieval"]] == [
+        ("image", "text"),
+        ("audio", "text"),
+    ]
+    assert all(0 <= r["recall@1"] <= r["recall@5"] <= 1 for r in retrieval["retrieval"])
+    assert (
+        pq.read_table(run_dir / "embeddings" / "late_concat_align" / "data").num_rows == retrieval["samples"]
+    )
     out = capsys.readouterr().out
     assert "samples ok" in out  # the ingest table
     assert "held-out accuracy against the benchmark's references" in out and "Bayes" in out
-    assert "image+audio+text" in out  # the best preset's subset table
+    assert "validation accuracy by modality subset, every run" in out and "image+audio+text" in out
+    assert "cross-modal retrieval on the val shards" in out and "image->text" in out
     # The closing sweep: one Ray Tune trial per sweep preset on the same cache, then its leaderboard.
     sweep = summary["sweep"]
     assert sweep["trials"] == 2 and sweep["done"] + sweep["stopped"] == 2 and sweep["decoded"]["trials"] == 0

@@ -75,3 +75,50 @@ def test_every_shipped_demo_pipeline_names_real_presets(pipeline: str) -> None:
 def test_an_unknown_preset_is_named_with_the_key() -> None:
     with pytest.raises(ConfigError, match=r"demo\.train_presets.*late_concatt"):
         check_presets(["late_concatt"])
+
+
+def test_variants_and_ensembles_get_their_presets_reference_but_no_verdict() -> None:
+    rows = learning_rows(
+        {"late_concat": 0.80, "late_concat_aux": 0.99, "ensemble": 0.70},
+        MANIFEST,
+        presets={"late_concat_aux": "late_concat", "ensemble": "additive"},
+    )
+    by_name = {row.preset: row for row in rows}
+    assert by_name["late_concat_aux"].reference == by_name["late_concat"].reference == "Bayes"
+    assert by_name["ensemble"].reference == "additive reference"
+    assert by_name["late_concat_aux"].verdict == by_name["ensemble"].verdict == ""
+    # The best-fusion verdict stays with the plain preset run, however well a variant does.
+    assert by_name["late_concat"].verdict.startswith("best fusion")
+
+
+def test_demo_runs_are_the_presets_then_the_variants_and_mistakes_name_the_key(tmp_path) -> None:
+    from mm_ray.cli.demo import run_configs
+    from mm_ray.config.load import ConfigError, load_config
+
+    cfg = load_config(
+        None,
+        [
+            "demo.train_presets=[unimodal_image, late_concat]",
+            "demo.variants={aux: [train.aux_loss_weight=0.3], film_lr: [model.preset=film, train.lr=0.01]}",
+            "demo.ensemble=[unimodal_image, late_concat]",
+        ],
+    )
+    runs = run_configs(cfg, tmp_path)
+    assert list(runs) == ["unimodal_image", "late_concat", "aux", "film_lr"]
+    assert (runs["aux"].model.preset, runs["aux"].train.aux_loss_weight) == ("late_concat", 0.3)
+    assert (runs["film_lr"].model.preset, runs["film_lr"].train.lr) == ("film", 0.01)
+    assert {r.train.cache for r in runs.values()} == {str(tmp_path / "cache" / "train")}
+    assert {r.output_dir for r in runs.values()} == {str(tmp_path / "train")}
+    bad = {
+        "demo.variants={aux: [train.aux_los_weight=0.3]}": r"demo\.variants\.aux: unknown key 'train\.aux_los_weight'",
+        "demo.variants={late_concat: [train.lr=0.1]}": r"demo\.variants\.late_concat: the name is taken",
+        "demo.variants={x: [model.preset=nope]}": r"demo\.variants\.x",
+        "demo.ensemble=[late_concat, aux]": r"demo\.ensemble: \['aux'\] not trained",
+        "demo.ensemble=[late_concat]": r"demo\.ensemble: an ensemble needs at least two runs",
+        "demo.retrieval=[film]": r"demo\.retrieval: \['film'\] not trained",
+    }
+    for override, message in bad.items():
+        with pytest.raises(ConfigError, match=message):
+            run_configs(
+                load_config(None, ["demo.train_presets=[unimodal_image, late_concat]", override]), tmp_path
+            )

@@ -1,0 +1,83 @@
+"""``mm-ray embed CHECKPOINT SHARDS... [key=value ...] [--out DIR] [--json PATH]``: per-modality embeddings of
+a shard set, written as Parquet with Ray Data, and a cross-modal retrieval table.
+
+    mm-ray embed runs/demo/train/late_concat runs/demo/shards/val-{000000..000003}.tar
+    mm-ray embed runs/demo/train/late_concat_align "runs/demo/shards/val-*.tar" embed.gallery_size=100
+    mm-ray embed CKPT s3://bucket/shards/val-{000..099}.tar --out /mnt/shared/embeddings embed.actors=4
+
+The shards are preprocessed with the checkpoint's own settings and tokenizer (as ``mm-ray evaluate`` does);
+the embedding actors take a GPU each where the cluster has GPUs (``embed.num_gpus``). The rows go to
+``<out>/data`` (``--out`` defaults to ``<run dir>/embeddings``) with ``<out>/retrieval.json`` beside them;
+the table shows recall@k of each sample's own pair and the class match of the top hit, each next to its
+chance value. See
+``mm_ray.retrieval``. Exit code 2 for a path that is not a checkpoint, a bad config key or no shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mm_ray.cli.common import add_config_args, split_overrides
+from mm_ray.cli.progress import PolledProgress
+from mm_ray.cli.report import format_summary, format_table, write_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "embed", help="write per-modality embeddings of a shard set and score cross-modal retrieval"
+    )
+    p.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its latest checkpoint)")
+    p.add_argument(
+        "shards", nargs="*", help="shard specs and key=value overrides (no specs: data.val_shards)"
+    )
+    p.add_argument("--out", metavar="DIR", help="where the Parquet rows go (default: <run dir>/embeddings)")
+    add_config_args(p)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    # Imported here: torch and Ray Data are heavy, and `mm-ray embed -h` should not wait for them.
+    from mm_ray.retrieval.embed import embed_shards
+    from mm_ray.train.evaluate import CheckpointError
+
+    specs, overrides = split_overrides(args.shards)
+    try:
+        result = embed_shards(
+            args.checkpoint,
+            specs,
+            out_dir=args.out,
+            overrides=overrides,
+            config_file=args.config,
+            progress=lambda poll: PolledProgress("embed", poll),
+        )
+    except CheckpointError as err:
+        print(f"mm-ray embed: {err}", file=sys.stderr)
+        return 2
+    print(format_summary("embed summary", {k: v for k, v in result.items() if k != "retrieval"}))
+    print("\ncross-modal retrieval (chance in brackets)")
+    print(retrieval_table({result["preset"]: result["retrieval"]}))
+    write_json(args.json, result)
+    return 0
+
+
+def retrieval_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """One row per run and direction: recall@k and class@1, each with its chance value in brackets."""
+    records = [(name, r) for name, scores in runs.items() for r in scores]
+    if not records:
+        return "(no retrieval direction applies: the models lack the modalities of embed.pairs)"
+    metrics = [k for k in records[0][1]["chance"]]
+    header = ["run", "direction", "queries", "gallery", *metrics]
+    rows = [
+        [
+            name,
+            f"{r['query']}->{r['gallery']}",
+            r["queries"],
+            r["gallery_size"],
+            *(f"{r[m]:.3f} ({r['chance'][m]:.3f})" for m in metrics),
+        ]
+        for name, r in records
+    ]
+    return format_table(header, rows)

@@ -1,0 +1,173 @@
+"""Per-modality embeddings of a shard set from a checkpoint, written with Ray Data, and their retrieval scores.
+
+    result = embed_shards("runs/demo/train/late_concat", ["runs/demo/shards/val-*.tar"])
+    result["out"]        # the output directory: data/ (Parquet, one row per sample) and retrieval.json
+    result["retrieval"]  # mm_ray.retrieval.metrics.retrieval_scores records (image->text, audio->text)
+
+The shards go through the checkpoint's own ingest (the per-modality preprocessing actor pools with the
+settings and tokenizer it was trained with, as ``mm-ray evaluate`` does), then through a pool of
+``CheckpointEmbedder`` actors that run the model's ``embed``: the aligned projections of a model trained with
+``train.align_loss_weight`` > 0, else its encoders' outputs (which live in unrelated spaces: retrieval with
+them scores chance, the baseline an aligned model must beat). The actors take a GPU each when the cluster has
+GPUs (``embed.num_gpus``). Rows are written as Parquet to ``<out>/data`` by Ray Data's ``write_parquet``: ``__key__``,
+``label``, and per modality of the model ``<m>_embedding`` (float32 ``[D]``, L2-normalised) and ``has_<m>``.
+The directory is the caller's ``out_dir``, by default ``<run dir>/embeddings``; what an earlier run wrote there
+is replaced.
+
+Retrieval reads the Parquet back, orders the rows by key (so the galleries do not depend on block order) and
+scores each ``embed.pairs`` direction; the scores are written beside the rows as ``retrieval.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.data
+
+from mm_ray.columns import KEY, LABEL, PRESENCE_COLUMN
+from mm_ray.config.schema import EmbedConfig
+from mm_ray.data.pipeline import Ingest
+from mm_ray.data.sources import ShardSpecError
+from mm_ray.retrieval.metrics import parse_pairs, retrieval_scores
+from mm_ray.runtime import init_ray
+
+RETRIEVAL_FILE = "retrieval.json"
+DATA_DIR = "data"
+
+
+def embedding_column(modality: str) -> str:
+    """The Parquet column of a modality's embedding."""
+    return f"{modality}_embedding"
+
+
+class CheckpointEmbedder:
+    """A Ray Data actor: numpy batches of model-ready columns -> keys, labels, embeddings and presence.
+
+    ``state`` is a checkpoint's ``{"config", "model"}`` (``restore_model`` rebuilds the model from it); it is
+    sent with the actor, so the checkpoint need not be readable from the actor's node.
+    """
+
+    def __init__(self, state: dict[str, Any]):
+        import torch
+
+        from mm_ray.train.evaluate import restore_model
+
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = restore_model(state, self.device)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from mm_ray.train.loop import to_device
+
+        with torch.inference_mode():
+            embeddings, present = self.model.embed(to_device(batch, self.device))
+        out = {KEY: batch[KEY], LABEL: batch[LABEL]}
+        for modality, embedding in embeddings.items():
+            out[embedding_column(modality)] = embedding.float().cpu().numpy()
+            out[PRESENCE_COLUMN[modality]] = present[modality].cpu().numpy()
+        return out
+
+
+def embedder_resources(embed: EmbedConfig, cluster_gpus: float) -> dict[str, float]:
+    """num_cpus / num_gpus of one embedding actor: a GPU each when the cluster has one, unless configured."""
+    gpus = embed.num_gpus if embed.num_gpus is not None else (1.0 if cluster_gpus >= 1 else 0.0)
+    return {"num_cpus": embed.num_cpus, "num_gpus": gpus}
+
+
+def embed_shards(
+    checkpoint: str | Path,
+    specs: str | Sequence[str] = (),
+    *,
+    out_dir: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    config_file: str | Path | None = None,
+    progress: Callable[[Callable[[], int]], contextlib.AbstractContextManager] | None = None,
+) -> dict[str, Any]:
+    """Embed the shards ``specs`` (default: the config's ``data.val_shards``) and score retrieval on them.
+
+    ``checkpoint``: a checkpoint or run directory (its latest checkpoint). ``overrides`` / ``config_file`` are
+    laid over the checkpoint's saved config (``embed.*``, pools, ``ray.*``). ``progress``, if given, is
+    entered around the stream with a function returning the samples read so far. Raises what
+    ``mm-ray evaluate`` raises for bad paths, keys and shards.
+    """
+    from mm_ray.train.evaluate import checkpoint_config, open_checkpoint
+
+    started = time.perf_counter()
+    ckpt = open_checkpoint(checkpoint)
+    cfg = checkpoint_config(ckpt.state, overrides, config_file=config_file)
+    specs = [specs] if isinstance(specs, str) else list(specs or cfg.data.val_shards)
+    if not specs:
+        raise ShardSpecError("no shards to embed: pass shard specs or set data.val_shards")
+    pairs = parse_pairs(cfg.embed.pairs)
+    run_dir = ckpt.picked_from or ckpt.directory.parent
+    out = Path(out_dir) if out_dir is not None else run_dir / "embeddings"
+    _clear(out)
+    init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_memory_mb)
+    resources = embedder_resources(cfg.embed, ray.cluster_resources().get("GPU", 0.0))
+    reserved = resources["num_cpus"] * cfg.embed.actors
+    ingest = Ingest.from_config(cfg, specs, ckpt.tokenizer_json, reserved_cpus=reserved)
+    state = {"config": ckpt.state["config"], "model": ckpt.state["model"]}
+    embedded = ingest.dataset.map_batches(
+        CheckpointEmbedder,
+        fn_constructor_kwargs={"state": state},
+        compute=ray.data.ActorPoolStrategy(size=cfg.embed.actors),
+        batch_size=cfg.embed.batch_size,
+        batch_format="numpy",
+        **resources,
+    )
+    with progress(lambda: ingest.summary()["samples_read"]) if progress else contextlib.nullcontext():
+        embedded.write_parquet(str(out / DATA_DIR))
+    summary = ingest.finish()
+    rows = read_embeddings(out / DATA_DIR)
+    scores = retrieval_scores(
+        {m: rows[embedding_column(m)] for m in _modalities(rows)},
+        {m: rows[PRESENCE_COLUMN[m]] for m in _modalities(rows)},
+        rows[LABEL],
+        pairs=pairs,
+        ks=cfg.embed.ks,
+        gallery_size=cfg.embed.gallery_size,
+    )
+    result = {
+        "checkpoint": str(ckpt.directory),
+        "preset": ckpt.state["config"]["preset"],
+        "aligned": bool(ckpt.state["config"].get("align_loss_weight")),
+        "out": str(out),
+        "samples": len(rows[KEY]),
+        "modalities": _modalities(rows),
+        "quarantined": summary["samples_quarantined"],
+        "actor_resources": resources,
+        "seconds": round(time.perf_counter() - started, 2),
+        "retrieval": scores,
+    }
+    (out / RETRIEVAL_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def read_embeddings(directory: str | Path) -> dict[str, np.ndarray]:
+    """The rows ``embed_shards`` wrote, as numpy columns ordered by ``__key__`` (embeddings ``[N, D]``)."""
+    batches = list(ray.data.read_parquet(str(directory)).iter_batches(batch_size=None, batch_format="numpy"))
+    if not batches:
+        raise ShardSpecError(f"{directory}: no embeddings were written (every sample quarantined?)")
+    columns = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+    order = np.argsort(columns[KEY], kind="stable")
+    return {name: np.asarray(values)[order] for name, values in columns.items()}
+
+
+def _modalities(rows: dict[str, np.ndarray]) -> list[str]:
+    return [m for m in PRESENCE_COLUMN if embedding_column(m) in rows]
+
+
+def _clear(out: Path) -> None:
+    """Remove what an earlier run wrote to ``out`` (Ray Data adds files beside existing ones)."""
+    shutil.rmtree(out / DATA_DIR, ignore_errors=True)
+    (out / RETRIEVAL_FILE).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
