@@ -99,14 +99,10 @@ def embed_shards(
     entered around the stream with a function returning the samples read so far. Raises what
     ``mm-ray evaluate`` raises for bad paths, keys and shards.
     """
-    from mm_ray.train.evaluate import checkpoint_config, open_checkpoint
+    from mm_ray.train.evaluate import open_for_shards
 
     started = time.perf_counter()
-    ckpt = open_checkpoint(checkpoint)
-    cfg = checkpoint_config(ckpt.state, overrides, config_file=config_file)
-    specs = [specs] if isinstance(specs, str) else list(specs or cfg.data.val_shards)
-    if not specs:
-        raise ShardSpecError("no shards to embed: pass shard specs or set data.val_shards")
+    ckpt, cfg, specs = open_for_shards(checkpoint, specs, overrides, config_file, purpose="embed")
     pairs = parse_pairs(cfg.embed.pairs)
     run_dir = ckpt.picked_from or ckpt.directory.parent
     out = Path(out_dir) if out_dir is not None else run_dir / "embeddings"

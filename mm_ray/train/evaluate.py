@@ -164,6 +164,24 @@ def _presets(checkpoints: Sequence[LoadedCheckpoint]) -> list[str]:
     return [c.state["config"]["preset"] for c in checkpoints]
 
 
+def open_for_shards(
+    checkpoint: str | Path,
+    specs: str | Sequence[str],
+    overrides: Sequence[str],
+    config_file: str | Path | None,
+    *,
+    purpose: str,
+) -> tuple[LoadedCheckpoint, Config, list[str]]:
+    """The checkpoint, its config with ``config_file``/``overrides`` over it, and the shard specs to run it on
+    (``specs``, else the config's ``data.val_shards``; ``ShardSpecError`` naming ``purpose`` when neither)."""
+    ckpt = open_checkpoint(checkpoint)
+    cfg = checkpoint_config(ckpt.state, overrides, config_file=config_file)
+    specs = [specs] if isinstance(specs, str) else list(specs or cfg.data.val_shards)
+    if not specs:
+        raise ShardSpecError(f"no shards to {purpose}: pass shard specs or set data.val_shards")
+    return ckpt, cfg, specs
+
+
 def evaluate_checkpoint(
     checkpoint_dir: str | Path,
     specs: str | Sequence[str],
@@ -187,11 +205,7 @@ def evaluate_checkpoint(
     many samples are quarantined.
     """
     started = time.perf_counter()
-    ckpt = open_checkpoint(checkpoint_dir)
-    cfg = checkpoint_config(ckpt.state, overrides, config_file=config_file)
-    specs = [specs] if isinstance(specs, str) else list(specs or cfg.data.val_shards)
-    if not specs:
-        raise ShardSpecError("no shards to evaluate on: pass shard specs or set data.val_shards")
+    ckpt, cfg, specs = open_for_shards(checkpoint_dir, specs, overrides, config_file, purpose="evaluate on")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = restore_model(ckpt.state, device)
     members = [open_checkpoint(path) for path in ensemble]

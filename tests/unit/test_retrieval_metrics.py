@@ -86,3 +86,11 @@ def test_embedding_actors_take_a_gpu_only_where_the_cluster_has_one() -> None:
     assert embedder_resources(EmbedConfig(), cluster_gpus=0) == {"num_cpus": 0.5, "num_gpus": 0.0}
     assert embedder_resources(EmbedConfig(), cluster_gpus=2) == {"num_cpus": 0.5, "num_gpus": 1.0}
     assert embedder_resources(EmbedConfig(num_gpus=0.5), cluster_gpus=0)["num_gpus"] == 0.5
+
+
+def test_mm_ray_embed_names_a_path_that_is_not_a_checkpoint(tmp_path, capsys) -> None:
+    from mm_ray.cli.main import main
+
+    assert main(["embed", str(tmp_path), "shards/val-000000.tar", "embed.gallery_size=10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mm-ray embed: ") and str(tmp_path) in err
