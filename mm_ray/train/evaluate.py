@@ -145,9 +145,13 @@ def checkpoint_config(
         trained = model_kwargs[argument]
         if value != trained:
             # Also catches a run trained on a cache preprocessed with other settings than its own config.
+            if "/" in key:  # several keys set the size (MFCC rows): name the sizes, not one key's value
+                got, fix = f"{value} audio feature rows", f"the training cache's {key}"
+            else:
+                got, fix = str(value), f"{key}={trained}"
             raise ConfigError(
-                f"{key}: inputs of size {value}, but the checkpoint's model was trained on inputs of size "
-                f"{trained}; pass the training cache's {key} (and match the rest of its preprocessing)"
+                f"{key}: {got}, but the checkpoint's model was trained on inputs of size {trained}; "
+                f"pass {fix} (and match the rest of the training cache's preprocessing)"
             )
     return cfg
 

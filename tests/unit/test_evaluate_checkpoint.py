@@ -99,12 +99,12 @@ def test_config_comes_back_with_overrides_and_guards_input_sizes(tmp_path: Path)
     cfg = checkpoint_config(state, ["pools.image.num_cpus=0.2"])
     assert (cfg.image.size, cfg.text.max_length, cfg.audio.n_mels) == (16, 8, 8)
     assert cfg.pools.image.num_cpus == 0.2
-    with pytest.raises(ConfigError, match=r"image\.size: inputs of size 32, .* trained on inputs of size 16"):
+    with pytest.raises(ConfigError, match=r"image\.size: 32, .* size 16; pass image\.size=16"):
         checkpoint_config(state, ["image.size=32"])
     with pytest.raises(ConfigError, match=r"audio\.n_mels"):
         checkpoint_config(state, ["audio.n_mels=64"])
     # MFCC features are 3 x n_mfcc rows with deltas: a log-mel model of 8 mel bands does not take 24 rows.
-    with pytest.raises(ConfigError, match=r"audio\.features/n_mfcc/deltas: inputs of size 24, .* size 8"):
+    with pytest.raises(ConfigError, match=r"audio\.features/n_mfcc/deltas: 24 audio feature rows, .* size 8"):
         checkpoint_config(state, ["audio.features=mfcc", "audio.n_mfcc=8"])
     assert checkpoint_config(state, ["audio.features=mfcc", "audio.n_mfcc=8", "audio.deltas=false"])
 
