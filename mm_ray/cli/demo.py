@@ -195,8 +195,9 @@ def score_ensemble(cfg: Config, runs: dict[str, Config], val: list[str]) -> dict
     from mm_ray.train.evaluate import evaluate_checkpoint
 
     first, *rest = (Path(runs[n].output_dir) / n for n in cfg.demo.ensemble)
-    print(f"scoring {ensemble_name(cfg.demo.ensemble)} on the val shards", flush=True)
-    return evaluate_checkpoint(first, val, ensemble=rest)
+    name = ensemble_name(cfg.demo.ensemble)
+    print(f"scoring {name} on the val shards", flush=True)
+    return {"name": name, **evaluate_checkpoint(first, val, ensemble=rest)}
 
 
 def score_retrieval(cfg: Config, runs: dict[str, Config], val: list[str], run_dir: Path) -> dict[str, Any]:
@@ -207,10 +208,7 @@ def score_retrieval(cfg: Config, runs: dict[str, Config], val: list[str], run_di
     for name in cfg.demo.retrieval:
         out = run_dir / "embeddings" / name
         print(f"embedding the val shards with {name} -> {out}", flush=True)
-        overrides = [f"embed.{k}={v}" for k, v in as_dict(cfg.embed).items() if v is not None]
-        results[name] = embed_shards(
-            Path(runs[name].output_dir) / name, val, out_dir=out, overrides=overrides
-        )
+        results[name] = embed_shards(Path(runs[name].output_dir) / name, val, out_dir=out, embed=cfg.embed)
     return results
 
 
@@ -239,10 +237,9 @@ def run_demo(cfg: Config) -> dict[str, Any]:
     accuracies = {name: s["metrics"]["val_accuracy"] for name, s in trained.items()}
     presets = {name: s["preset"] for name, s in trained.items()}
     if ensemble is not None:
-        name = ensemble_name(cfg.demo.ensemble)
-        accuracies[name] = ensemble["subsets"][SUBSETS[-1]]["accuracy"]
+        accuracies[ensemble["name"]] = ensemble["subsets"][SUBSETS[-1]]["accuracy"]
         # Averaged probabilities of per-modality models: additive in log space, so its reference is additive's.
-        presets[name] = "additive"
+        presets[ensemble["name"]] = "additive"
     rows = learning_rows(accuracies, manifest, modalities=cfg.model.modalities, presets=presets)
     return {
         "run_dir": str(run_dir),
@@ -251,8 +248,6 @@ def run_demo(cfg: Config) -> dict[str, Any]:
         "preprocess": ingest,
         "training": trained,
         "ensemble": ensemble,
-        "ensemble_runs": list(cfg.demo.ensemble),
-        "variants": list(cfg.demo.variants),
         "retrieval": retrieval,
         "learning": [dataclasses.asdict(r) for r in rows],
         "expectations_met": expectations_met(rows) if rows else None,
@@ -294,8 +289,9 @@ def print_training(summary: dict[str, Any]) -> None:
         )
     subsets = {name: s["subsets"] for name, s in summary["training"].items()}
     if summary["ensemble"] is not None:
-        subsets[ensemble_name(summary["ensemble_runs"])] = summary["ensemble"]["subsets"]
-    if len(subsets) > 1 and (summary["ensemble"] is not None or summary["variants"]):
+        subsets[summary["ensemble"]["name"]] = summary["ensemble"]["subsets"]
+    variants = any(name != s["preset"] for name, s in summary["training"].items())
+    if len(subsets) > 1 and (summary["ensemble"] is not None or variants):
         print("\nvalidation accuracy by modality subset, every run")
         print(subset_comparison(subsets))
     else:

@@ -21,6 +21,7 @@ scores each ``embed.pairs`` direction; the scores are written beside the rows as
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import time
@@ -90,12 +91,14 @@ def embed_shards(
     out_dir: str | Path | None = None,
     overrides: Sequence[str] = (),
     config_file: str | Path | None = None,
+    embed: EmbedConfig | None = None,
     progress: Callable[[Callable[[], int]], contextlib.AbstractContextManager] | None = None,
 ) -> dict[str, Any]:
     """Embed the shards ``specs`` (default: the config's ``data.val_shards``) and score retrieval on them.
 
     ``checkpoint``: a checkpoint or run directory (its latest checkpoint). ``overrides`` / ``config_file`` are
-    laid over the checkpoint's saved config (``embed.*``, pools, ``ray.*``). ``progress``, if given, is
+    laid over the checkpoint's saved config (``embed.*``, pools, ``ray.*``); ``embed``, if given, replaces its
+    ``embed`` section (a checkpoint saved before that section existed has only the defaults). ``progress``, if given, is
     entered around the stream with a function returning the samples read so far. Raises what
     ``mm-ray evaluate`` raises for bad paths, keys and shards.
     """
@@ -103,6 +106,8 @@ def embed_shards(
 
     started = time.perf_counter()
     ckpt, cfg, specs = open_for_shards(checkpoint, specs, overrides, config_file, purpose="embed")
+    if embed is not None:
+        cfg = dataclasses.replace(cfg, embed=embed)
     pairs = parse_pairs(cfg.embed.pairs)
     run_dir = ckpt.picked_from or ckpt.directory.parent
     out = Path(out_dir) if out_dir is not None else run_dir / "embeddings"
@@ -124,9 +129,10 @@ def embed_shards(
         embedded.write_parquet(str(out / DATA_DIR))
     summary = ingest.finish()
     rows = read_embeddings(out / DATA_DIR)
+    modalities = [m for m in PRESENCE_COLUMN if embedding_column(m) in rows]
     scores = retrieval_scores(
-        {m: rows[embedding_column(m)] for m in _modalities(rows)},
-        {m: rows[PRESENCE_COLUMN[m]] for m in _modalities(rows)},
+        {m: rows[embedding_column(m)] for m in modalities},
+        {m: rows[PRESENCE_COLUMN[m]] for m in modalities},
         rows[LABEL],
         pairs=pairs,
         ks=cfg.embed.ks,
@@ -138,7 +144,7 @@ def embed_shards(
         "aligned": bool(ckpt.state["config"].get("align_loss_weight")),
         "out": str(out),
         "samples": len(rows[KEY]),
-        "modalities": _modalities(rows),
+        "modalities": modalities,
         "quarantined": summary["samples_quarantined"],
         "actor_resources": resources,
         "seconds": round(time.perf_counter() - started, 2),
@@ -156,10 +162,6 @@ def read_embeddings(directory: str | Path) -> dict[str, np.ndarray]:
     columns = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
     order = np.argsort(columns[KEY], kind="stable")
     return {name: np.asarray(values)[order] for name, values in columns.items()}
-
-
-def _modalities(rows: dict[str, np.ndarray]) -> list[str]:
-    return [m for m in PRESENCE_COLUMN if embedding_column(m) in rows]
 
 
 def _clear(out: Path) -> None:

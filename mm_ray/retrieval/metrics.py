@@ -46,21 +46,24 @@ def gallery_slices(n: int, gallery_size: int) -> list[slice]:
     """Consecutive slices of ``n`` items, ``gallery_size`` each; a short remainder joins the last one."""
     if gallery_size < 2:
         raise ValueError(f"gallery_size must be at least 2, got {gallery_size}")
-    starts = list(range(0, max(n - gallery_size, 0) + 1, gallery_size)) if n >= gallery_size else [0]
+    starts = list(range(0, n - gallery_size + 1, gallery_size)) or [0]
     ends = [*starts[1:], n]
     return [slice(s, e) for s, e in zip(starts, ends, strict=True) if e > s]
 
 
-def pair_ranks(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-    """Rank (0 = top) of each query's own pair (same row) among ``gallery`` by dot product; ties count against it."""
-    similarity = queries.astype(np.float32) @ gallery.astype(np.float32).T
+def similarities(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """Dot products ``[queries, gallery]`` (cosine similarity of L2-normalised rows), float32."""
+    return queries.astype(np.float32) @ gallery.astype(np.float32).T
+
+
+def pair_ranks(similarity: np.ndarray) -> np.ndarray:
+    """Rank (0 = top) of each query's own pair (the same row's item) in ``similarity``; ties count against it."""
     own = np.diagonal(similarity)[:, None]
     return (similarity >= own).sum(axis=1) - 1
 
 
-def top1_class_match(queries: np.ndarray, gallery: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def top1_class_match(similarity: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Whether each query's most similar gallery item has the query's label (bool ``[n]``)."""
-    similarity = queries.astype(np.float32) @ gallery.astype(np.float32).T
     return labels[similarity.argmax(axis=1)] == labels
 
 
@@ -82,21 +85,29 @@ def retrieval_scores(
         both = np.flatnonzero(np.asarray(present[query], bool) & np.asarray(present[target], bool))
         q, g, y = embeddings[query][both], embeddings[target][both], labels[both]
         slices = gallery_slices(len(both), gallery_size)
-        ranks = np.concatenate([pair_ranks(q[s], g[s]) for s in slices]) if len(both) else np.zeros(0, int)
-        matches = np.concatenate([top1_class_match(q[s], g[s], y[s]) for s in slices]) if len(both) else ranks
+        ranks, matches = [np.zeros(0, int)], [np.zeros(0, bool)]
+        for gallery in slices:
+            similarity = similarities(q[gallery], g[gallery])  # once per gallery, for both metrics
+            ranks.append(pair_ranks(similarity))
+            matches.append(top1_class_match(similarity, y[gallery]))
+        ranks, matches = np.concatenate(ranks), np.concatenate(matches)
         record: dict[str, Any] = {
             "query": query,
             "gallery": target,
             "queries": len(both),
-            "galleries": len(slices) if len(both) else 0,
-            "gallery_size": int(np.mean([s.stop - s.start for s in slices])) if len(both) else 0,
+            "galleries": len(slices),
+            "gallery_size": len(both) // len(slices) if slices else 0,
         }
         for k in ks:
-            record[f"recall@{k}"] = float((ranks < k).mean()) if len(both) else float("nan")
-        record["class@1"] = float(np.mean(matches)) if len(both) else float("nan")
+            record[f"recall@{k}"] = _mean(ranks < k)
+        record["class@1"] = _mean(matches)
         record["chance"] = _chance(record["gallery_size"], y, ks)
         records.append(record)
     return records
+
+
+def _mean(hits: np.ndarray) -> float:
+    return float(hits.mean()) if len(hits) else float("nan")
 
 
 def _chance(gallery_size: int, labels: np.ndarray, ks: Sequence[int]) -> dict[str, float]:

@@ -7,7 +7,7 @@ import pytest
 
 from mm_ray.config.schema import EmbedConfig
 from mm_ray.retrieval.embed import embedder_resources
-from mm_ray.retrieval.metrics import gallery_slices, pair_ranks, parse_pairs, retrieval_scores
+from mm_ray.retrieval.metrics import gallery_slices, pair_ranks, parse_pairs, retrieval_scores, similarities
 
 
 def unit_rows(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
@@ -39,10 +39,10 @@ def test_pair_ranks_count_ties_against_the_query() -> None:
     queries = np.eye(3, dtype=np.float32)
     gallery = np.array([[1, 0, 0], [1, 0, 0], [0, 0, 1]], dtype=np.float32)
     # Query 0 ties with item 1 (rank 1), query 1's own item scores 0 and ties with item 2 (rank 2).
-    assert pair_ranks(queries, gallery).tolist() == [1, 2, 0]
+    assert pair_ranks(similarities(queries, gallery)).tolist() == [1, 2, 0]
     # A constant embedding says nothing: every query ranks last, not first.
     constant = np.ones((4, 2), dtype=np.float32)
-    assert pair_ranks(constant, constant).tolist() == [3, 3, 3, 3]
+    assert pair_ranks(similarities(constant, constant)).tolist() == [3, 3, 3, 3]
 
 
 def test_identical_embeddings_retrieve_their_pair_and_unrelated_ones_score_chance() -> None:
