@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import os
 
+from mm_ray.config.schema import RayConfig
+
 # Settings for a Ray that mm_ray starts itself (a cluster's own settings are left alone):
 # - Ray keeps at most ``num_cpus`` idle worker processes and kills the rest after 1 s idle. With
 #   actors holding fractional CPUs, every shard-read task then paid a fresh Python + Ray start-up
@@ -22,10 +24,9 @@ import os
 LOCAL_SYSTEM_CONFIG = {"idle_worker_killing_time_threshold_ms": 60_000, "enable_metrics_collection": False}
 
 
-def init_ray(
-    address: str | None = None, num_cpus: int | None = None, object_store_memory_mb: int | None = None
-) -> None:
-    """Connect to (or start) Ray and apply mm_ray's Ray Data defaults.
+def init_ray(ray_config: RayConfig | None = None) -> None:
+    """Connect to (or start) Ray as ``ray_config`` (a config's ``ray`` section) says, and apply mm_ray's Ray Data
+    defaults. Every entry point calls it the same way: ``init_ray(cfg.ray)``; a running Ray is reused.
 
     ``address`` None starts a local single-node Ray, unless ``RAY_ADDRESS`` is set: a command submitted
     as a Ray job (``mm-ray submit``) finds its cluster's address there and joins that cluster.
@@ -33,18 +34,24 @@ def init_ray(
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    rc = ray_config or RayConfig()
+    address = rc.address or os.environ.get("RAY_ADDRESS") or None
     if not ray.is_initialized():
         kwargs: dict = {"log_to_driver": False, "logging_level": logging.WARNING}
         if address:
             kwargs["address"] = address
         else:
+            # A local Ray turns token auth on for itself and says so at WARNING; that is Ray's business, not
+            # the user's (a cluster joined by address keeps its own settings and messages).
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+                logging.ERROR
+            )
             # The dashboard and its agent cost CPU that a 2-core laptop needs for decoding.
             kwargs["include_dashboard"] = False
-            kwargs["num_cpus"] = num_cpus
+            kwargs["num_cpus"] = rc.num_cpus
             kwargs["_system_config"] = LOCAL_SYSTEM_CONFIG
-            if object_store_memory_mb:
-                kwargs["object_store_memory"] = object_store_memory_mb * 1024 * 1024
+            if rc.object_store_memory_mb:
+                kwargs["object_store_memory"] = rc.object_store_memory_mb * 1024 * 1024
         ray.init(**kwargs)
     configure_data_context()
 

@@ -22,7 +22,8 @@ from mm_ray import columns as C
 from mm_ray.bench.baselines import dataloader_batches, decode_floor
 from mm_ray.bench.measure import TreeMonitor, run_spec
 from mm_ray.config.schema import Config
-from mm_ray.data.pipeline import Ingest, member_map, preprocessor_kwargs
+from mm_ray.data.members import member_map
+from mm_ray.data.pipeline import Ingest, preprocessor_kwargs
 from mm_ray.data.sources import expand_shards
 
 MODES = ("floor", "dataloader", "ray")
@@ -82,10 +83,11 @@ def run_mode(
         if mode == "ray":
             import ray.data
 
+            from mm_ray.config.schema import RayConfig
             from mm_ray.runtime import init_ray
 
             t0 = time.perf_counter()
-            init_ray(num_cpus=cores)
+            init_ray(RayConfig(num_cpus=cores))
             # One-off per Ray session, not per pipeline: Ray Data starts its own helper actors
             # (stats, autoscaling coordinator) with the first dataset. A job that trains or
             # sweeps pays this once, so it is counted with the cluster start, not the pipeline.

@@ -16,7 +16,7 @@ Three modes, each in a fresh subprocess so that one's memory, threads and Ray ca
 dataset's split coordinator, ...): on 2 cores, ``--cores 1`` measures what Ray Train costs the training loop
 itself, ``--cores 2`` adds what those processes take from torch's threads.
 
-All three build the model, optimizer and lr schedule from ``loop_config`` (same batch size, epochs, seed),
+All three build the model, optimizer and lr schedule from one ``LoopConfig`` (same batch size, epochs, seed),
 and torch runs as many intra-op threads as the trainer has CPUs: the plain loop all cores, a Ray worker
 what Ray gives it through ``OMP_NUM_THREADS`` (the worker reports what torch really uses; the table shows it).
 
@@ -28,6 +28,7 @@ whole wall time, checkpoints and shutdown included). Ratios are against ``plain`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -84,28 +85,30 @@ def shuffled_batches(columns: dict[str, Any], batch_size: int, seed: int) -> Ite
         yield {name: column[index] for name, column in columns.items()}
 
 
-def plain_trainer(cfg: Config, columns: dict[str, Any]) -> tuple[dict[str, Any], Any, Any, Any]:
+def plain_trainer(cfg: Config, columns: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
     """(loop config, model, optimizer, scheduler) built exactly as ``train_fn_per_worker`` builds them."""
+    from tokenizers import Tokenizer
 
     from mm_ray.columns import LABEL
-    from mm_ray.data.cache import read_manifest
-    from mm_ray.models import build_model
+    from mm_ray.data.cache import Cache
     from mm_ray.train.loop import seed_everything
-    from mm_ray.train.ray_trainer import loop_config, optimizer_and_schedule
+    from mm_ray.train.schedule import optimizer_and_schedule
+    from mm_ray.train.spec import LoopConfig
 
-    manifest = read_manifest(cfg.train.cache)
-    config = loop_config(
+    cache = Cache.open(cfg.train.cache)
+    loop = LoopConfig.for_run(
         cfg,
-        manifest,
+        shapes=cache.shapes,
+        vocab_size=Tokenizer.from_str(cache.tokenizer_json).get_vocab_size(),
         num_classes=cfg.model.num_classes or 1 + int(columns[LABEL].max()),
-        tokenizer_json=(Path(cfg.train.cache) / manifest["tokenizer"]).read_text(),
         rows=len(columns[LABEL]),
         has_val=False,
+        preprocessing=cache.preprocessing,
     )
-    seed_everything(config["seed"])
-    model = build_model(config["preset"], **config["model_kwargs"])
-    optimizer, scheduler = optimizer_and_schedule(model, config)
-    return config, model, optimizer, scheduler
+    seed_everything(loop.seed)
+    model = loop.model.build()
+    optimizer, scheduler = optimizer_and_schedule(model, loop)
+    return loop, model, optimizer, scheduler
 
 
 def run_plain(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, Any]:
@@ -116,13 +119,13 @@ def run_plain(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, Any
 
     torch.set_num_threads(cores)
     columns = cache_columns(cfg.train.cache)
-    config, model, optimizer, scheduler = plain_trainer(cfg, columns)
+    loop, model, optimizer, scheduler = plain_trainer(cfg, columns)
     history = []
-    for epoch in range(config["epochs"]):
+    for epoch in range(loop.epochs):
         started_at, started = time.time(), time.perf_counter()
-        batches = shuffled_batches(columns, config["batch_size"], seed=config["seed"] + epoch)
+        batches = shuffled_batches(columns, loop.batch_size, seed=loop.seed + epoch)
         stats = train_epoch(
-            model, batches, optimizer, scheduler, device="cpu", grad_clip=config["grad_clip"] or None
+            model, batches, optimizer, scheduler, device="cpu", grad_clip=loop.grad_clip or None
         )
         seconds = time.perf_counter() - started
         history.append(
@@ -138,11 +141,10 @@ def run_ray(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, Any]:
 
     # One logical CPU beyond the workers' for Ray Data: the workers hold every core, and a dataset that
     # streams from Parquet during training needs a CPU slot for its read tasks or it waits forever.
-    init_ray(num_cpus=cores + 1, object_store_memory_mb=cfg.ray.object_store_memory_mb)
+    init_ray(dataclasses.replace(cfg.ray, address=None, num_cpus=cores + 1))
     ray_start_s = time.time() - t0
-    summary = fit(cfg)
+    history = fit(cfg).history
     end = time.time()
-    history = summary["history"]
     return {
         **epoch_rates(history, t0, end),
         "ray_start_s": round(ray_start_s, 2),
@@ -176,6 +178,7 @@ def mode_overrides(mode: str, cores: int, cache: str, storage: str) -> list[str]
         f"train.cache={cache}",
         "train.val_cache=null",
         f"train.storage_path={storage}",
+        f"output_dir={storage}",
         f"train.num_workers={workers}",
         f"train.cpus_per_worker={cores / workers}",
         "train.checkpoints_to_keep=1",

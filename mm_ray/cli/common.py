@@ -1,4 +1,4 @@
-"""What every config-driven command shares: ``--config FILE``, ``key=value`` overrides, ``--json PATH``.
+"""What every command shares: ``--config FILE``, ``key=value`` overrides, ``--json PATH``, a progress bar.
 
 Overrides are positional words of the form ``dotted.key=value`` mixed with the command's own
 positionals, e.g. ``mm-ray preprocess shards/ --out cache image.size=128 pools.image.num_cpus=0.5``.
@@ -9,8 +9,16 @@ shard paths such as ``data/split=train/x.tar`` stay paths.
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+from tqdm import tqdm
+
+from mm_ray.cli.console import stderr_is_terminal
 from mm_ray.config.load import load_config
 from mm_ray.config.schema import Config
 
@@ -30,3 +38,53 @@ def split_overrides(words: list[str]) -> tuple[list[str], list[str]]:
 
 def config_from_args(args: argparse.Namespace, overrides: list[str]) -> Config:
     return load_config(args.config, overrides)
+
+
+def write_json(path: str | Path | None, summary: dict[str, Any]) -> None:
+    """Write ``summary`` as JSON when ``path`` is given (``--json PATH``)."""
+    if not path:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class PolledProgress:
+    """A tqdm bar (stderr) updated every ``interval`` seconds from ``poll()``; silent when not a TTY, so logs
+    and CI output stay readable. Its signature is ``mm_ray.progress.ProgressFactory``'s::
+
+        with PolledProgress("preprocess", poll=lambda: samples_read(), total=2000):
+            ...  # blocks; the bar keeps moving meanwhile
+    """
+
+    def __init__(self, desc: str, poll: Callable[[], int], total: int | None = None, interval: float = 0.5):
+        self._poll = poll
+        self._interval = interval
+        self._stop = threading.Event()
+        disable = not stderr_is_terminal()
+        self._bar = tqdm(
+            total=total, desc=desc, unit="sample", disable=disable, dynamic_ncols=True, leave=True
+        )
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _update(self) -> None:
+        try:
+            value = int(self._poll())
+        except Exception:
+            return
+        if value > self._bar.n:
+            self._bar.update(value - self._bar.n)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._update()
+
+    def __enter__(self) -> PolledProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._update()
+        self._bar.close()

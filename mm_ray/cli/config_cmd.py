@@ -7,9 +7,9 @@ import argparse
 import yaml
 
 from mm_ray.cli.common import add_config_args, config_from_args, split_overrides
-from mm_ray.cli.report import format_table
 from mm_ray.config.explain import explain
 from mm_ray.config.load import as_dict
+from mm_ray.tables import format_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -16,13 +16,9 @@ chance value. See
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
 
-from mm_ray.cli.common import add_config_args, split_overrides
-from mm_ray.cli.progress import PolledProgress
-from mm_ray.cli.report import format_summary, format_table, write_json
+from mm_ray.cli.common import PolledProgress, add_config_args, split_overrides, write_json
+from mm_ray.tables import format_summary
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,44 +36,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     # Imported here: torch and Ray Data are heavy, and `mm-ray embed -h` should not wait for them.
-    from mm_ray.retrieval.embed import embed_shards
-    from mm_ray.train.evaluate import CheckpointError
+    from mm_ray.retrieval.embed import embed
+    from mm_ray.retrieval.metrics import retrieval_table
 
     specs, overrides = split_overrides(args.shards)
-    try:
-        result = embed_shards(
-            args.checkpoint,
-            specs,
-            out_dir=args.out,
-            overrides=overrides,
-            config_file=args.config,
-            progress=lambda poll: PolledProgress("embed", poll),
-        )
-    except CheckpointError as err:
-        print(f"mm-ray embed: {err}", file=sys.stderr)
-        return 2
+    result = embed(
+        args.checkpoint,
+        specs,
+        out_dir=args.out,
+        overrides=overrides,
+        config_file=args.config,
+        progress=PolledProgress,
+    )
     print(format_summary("embed summary", {k: v for k, v in result.items() if k != "retrieval"}))
     print("\ncross-modal retrieval (chance in brackets)")
     print(retrieval_table({result["preset"]: result["retrieval"]}))
     write_json(args.json, result)
     return 0
-
-
-def retrieval_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
-    """One row per run and direction: recall@k and class@1, each with its chance value in brackets."""
-    records = [(name, r) for name, scores in runs.items() for r in scores]
-    if not records:
-        return "(no retrieval direction applies: the models lack the modalities of embed.pairs)"
-    metrics = [k for k in records[0][1]["chance"]]
-    header = ["run", "direction", "queries", "gallery", *metrics]
-    rows = [
-        [
-            name,
-            f"{r['query']}->{r['gallery']}",
-            r["queries"],
-            r["gallery_size"],
-            *(f"{r[m]:.3f} ({r['chance'][m]:.3f})" for m in metrics),
-        ]
-        for name, r in records
-    ]
-    return format_table(header, rows)

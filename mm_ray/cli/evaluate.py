@@ -4,8 +4,8 @@
     mm-ray evaluate runs/demo shards/ pools.image.num_cpus=0.5 --json eval.json   # a run dir: its latest
     mm-ray evaluate runs/u_image shards/ --ensemble runs/u_audio runs/u_text      # averaged predictions
 
-The shards are decoded and tokenized with the checkpoint's own settings and tokenizer (see
-``mm_ray.train.evaluate``); ``--config FILE`` and ``key=value`` overrides are laid over the checkpoint's
+Calls ``mm_ray.evaluate``: the shards are decoded and tokenized with the checkpoint's own settings and
+tokenizer (see ``mm_ray.train.evaluate``); ``--config FILE`` and ``key=value`` overrides are laid over the checkpoint's
 saved config. Prints a short summary and accuracy/loss per modality subset. Exit codes: 2 for a path that
 is not a checkpoint, a bad config key or shards matching nothing; 3 when the error budget is exceeded.
 """
@@ -13,13 +13,11 @@ is not a checkpoint, a bad config key or shards matching nothing; 3 when the err
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from mm_ray.cli.common import add_config_args, split_overrides
-from mm_ray.cli.progress import PolledProgress
-from mm_ray.cli.report import format_summary, write_json
-from mm_ray.train.evaluate import CheckpointError, evaluate_checkpoint
+from mm_ray.cli.common import PolledProgress, add_config_args, split_overrides, write_json
+from mm_ray.tables import format_summary
+from mm_ray.train.evaluate import evaluate
 from mm_ray.train.metrics import format_subset_table
 
 
@@ -47,20 +45,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     specs, overrides = split_overrides(args.shards)
-    try:
-        result = evaluate_checkpoint(
-            args.checkpoint,
-            specs,
-            overrides=overrides,
-            config_file=args.config,
-            batch_size=args.batch_size,
-            quarantine_log=args.quarantine_log,
-            progress=lambda poll: PolledProgress("evaluate", poll),
-            ensemble=args.ensemble,
-        )
-    except CheckpointError as err:
-        print(f"mm-ray evaluate: {err}", file=sys.stderr)
-        return 2
+    result = evaluate(
+        args.checkpoint,
+        specs,
+        overrides=overrides,
+        config_file=args.config,
+        batch_size=args.batch_size,
+        quarantine_log=args.quarantine_log,
+        progress=PolledProgress,
+        ensemble=args.ensemble,
+    )
     if result["picked_from"]:
         print(
             f"latest checkpoint of {result['picked_from']}: {result['checkpoint']} (epoch {result['epoch']})"

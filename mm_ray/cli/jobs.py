@@ -8,7 +8,8 @@
 
 ``--address`` defaults to ``RAY_ADDRESS``. Authentication (clusters started with ``RAY_AUTH_MODE=token``):
 ``--token``, ``--token-file``, or the environment (``mm_ray.cluster.auth``). The command after ``--`` is
-checked locally first (``mm_ray.cluster.submit``). Several submissions queue side by side on one cluster;
+parsed by this very command line and checked by ``mm_ray.cluster.submit`` before anything is sent; only an
+allow-list of project files travels. Several submissions queue side by side on one cluster;
 ``--entrypoint-num-cpus`` / ``--entrypoint-resources`` reserve each driver's share, and a sweep's
 ``tune.max_concurrent_trials`` bounds its trials.
 """
@@ -17,16 +18,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from mm_ray.cli.report import format_table, write_json
-from mm_ray.cluster.auth import HOW_TO_AUTHENTICATE, TokenError, auth_headers, resolve_token
-from mm_ray.cluster.submit import SubmitError, plan_job
+from mm_ray.cli.common import write_json
+from mm_ray.cluster.submit import ClusterError, SubmitError, first_line, job_client, submit
+from mm_ray.tables import format_table
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -40,6 +44,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--submission-id", help="the job's id (default: Ray's raysubmit_...)")
     p.add_argument("--entrypoint-num-cpus", type=float, help="CPUs reserved for the job's driver")
     p.add_argument("--entrypoint-resources", type=json.loads, help="custom resources for the driver, as JSON")
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also upload this project file or directory (the package and pipelines/ always travel)",
+    )
     p.add_argument("job", nargs=argparse.REMAINDER, help="-- then the mm-ray command and its arguments")
     p.set_defaults(func=submit_main)
 
@@ -58,39 +69,31 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
 
 
-class ClusterError(RuntimeError):
-    """The cluster could not be reached or refused the request; the message says what to do."""
-
-
-def client(args: argparse.Namespace) -> Any:
-    """A ``JobSubmissionClient`` for ``--address`` with the resolved token; errors say what to fix."""
-    from ray.exceptions import AuthenticationError
-    from ray.job_submission import JobSubmissionClient
-
-    if not args.address or not args.address.startswith(("http://", "https://")):
-        raise ClusterError(
-            f"--address: the cluster's dashboard URL, e.g. http://HEAD:8265 (got {args.address!r})"
-        )
+def check_command(args: argparse.Namespace, argv: list[str]) -> None:
+    """Parse the job's command exactly as ``mm-ray`` would (the parser main handed over)."""
+    stderr = io.StringIO()
+    command = argv[1:] if argv[:1] == ["--"] else argv
+    if not command:
+        return  # the library says what is missing
     try:
-        token = resolve_token(args.token, args.token_file)
-        return JobSubmissionClient(args.address, headers=auth_headers(token))
-    except TokenError as err:
-        raise ClusterError(str(err)) from None
-    except AuthenticationError as err:
-        raise ClusterError(
-            f"{args.address} refused the request: {_first_line(err)}; {HOW_TO_AUTHENTICATE}"
-        ) from None
-    except ConnectionError as err:
-        raise ClusterError(f"{args.address}: cannot reach the cluster's dashboard ({err})") from None
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            args.parse_command(command)
+    except SystemExit as err:
+        complaint = stderr.getvalue().strip().splitlines()
+        reason = complaint[-1] if complaint else f"exit {err.code}"
+        raise SubmitError(f"not a valid mm-ray command: mm-ray {shlex.join(command)}: {reason}") from None
 
 
 def submit_main(args: argparse.Namespace) -> int:
     try:
-        job = plan_job(args.job, project_root=Path.cwd())
-        c = client(args)
-        submission_id = c.submit_job(
-            entrypoint=job.entrypoint,
-            runtime_env=job.runtime_env,
+        check_command(args, args.job)
+        submission_id = submit(
+            args.job,
+            address=args.address,
+            token=args.token,
+            token_file=args.token_file,
+            project_root=Path.cwd(),
+            include=args.include,
             submission_id=args.submission_id,
             entrypoint_num_cpus=args.entrypoint_num_cpus,
             entrypoint_resources=args.entrypoint_resources,
@@ -98,12 +101,15 @@ def submit_main(args: argparse.Namespace) -> int:
     except (SubmitError, ClusterError) as err:
         print(f"mm-ray submit: {err}", file=sys.stderr)
         return 2
-    print(f"submitted {submission_id}: {job.entrypoint}")
+    command = args.job[1:] if args.job[:1] == ["--"] else args.job
+    print(f"submitted {submission_id}: mm-ray {shlex.join(command)}")
     print(f"  watch: mm-ray jobs logs {submission_id} --follow --address {args.address}")
-    result: dict[str, Any] = {"submission_id": submission_id, "entrypoint": job.entrypoint}
+    result: dict[str, Any] = {"submission_id": submission_id, "command": command}
     code = 0
     if args.wait:
-        result["status"] = follow(c, submission_id)
+        result["status"] = follow(
+            job_client(args.address, token=args.token, token_file=args.token_file), submission_id
+        )
         print(f"job {submission_id}: {result['status']}")
         code = 0 if result["status"] == "SUCCEEDED" else 1
     write_json(args.json, result)
@@ -114,19 +120,13 @@ def jobs_main(args: argparse.Namespace) -> int:
     try:
         if args.action != "list" and not args.job_id:
             raise ClusterError(f"jobs {args.action}: name the job (its submission id)")
-        c = client(args)
+        c = job_client(args.address, token=args.token, token_file=args.token_file)
         if args.action == "list":
             jobs = c.list_jobs()
             rows = [[j.submission_id, str(j.status), j.entrypoint[:80]] for j in jobs]
             print(format_table(["submission id", "status", "entrypoint"], rows))
-            write_json(
-                args.json,
-                {
-                    "jobs": [
-                        dict(zip(("submission_id", "status", "entrypoint"), r, strict=True)) for r in rows
-                    ]
-                },
-            )
+            keys = ("submission_id", "status", "entrypoint")
+            write_json(args.json, {"jobs": [dict(zip(keys, r, strict=True)) for r in rows]})
         elif args.action == "status":
             status = str(c.get_job_status(args.job_id))
             print(f"{args.job_id}: {status}")
@@ -143,7 +143,7 @@ def jobs_main(args: argparse.Namespace) -> int:
         print(f"mm-ray jobs: {err}", file=sys.stderr)
         return 2
     except RuntimeError as err:  # e.g. an unknown job id: Ray's message names it
-        print(f"mm-ray jobs: {_first_line(err)}", file=sys.stderr)
+        print(f"mm-ray jobs: {first_line(err)}", file=sys.stderr)
         return 2
     return 0
 
@@ -163,7 +163,3 @@ def follow(c: Any, submission_id: str) -> str:
             return status
         time.sleep(1.0)
     return status
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]

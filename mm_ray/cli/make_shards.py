@@ -9,38 +9,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
-from mm_ray.cli.common import add_config_args, config_from_args, split_overrides
-from mm_ray.cli.progress import callback_bar
-from mm_ray.cli.report import format_summary, format_table, write_json
-from mm_ray.config.schema import DemoConfig
-from mm_ray.demo.generate import make_shards
-
-
-def generate(demo: DemoConfig, out_dir: str) -> dict[str, Any]:
-    """Write the shards with a progress bar; returns the manifest."""
-    progress, bar = callback_bar("make-shards", demo.num_samples)
-    try:
-        return make_shards(
-            out_dir,
-            num_samples=demo.num_samples,
-            samples_per_shard=demo.samples_per_shard,
-            val_fraction=demo.val_fraction,
-            seed=demo.seed,
-            image_size=(demo.min_image_px, demo.max_image_px),
-            progress=progress,
-        )
-    finally:
-        bar.close()
-
-
-def caps_table(manifest: dict[str, Any]) -> str:
-    """The benchmark's reference accuracies as a table (Bayes, every subset, additive reference)."""
-    rows = [[subset, f"{acc:.4f}"] for subset, acc in manifest["caps"].items()]
-    rows.append(["additive fusion (fitted)", f"{manifest['additive_fusion']:.4f}"])
-    rows.append(["chance", f"{manifest['chance_accuracy']:.4f}"])
-    return format_table(["modalities", "best achievable accuracy"], rows)
+from mm_ray.cli.common import PolledProgress, add_config_args, config_from_args, split_overrides, write_json
+from mm_ray.demo.generate import generate
+from mm_ray.demo.learning import caps_table
+from mm_ray.tables import format_summary
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,7 +29,7 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("mm-ray make-shards: give exactly one output directory")
     cfg = config_from_args(args, overrides)
     start = time.perf_counter()
-    manifest = generate(cfg.demo, rest[0])
+    manifest = generate(cfg.demo, rest[0], progress=PolledProgress)
     seconds = time.perf_counter() - start
     summary = {
         "out": rest[0],

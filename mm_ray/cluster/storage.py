@@ -1,6 +1,6 @@
 """Is a run's storage path reachable from every node of the cluster it runs on?
 
-    warn_if_unshared(cfg.train.storage_path or cfg.output_dir)     # after init_ray(): prints a warning or nothing
+    warn_if_unshared(cfg.train.storage_path or cfg.output_dir)     # after init_ray(): logs a warning or nothing
     storage_warning(path, ray.nodes())                             # the pure check behind it
 
 On one node any path works. On several, Ray Train and Tune write checkpoints and results from whichever
@@ -13,9 +13,11 @@ run on one machine (one address) share its disk, so they get no warning.
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def is_local_path(path: str) -> bool:
@@ -45,10 +47,10 @@ def storage_warning(storage_path: str, nodes: Iterable[Mapping[str, Any]]) -> st
 
 
 def warn_if_unshared(storage_path: str) -> str | None:
-    """Print ``storage_warning`` for the connected cluster to stderr; returns it (None: nothing to say)."""
+    """Log ``storage_warning`` for the connected cluster (a warning); returns it (None: nothing to say)."""
     import ray
 
     warning = storage_warning(storage_path, ray.nodes())
     if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+        logger.warning(warning)
     return warning

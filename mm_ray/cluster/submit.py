@@ -1,74 +1,97 @@
-"""What ``mm-ray submit`` sends to a cluster: a checked ``mm-ray`` command and its runtime environment.
+"""Running an ``mm-ray`` command as a Ray job on a cluster (the Job Submission API).
 
-    job = plan_job(["tune", "--config", "pipelines/tune_small.yaml"], project_root=Path.cwd())
-    client.submit_job(entrypoint=job.entrypoint, runtime_env=job.runtime_env)
+    import mm_ray
+
+    job_id = mm_ray.submit(["tune", "--config", "pipelines/tune_small.yaml"], address="http://HEAD:8265")
+
+    job = plan_job(["train", "--config", "pipelines/demo.yaml"], project_root=Path.cwd())   # the check alone
+    job.entrypoint, job.files          # what the cluster runs, and the files that travel
 
 Dependencies come from the cluster, code and configs from this checkout. Every node of an mm_ray cluster
 has the project installed with its pinned dependencies (``pip install -e .``, or the container image; see
 ``cluster/``), so the job needs no ``pip`` runtime env, which would reinstall torch and Ray per job. The
-checkout is uploaded as the job's ``working_dir`` and the entrypoint is ``python -m mm_ray.cli.main``, run
-from that directory: the job runs the code and ``pipelines/`` you have here, not whatever the nodes hold.
-What must not travel is excluded (Ray caps an upload at 100 MiB and also skips what ``.gitignore`` lists):
-version control, virtual environments, run outputs, datasets and caches.
+entrypoint is ``python -m mm_ray.cli.main``, run from the job's working directory: the job runs the code and
+``pipelines/`` you have here, not whatever the nodes hold.
 
-Before anything is sent the command is parsed exactly as ``mm-ray`` would parse it, its config is loaded
-(unknown keys fail here), and every file it names must exist inside the working directory, since only
-that travels: mistakes fail at once with the argument named, not minutes later on the cluster.
+What travels is an allow-list, never "the checkout minus some patterns": the ``mm_ray`` package's Python
+files, ``pipelines/``'s YAML, ``pyproject.toml`` and ``README.md``, the files the command names (``--config``,
+``--space``, ``tune.space``) and what ``include`` adds. They are copied into a staging directory that is
+uploaded as the job's ``working_dir``, so a ``.env``, a key file or a dataset lying in the checkout never
+leaves the machine.
+
+Before anything is sent the command's config is loaded (unknown keys fail here) and every file it names
+must exist inside the project directory: mistakes fail at once with the argument named, not minutes later
+on the cluster. (``mm-ray submit`` also parses the command with the real command-line parser first.)
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
-import io
+import re
 import shlex
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-# Gitignore-style patterns relative to the working dir, as Ray matches them. Anchored with a leading `/`
-# where a name is also a package (`data` would otherwise drop `mm_ray/data/`).
-UPLOAD_EXCLUDES = [
-    ".git/",
-    ".venv/",
-    "venv/",
-    ".tox/",
-    "__pycache__/",
-    ".pytest_cache/",
-    ".ruff_cache/",
-    "*.egg-info/",
-    "/runs/",
-    "/data/",
-    "/out/",
-    "*.tar",
-    "*.parquet",
-    "*.ckpt",
-    "*.pt",
-]
-"""Never uploaded with the working directory: VCS, environments, caches, outputs and datasets."""
+from mm_ray.cluster.auth import HOW_TO_AUTHENTICATE, TokenError, auth_headers, resolve_token
+
+UPLOAD_ALLOW = (
+    ("mm_ray", ("*.py",)),
+    ("pipelines", ("*.yaml", "*.yml")),
+    (".", ("pyproject.toml", "README.md")),
+)
+"""(directory, file patterns) of the project that a job gets: the package and the named pipelines."""
+
+UPLOAD_LIMIT_BYTES = 100 * 1024 * 1024
+"""Ray refuses a ``working_dir`` above 100 MiB."""
 
 # Jobs stream their logs; without this Python buffers a job's stdout and `mm-ray jobs logs --follow`
 # shows nothing until a 4 KiB buffer fills.
 JOB_ENV_VARS = {"PYTHONUNBUFFERED": "1"}
 
 LOCAL_ONLY = ("submit", "jobs")
+CONFIG_COMMANDS = (
+    "demo",
+    "make-shards",
+    "preprocess",
+    "train",
+    "evaluate",
+    "embed",
+    "tune",
+    "bench",
+    "config",
+)
+"""Commands that load a config (``--config`` and ``key=value`` words)."""
+
+_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
+_FILE_OPTIONS = {"--config": "--config", "-c": "--config", "--space": "--space"}
 
 
 class SubmitError(ValueError):
     """The command cannot be submitted as it is; the message names the argument at fault."""
 
 
+class ClusterError(RuntimeError):
+    """The cluster could not be reached or refused the request; the message says what to do."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """A checked job: the entrypoint the cluster runs and the runtime environment it runs in."""
+    """A checked job: the entrypoint the cluster runs, the project files that travel, the job's environment."""
 
     argv: list[str]
     entrypoint: str
-    runtime_env: dict[str, Any]
+    files: list[str]
+    """Project-relative paths copied into the job's working directory."""
+    env_vars: dict[str, str]
+
+    def runtime_env(self, working_dir: str) -> dict[str, Any]:
+        return {"working_dir": working_dir, "env_vars": dict(self.env_vars)}
 
 
-def plan_job(argv: Sequence[str], *, project_root: Path) -> Job:
+def plan_job(argv: Sequence[str], *, project_root: Path, include: Sequence[str] = ()) -> Job:
     """Check ``argv`` (an ``mm-ray`` command without the program name) and build its job."""
     argv = list(argv)
     if argv[:1] == ["--"]:
@@ -77,73 +100,73 @@ def plan_job(argv: Sequence[str], *, project_root: Path) -> Job:
         raise SubmitError("no command to submit: put an mm-ray command after `--`, e.g. `-- demo`")
     if argv[0] in LOCAL_ONLY:
         raise SubmitError(f"`{argv[0]}` runs on your machine, not on the cluster")
-    args = parse_command(argv)
-    for name, path in named_files(args):
-        check_file(name, path, project_root)
-    space = space_in_config(args, project_root)
-    if space:
-        check_file(f"tune.space (set in --config {args.config})", space, project_root)
-    runtime_env = {
-        "working_dir": str(project_root),
-        "excludes": list(UPLOAD_EXCLUDES),
-        "env_vars": dict(JOB_ENV_VARS),
-    }
+    root = project_root.resolve()
+    named = named_files(argv)
+    for name, path in named:
+        check_file(name, path, root)
+    config = dict(named).get("--config")
+    if argv[0] in CONFIG_COMMANDS:
+        space = space_in_config(argv, root, config)
+        if space:
+            check_file(f"tune.space (set in --config {config})", space, root)
+            named.append(("tune.space", space))
+    extra = []
+    for path in include:
+        extra += _included(path, root)
+    files = sorted({*allowed_files(root), *(_relative(p, root) for _, p in named), *extra})
     entrypoint = shlex.join(["python", "-m", "mm_ray.cli.main", *argv])
-    return Job(argv, entrypoint, runtime_env)
+    return Job(argv, entrypoint, files, dict(JOB_ENV_VARS))
 
 
-def parse_command(argv: list[str]) -> argparse.Namespace:
-    """Parse ``argv`` as ``mm-ray`` would; ``SubmitError`` with argparse's complaint if it fails."""
-    from mm_ray.cli.main import parse_args
-
-    stderr = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            return parse_args(argv)
-    except SystemExit as err:
-        complaint = stderr.getvalue().strip().splitlines()
-        reason = complaint[-1] if complaint else f"exit {err.code}"
-        raise SubmitError(f"not a valid mm-ray command: mm-ray {shlex.join(argv)}: {reason}") from None
-
-
-def named_files(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """The (argument, path) pairs of the files a parsed command names: ``--config``, ``--space``, ``tune.space=``."""
-    found = [(f"--{name}", getattr(args, name)) for name in ("config", "space") if getattr(args, name, None)]
-    found += [
-        ("tune.space", word.split("=", 1)[1]) for word in _overrides(args) if word.startswith("tune.space=")
-    ]
+def named_files(argv: Sequence[str]) -> list[tuple[str, str]]:
+    """The (argument, path) pairs of the files a command names: ``--config``, ``--space``, ``tune.space=``."""
+    found = []
+    words = list(argv)
+    for i, word in enumerate(words):
+        option, eq, value = word.partition("=")
+        if option in _FILE_OPTIONS:
+            value = value if eq else (words[i + 1] if i + 1 < len(words) else "")
+            if not value:
+                raise SubmitError(f"{option}: needs a file")
+            found.append((_FILE_OPTIONS[option], value))
+        elif word.startswith("tune.space=") and word.partition("=")[2]:
+            found.append(("tune.space", word.partition("=")[2]))
     return found
 
 
-def space_in_config(args: argparse.Namespace, project_root: Path) -> str | None:
-    """The search space a config-driven command reads from its config file, when nothing else names one.
+def overrides_of(argv: Sequence[str]) -> list[str]:
+    """The ``key=value`` words of a command (not option values)."""
+    out, skip = [], False
+    for word in argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if word in _FILE_OPTIONS or word in ("--out", "--json", "--shards", "--cache", "--plot"):
+            skip = True
+            continue
+        if _OVERRIDE.match(word):
+            out.append(word)
+    return out
+
+
+def space_in_config(argv: Sequence[str], root: Path, config: str | None) -> str | None:
+    """The search space a command reads from its config file, when nothing else names one.
 
     Loading the config here also fails unknown keys and bad values before submission.
     """
     from mm_ray.config.load import ConfigError, load_config
 
-    if not hasattr(args, "config"):
-        return None
-    overrides = _overrides(args)
+    overrides = overrides_of(argv)
     try:
-        cfg = load_config(project_root / args.config if args.config else None, overrides)
+        cfg = load_config(root / config if config else None, overrides)
     except ConfigError as err:
         raise SubmitError(f"config error: {err}") from None
-    named = getattr(args, "space", None) or any(w.startswith("tune.space=") for w in overrides)
+    named = any(name in ("--space", "tune.space") for name, _ in named_files(argv))
     return None if named else cfg.tune.space
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
-    from mm_ray.cli.common import split_overrides
-    from mm_ray.cli.main import WORDS_DEST
-
-    words = getattr(args, WORDS_DEST.get(args.command, ""), None) or []
-    return split_overrides(list(words))[1]
-
-
-def check_file(name: str, path: str, project_root: Path) -> None:
-    """``path`` (relative to the project root, as the job will see it) must be a file that is uploaded."""
-    root = project_root.resolve()
+def check_file(name: str, path: str, root: Path) -> None:
+    """``path`` (relative to the project root, as the job will see it) must be a file inside the project."""
     resolved = (root / path).resolve()
     if not resolved.is_relative_to(root):
         raise SubmitError(
@@ -152,14 +175,98 @@ def check_file(name: str, path: str, project_root: Path) -> None:
         )
     if not resolved.is_file():
         raise SubmitError(f"{name} {path}: no such file in the project directory {root}")
-    if is_excluded(resolved.relative_to(root)):
-        raise SubmitError(f"{name} {path}: excluded from the upload ({' '.join(UPLOAD_EXCLUDES)}); move it")
 
 
-def is_excluded(relative: Path) -> bool:
-    """Whether Ray leaves ``relative`` (a path inside the working dir) out of the upload."""
-    # Ray's own matcher (a vendored pathspec), so this answers exactly as the upload will.
-    from ray._private.thirdparty.pathspec import PathSpec
+def allowed_files(root: Path) -> list[str]:
+    """The project files every job gets (``UPLOAD_ALLOW``), relative to ``root``."""
+    found = []
+    for directory, patterns in UPLOAD_ALLOW:
+        base = root / directory
+        for pattern in patterns:
+            paths = base.rglob(pattern) if directory != "." else base.glob(pattern)
+            found += [
+                p.relative_to(root).as_posix() for p in paths if p.is_file() and "__pycache__" not in p.parts
+            ]
+    return found
 
-    spec = PathSpec.from_lines("gitwildmatch", UPLOAD_EXCLUDES)
-    return spec.match_file(str(relative))
+
+def _included(path: str, root: Path) -> list[str]:
+    resolved = (root / path).resolve()
+    if not resolved.is_relative_to(root) or not resolved.exists():
+        raise SubmitError(f"--include {path}: not a file or directory inside the project directory {root}")
+    if resolved.is_file():
+        return [resolved.relative_to(root).as_posix()]
+    return [p.relative_to(root).as_posix() for p in resolved.rglob("*") if p.is_file()]
+
+
+def _relative(path: str, root: Path) -> str:
+    return (root / path).resolve().relative_to(root).as_posix()
+
+
+def stage(job: Job, root: Path, into: Path) -> Path:
+    """Copy the job's files from ``root`` into ``into`` (its working directory); returns ``into``."""
+    total = 0
+    for relative in job.files:
+        source, target = root / relative, into / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+        total += source.stat().st_size
+    if total > UPLOAD_LIMIT_BYTES:
+        raise SubmitError(f"the upload is {total / 2**20:.0f} MiB, over Ray's 100 MiB working_dir limit")
+    return into
+
+
+def job_client(address: str | None, *, token: str | None = None, token_file: str | None = None) -> Any:
+    """A ``JobSubmissionClient`` for the dashboard at ``address`` with the resolved auth token
+    (``mm_ray.cluster.auth``); ``ClusterError`` saying what to fix."""
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
+    if not address or not address.startswith(("http://", "https://")):
+        raise ClusterError(f"--address: the cluster's dashboard URL, e.g. http://HEAD:8265 (got {address!r})")
+    try:
+        return JobSubmissionClient(address, headers=auth_headers(resolve_token(token, token_file)))
+    except TokenError as err:
+        raise ClusterError(str(err)) from None
+    except AuthenticationError as err:
+        raise ClusterError(
+            f"{address} refused the request: {first_line(err)}; {HOW_TO_AUTHENTICATE}"
+        ) from None
+    except ConnectionError as err:
+        raise ClusterError(f"{address}: cannot reach the cluster's dashboard ({err})") from None
+
+
+def submit(
+    command: Sequence[str],
+    *,
+    address: str | None,
+    token: str | None = None,
+    token_file: str | None = None,
+    project_root: str | Path = ".",
+    include: Sequence[str] = (),
+    submission_id: str | None = None,
+    entrypoint_num_cpus: float | None = None,
+    entrypoint_resources: Mapping[str, float] | None = None,
+) -> str:
+    """Submit the ``mm-ray`` command ``command`` (e.g. ``["train", "--config", "pipelines/demo.yaml"]``) as a
+    Ray job on the cluster whose dashboard is ``address``; returns its submission id.
+
+    Raises ``SubmitError`` (the command, naming the argument) or ``ClusterError`` (the cluster) before
+    anything runs remotely.
+    """
+    root = Path(project_root).resolve()
+    job = plan_job(command, project_root=root, include=include)
+    client = job_client(address, token=token, token_file=token_file)
+    with tempfile.TemporaryDirectory(prefix="mm_ray-job-") as staging:
+        # submit_job uploads the directory before it returns, so the staging copy can go afterwards.
+        return client.submit_job(
+            entrypoint=job.entrypoint,
+            runtime_env=job.runtime_env(str(stage(job, root, Path(staging)))),
+            submission_id=submission_id,
+            entrypoint_num_cpus=entrypoint_num_cpus,
+            entrypoint_resources=dict(entrypoint_resources) if entrypoint_resources else None,
+        )
+
+
+def first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]

@@ -151,7 +151,7 @@ def check(tp: Any, value: Any, key: str, default: Any = None) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {_show(value)}")
-        return {str(k): check(args[1], v, f"{key}.{k}") for k, v in value.items()}
+        return {check(args[0], k, f"{key}.{k}"): check(args[1], v, f"{key}.{k}") for k, v in value.items()}
     return _check_scalar(tp, value, key)
 
 

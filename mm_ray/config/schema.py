@@ -16,9 +16,35 @@ from dataclasses import field
 from typing import Literal
 
 Modality = Literal["image", "text", "audio"]
+"""A modality name (``mm_ray.columns.MODALITIES``)."""
+
+PresetName = Literal[
+    "unimodal_image",
+    "unimodal_text",
+    "unimodal_audio",
+    "early",
+    "late_concat",
+    "additive",
+    "gated",
+    "fixed_weighted",
+    "film",
+    "tensor",
+    "low_rank_tensor",
+    "cross_transformer",
+]
+"""A fusion preset of the model zoo (``mm_ray.models.PRESETS``; a unit test keeps the two equal). Checked when the
+config is loaded, so ``model.preset=gatd`` fails on the driver, naming the key, before Ray starts."""
+
+TextEncoderName = Literal["transformer", "lstm"]
+"""A text encoder (``mm_ray.models.TEXT_ENCODERS``)."""
+
+RetrievalPair = Literal[
+    "image->text", "text->image", "audio->text", "text->audio", "image->audio", "audio->image"
+]
+"""A cross-modal retrieval direction, QUERY->GALLERY."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class MembersConfig:
     """Which tar member extensions map to which modality (webdataset convention: ``<key>.<ext>``)."""
 
@@ -38,7 +64,7 @@ class MembersConfig:
     """JSON field used as the label when there is no label member."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the shards are and how samples are validated."""
 
@@ -64,7 +90,7 @@ class DataConfig:
     """Object-store bytes the ingest may hold in flight (Ray Data backpressure); None = Ray's default."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class ImageConfig:
     """Image decoding: decode -> RGB -> resize/crop -> uint8 CHW (normalisation happens on the device)."""
 
@@ -74,7 +100,7 @@ class ImageConfig:
     """crop: shorter side to ``size`` then centre crop; stretch: ignore aspect; pad: letterbox with zeros."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class TextConfig:
     """Tokenisation with a HF ``tokenizers`` WordPiece tokenizer."""
 
@@ -88,7 +114,7 @@ class TextConfig:
     """At most this many captions are read to train a tokenizer."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class AudioConfig:
     """Audio decoding: any rate/channels -> mono -> resample -> crop/pad -> log-mel (or MFCC).
 
@@ -117,7 +143,7 @@ class AudioConfig:
     """Append deltas and delta-deltas (regression over +-2 frames) to the MFCCs (``features=mfcc`` only)."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class PoolConfig:
     """One modality's actor pool. Sizes left at None are derived from the cluster's CPUs."""
 
@@ -133,7 +159,7 @@ class PoolConfig:
     """Samples per call of the preprocessor."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class PoolsConfig:
     """Resources of the read tasks and of each per-modality actor pool."""
 
@@ -147,7 +173,7 @@ class PoolsConfig:
     """Audio decode + log-mel pool."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class RayConfig:
     """How to reach Ray."""
 
@@ -159,7 +185,7 @@ class RayConfig:
     """Object store size of a local Ray instance (None = Ray's default)."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class DemoConfig:
     """The generated demo benchmark (``mm-ray make-shards`` / ``mm-ray demo``)."""
 
@@ -175,10 +201,10 @@ class DemoConfig:
     """Smallest rendered image side."""
     max_image_px: int = 512
     """Largest rendered image side."""
-    train_presets: list[str] = field(default_factory=lambda: ["late_concat"])
+    train_presets: list[PresetName] = field(default_factory=lambda: ["late_concat"])
     """Fusion presets ``mm-ray demo`` trains after preprocessing (``model``/``train`` settings, one run each under
     ``<run>/train/<preset>``), scored against the benchmark's caps; [] = stop after preprocessing."""
-    sweep_presets: list[str] = field(
+    sweep_presets: list[PresetName] = field(
         default_factory=lambda: ["late_concat", "film", "additive", "unimodal_image"]
     )
     """Presets of the small Ray Tune sweep ``mm-ray demo`` ends with (one trial each, ``train.lr`` sampled,
@@ -197,11 +223,11 @@ class DemoConfig:
     retrieval (``embed.*``); [] = none."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """The fusion model: a named preset (``mm_ray.models.PRESETS``) plus a few size knobs."""
 
-    preset: str = "late_concat"
+    preset: PresetName = "late_concat"
     """Fusion preset name (late_concat, early, gated, film, tensor, low_rank_tensor, ...)."""
     modalities: list[Modality] = field(default_factory=lambda: ["image", "text", "audio"])
     """Modalities the model uses (unimodal presets keep only their own)."""
@@ -219,18 +245,18 @@ class ModelConfig:
     """Per-sample probability of hiding each present modality while training (robustness to missing ones)."""
     num_classes: int | None = None
     """Output classes; None = one more than the largest label in the training (and validation) cache."""
-    text_encoder: Literal["transformer", "lstm"] = "transformer"
+    text_encoder: TextEncoderName = "transformer"
     """Text encoder: transformer (masked mean pool) or lstm (embedding -> LSTM -> attention pooling)."""
     bidirectional: bool = True
     """Whether the LSTM text encoder reads both directions (``text_encoder=lstm`` only)."""
-    fusion_weights: dict[str, float] = field(default_factory=dict)
+    fusion_weights: dict[Modality, float] = field(default_factory=dict)
     """Relative per-modality weights of the ``fixed_weighted`` preset (e.g. ``{text: 2.0, audio: 0.5}``); an
     unnamed modality weighs 1.0; per sample they are renormalised over the modalities present."""
     align_dim: int = 64
     """Size of the shared space the alignment projections map into (``train.align_loss_weight`` > 0 only)."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class AugmentConfig:
     """Train-time augmentation of the model-ready batches (``mm_ray.preprocess.augment``); validation batches
     are never augmented. Each sample draws its own parameters; a range ``x`` means a factor in ``[1-x, 1+x]``.
@@ -261,7 +287,7 @@ class AugmentConfig:
     """Audio frames rolled by up to this fraction of the clip, either way (0 = off)."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Training on Ray Train: data, optimisation, workers, checkpoints."""
 
@@ -271,11 +297,16 @@ class TrainConfig:
     """Preprocessed cache used for per-epoch validation; None = no validation."""
     epochs: int = 10
     """Passes over the training cache (a resumed run continues up to this many)."""
+    shuffle: bool = True
+    """Shuffle the training data every epoch, seeded by ``seed`` and the epoch: the blocks' order, then rows
+    through a local buffer (``shuffle_buffer``). Off, every epoch sees the rows in the order they were written."""
+    shuffle_buffer: int = 2048
+    """Rows in each worker's local shuffle buffer (memory: rows x row size; 0 = block order only)."""
     batch_size: int = 64
     """Samples per optimizer step on each worker."""
     lr: float = 1e-3
     """Peak learning rate (AdamW), reached at the end of the warm-up."""
-    lr_by_modality: dict[str, float] = field(default_factory=dict)
+    lr_by_modality: dict[Modality, float] = field(default_factory=dict)
     """Per-modality encoder learning rates (e.g. ``{text: 1e-4}``) to damp a dominant modality."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
@@ -299,10 +330,17 @@ class TrainConfig:
     """Where runs and checkpoints are stored (local path or URI); None = ``output_dir``."""
     bf16: bool = False
     """bfloat16 autocast for forward passes (GPU only; ignored on CPU)."""
+    torch_threads: int | None = None
+    """Intra-op threads of torch in each worker; None = what Ray sets from ``cpus_per_worker`` (at least 1).
+    More threads than reserved CPUs pay off when nothing else runs beside training (a cache kept in memory on
+    a small machine); they compete with the preprocessing pools when training streams from shards."""
     prefetch_batches: int | None = None
     """Batches each worker's Ray Data iterator prepares ahead in a background thread. None = 1 on GPU workers
     (host work overlaps the device's), 0 on CPU workers: there that thread competes with torch's intra-op
     threads for the worker's cores (``mm-ray bench train`` measures the difference)."""
+    subset_eval_every: int = 1
+    """Score every modality subset on ``val`` every this many epochs and at the last one; the other epochs
+    score all modalities only (one pass instead of seven). 0 = the last epoch only."""
     fail_at_epoch: int = 0
     """Fault drill: in a run started from scratch, rank 0's process dies at the start of this epoch (>= 2;
     0 = off). With ``max_failures`` >= 1 the run restarts from the last checkpoint and finishes."""
@@ -318,7 +356,7 @@ class TrainConfig:
     """Train-time augmentation (off by default); searchable as ``train.augment.*``."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class TuneConfig:
     """Fusion architecture search with Ray Tune (``mm-ray tune``): every trial is a Ray Train run of up to
     ``train.epochs`` epochs on ``train.cache``, with its model and optimiser keys sampled from the search space;
@@ -356,7 +394,7 @@ class TuneConfig:
     """On ``--resume``, run errored trials again from scratch (otherwise they stay errored)."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class EmbedConfig:
     """``mm-ray embed``: per-modality embeddings of a shard set from a checkpoint, and cross-modal retrieval."""
 
@@ -370,13 +408,13 @@ class EmbedConfig:
     """GPUs per embedding actor; None = 1 when the cluster has GPUs, else 0 (CPU)."""
     gallery_size: int = 1000
     """Samples per retrieval gallery (the "1K test set" protocol): recall@k's chance is k / gallery_size."""
-    pairs: list[str] = field(default_factory=lambda: ["image->text", "audio->text"])
+    pairs: list[RetrievalPair] = field(default_factory=lambda: ["image->text", "audio->text"])
     """Retrieval directions scored, QUERY->GALLERY."""
     ks: list[int] = field(default_factory=lambda: [1, 5])
     """The k of each recall@k."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole configuration of an mm_ray run."""
 

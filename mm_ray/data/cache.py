@@ -1,78 +1,194 @@
 """The preprocessed cache: model-ready rows as Parquet plus a manifest, written once, read by every run.
 
-Layout of a cache directory::
+Layout of a cache (a local directory or an ``s3://bucket/prefix``)::
 
-    DIR/data/*.parquet       model-ready rows (uint8 images, token ids, log-mels, labels, masks)
-    DIR/tokenizer.json       the tokenizer the text column was made with
-    DIR/quarantine.jsonl     one line per quarantined sample / ignored member / shard problem
-    DIR/manifest.json        counts, quarantine summary, shapes, config hash, source shards
+    CACHE/data/*.parquet       model-ready rows (uint8 images, token ids, log-mels, labels, masks)
+    CACHE/tokenizer.json       the tokenizer the text column was made with
+    CACHE/quarantine.jsonl     one line per quarantined sample / ignored member / shard problem
+    CACHE/manifest.json        counts, quarantine summary, shapes, config hash, source shards
 
-Training and sweeps read ``DIR/data`` with ``read_cache`` and never decode again. The config
-hash covers every setting that changes the bytes of the cache, so a consumer can tell whether
-a cache matches its config.
+``Cache`` is the one owner of that layout::
+
+    cache = Cache.open("runs/demo/cache/train")           # or "s3://bucket/caches/train", storage_options=...
+    cache.manifest["samples_ok"], cache.shapes, cache.tokenizer_json
+    ds = cache.dataset()                                   # the rows as a Ray dataset
+
+Every file goes through a ``pyarrow.fs`` filesystem (``mm_ray.data.sources.filesystem_for``), so a cache in
+object storage works like a local one. Writing (``mm_ray.data.build.build_cache``) removes the manifest
+first and writes it last: a cache whose writing did not finish has no manifest, and ``Cache.open`` refuses it
+by name. The config hash covers every setting that changes the bytes of the cache, so a consumer can tell
+whether a cache matches its config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-import ray.data
+import numpy as np
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 from mm_ray.config.schema import AudioConfig, Config
+from mm_ray.data.sources import S3_PREFIX, filesystem_for
 from mm_ray.preprocess.mel import feature_rows
 
 MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer.json"
+DATA = "data"
+QUARANTINE_LOG = "quarantine.jsonl"
+
+
+class CacheError(FileNotFoundError):
+    """A path is not a complete preprocessed cache; the message names it and says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cache:
+    """A complete cache: where it is, its manifest, and how to reach its files."""
+
+    uri: str
+    """Absolute local path or ``s3://bucket/prefix``."""
+    manifest: Mapping[str, Any]
+    storage_options: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def open(cls, uri: str, storage_options: Mapping[str, str] | None = None) -> Cache:
+        """The cache at ``uri``; ``CacheError`` when it has no manifest (never written, or half-written)."""
+        options = dict(storage_options or {})
+        fs, path = filesystem_for(uri, options)
+        try:
+            text = read_text(fs, f"{path}/{MANIFEST}")
+        except FileNotFoundError:
+            raise CacheError(
+                f"{uri} is not a preprocessed cache (no {MANIFEST}: never written, or its writing did not "
+                "finish); make it with `mm-ray preprocess SHARDS --out DIR`"
+            ) from None
+        return cls(cache_uri(uri), json.loads(text), options)
+
+    @staticmethod
+    def exists(uri: str, storage_options: Mapping[str, str] | None = None) -> bool:
+        """Whether ``uri`` holds a complete cache (its manifest)."""
+        fs, path = filesystem_for(uri, dict(storage_options or {}))
+        return fs.get_file_info(f"{path}/{MANIFEST}").type == pafs.FileType.File
+
+    @property
+    def tokenizer_json(self) -> str:
+        """The tokenizer (JSON) the text column was made with."""
+        fs, path = self._fs()
+        return read_text(fs, f"{path}/{self.manifest.get('tokenizer', TOKENIZER)}")
+
+    @property
+    def samples(self) -> int:
+        """Rows in the cache (samples that passed every check)."""
+        return int(self.manifest["samples_ok"])
+
+    @property
+    def shapes(self) -> Mapping[str, list[int]]:
+        """Per-row shapes: ``image`` [3, S, S], ``input_ids`` [L], ``audio`` [feature rows, frames]."""
+        return self.manifest["shapes"]
+
+    @property
+    def preprocessing(self) -> Mapping[str, Any] | None:
+        """The ``image``/``audio``/``text_max_length`` settings the rows were made with (None in old caches)."""
+        return self.manifest.get("preprocess")
+
+    @property
+    def data_uri(self) -> str:
+        return f"{self.uri}/{DATA}"
+
+    @property
+    def columns(self) -> list[str]:
+        """The rows' column names (from the Parquet schema)."""
+        fs, path = self._fs()
+        return list(pads.dataset(f"{path}/{DATA}", format="parquet", filesystem=fs).schema.names)
+
+    @property
+    def num_classes(self) -> int | None:
+        """One more than the largest label in the cache (None for caches written before labels were counted)."""
+        counts = self.manifest.get("label_counts")
+        return 1 + max(int(label) for label in counts) if counts else None
+
+    def dataset(
+        self,
+        *,
+        columns: list[str] | None = None,
+        in_memory: bool = False,
+        shuffle_seed: int | None = None,
+        block_rows: int = 256,
+    ) -> Any:
+        """The cached rows as a Ray dataset: streamed from Parquet by Ray Data read tasks (lazy), or, with
+        ``in_memory``, read here with pyarrow and put into the object store as blocks of ``block_rows`` rows.
+
+        ``columns``: only these (read as such: no Ray Data map step, which would need a CPU of its own).
+        ``shuffle_seed``: every execution (every epoch) visits the blocks (in memory) or files (streamed) in
+        another order, reproducible from the seed. In memory costs no Ray Data job or task: on a small machine that
+        is seconds per run (and per sweep trial) that a read-then-materialize would spend on read tasks."""
+        import ray.data
+
+        fs, path = self._fs()
+        if not in_memory:
+            shuffle = None
+            if shuffle_seed is not None:
+                shuffle = ray.data.FileShuffleConfig(seed=shuffle_seed, reseed_after_execution=True)
+            return ray.data.read_parquet(f"{path}/{DATA}", filesystem=fs, columns=columns, shuffle=shuffle)
+        table = pads.dataset(f"{path}/{DATA}", format="parquet", filesystem=fs).to_table(columns=columns)
+        blocks = [table.slice(start, block_rows) for start in range(0, table.num_rows, block_rows)]
+        ds = ray.data.from_arrow(blocks or [table])
+        if shuffle_seed is not None:
+            ds = ds.randomize_block_order(
+                seed=ray.data.RandomSeedConfig(seed=shuffle_seed, reseed_after_execution=True)
+            )
+        return ds
+
+    def _fs(self) -> tuple[pafs.FileSystem, str]:
+        return filesystem_for(self.uri, dict(self.storage_options))
+
+
+def cache_uri(uri: str) -> str:
+    """``uri`` as caches are named: ``s3://`` URLs as given (no trailing slash), local paths absolute."""
+    if uri.startswith(S3_PREFIX):
+        return uri.rstrip("/")
+    return filesystem_for(uri)[1]
+
+
+def read_text(fs: pafs.FileSystem, path: str) -> str:
+    """A whole (small) file as text; ``FileNotFoundError`` when it is not there."""
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        raise FileNotFoundError(path)
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
+
+
+def write_text(fs: pafs.FileSystem, path: str, text: str) -> None:
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
+
+
+def label_counts(uri: str, storage_options: Mapping[str, str] | None = None) -> dict[str, int]:
+    """Samples per label in the cache's rows at ``uri`` (read with pyarrow: the label column only)."""
+    fs, path = filesystem_for(uri, dict(storage_options or {}))
+    table = pads.dataset(f"{path}/{DATA}", format="parquet", filesystem=fs).to_table(columns=["label"])
+    labels, counts = np.unique(table.column("label").to_numpy(), return_counts=True)
+    return {str(int(label)): int(n) for label, n in zip(labels, counts, strict=True)}
 
 
 def preprocess_config_hash(cfg: Config, tokenizer_json: str) -> str:
     """sha256 over the settings that determine the cache's content."""
     relevant = {
-        "image": vars(cfg.image),
-        "audio": vars(cfg.audio),
+        "image": dataclasses.asdict(cfg.image),
+        "audio": dataclasses.asdict(cfg.audio),
         "text_max_length": cfg.text.max_length,
-        "members": vars(cfg.data.members),
-        "required": cfg.data.required_modalities,
+        "members": dataclasses.asdict(cfg.data.members),
+        "required": list(cfg.data.required_modalities),
         "label_required": cfg.data.label_required,
         "tokenizer_sha256": hashlib.sha256(tokenizer_json.encode()).hexdigest(),
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def with_cache_preprocessing(resolved: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
-    """``resolved`` (``as_dict`` of a run's config) with the image, audio and text-length settings the cache in
-    ``manifest`` was preprocessed with: what a model trained on that cache really saw, whatever the run's
-    own config said. A manifest without a ``preprocess`` section leaves ``resolved`` as it is."""
-    pre = manifest.get("preprocess")
-    if not pre:
-        return resolved
-    out = {**resolved, "image": dict(pre["image"]), "audio": dict(pre["audio"])}
-    out["text"] = {**resolved.get("text", {}), "max_length": pre["text_max_length"]}
-    return out
-
-
-def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
-    path = out_dir / MANIFEST
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def read_manifest(cache_dir: str | Path) -> dict[str, Any]:
-    path = Path(cache_dir) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{cache_dir} is not a preprocessed cache (no {MANIFEST}); run `mm-ray preprocess`"
-        )
-    return json.loads(path.read_text())
-
-
-def read_cache(cache_dir: str | Path) -> tuple[ray.data.Dataset, dict[str, Any]]:
-    """The cached model-ready rows as a Ray dataset, and the cache's manifest."""
-    manifest = read_manifest(cache_dir)
-    return ray.data.read_parquet(str(Path(cache_dir) / "data")), manifest
 
 
 def audio_feature_rows(audio: AudioConfig) -> int:
@@ -80,8 +196,27 @@ def audio_feature_rows(audio: AudioConfig) -> int:
     return feature_rows(audio.features, audio.n_mels, audio.n_mfcc, audio.deltas)
 
 
+def model_ready_shapes(cfg: Config) -> dict[str, list[int]]:
+    """Per-row shapes of the model-ready columns that ``cfg``'s preprocessing makes."""
+    a = cfg.audio
+    return {
+        "image": [3, cfg.image.size, cfg.image.size],
+        "input_ids": [cfg.text.max_length],
+        "audio": [audio_feature_rows(a), 1 + int(a.sample_rate * a.duration_s) // a.hop_length],
+    }
+
+
+def preprocessing_of(cfg: Config) -> dict[str, Any]:
+    """The settings a manifest records as ``preprocess`` (what a model trained on the rows saw)."""
+    return {
+        "image": dataclasses.asdict(cfg.image),
+        "audio": dataclasses.asdict(cfg.audio),
+        "text_max_length": cfg.text.max_length,
+    }
+
+
 def cache_manifest(
-    cfg: Config, summary: dict[str, Any], urls: list[str], tokenizer_json: str, seconds: float
+    cfg: Config, summary: Mapping[str, Any], urls: list[str], tokenizer_json: str, seconds: float
 ) -> dict[str, Any]:
     """The manifest written next to the cached rows."""
     return {
@@ -92,19 +227,8 @@ def cache_manifest(
         "samples_read": summary["samples_read"],
         "samples_quarantined": summary["samples_quarantined"],
         "quarantine_reasons": summary["quarantine_reasons"],
-        "shapes": {
-            "image": [3, cfg.image.size, cfg.image.size],
-            "input_ids": [cfg.text.max_length],
-            "audio": [
-                audio_feature_rows(cfg.audio),
-                1 + int(cfg.audio.sample_rate * cfg.audio.duration_s) // cfg.audio.hop_length,
-            ],
-        },
-        "tokenizer": "tokenizer.json",
-        "preprocess": {
-            "image": vars(cfg.image),
-            "audio": vars(cfg.audio),
-            "text_max_length": cfg.text.max_length,
-        },
+        "shapes": model_ready_shapes(cfg),
+        "tokenizer": TOKENIZER,
+        "preprocess": preprocessing_of(cfg),
         "seconds": round(seconds, 2),
     }

@@ -71,12 +71,15 @@ class QuarantineLedger:
         return list(self._records.values())[: self._max_logged]
 
 
+def quarantine_jsonl(records: list[dict[str, str]]) -> str:
+    """Records as JSON lines (one object per line: shard, key, reason, detail)."""
+    return "".join(json.dumps(rec) + "\n" for rec in records)
+
+
 def write_quarantine_log(records: list[dict[str, str]], path: str | Path) -> int:
-    """Write records as JSON lines (one object per line: shard, key, reason, detail); returns the count."""
+    """Write records as JSON lines to the local file ``path``; returns the count."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec) + "\n")
+    Path(path).write_text(quarantine_jsonl(records))
     return len(records)
 
 

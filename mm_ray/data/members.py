@@ -41,6 +41,7 @@ import json
 import re
 
 from mm_ray import columns as C
+from mm_ray.config.schema import Config
 from mm_ray.data.raw import RawSample
 from mm_ray.quarantine import QuarantineRecord, Reason
 
@@ -217,3 +218,19 @@ def _member(sample: RawSample, ext: str) -> str:
 @functools.lru_cache(maxsize=64)
 def _role_table(members: MemberMap) -> dict[str, tuple[str, int]]:
     return {ext: (role, i) for role in ROLES for i, ext in enumerate(getattr(members, role))}
+
+
+def member_map(cfg: Config) -> MemberMap:
+    """The reader's member mapping from the ``data`` section."""
+    m = cfg.data.members
+    return MemberMap(
+        image=tuple(m.image),
+        text=tuple(m.text),
+        audio=tuple(m.audio),
+        label=tuple(m.label),
+        json=tuple(m.json),
+        json_text_field=m.json_text_field,
+        json_label_field=m.json_label_field,
+        required=tuple(cfg.data.required_modalities),
+        label_required=cfg.data.label_required,
+    )

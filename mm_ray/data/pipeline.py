@@ -5,10 +5,10 @@ This is the one module that wires Ray Data together; the pieces it wires are pla
 
 Usage::
 
-    ingest = Ingest.from_config(cfg, shard_specs, tokenizer_json)   # needs a running Ray
-    for batch in ingest.dataset.iter_batches(batch_size=64):        # model-ready numpy batches
+    stream = ingest(cfg, shard_specs)                     # (mm_ray.ingest) starts/joins Ray as cfg.ray says
+    for batch in stream.dataset.iter_batches(batch_size=64):   # model-ready numpy batches
         ...
-    summary = ingest.finish()        # counts, quarantine reasons; enforces the error budget
+    summary = stream.finish()        # counts, quarantine reasons; enforces the error budget
 
 At this point in the stream each row has: ``__key__``, ``__shard__``, ``label``, the presence
 mask ``has_*``, ``image`` uint8 [3,S,S], ``input_ids``/``attention_mask`` [L], ``audio``
@@ -27,7 +27,7 @@ import ray.data
 from mm_ray.config.schema import Config
 from mm_ray.data.datasource import ShardDatasource
 from mm_ray.data.ledger import QuarantineLedger, check_error_budget, write_quarantine_log
-from mm_ray.data.members import MemberMap
+from mm_ray.data.members import MemberMap, member_map
 from mm_ray.data.resources import IngestPlan, plan_ingest
 from mm_ray.data.sources import expand_shards
 from mm_ray.data.stages import STAGES
@@ -36,22 +36,6 @@ from mm_ray.runtime import cluster_resources
 # Text first (cheapest: rows rejected there never reach the costly decoders); image last because its
 # output (150 KB per sample at 224 px) is the largest, so no other stage has to carry it.
 STAGE_ORDER = ("text", "audio", "image")
-
-
-def member_map(cfg: Config) -> MemberMap:
-    """The reader's member mapping from the ``data`` section."""
-    m = cfg.data.members
-    return MemberMap(
-        image=tuple(m.image),
-        text=tuple(m.text),
-        audio=tuple(m.audio),
-        label=tuple(m.label),
-        json=tuple(m.json),
-        json_text_field=m.json_text_field,
-        json_label_field=m.json_label_field,
-        required=tuple(cfg.data.required_modalities),
-        label_required=cfg.data.label_required,
-    )
 
 
 def preprocessor_kwargs(cfg: Config, tokenizer_json: str) -> dict[str, dict[str, Any]]:
@@ -166,6 +150,10 @@ class Ingest:
         """The ledger's current counts (cheap; safe to poll while the stream runs)."""
         return ray.get(self.ledger.summary.remote())
 
+    def quarantine_records(self) -> list[dict[str, str]]:
+        """Every quarantine record so far (shard, key, reason, detail)."""
+        return ray.get(self.ledger.records.remote())
+
     def finish(self, quarantine_log: str | Path | None = None) -> dict[str, Any]:
         """Final summary after the stream ended; writes the quarantine log and enforces the budget."""
         summary = self.summary()
@@ -174,7 +162,7 @@ class Ingest:
         summary["pools"] = self.plan.describe()
         if quarantine_log is not None:
             # Written by the driver: the ledger actor may live on another node.
-            write_quarantine_log(ray.get(self.ledger.records.remote()), quarantine_log)
+            write_quarantine_log(self.quarantine_records(), quarantine_log)
             summary["quarantine_log"] = str(quarantine_log)
         if self.fail_on_unreadable_shard and summary["shards_unreadable"]:
             raise RuntimeError(
@@ -185,3 +173,16 @@ class Ingest:
             raise RuntimeError("no shard could be read: " + ", ".join(summary["shards_unreadable"]))
         check_error_budget(summary, self.error_budget, log_hint=str(quarantine_log or "the quarantine log"))
         return summary
+
+
+def ingest(cfg: Config, shards: str | list[str], tokenizer_json: str | None = None) -> Ingest:
+    """The model-ready stream of ``shards`` through the per-modality actor pools (lazy: nothing runs until
+    ``.dataset`` is consumed). Starts or joins Ray as ``cfg.ray`` says. ``tokenizer_json`` defaults to
+    ``text.tokenizer``, else a tokenizer trained on the shards' captions. Call ``finish()`` after the stream
+    for the counts and the error-budget check."""
+    from mm_ray.data.captions import obtain_tokenizer
+    from mm_ray.runtime import init_ray
+
+    specs = [shards] if isinstance(shards, str) else list(shards)
+    init_ray(cfg.ray)
+    return Ingest.from_config(cfg, specs, tokenizer_json or obtain_tokenizer(cfg, specs))

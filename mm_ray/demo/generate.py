@@ -17,18 +17,23 @@ a glob, is the list of shards.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
+from mm_ray.config.schema import DemoConfig
 from mm_ray.demo.bayes import reference_numbers
 from mm_ray.demo.latents import check_params, label_rule_text
 from mm_ray.demo.render_audio import SAMPLE_RATES, pitch_frequencies
 from mm_ray.demo.render_image import PALETTE, SHAPES
 from mm_ray.demo.render_text import TOPIC_WORDS
 from mm_ray.demo.shards import SPLITS, ShardSpec, shard_file_name, write_shard
+from mm_ray.progress import ProgressFactory, watch
+
+logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "dataset.json"
 FORMAT_VERSION = 1
@@ -174,3 +179,44 @@ def shard_paths(path: str | os.PathLike, split: str) -> list[str]:
     """Paths of the shards of ``split``, resolved against the manifest's directory."""
     root = os.path.dirname(os.path.abspath(_manifest_file(path)))
     return [os.path.join(root, name) for name in load_manifest(path)["shards"][split]]
+
+
+def generate(demo: DemoConfig, out_dir: str | os.PathLike, progress: ProgressFactory | None = None) -> dict:
+    """``make_shards`` with the settings of a config's ``demo`` section; returns the manifest."""
+    done = [0]
+
+    def advance(samples: int, _total: int) -> None:
+        done[0] = samples
+
+    with watch(progress, "make-shards", lambda: done[0], demo.num_samples):
+        return make_shards(
+            out_dir,
+            num_samples=demo.num_samples,
+            samples_per_shard=demo.samples_per_shard,
+            val_fraction=demo.val_fraction,
+            seed=demo.seed,
+            image_size=(demo.min_image_px, demo.max_image_px),
+            progress=advance,
+        )
+
+
+def reuse_or_generate(
+    demo: DemoConfig, shard_dir: str | os.PathLike, progress: ProgressFactory | None = None
+) -> dict:
+    """The manifest of the shards in ``shard_dir`` when they were generated with ``demo``'s settings, else
+    those of freshly generated ones."""
+    try:
+        manifest = load_manifest(shard_dir)
+        same = (
+            manifest["seed"] == demo.seed
+            and manifest["counts"]["total"] == demo.num_samples
+            and manifest["image_size"] == [demo.min_image_px, demo.max_image_px]
+            and manifest["counts"]["val"] == round(demo.num_samples * demo.val_fraction)
+            and all(size <= demo.samples_per_shard for size in manifest["shard_counts"].values())
+        )
+        if same:
+            logger.info("reusing demo shards in %s", shard_dir)
+            return manifest
+    except (FileNotFoundError, ValueError, KeyError):
+        pass
+    return generate(demo, shard_dir, progress)

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mm_ray.demo.bayes import subset_key
+from mm_ray.tables import format_table
 
 TOLERANCE = 0.03
 """How close (absolute accuracy) a baseline must come to its cap, and the best fusion to the Bayes accuracy."""
@@ -102,3 +103,29 @@ def _within(accuracy: float, reference: float) -> str:
     if abs(accuracy - reference) <= TOLERANCE:
         return f"ok: within {points:.0f} pts"
     return f"MISSED: not within {points:.0f} pts"
+
+
+def learning_table(rows: Sequence[LearningRow]) -> str:
+    """Each trained preset's held-out accuracy next to its analytic reference."""
+    body = [
+        [
+            r.preset,
+            f"{r.accuracy:.3f}",
+            r.reference,
+            f"{r.reference_accuracy:.3f}",
+            f"{r.gap_points:+.1f}",
+            r.verdict,
+        ]
+        for r in rows
+    ]
+    return format_table(
+        ["preset", "val accuracy", "reference", "reference acc", "gap (pts)", "expectation"], body
+    )
+
+
+def caps_table(manifest: Mapping[str, Any]) -> str:
+    """The benchmark's reference accuracies as a table (Bayes, every subset, additive reference)."""
+    rows = [[subset, f"{acc:.4f}"] for subset, acc in manifest["caps"].items()]
+    rows.append(["additive fusion (fitted)", f"{manifest['additive_fusion']:.4f}"])
+    rows.append(["chance", f"{manifest['chance_accuracy']:.4f}"])
+    return format_table(["modalities", "best achievable accuracy"], rows)

@@ -5,6 +5,7 @@ optimizer groups.
 
     model = build_model("gated", modalities=("image", "text", "audio"), num_classes=10,
                         image_size=64, vocab_size=8192, n_mels=64)
+    # or, as checkpoints store it: ModelSpec(preset="gated", ...).build()
     optimizer = torch.optim.AdamW(param_groups(model, lr=1e-3, lr_by_modality={"text": 3e-4}))
     logits = model(batch)  # batch: dict of the data plane's model-ready columns as tensors
 
@@ -19,6 +20,7 @@ from mm_ray.models.groups import param_groups
 from mm_ray.models.model import FusionModel, ModelOutput, drop_modalities
 from mm_ray.models.objectives import training_loss
 from mm_ray.models.presets import ENCODER_SIZES, PRESETS, TEXT_ENCODERS, Preset, build_model
+from mm_ray.models.spec import ModelSpec
 
 __all__ = [
     "ENCODER_SIZES",
@@ -29,6 +31,7 @@ __all__ = [
     "ImageEncoder",
     "LSTMTextEncoder",
     "ModelOutput",
+    "ModelSpec",
     "Preset",
     "TextEncoder",
     "build_model",

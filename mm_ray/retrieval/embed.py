@@ -1,6 +1,6 @@
 """Per-modality embeddings of a shard set from a checkpoint, written with Ray Data, and their retrieval scores.
 
-    result = embed_shards("runs/demo/train/late_concat", ["runs/demo/shards/val-*.tar"])
+    result = embed("runs/demo/train/late_concat", ["runs/demo/shards/val-*.tar"])
     result["out"]        # the output directory: data/ (Parquet, one row per sample) and retrieval.json
     result["retrieval"]  # mm_ray.retrieval.metrics.retrieval_scores records (image->text, audio->text)
 
@@ -20,12 +20,11 @@ scores each ``embed.pairs`` direction; the scores are written beside the rows as
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,10 @@ from mm_ray.columns import KEY, LABEL, PRESENCE_COLUMN
 from mm_ray.config.schema import EmbedConfig
 from mm_ray.data.pipeline import Ingest
 from mm_ray.data.sources import ShardSpecError
+from mm_ray.progress import ProgressFactory, watch
 from mm_ray.retrieval.metrics import parse_pairs, retrieval_scores
 from mm_ray.runtime import init_ray
+from mm_ray.train.checkpoint import LoadedCheckpoint, open_for_shards
 
 RETRIEVAL_FILE = "retrieval.json"
 DATA_DIR = "data"
@@ -52,17 +53,15 @@ def embedding_column(modality: str) -> str:
 class CheckpointEmbedder:
     """A Ray Data actor: numpy batches of model-ready columns -> keys, labels, embeddings and presence.
 
-    ``state`` is a checkpoint's ``{"config", "model"}`` (``restore_model`` rebuilds the model from it); it is
-    sent with the actor, so the checkpoint need not be readable from the actor's node.
+    ``checkpoint`` is a ``LoadedCheckpoint`` (its model spec and weights); it is sent with the actor, so the
+    checkpoint need not be readable from the actor's node.
     """
 
-    def __init__(self, state: dict[str, Any]):
+    def __init__(self, checkpoint: LoadedCheckpoint):
         import torch
 
-        from mm_ray.train.evaluate import restore_model
-
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = restore_model(state, self.device)
+        self.model = checkpoint.restore_model(self.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -84,48 +83,45 @@ def embedder_resources(embed: EmbedConfig, cluster_gpus: float) -> dict[str, flo
     return {"num_cpus": embed.num_cpus, "num_gpus": gpus}
 
 
-def embed_shards(
+def embed(
     checkpoint: str | Path,
     specs: str | Sequence[str] = (),
     *,
     out_dir: str | Path | None = None,
     overrides: Sequence[str] = (),
     config_file: str | Path | None = None,
-    embed: EmbedConfig | None = None,
-    progress: Callable[[Callable[[], int]], contextlib.AbstractContextManager] | None = None,
+    embed_config: EmbedConfig | None = None,
+    progress: ProgressFactory | None = None,
 ) -> dict[str, Any]:
     """Embed the shards ``specs`` (default: the config's ``data.val_shards``) and score retrieval on them.
 
     ``checkpoint``: a checkpoint or run directory (its latest checkpoint). ``overrides`` / ``config_file`` are
-    laid over the checkpoint's saved config (``embed.*``, pools, ``ray.*``); ``embed``, if given, replaces its
-    ``embed`` section (a checkpoint saved before that section existed has only the defaults). ``progress``, if given, is
-    entered around the stream with a function returning the samples read so far. Raises what
+    laid over the checkpoint's saved config (``embed.*``, pools, ``ray.*``); ``embed_config``, if given, replaces its
+    ``embed`` section (a checkpoint saved before that section existed has only the defaults). ``progress`` draws progress
+    (``mm_ray.progress``). Raises what
     ``mm-ray evaluate`` raises for bad paths, keys and shards.
     """
-    from mm_ray.train.evaluate import open_for_shards
-
     started = time.perf_counter()
     ckpt, cfg, specs = open_for_shards(checkpoint, specs, overrides, config_file, purpose="embed")
-    if embed is not None:
-        cfg = dataclasses.replace(cfg, embed=embed)
+    if embed_config is not None:
+        cfg = dataclasses.replace(cfg, embed=embed_config)
     pairs = parse_pairs(cfg.embed.pairs)
     run_dir = ckpt.picked_from or ckpt.directory.parent
     out = Path(out_dir) if out_dir is not None else run_dir / "embeddings"
     _clear(out)
-    init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_memory_mb)
+    init_ray(cfg.ray)
     resources = embedder_resources(cfg.embed, ray.cluster_resources().get("GPU", 0.0))
     reserved = resources["num_cpus"] * cfg.embed.actors
     ingest = Ingest.from_config(cfg, specs, ckpt.tokenizer_json, reserved_cpus=reserved)
-    state = {"config": ckpt.state["config"], "model": ckpt.state["model"]}
     embedded = ingest.dataset.map_batches(
         CheckpointEmbedder,
-        fn_constructor_kwargs={"state": state},
+        fn_constructor_kwargs={"checkpoint": ckpt},
         compute=ray.data.ActorPoolStrategy(size=cfg.embed.actors),
         batch_size=cfg.embed.batch_size,
         batch_format="numpy",
         **resources,
     )
-    with progress(lambda: ingest.summary()["samples_read"]) if progress else contextlib.nullcontext():
+    with watch(progress, "embed", lambda: ingest.summary()["samples_read"]):
         embedded.write_parquet(str(out / DATA_DIR))
     summary = ingest.finish()
     rows = read_embeddings(out / DATA_DIR)
@@ -140,8 +136,8 @@ def embed_shards(
     )
     result = {
         "checkpoint": str(ckpt.directory),
-        "preset": ckpt.state["config"]["preset"],
-        "aligned": bool(ckpt.state["config"].get("align_loss_weight")),
+        "preset": ckpt.loop.model.preset,
+        "aligned": ckpt.loop.align_loss_weight > 0,
         "out": str(out),
         "samples": len(rows[KEY]),
         "modalities": modalities,
@@ -155,7 +151,7 @@ def embed_shards(
 
 
 def read_embeddings(directory: str | Path) -> dict[str, np.ndarray]:
-    """The rows ``embed_shards`` wrote, as numpy columns ordered by ``__key__`` (embeddings ``[N, D]``)."""
+    """The rows ``embed`` wrote, as numpy columns ordered by ``__key__`` (embeddings ``[N, D]``)."""
     batches = list(ray.data.read_parquet(str(directory)).iter_batches(batch_size=None, batch_format="numpy"))
     if not batches:
         raise ShardSpecError(f"{directory}: no embeddings were written (every sample quarantined?)")

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from mm_ray.tables import format_table
+
 DEFAULT_PAIRS = (("image", "text"), ("audio", "text"))
 """The directions the retrieval table reports: query modality -> gallery modality."""
 
@@ -115,3 +117,23 @@ def _chance(gallery_size: int, labels: np.ndarray, ks: Sequence[int]) -> dict[st
     shares = np.bincount(labels) / len(labels) if len(labels) else np.zeros(1)
     chance["class@1"] = float((shares**2).sum())
     return chance
+
+
+def retrieval_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """One row per run and direction: recall@k and class@1, each with its chance value in brackets."""
+    records = [(name, r) for name, scores in runs.items() for r in scores]
+    if not records:
+        return "(no retrieval direction applies: the models lack the modalities of embed.pairs)"
+    metrics = list(records[0][1]["chance"])
+    header = ["run", "direction", "queries", "gallery", *metrics]
+    rows = [
+        [
+            name,
+            f"{r['query']}->{r['gallery']}",
+            r["queries"],
+            r["gallery_size"],
+            *(f"{r[m]:.3f} ({r['chance'][m]:.3f})" for m in metrics),
+        ]
+        for name, r in records
+    ]
+    return format_table(header, rows)

@@ -1,9 +1,16 @@
 """Training checkpoints as plain directories: one ``torch.save`` file holding every piece of state.
 
-    save_checkpoint(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler, epoch=3, config=cfg_dict)
+The one owner of checkpoints: writing, reading, finding a run's latest, restoring::
+
+    save_checkpoint(ckpt_dir, model=model, optimizer=optimizer, scheduler=scheduler, epoch=3,
+                    config=loop.to_state())
     state = load_checkpoint(ckpt_dir)   # {"model", "optimizer", "scheduler", "epoch", "config", "metrics",
                                         #  "history", "format"}
     restore_into(state, model=model, optimizer=optimizer, scheduler=scheduler)
+
+    ckpt = open_checkpoint("runs/demo/train/late_concat")   # a checkpoint, or a run directory's latest
+    ckpt.loop                    # its LoopConfig (mm_ray.train.spec): model spec, resolved config
+    model = ckpt.restore_model() # weights loaded, eval mode
 
 ``epoch`` is the number of epochs *finished*, so a resumed run starts at that epoch index. The model's
 state dict is taken from the unwrapped module (``DistributedDataParallel.module``), so its keys never
@@ -13,16 +20,34 @@ Pure PyTorch: the Ray Train adapter wraps the directory in a ``ray.train.Checkpo
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mm_ray.config.load import ConfigError, as_dict, config_from_dict
+from mm_ray.config.schema import Config
+from mm_ray.data.cache import audio_feature_rows
+from mm_ray.data.sources import ShardSpecError
+from mm_ray.train.spec import LoopConfig, read_loop_config
+
 STATE_FILE = "state.pt"
 TOKENIZER_FILE = "tokenizer.json"
 """Written beside the state by the Ray Train adapter, so a checkpoint can tokenize new shards itself."""
-FORMAT = 1
-"""Bumped when the layout of the saved dict changes incompatibly."""
+FORMAT = 2
+"""Bumped when the layout of the saved dict changes. 2: ``config`` holds ``LoopConfig.to_state()``."""
+READABLE_FORMATS = (1, 2)
+"""1: ``config`` held the trainer's flat dict (``preset``, ``model_kwargs``, ...); ``read_loop_config`` reads it."""
+CHECKPOINT_GLOB = "checkpoint_*"
+"""How Ray Train names the checkpoint directories inside a run directory."""
+
+
+class CheckpointError(ValueError):
+    """A path is not a usable mm_ray checkpoint (nor a run directory holding one); the message names it."""
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -70,8 +95,10 @@ def load_checkpoint(directory: str | Path, map_location: str | torch.device = "c
         raise FileNotFoundError(f"{directory} is not an mm_ray checkpoint (no {STATE_FILE})")
     # weights_only: the file holds only tensors and plain containers, so nothing is unpickled blindly.
     state = torch.load(path, map_location=map_location, weights_only=True)
-    if state.get("format") != FORMAT:
-        raise ValueError(f"{path}: checkpoint format {state.get('format')!r}, this code reads {FORMAT}")
+    if state.get("format") not in READABLE_FORMATS:
+        raise ValueError(
+            f"{path}: checkpoint format {state.get('format')!r}, this code reads {list(READABLE_FORMATS)}"
+        )
     return state
 
 
@@ -89,3 +116,143 @@ def restore_into(
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     return int(state["epoch"])
+
+
+@dataclasses.dataclass
+class LoadedCheckpoint:
+    """A checkpoint's state (weights, epoch, loop config, metrics), its tokenizer, and where it came from."""
+
+    directory: Path
+    state: dict[str, Any]
+    tokenizer_json: str
+    picked_from: Path | None = None
+    """The run directory it was chosen from, when a run directory was given."""
+
+    @functools.cached_property
+    def loop(self) -> LoopConfig:
+        """The run's ``LoopConfig`` (read from either checkpoint format)."""
+        try:
+            return read_loop_config(self.state["config"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{self.directory}: its saved run config is unusable: {err}") from None
+
+    @property
+    def epoch(self) -> int:
+        return int(self.state["epoch"])
+
+    def config(self, overrides: Sequence[str] = (), *, config_file: str | Path | None = None) -> Config:
+        """The run's resolved config with ``config_file`` and ``overrides`` laid over it, for scoring new shards.
+
+        A checkpoint is data, not settings: the cluster to join (``ray.*``) and the storage credentials
+        (``data.storage_options``) come from the caller (overrides, environment), never from the file. An
+        input size the model was not trained on is refused with a ``ConfigError`` naming the key.
+        """
+        raw = as_dict(self.loop.resolved)
+        raw["ray"] = {}
+        raw["data"] = {**raw["data"], "storage_options": {}}
+        cfg = config_from_dict(raw, overrides, path=config_file)
+        trained = self.loop.model
+        for argument, (key, value) in input_shapes(cfg).items():
+            expected = getattr(trained, argument)
+            if value != expected:
+                # Also catches a run trained on a cache preprocessed with other settings than its own config.
+                if "/" in key:  # several keys set the size (MFCC rows): name the sizes, not one key's value
+                    got, fix = f"{value} audio feature rows", f"the training cache's {key}"
+                else:
+                    got, fix = str(value), f"{key}={expected}"
+                raise ConfigError(
+                    f"{key}: {got}, but the checkpoint's model was trained on inputs of size {expected}; "
+                    f"pass {fix} (and match the rest of the training cache's preprocessing)"
+                )
+        return cfg
+
+    def restore_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
+        """The checkpoint's model rebuilt from its spec, weights loaded, in eval mode."""
+        model = self.loop.model.build()
+        model.load_state_dict(self.state["model"])
+        return model.to(device).eval()
+
+
+def open_checkpoint(path: str | Path) -> LoadedCheckpoint:
+    """The checkpoint at ``path``, or the latest checkpoint of the run directory ``path``, with its tokenizer.
+
+    The optimizer and scheduler states are dropped (evaluation needs neither: the Adam moments alone are
+    twice the model's size). Raises ``CheckpointError`` naming the path.
+    """
+    path = Path(path)
+    picked_from = None
+    if (path / STATE_FILE).is_file():
+        directory, state = path, _load(path)
+    else:
+        directory, state = latest_checkpoint(path)
+        picked_from = path
+    tokenizer = directory / TOKENIZER_FILE
+    if not tokenizer.is_file():
+        raise CheckpointError(
+            f"{directory}: no {TOKENIZER_FILE} beside {STATE_FILE}; it cannot tokenize shards"
+        )
+    state = {k: v for k, v in state.items() if k not in ("optimizer", "scheduler")}
+    loaded = LoadedCheckpoint(directory, state, tokenizer.read_text(), picked_from)
+    loaded.loop  # noqa: B018 -- read now, so an unusable config fails here, naming the checkpoint
+    return loaded
+
+
+def input_shapes(cfg: Config) -> dict[str, tuple[str, int]]:
+    """Model argument -> (the config keys that set it, its value under ``cfg``): what a checkpoint must match."""
+    a = cfg.audio
+    audio_keys = "audio.n_mels" if a.features == "log_mel" else "audio.features/n_mfcc/deltas"
+    return {
+        "image_size": ("image.size", cfg.image.size),
+        "max_text_len": ("text.max_length", cfg.text.max_length),
+        "n_mels": (audio_keys, audio_feature_rows(a)),
+    }
+
+
+def open_for_shards(
+    checkpoint: str | Path,
+    specs: str | Sequence[str],
+    overrides: Sequence[str] = (),
+    config_file: str | Path | None = None,
+    *,
+    purpose: str,
+) -> tuple[LoadedCheckpoint, Config, list[str]]:
+    """The checkpoint, its config with ``config_file``/``overrides`` over it, and the shard specs to run it on
+    (``specs``, else the config's ``data.val_shards``; ``ShardSpecError`` naming ``purpose`` when neither)."""
+    ckpt = open_checkpoint(checkpoint)
+    cfg = ckpt.config(overrides, config_file=config_file)
+    specs = [specs] if isinstance(specs, str) else list(specs or cfg.data.val_shards)
+    if not specs:
+        raise ShardSpecError(f"no shards to {purpose}: pass shard specs or set data.val_shards")
+    return ckpt, cfg, specs
+
+
+def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The ``checkpoint_*`` directory of ``run_dir`` with the most finished epochs, and its state.
+
+    Chosen by the epoch saved inside, not by name: names are timestamps, and a clock or a copied
+    directory can disagree with the training order. States are loaded one at a time.
+    """
+    run_dir = Path(run_dir)
+    candidates = sorted(p for p in run_dir.glob(CHECKPOINT_GLOB) if (p / STATE_FILE).is_file())
+    if not candidates:
+        raise CheckpointError(
+            f"{run_dir} is not an mm_ray checkpoint (no {STATE_FILE}) "
+            f"nor a run directory holding {CHECKPOINT_GLOB} checkpoints"
+        )
+    best: tuple[Path, dict[str, Any]] | None = None
+    for directory in candidates:
+        state = _load(directory)
+        # >=: on a tie the later name (the later timestamp) wins.
+        if best is None or state["epoch"] >= best[1]["epoch"]:
+            best = (directory, state)
+    assert best is not None
+    return best
+
+
+def _load(directory: Path) -> dict[str, Any]:
+    try:
+        return load_checkpoint(directory)
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
+        # torch raises RuntimeError on a damaged file and UnpicklingError on one that is not weights only.
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{directory}: cannot read the checkpoint: {first}") from None

@@ -6,7 +6,7 @@ any single checkpoint::
 
     from mm_ray.train.ensemble import PredictionAverage, check_compatible
     check_compatible(checkpoints)                          # same tokenizer and input shapes, else ConfigError
-    model = PredictionAverage([restore_model(c.state) for c in checkpoints])
+    model = PredictionAverage([c.restore_model() for c in checkpoints])
     log_probs = model(batch)                               # [B, classes]: log of the mean probability
 
 The output is log-probabilities: ``cross_entropy`` on them is the ensemble's negative log-likelihood and
@@ -24,9 +24,6 @@ import torch
 from torch import nn
 
 from mm_ray.config.load import ConfigError
-
-# Model arguments that fix what a batch must look like: ensemble members must agree on them.
-INPUT_ARGUMENTS = ("image_size", "max_text_len", "n_mels", "vocab_size", "num_classes")
 
 
 class PredictionAverage(nn.Module):
@@ -53,17 +50,16 @@ def check_compatible(checkpoints: Sequence[Any]) -> None:
     """Raise ``ConfigError`` unless every checkpoint (``LoadedCheckpoint``) reads batches the first one's way:
     the same tokenizer and the same input shapes and classes. The message names the checkpoint and argument."""
     first = checkpoints[0]
-    expected = first.state["config"]["model_kwargs"]
+    expected = first.loop.model.inputs()
     for other in checkpoints[1:]:
         if other.tokenizer_json != first.tokenizer_json:
             raise ConfigError(
                 f"--ensemble: {other.directory} was trained with another tokenizer than {first.directory}; "
                 "ensemble members must be trained on the same cache"
             )
-        kwargs = other.state["config"]["model_kwargs"]
-        for name in INPUT_ARGUMENTS:
-            if kwargs.get(name) != expected.get(name):
+        for name, value in other.loop.model.inputs().items():
+            if value != expected[name]:
                 raise ConfigError(
-                    f"--ensemble: {other.directory} has {name}={kwargs.get(name)}, {first.directory} has "
-                    f"{name}={expected.get(name)}; ensemble members must be trained on the same cache"
+                    f"--ensemble: {other.directory} has {name}={value}, {first.directory} has "
+                    f"{name}={expected[name]}; ensemble members must be trained on the same cache"
                 )

@@ -32,6 +32,7 @@ from mm_ray.columns import (
     SUBSET_ORDER,
     SUBSETS,
 )
+from mm_ray.tables import format_table
 from mm_ray.train.loop import autocast_context, to_device
 
 DATA_COLUMNS = {"image": (IMAGE,), "audio": (AUDIO,), "text": (INPUT_IDS, ATTENTION_MASK)}
@@ -141,3 +142,10 @@ def format_subset_table(results: Mapping[str, Mapping[str, float | int]]) -> str
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+def subset_comparison_table(subsets: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """Accuracy per modality subset (rows) of each run (columns); ``subsets[run][subset]["accuracy"]``."""
+    names = list(subsets)
+    rows = [[subset, *(f"{subsets[n][subset]['accuracy']:.3f}" for n in names)] for subset in SUBSETS]
+    return format_table(["subset", *names], rows)

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from mm_ray.train.spec import LoopConfig
 
 
 def warmup_cosine_factor(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -49,3 +53,17 @@ def warmup_cosine(
         warmup_cosine_factor, warmup_steps=warmup_steps, total_steps=total_steps, min_lr_ratio=min_lr_ratio
     )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimizer_and_schedule(model: torch.nn.Module, loop: LoopConfig) -> tuple[Any, Any]:
+    """AdamW over the model's per-modality parameter groups and its warm-up + cosine schedule: what every
+    trainer of a run builds from its ``LoopConfig`` (the Ray workers, ``mm-ray bench train``'s plain loop)."""
+    from mm_ray.models import param_groups
+    from mm_ray.train.checkpoint import unwrap
+
+    optimizer = torch.optim.AdamW(
+        param_groups(unwrap(model), lr=loop.lr, lr_by_modality=dict(loop.lr_by_modality)),
+        weight_decay=loop.weight_decay,
+    )
+    scheduler = warmup_cosine(optimizer, warmup_steps=loop.warmup_steps, total_steps=loop.total_steps)
+    return optimizer, scheduler

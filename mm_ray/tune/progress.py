@@ -1,4 +1,5 @@
-"""One line per trial event, instead of Tune's periodic status tables (the sweep runs with ``verbose=0``).
+"""One line per trial event on the ``mm_ray`` logger (INFO), instead of Tune's periodic status tables (the sweep
+runs with ``verbose=0``); ``mm-ray tune`` shows them, a Python caller turns on logging to see them.
 
     ray.tune.RunConfig(verbose=0, callbacks=[TrialLog(space, metric="val_accuracy", max_epochs=4)])
 
@@ -12,6 +13,7 @@ Tune saves the run's callbacks with the experiment, so a resumed sweep logs the 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ray.tune import Callback
@@ -19,22 +21,29 @@ from ray.tune import Callback
 from mm_ray.tune.results import short_key
 from mm_ray.tune.space import SearchSpace
 
+logger = logging.getLogger(__name__)
+
 
 class TrialLog(Callback):
-    """Prints when a trial starts (with its active parameters), ends an epoch, finishes, is stopped early or fails."""
+    """Logs when a trial starts (with its active parameters), ends an epoch, finishes, is stopped early or fails."""
 
     def __init__(self, space: SearchSpace, *, metric: str, max_epochs: int) -> None:
         self.space, self.metric, self.max_epochs = space, metric, max_epochs
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         params = " ".join(f"{short_key(k)}={_show(v)}" for k, v in self.space.active(trial.config).items())
-        print(f"trial {trial.trial_id} started: {params}", flush=True)
+        logger.info("trial %s started: %s", trial.trial_id, params)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         value = result.get(self.metric)
         shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
-        print(
-            f"trial {trial.trial_id} epoch {result.get('epoch', '?')}/{self.max_epochs}: {self.metric} {shown}"
+        logger.info(
+            "trial %s epoch %s/%d: %s %s",
+            trial.trial_id,
+            result.get("epoch", "?"),
+            self.max_epochs,
+            self.metric,
+            shown,
         )
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -43,10 +52,18 @@ class TrialLog(Callback):
         how = "done" if epochs >= self.max_epochs else "stopped early"
         value = result.get(self.metric)
         shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
-        print(f"trial {trial.trial_id} {how} after {epochs}/{self.max_epochs} epochs: {self.metric} {shown}")
+        logger.info(
+            "trial %s %s after %d/%d epochs: %s %s",
+            trial.trial_id,
+            how,
+            epochs,
+            self.max_epochs,
+            self.metric,
+            shown,
+        )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        print(f"trial {trial.trial_id} failed (see {trial.path}/error.txt)", flush=True)
+        logger.warning("trial %s failed (see %s/error.txt)", trial.trial_id, trial.path)
 
 
 def _show(value: Any) -> str:

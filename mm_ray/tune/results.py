@@ -15,6 +15,7 @@ Pure Python: ``mm_ray.tune.sweep`` turns Tune's ResultGrid into these inputs.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -164,8 +165,7 @@ def best_config(
         return None
     cfg = trial_config(base, space, records[0]["params"], name=f"{base['name']}-best")
     # The trials' Train runs live in the experiment; the retrained one goes where `mm-ray train` puts runs.
-    cfg.train.storage_path = None
-    return as_dict(cfg)
+    return as_dict(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, storage_path=None)))
 
 
 def _is_number(value: Any) -> bool:

@@ -1,10 +1,13 @@
 """The Tune driver: run a fusion architecture sweep, resume an interrupted one, collect its results.
 
-    cfg = load_config("pipelines/tune_small.yaml")
-    init_ray(cfg.ray.address, cfg.ray.num_cpus)
-    sweep = plan_sweep(cfg)                      # validates, loads tune.space, fixes paths and num_classes
+    import mm_ray
+
+    result = mm_ray.sweep(mm_ray.load_config("pipelines/tune_small.yaml"))   # starts or joins Ray
+    result.best["preset"], result.summary["trial_epochs_fraction"], result.leaderboard()
+    result = mm_ray.resume_sweep("runs/tune_small")    # after Ctrl-C / a crash: the unfinished trials only
+
+    sweep = plan_sweep(cfg)                      # the steps: validate, load tune.space, fix paths, num_classes
     summary = run_sweep(sweep)                   # Tuner(...).fit() -> leaderboard records and files
-    summary = resume_sweep("runs/tune_small")    # after Ctrl-C / a crash: the unfinished trials only
 
 The experiment lives in ``<tune.storage_path or output_dir>/<name>`` (Tune's state, one directory per trial,
 and the trials' Train runs under ``train/<trial id>``); the results go to ``<output_dir>/<name>``:
@@ -19,23 +22,30 @@ decodes nothing: the summary's ``decoded`` says how many samples went into the c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-from collections.abc import Sequence
+import logging
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mm_ray.cluster.storage import warn_if_unshared
 from mm_ray.config.load import ConfigError, as_dict, config_from_dict
 from mm_ray.config.schema import Config
-from mm_ray.data.cache import read_manifest
+from mm_ray.data.cache import Cache
+from mm_ray.runtime import init_ray
 from mm_ray.train.outputs import json_safe
 from mm_ray.tune import plots, results
 from mm_ray.tune.resources import concurrency
 from mm_ray.tune.space import SearchSpace, load_space, parse_space
 
 SWEEP_FILE = "sweep.yaml"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -60,7 +70,9 @@ class Sweep:
         return f"{_absolute(self.cfg.tune.storage_path or self.cfg.output_dir)}/{self.cfg.name}"
 
 
-def plan_sweep(cfg: Config, space_path: str | None = None, *, space: SearchSpace | None = None) -> Sweep:
+def plan_sweep(
+    cfg: Config, space_path: str | Path | None = None, *, space: SearchSpace | None = None
+) -> Sweep:
     """Check ``cfg`` for a sweep and load its space (``space_path`` overrides ``tune.space``; a parsed
     ``space`` overrides both, as ``mm-ray demo``'s built-in sweep does)."""
     if space is None:
@@ -89,7 +101,7 @@ def _check(cfg: Config) -> None:
     if not t.cache:
         raise ConfigError("train.cache: required (every trial trains on the preprocessed cache)")
     for key, cache in (("train.cache", t.cache), ("train.val_cache", t.val_cache)):
-        if cache and not (Path(cache) / "manifest.json").is_file():
+        if cache and not Cache.exists(cache, cfg.data.storage_options):
             raise ConfigError(f"{key}: {cache} is not a preprocessed cache (run `mm-ray preprocess` first)")
     if tu.metric.startswith("val_") and not t.val_cache:
         raise ConfigError(f"tune.metric: {tu.metric} needs train.val_cache (trials validate on it)")
@@ -126,7 +138,7 @@ def run_sweep(sweep: Sweep, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     concurrent = concurrency(
         cfg, cpus=resources.get("CPU", 0.0), gpus=resources.get("GPU", 0.0), trials=sweep.trials
     )
-    print(f"sweep {cfg.name}: {sweep.trials} trials, at most {concurrent} at a time", flush=True)
+    logger.info("sweep %s: %d trials, at most %d at a time", cfg.name, sweep.trials, concurrent)
     tuner = ray.tune.Tuner(
         _trainable(sweep),
         param_space=sweep.space.param_space(cfg.tune.seed) if cfg.tune.searcher == "random" else None,
@@ -146,12 +158,15 @@ def run_sweep(sweep: Sweep, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
             verbose=0,
         ),
     )
-    return collect(sweep, tuner.fit(), concurrent=concurrent)
+    with _quiet_tune():
+        grid = tuner.fit()
+    return collect(sweep, grid, concurrent=concurrent)
 
 
-def resume_sweep(results_dir: str | Path) -> dict[str, Any]:
+def continue_experiment(results_dir: str | Path) -> dict[str, Any]:
     """Continue the sweep whose results directory (``sweep.yaml``) is ``results_dir``: trials that finished
-    are kept as they are, unfinished ones continue (their Train runs from their last checkpoints)."""
+    are kept as they are, unfinished ones continue (their Train runs from their last checkpoints); returns the
+    summary with its records (``resume_sweep`` is the public form)."""
     import ray.tune
 
     sweep = load_sweep(results_dir)
@@ -164,7 +179,23 @@ def resume_sweep(results_dir: str | Path) -> dict[str, Any]:
         # The trainable keeps no Tune checkpoint (Train keeps them): resuming an errored trial = restarting it.
         restart_errored=sweep.cfg.tune.retry_errored,
     )
-    return collect(sweep, tuner.fit(), concurrent=None)
+    with _quiet_tune():
+        grid = tuner.fit()
+    return collect(sweep, grid, concurrent=None)
+
+
+@contextlib.contextmanager
+def _quiet_tune() -> Iterator[None]:
+    """Tune's default console output prints an experiment box and a results path even at ``verbose=0``; its
+    legacy output (``RAY_AIR_NEW_OUTPUT=0``, a documented switch) honours ``verbose=0``. A caller's own
+    setting of the variable is kept."""
+    saved = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = saved if saved is not None else "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
 
 
 def save_sweep(sweep: Sweep) -> Path:
@@ -313,18 +344,110 @@ def decoded(cfg: Config) -> dict[str, int]:
     counts = {"trials": 0}
     for split, cache in (("train_cache", cfg.train.cache), ("val_cache", cfg.train.val_cache)):
         if cache:
-            counts[split] = int(read_manifest(cache)["samples_read"])
+            counts[split] = int(Cache.open(cache, cfg.data.storage_options).manifest["samples_read"])
     return counts
 
 
 def _num_classes(cfg: Config) -> int:
     from mm_ray.columns import LABEL
-    from mm_ray.data.cache import read_cache
 
-    caches = [c for c in (cfg.train.cache, cfg.train.val_cache) if c]
-    return 1 + max(int(read_cache(c)[0].max(LABEL)) for c in caches)
+    caches = [Cache.open(c, cfg.data.storage_options) for c in (cfg.train.cache, cfg.train.val_cache) if c]
+    known = [c.num_classes for c in caches]
+    if all(n is not None for n in known):
+        return max(known)  # type: ignore[type-var]
+    return 1 + max(int(c.dataset().max(LABEL)) for c in caches)
 
 
 def _absolute(path: str) -> str:
     # Tune and Train want storage as an absolute local path or a URI.
     return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """A finished (or interrupted) sweep: its plan, summary (``summary.json``) and one record per trial."""
+
+    sweep: Sweep
+    summary: dict[str, Any]
+    records: list[dict[str, Any]]
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The best trial (``trial_id``, ``preset``, ``best``, ``params``, ...), None when none scored."""
+        return self.summary["best"]
+
+    @property
+    def interrupted(self) -> bool:
+        """True when trials were left unfinished: ``resume_sweep`` continues them."""
+        return bool(self.summary["interrupted"])
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        """Paths of trials.csv/json, best_config.yaml, the plots and summary.json."""
+        return self.summary["outputs"]
+
+    def leaderboard(self) -> tuple[list[str], list[list[Any]]]:
+        """(headers, rows) of the leaderboard, best first."""
+        return results.leaderboard(self.records, self.sweep.space, self.sweep.cfg.tune.metric)
+
+
+def sweep(
+    cfg: Config,
+    space: str | SearchSpace | None = None,
+    *,
+    callbacks: Sequence[Any] = (),
+) -> SweepResult:
+    """Run the fusion architecture search of ``cfg`` (``space``: a YAML path or a parsed space; default
+    ``tune.space``); starts or joins Ray as ``cfg.ray`` says.
+
+    When ``train.cache`` / ``train.val_cache`` do not exist yet and ``data.shards`` / ``data.val_shards`` are
+    set, they are preprocessed first, once: trials never decode shards. ``callbacks`` are Tune callbacks
+    (e.g. ``mm_ray.tune.progress.TrialLog``). Raises ``ConfigError`` naming the key for a bad config or space,
+    and when an experiment of that name exists (continue it with ``resume_sweep``).
+    """
+    init_ray(cfg.ray)
+    warn_if_unshared(cfg.tune.storage_path or cfg.output_dir)
+    made = ensure_caches(cfg)
+    plan = (
+        plan_sweep(cfg, space=space) if isinstance(space, SearchSpace) else plan_sweep(cfg, space_path=space)
+    )
+    summary = run_sweep(plan, callbacks=callbacks)
+    summary["decoded"]["this_run"] = sum(made.values())
+    return SweepResult(plan, {k: v for k, v in summary.items() if k != "records"}, summary["records"])
+
+
+def resume_sweep(results_dir: str | Path) -> SweepResult:
+    """Continue the interrupted sweep whose results directory is ``results_dir`` (``<output_dir>/<name>``,
+    holding ``sweep.yaml``); its saved config and space are used. Joins Ray as that config says."""
+    plan = load_sweep(results_dir)
+    init_ray(plan.cfg.ray)
+    summary = continue_experiment(results_dir)
+    summary["decoded"]["this_run"] = 0
+    return SweepResult(plan, {k: v for k, v in summary.items() if k != "records"}, summary["records"])
+
+
+def ensure_caches(cfg: Config) -> dict[str, int]:
+    """Preprocess ``data.shards`` / ``data.val_shards`` into ``train.cache`` / ``train.val_cache`` when those
+    do not exist yet; returns the samples decoded now per cache (none when both were there)."""
+    from mm_ray.data.build import build_cache
+
+    t, d = cfg.train, cfg.data
+    decoded: dict[str, int] = {}
+    tokenizer_json = None
+    for key, cache, shards in (
+        ("train.cache", t.cache, d.shards),
+        ("train.val_cache", t.val_cache, d.val_shards),
+    ):
+        if not cache:
+            continue
+        if Cache.exists(cache, d.storage_options):
+            tokenizer_json = tokenizer_json or Cache.open(cache, d.storage_options).tokenizer_json
+            continue
+        if not shards:
+            raise ConfigError(f"{key}: {cache} is not a preprocessed cache and no shards are set to make it")
+        logger.info("preprocessing %d shard spec(s) into %s (once for the whole sweep)", len(shards), cache)
+        # The val cache must share the train cache's tokenizer: token ids index one embedding table.
+        made = build_cache(cfg, shards, cache, tokenizer_json=tokenizer_json)
+        tokenizer_json = tokenizer_json or made.tokenizer_json
+        decoded[key] = int(made.manifest["samples_read"])
+    return decoded

@@ -11,8 +11,8 @@ Each trial's sampled parameters (dotted keys, the search space's) are laid over 
   crash, or ``mm-ray tune --resume``) reuses the name, so Ray Train resumes it from its last checkpoint;
 - ``TuneReportCallback`` forwards every epoch's metrics (and the checkpoint path) from Train to Tune, so
   ASHA sees each epoch and can stop the trial between epochs. Without it Tune would only see the end.
-  (``mm_ray.tune.cleanup.ReportToTune`` is that callback, its results tagged with the run's placement
-  group, so that the driver can give back the workers of a run whose trial it stopped.)
+  (The metrics carry the workers' placement group, so that the driver can give back the workers of a run
+  whose trial it stopped: ``mm_ray.tune.cleanup``.)
 
 Inside this function use ``ray.tune.*`` (report, get_context); ``ray.train.*`` belongs to the Train workers.
 """
@@ -20,6 +20,7 @@ Inside this function use ``ray.tune.*`` (report, get_context); ``ray.train.*`` b
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,14 +42,14 @@ def trial_config(base: Mapping[str, Any], space: SearchSpace, params: Mapping[st
 def train_trial(params: dict[str, Any], *, base: dict[str, Any], space: SearchSpace, storage: str) -> None:
     """Tune function trainable: train the trial's config with Ray Train; metrics reach Tune per epoch."""
     import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
 
     from mm_ray.train.ray_trainer import build_trainer
-    from mm_ray.tune.cleanup import trial_callbacks
 
     # Deterministic run name: the trial id is kept across restores, timestamps would not be.
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = trial_config(base, space, params, name=trial_id)
-    cfg.train.storage_path = storage
-    result = build_trainer(cfg, callbacks=trial_callbacks()).fit()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, storage_path=storage))
+    result = build_trainer(cfg, callbacks=[TuneReportCallback()]).fit()
     if result.error is not None:
         raise result.error

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import ray
 
-from mm_ray.cli.preprocess import obtain_tokenizer
 from mm_ray.config.load import load_config
+from mm_ray.config.schema import RayConfig
+from mm_ray.data.captions import obtain_tokenizer
 from mm_ray.data.pipeline import Ingest
 from mm_ray.demo.generate import make_shards
 from mm_ray.runtime import init_ray
@@ -60,7 +61,7 @@ def run_pipeline(specs: list[str], *overrides: str) -> Run:
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Iterator[None]:
     """A local Ray for this module; ``init_ray`` later in the module (the CLI) reuses it."""
-    init_ray(num_cpus=2)
+    init_ray(RayConfig(num_cpus=2))
     yield
     ray.shutdown()
 

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from mm_ray.cli.main import main
-from mm_ray.cli.preprocess import run_preprocess
 from mm_ray.config.load import load_config
-from mm_ray.data.cache import read_manifest
-from mm_ray.train.evaluate import evaluate_checkpoint
+from mm_ray.data.build import build_cache
+from mm_ray.data.cache import Cache
+from mm_ray.train.evaluate import evaluate
 from mm_ray.train.metrics import SUBSETS
 from mm_ray.train.ray_trainer import fit
 
@@ -42,9 +42,8 @@ def trained(demo_shards, tmp_path_factory) -> Trained:
     out = tmp_path_factory.mktemp("evaluate")
     cfg = load_config(None, CACHE)
     val_specs = [str(shards / name) for name in manifest["shards"]["val"]]
-    run_preprocess(cfg, [str(shards / name) for name in manifest["shards"]["train"]], out / "train")
-    tokenizer_json = (out / "train" / "tokenizer.json").read_text()
-    run_preprocess(cfg, val_specs, out / "val", tokenizer_json=tokenizer_json)
+    train = build_cache(cfg, [str(shards / name) for name in manifest["shards"]["train"]], str(out / "train"))
+    build_cache(cfg, val_specs, str(out / "val"), tokenizer_json=train.tokenizer_json)
     overrides = [
         *CACHE,
         *TINY_MODEL,
@@ -57,9 +56,9 @@ def trained(demo_shards, tmp_path_factory) -> Trained:
         "train.num_workers=1",
         "train.batch_size=8",
     ]
-    summary = fit(load_config(None, overrides))
+    summary = fit(load_config(None, overrides)).as_dict()
     assert summary["epochs_run"] == 2 and summary["checkpoint"]
-    return Trained(summary, val_specs, read_manifest(out / "val"))
+    return Trained(summary, val_specs, dict(Cache.open(str(out / "val")).manifest))
 
 
 def _assert_same_scores(scores: dict[str, dict], reference: dict[str, dict]) -> None:
@@ -75,7 +74,7 @@ def _assert_same_scores(scores: dict[str, dict], reference: dict[str, dict]) -> 
 
 
 def test_checkpoint_scores_the_val_shards_as_training_scored_the_val_cache(trained: Trained) -> None:
-    result = evaluate_checkpoint(trained.summary["checkpoint"], trained.val_specs)
+    result = evaluate(trained.summary["checkpoint"], trained.val_specs)
     _assert_same_scores(result["subsets"], trained.summary["subsets"])
     assert (
         result["samples"] == trained.val_manifest["samples_ok"] == trained.summary["metrics"]["val_samples"]

@@ -17,9 +17,8 @@ from shardkit import caption_of, good_sample, label_of, read_tar_samples, write_
 from tokenizers import Tokenizer
 
 from mm_ray import columns as C
-from mm_ray.cli.preprocess import run_preprocess
 from mm_ray.config.load import load_config
-from mm_ray.data.cache import read_cache
+from mm_ray.data.build import build_cache
 from mm_ray.preprocess.audio import AudioPreprocessor
 from mm_ray.preprocess.image import ImagePreprocessor
 from mm_ray.preprocess.text import TextPreprocessor
@@ -113,14 +112,14 @@ def test_each_modality_runs_in_its_own_actor_pool(streamed: Run) -> None:
 def test_preprocess_writes_a_cache_made_with_its_tokenizer(demo_shards, truth, tmp_path: Path) -> None:
     out = tmp_path / "cache"
     cfg = load_config(None, list(SMALL))
-    summary = run_preprocess(cfg, [str(demo_shards[0])], out)
-    dataset, manifest = read_cache(out)
-    rows = dataset.take_all()
+    cache = build_cache(cfg, [str(demo_shards[0])], str(out))
+    manifest = cache.manifest
+    rows = cache.dataset().take_all()
     assert sorted(r[C.KEY] for r in rows) == sorted(truth)
     assert {r[C.KEY]: r[C.LABEL] for r in rows} == {k: label_of(m) for k, m in truth.items()}
     assert manifest["samples_ok"] == 48 and manifest["samples_quarantined"] == 0
     assert re.fullmatch(r"[0-9a-f]{16}", manifest["config_hash"])
-    assert summary["config_hash"] == manifest["config_hash"]
+    assert cache.uri == str(out) and cache.tokenizer_json == (out / "tokenizer.json").read_text()
     assert manifest["shapes"]["audio"] == [N_MELS, AUDIO_FRAMES]
     assert json.loads((out / "manifest.json").read_text()) == manifest
     tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))

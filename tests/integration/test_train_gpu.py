@@ -31,9 +31,9 @@ def test_one_gpu_worker_trains_in_bf16_and_checkpoints_for_cpu(caches, tmp_path:
             "train.cpus_per_worker=1",
         )
     )
-    assert summary["epochs_run"] == 2
-    for epoch in summary["history"]:
+    assert summary.epochs_run == 2
+    for epoch in summary.history:
         assert math.isfinite(epoch["train_loss"]) and math.isfinite(epoch["val_loss"])
     # Saved from the GPU, loadable on CPU: every tensor is mapped to the requested device.
-    state = load_checkpoint(summary["checkpoint"], map_location="cpu")
+    state = load_checkpoint(summary.checkpoint, map_location="cpu")
     assert all(t.device.type == "cpu" for t in state["model"].values())

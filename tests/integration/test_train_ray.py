@@ -1,6 +1,6 @@
 """Ray Train end to end on a tiny preprocessed cache: 2 CPU workers, checkpoints, per-subset metrics, resume.
 
-The cache is made with ``run_preprocess`` from the demo shards (train and val split), as ``mm-ray
+The cache is made with ``build_cache`` from the demo shards (train and val split), as ``mm-ray
 preprocess`` would; the model is tiny so each epoch is a fraction of a second and the cost is Ray's start-up.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,8 @@ import yaml
 from PIL import Image
 
 from mm_ray.cli.main import main
-from mm_ray.cli.preprocess import run_preprocess
 from mm_ray.config.load import load_config
+from mm_ray.data.build import build_cache
 from mm_ray.train.checkpoint import load_checkpoint
 from mm_ray.train.metrics import SUBSETS
 from mm_ray.train.ray_trainer import fit
@@ -34,10 +35,10 @@ def caches(demo_shards, tmp_path_factory) -> tuple[Path, Path]:
     cfg = load_config(None, CACHE)
     train_specs = [str(shards / name) for name in manifest["shards"]["train"]]
     val_specs = [str(shards / name) for name in manifest["shards"]["val"]]
-    summary = run_preprocess(cfg, train_specs, out / "train")
+    train = build_cache(cfg, train_specs, str(out / "train"))
     # The val cache must share the train cache's tokenizer (token ids index the same embedding table).
-    run_preprocess(cfg, val_specs, out / "val", tokenizer_json=(out / "train" / "tokenizer.json").read_text())
-    assert summary["samples_ok"] > 0
+    build_cache(cfg, val_specs, str(out / "val"), tokenizer_json=train.tokenizer_json)
+    assert train.samples > 0
     return out / "train", out / "val"
 
 
@@ -68,16 +69,16 @@ def _adam_steps(state: dict) -> set[int]:
 
 def test_two_workers_train_checkpoint_and_resume(caches, tmp_path: Path) -> None:
     first = fit(_config(caches, tmp_path, "train.epochs=2"))
-    assert first["epochs_run"] == 2
-    assert [m["epoch"] for m in first["history"]] == [1, 2]
-    for epoch in first["history"]:
+    assert first.epochs_run == 2
+    assert [m["epoch"] for m in first.history] == [1, 2]
+    for epoch in first.history:
         assert epoch["train_samples"] > 0 and epoch["val_samples"] > 0
         assert 0.0 <= epoch["subset/image+audio+text/accuracy"] <= 1.0
-    assert set(first["subsets"]) == set(SUBSETS)
-    assert all(r["samples"] == first["metrics"]["val_samples"] for r in first["subsets"].values())
-    state = load_checkpoint(first["checkpoint"])
+    assert set(first.subsets) == set(SUBSETS)
+    assert all(r["samples"] == first.metrics["val_samples"] for r in first.subsets.values())
+    state = load_checkpoint(first.checkpoint)
     assert state["epoch"] == 2
-    steps_after_two = first["metrics"]["step"]
+    steps_after_two = first.metrics["step"]
     # Every Adam moment has taken exactly one step per optimizer step (rank 0's count of its own steps).
     assert _adam_steps(state) == {steps_after_two} and steps_after_two > 0
     assert state["scheduler"]["last_epoch"] == steps_after_two
@@ -85,16 +86,16 @@ def test_two_workers_train_checkpoint_and_resume(caches, tmp_path: Path) -> None
     second = fit(_config(caches, tmp_path, "train.epochs=3"))
     # Only epoch 3 ran: the workers resumed from the epoch-2 checkpoint instead of starting over, and the
     # history of epochs 1-2 came back from that checkpoint unchanged.
-    assert [m["epoch"] for m in second["history"]] == [1, 2, 3]
-    assert second["history"][:2] == first["history"]
-    assert [m["resumed_from"] for m in second["history"]] == [0, 0, 2]
-    assert second["epochs_run"] == 3
-    resumed = load_checkpoint(second["checkpoint"])
+    assert [m["epoch"] for m in second.history] == [1, 2, 3]
+    assert second.history[:2] == first.history
+    assert [m["resumed_from"] for m in second.history] == [0, 0, 2]
+    assert second.epochs_run == 3
+    resumed = load_checkpoint(second.checkpoint)
     assert resumed["epoch"] == 3
     # The optimizer's step counter continued from the restored state (a fresh optimizer would restart at 0).
     per_epoch = steps_after_two // 2
     assert _adam_steps(resumed) == {steps_after_two + per_epoch}
-    assert second["metrics"]["step"] == steps_after_two + per_epoch
+    assert second.metrics["step"] == steps_after_two + per_epoch
 
 
 def test_a_worker_crash_restarts_from_the_last_checkpoint(caches, tmp_path: Path) -> None:
@@ -103,9 +104,9 @@ def test_a_worker_crash_restarts_from_the_last_checkpoint(caches, tmp_path: Path
     summary = fit(
         _config(caches, tmp_path, "train.epochs=3", "train.max_failures=1", "train.fail_at_epoch=2")
     )
-    assert summary["epochs_run"] == 3
-    assert [m["epoch"] for m in summary["history"]] == [1, 2, 3]
-    assert [m["resumed_from"] for m in summary["history"]] == [0, 1, 1]
+    assert summary.epochs_run == 3
+    assert [m["epoch"] for m in summary.history] == [1, 2, 3]
+    assert [m["resumed_from"] for m in summary.history] == [0, 1, 1]
 
 
 def test_a_worker_crash_without_max_failures_fails_the_run(caches, tmp_path: Path) -> None:
@@ -134,6 +135,10 @@ def test_cli_train_prints_the_subset_table(caches, tmp_path: Path, capsys) -> No
     )
     assert code == 0
     out = capsys.readouterr().out
+    # One progress line per epoch as it ends, then the summary and the subset table.
+    assert re.search(
+        r"^epoch 1/1  train_loss \d\.\d{4}  train_accuracy .* val_accuracy \d", out, re.MULTILINE
+    ), out
     assert "image+audio+text" in out and "accuracy" in out
     printed = json.loads((tmp_path / "summary.json").read_text())
     assert printed["epochs_run"] == 1

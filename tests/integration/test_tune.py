@@ -21,9 +21,9 @@ import ray.tune
 import yaml
 
 from mm_ray.cli.main import main
-from mm_ray.cli.preprocess import run_preprocess
 from mm_ray.config.load import load_config
-from mm_ray.data.cache import read_manifest
+from mm_ray.data.build import build_cache
+from mm_ray.data.cache import Cache
 from mm_ray.tune.sweep import plan_sweep, run_sweep
 
 pytestmark = pytest.mark.integration
@@ -42,11 +42,9 @@ def caches(demo_shards, tmp_path_factory) -> tuple[Path, Path]:
     shards, manifest = demo_shards
     out = tmp_path_factory.mktemp("tune_cache")
     cfg = load_config(None, CACHE)
-    run_preprocess(cfg, [str(shards / n) for n in manifest["shards"]["train"]], out / "train")
-    tokenizer = (out / "train" / "tokenizer.json").read_text()
-    run_preprocess(
-        cfg, [str(shards / n) for n in manifest["shards"]["val"]], out / "val", tokenizer_json=tokenizer
-    )
+    train = build_cache(cfg, [str(shards / n) for n in manifest["shards"]["train"]], str(out / "train"))
+    val_specs = [str(shards / n) for n in manifest["shards"]["val"]]
+    build_cache(cfg, val_specs, str(out / "val"), tokenizer_json=train.tokenizer_json)
     return out / "train", out / "val"
 
 
@@ -89,8 +87,8 @@ def test_a_four_trial_sweep_exports_a_runnable_best_config(caches, tmp_path: Pat
     assert summary["decoded"] == {
         "trials": 0,
         "this_run": 0,
-        "train_cache": read_manifest(caches[0])["samples_read"],
-        "val_cache": read_manifest(caches[1])["samples_read"],
+        "train_cache": Cache.open(str(caches[0])).manifest["samples_read"],
+        "val_cache": Cache.open(str(caches[1])).manifest["samples_read"],
     }
     # The leaderboard: a header, a rule and one row per trial, best first.
     table = [line for line in out.splitlines() if line.startswith("| ")]

@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from mm_ray.config.load import ConfigError
-from mm_ray.models import build_model
+from mm_ray.config.load import ConfigError, load_config
+from mm_ray.models import ModelSpec, build_model
+from mm_ray.train.checkpoint import LoadedCheckpoint
 from mm_ray.train.ensemble import PredictionAverage, check_compatible
 from mm_ray.train.metrics import SUBSETS, evaluate_subsets
+from mm_ray.train.spec import LoopConfig
 
 KWARGS = {
     "modalities": ["image", "text", "audio"],
@@ -84,15 +86,10 @@ def test_unimodal_members_together_use_every_modality() -> None:
     assert not torch.allclose(before, after)  # the audio member's vote moved
 
 
-@dataclasses.dataclass
-class Ckpt:
-    directory: Path
-    state: dict
-    tokenizer_json: str = "{}"
-
-
-def _ckpt(name: str, **changes) -> Ckpt:
-    return Ckpt(Path(name), {"config": {"model_kwargs": {**KWARGS, **changes}, "preset": "late_concat"}})
+def _ckpt(name: str, **changes) -> LoadedCheckpoint:
+    spec = ModelSpec(preset="late_concat", **{**KWARGS, **changes})
+    loop = LoopConfig(model=spec, resolved=load_config())
+    return LoadedCheckpoint(Path(name), {"config": loop.to_state(), "epoch": 1}, "{}")
 
 
 def test_members_must_read_batches_the_same_way() -> None:

@@ -1,6 +1,6 @@
 """Opening checkpoints for ``mm-ray evaluate`` (no Ray): a run directory yields the checkpoint with the most
 finished epochs, the saved config comes back with overrides but refuses input sizes the model was not trained
-on, and the restored model is the trained one."""
+on, the restored model is the trained one, and a checkpoint of the first format still loads."""
 
 from __future__ import annotations
 
@@ -10,17 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from mm_ray.config.load import ConfigError, as_dict, load_config
+from mm_ray.config.load import ConfigError, load_config
 from mm_ray.data.sources import ShardSpecError
-from mm_ray.models import build_model
-from mm_ray.train.checkpoint import TOKENIZER_FILE, save_checkpoint
-from mm_ray.train.evaluate import (
+from mm_ray.models import ModelSpec, build_model
+from mm_ray.train.checkpoint import (
+    FORMAT,
+    TOKENIZER_FILE,
     CheckpointError,
-    checkpoint_config,
-    evaluate_checkpoint,
+    load_checkpoint,
     open_checkpoint,
-    restore_model,
+    save_checkpoint,
 )
+from mm_ray.train.evaluate import evaluate
+from mm_ray.train.spec import LoopConfig
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "checkpoint_format1"
 
 PREPROCESS = ("image.size=16", "text.max_length=8", "audio.n_mels=8")
 MODEL_KWARGS = {
@@ -39,14 +43,12 @@ MODEL_KWARGS = {
 def _write(directory: Path, *, epoch: int, seed: int = 0, tokenizer: bool = True) -> torch.nn.Module:
     """A checkpoint as the Ray Train adapter writes it: state.pt with the loop config, tokenizer beside it."""
     model = build_model("late_concat", **MODEL_KWARGS, seed=seed)
-    loop = {
-        "preset": "late_concat",
-        "model_kwargs": {**MODEL_KWARGS, "seed": seed},
-        "batch_size": 4,
-        "resolved": as_dict(load_config(None, PREPROCESS)),
-    }
+    spec = ModelSpec(preset="late_concat", **MODEL_KWARGS, seed=seed)
+    loop = LoopConfig(model=spec, resolved=load_config(None, PREPROCESS), batch_size=4)
     optimizer = torch.optim.AdamW(model.parameters())
-    save_checkpoint(directory, model=model, optimizer=optimizer, scheduler=None, epoch=epoch, config=loop)
+    save_checkpoint(
+        directory, model=model, optimizer=optimizer, scheduler=None, epoch=epoch, config=loop.to_state()
+    )
     if tokenizer:
         (directory / TOKENIZER_FILE).write_text('{"model": "stand-in"}')
     return model
@@ -95,26 +97,27 @@ def test_paths_that_are_not_checkpoints_are_named(tmp_path: Path) -> None:
 
 def test_config_comes_back_with_overrides_and_guards_input_sizes(tmp_path: Path) -> None:
     _write(tmp_path / "ckpt", epoch=1)
-    state = open_checkpoint(tmp_path / "ckpt").state
-    cfg = checkpoint_config(state, ["pools.image.num_cpus=0.2"])
+    ckpt = open_checkpoint(tmp_path / "ckpt")
+    cfg = ckpt.config(["pools.image.num_cpus=0.2"])
     assert (cfg.image.size, cfg.text.max_length, cfg.audio.n_mels) == (16, 8, 8)
     assert cfg.pools.image.num_cpus == 0.2
     with pytest.raises(ConfigError, match=r"image\.size: 32, .* size 16; pass image\.size=16"):
-        checkpoint_config(state, ["image.size=32"])
+        ckpt.config(["image.size=32"])
     with pytest.raises(ConfigError, match=r"audio\.n_mels"):
-        checkpoint_config(state, ["audio.n_mels=64"])
+        ckpt.config(["audio.n_mels=64"])
     # MFCC features are 3 x n_mfcc rows with deltas: a log-mel model of 8 mel bands does not take 24 rows.
     with pytest.raises(ConfigError, match=r"audio\.features/n_mfcc/deltas: 24 audio feature rows, .* size 8"):
-        checkpoint_config(state, ["audio.features=mfcc", "audio.n_mfcc=8"])
-    assert checkpoint_config(state, ["audio.features=mfcc", "audio.n_mfcc=8", "audio.deltas=false"])
+        ckpt.config(["audio.features=mfcc", "audio.n_mfcc=8"])
+    assert ckpt.config(["audio.features=mfcc", "audio.n_mfcc=8", "audio.deltas=false"])
 
 
 def test_restored_model_is_the_trained_one_in_eval_mode(tmp_path: Path) -> None:
     trained = _write(tmp_path / "ckpt", epoch=1, seed=7)
-    # The saved model_kwargs say seed=7 too, so compare against a model built with another seed.
-    state = open_checkpoint(tmp_path / "ckpt").state
-    state["config"]["model_kwargs"]["seed"] = 0
-    model = restore_model(state)
+    # The saved spec says seed=7 too, so compare against a model built with another seed.
+    ckpt = open_checkpoint(tmp_path / "ckpt")
+    ckpt.state["config"]["model"]["seed"] = 0
+    del ckpt.__dict__["loop"]  # read the spec again
+    model = ckpt.restore_model()
     assert not model.training
     for (name, a), (_, b) in zip(trained.state_dict().items(), model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
@@ -128,4 +131,61 @@ def test_restored_model_is_the_trained_one_in_eval_mode(tmp_path: Path) -> None:
 def test_no_shards_and_no_val_shards_fail_before_ray_starts(tmp_path: Path) -> None:
     _write(tmp_path / "ckpt", epoch=1)
     with pytest.raises(ShardSpecError, match="no shards to evaluate on"):
-        evaluate_checkpoint(tmp_path / "ckpt", [])
+        evaluate(tmp_path / "ckpt", [])
+
+
+def test_a_checkpoint_never_supplies_the_cluster_or_storage_credentials(tmp_path: Path) -> None:
+    # A downloaded checkpoint is data: its saved ray.* and storage keys are not settings for this run.
+    model = build_model("late_concat", **MODEL_KWARGS)
+    saved = load_config(
+        None, [*PREPROCESS, "ray.address=ray://evil:10001", "data.storage_options={secret_key: s}"]
+    )
+    loop = LoopConfig(model=ModelSpec(preset="late_concat", **MODEL_KWARGS), resolved=saved)
+    save_checkpoint(
+        tmp_path, model=model, optimizer=torch.optim.AdamW(model.parameters()), scheduler=None, epoch=1,
+        config=loop.to_state(),
+    )  # fmt: skip
+    (tmp_path / TOKENIZER_FILE).write_text("{}")
+    cfg = open_checkpoint(tmp_path).config()
+    assert cfg.ray.address is None and cfg.data.storage_options == {}
+    assert open_checkpoint(tmp_path).config(["ray.address=auto"]).ray.address == "auto"
+
+
+def test_a_checkpoint_of_the_first_format_still_loads_and_predicts_as_saved() -> None:
+    # Written by the trainer before the typed LoopConfig (a flat dict with preset and model_kwargs).
+    assert load_checkpoint(FIXTURE)["format"] == 1 and FORMAT == 2
+    ckpt = open_checkpoint(FIXTURE)
+    loop = ckpt.loop
+    assert (loop.model.preset, loop.model.image_size, loop.model.n_mels, loop.model.num_classes) == (
+        "gated",
+        16,
+        8,
+        4,
+    )
+    assert (loop.epochs, loop.batch_size, loop.has_val, ckpt.epoch) == (2, 4, True, 2)
+    assert ckpt.config().image.size == 16
+    expected = torch.load(FIXTURE / "expected_logits.pt", weights_only=True)
+    with torch.no_grad():
+        logits = ckpt.restore_model()(expected["batch"])
+    assert torch.equal(logits, expected["logits"])
+
+
+def test_the_loop_config_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
+    _write(tmp_path, epoch=3)
+    loop = open_checkpoint(tmp_path).loop
+    assert loop == LoopConfig(
+        model=ModelSpec(preset="late_concat", **MODEL_KWARGS),
+        resolved=load_config(None, PREPROCESS),
+        batch_size=4,
+    )
+
+
+def test_a_file_that_is_not_weights_only_is_refused_in_one_line(tmp_path: Path) -> None:
+    import collections
+
+    # Any class outside torch's weights-only allow-list: loading it would mean running its pickled code.
+    torch.save({"format": 2, "x": collections.OrderedDict, "y": Path("p")}, tmp_path / "state.pt")
+    (tmp_path / TOKENIZER_FILE).write_text("{}")
+    with pytest.raises(CheckpointError) as err:
+        open_checkpoint(tmp_path)
+    assert "cannot read the checkpoint" in str(err.value) and "\n" not in str(err.value)

@@ -7,20 +7,27 @@ from pathlib import Path
 
 import pytest
 
-from mm_ray.cluster.submit import SubmitError, named_files, plan_job
+from mm_ray.cli.main import main
+from mm_ray.cluster.submit import SubmitError, named_files, plan_job, stage
 
 ROOT = Path(__file__).parents[2]
 
 
-def test_a_valid_command_becomes_a_python_entrypoint_with_the_checkout_as_working_dir() -> None:
+def test_a_valid_command_becomes_a_python_entrypoint_with_the_package_and_pipelines() -> None:
     argv = ["--", "tune", "--config", "pipelines/tune_small.yaml", "tune.num_samples=4"]
     job = plan_job(argv, project_root=ROOT)
     assert shlex.split(job.entrypoint) == ["python", "-m", "mm_ray.cli.main", *argv[1:]]
-    assert job.runtime_env["working_dir"] == str(ROOT)
-    # Never uploaded: VCS, environments, outputs, data (Ray caps an upload at 100 MiB).
-    assert {".git/", ".venv/", "/runs/", "/data/", "*.tar"} <= set(job.runtime_env["excludes"])
+    assert {
+        "mm_ray/cli/main.py",
+        "mm_ray/data/pipeline.py",
+        "pipelines/tune_small.yaml",
+        "pyproject.toml",
+    } <= set(job.files)
+    # The space the config names travels too.
+    assert "pipelines/spaces/fusion_small.yaml" in job.files
     # A job's stdout is streamed by `mm-ray jobs logs --follow`: unbuffered, or nothing shows for minutes.
-    assert job.runtime_env["env_vars"]["PYTHONUNBUFFERED"] == "1"
+    assert job.runtime_env("/staged")["env_vars"]["PYTHONUNBUFFERED"] == "1"
+    assert job.runtime_env("/staged")["working_dir"] == "/staged"
 
 
 @pytest.mark.parametrize(
@@ -28,8 +35,6 @@ def test_a_valid_command_becomes_a_python_entrypoint_with_the_checkout_as_workin
     [
         ([], "no command to submit"),
         (["--"], "no command to submit"),
-        (["trian"], "not a valid mm-ray command: mm-ray trian: "),
-        (["train", "--epochs", "3"], "error: unrecognized arguments: --epochs"),
         (["submit", "--", "demo"], "`submit` runs on your machine"),
         (["train", "--config", "pipelines/nope.yaml"], "--config pipelines/nope.yaml: no such file"),
         (["tune", "--config", "/etc/hostname"], "--config /etc/hostname: outside the project directory"),
@@ -39,6 +44,7 @@ def test_a_valid_command_becomes_a_python_entrypoint_with_the_checkout_as_workin
         ),
         (["train", "--config", "pipelines/demo.yaml", "train.nope=1"], "config error: "),
         (["train", "train.epochs=many"], "config error: "),
+        (["train", "model.preset=gatd"], "config error: model.preset"),
     ],
 )
 def test_mistakes_fail_before_submission_naming_the_argument(argv: list[str], message: str) -> None:
@@ -47,18 +53,22 @@ def test_mistakes_fail_before_submission_naming_the_argument(argv: list[str], me
     assert message in str(err.value)
 
 
-def test_an_excluded_file_would_not_be_uploaded(tmp_path: Path) -> None:
-    (tmp_path / "runs").mkdir()
-    (tmp_path / "runs" / "best_config.yaml").write_text("name: x\n")
-    with pytest.raises(SubmitError, match="excluded from the upload"):
-        plan_job(["train", "--config", "runs/best_config.yaml"], project_root=tmp_path)
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["trian"], "not a valid mm-ray command: mm-ray trian: "),
+        (["train", "--epochs", "3"], "error: unrecognized arguments: --epochs"),
+    ],
+)
+def test_the_cli_parses_the_command_as_mm_ray_would_before_sending(argv, message, capsys) -> None:
+    assert main(["submit", "--address", "http://127.0.0.1:1", "--", *argv]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_named_files_finds_every_file_argument() -> None:
-    from mm_ray.cli.main import parse_args
-
-    args = parse_args(["tune", "--config", "a.yaml", "--space=b.yaml", "tune.space=c.yaml", "train.lr=0.1"])
-    assert named_files(args) == [("--config", "a.yaml"), ("--space", "b.yaml"), ("tune.space", "c.yaml")]
+    argv = ["tune", "--config", "a.yaml", "--space=b.yaml", "tune.space=c.yaml", "train.lr=0.1"]
+    assert named_files(argv) == [("--config", "a.yaml"), ("--space", "b.yaml"), ("tune.space", "c.yaml")]
+    assert named_files(["train", "-c", "x.yaml"]) == [("--config", "x.yaml")]
 
 
 def test_the_space_a_config_names_must_travel_too(tmp_path: Path) -> None:
@@ -67,15 +77,62 @@ def test_the_space_a_config_names_must_travel_too(tmp_path: Path) -> None:
         plan_job(["tune", "--config", "sweep.yaml"], project_root=tmp_path)
 
 
-def test_the_package_and_pipelines_are_uploaded_data_and_outputs_are_not() -> None:
-    from mm_ray.cluster.submit import is_excluded
+def _project(root: Path) -> None:
+    """A checkout with the usual things lying around that must never leave the machine."""
+    files = {
+        "mm_ray/__init__.py": "",
+        "mm_ray/data/pipeline.py": "x = 1\n",
+        "mm_ray/data/__pycache__/pipeline.cpython-311.pyc": "compiled",
+        "pipelines/demo.yaml": "name: demo\n",
+        "pyproject.toml": "[project]\n",
+        "README.md": "# x\n",
+        "configs/mine.yaml": "name: mine\n",
+        "extra/notes.txt": "notes\n",
+        ".env": "AWS_SECRET_ACCESS_KEY=abc\n",
+        "id_rsa": "PRIVATE KEY\n",
+        "mm_ray/secrets.pem": "PEM\n",
+        ".aws/credentials": "[default]\n",
+        ".ray/auth_token": "token\n",
+        "data/train-000.tar": "tar",
+        "runs/demo/summary.json": "{}",
+        "features.npy": "npy",
+        "pipelines/backup.tar.gz": "gz",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
 
-    # Anchored patterns: the top-level data/ and runs/ stay home, the mm_ray.data package travels.
-    assert not is_excluded(Path("mm_ray/data/pipeline.py"))
-    assert not is_excluded(Path("pipelines/tune_small.yaml"))
-    for path in ("data/train-000.tar", "runs/demo/summary.json", ".venv/bin/python", "x/__pycache__/a.pyc"):
-        assert is_excluded(Path(path)), path
-    every_source = [
-        p.relative_to(ROOT) for p in (ROOT / "mm_ray").rglob("*.py") if "__pycache__" not in p.parts
+
+def test_only_the_allow_list_and_the_named_files_travel(tmp_path: Path) -> None:
+    _project(tmp_path)
+    job = plan_job(["train", "--config", "configs/mine.yaml"], project_root=tmp_path, include=["extra"])
+    assert sorted(job.files) == [
+        "README.md",
+        "configs/mine.yaml",
+        "extra/notes.txt",
+        "mm_ray/__init__.py",
+        "mm_ray/data/pipeline.py",
+        "pipelines/demo.yaml",
+        "pyproject.toml",
     ]
-    assert every_source and not any(is_excluded(p) for p in every_source)
+    staged = stage(job, tmp_path, tmp_path.parent / "staged")
+    copied = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file())
+    assert copied == sorted(job.files)
+    assert (staged / "configs/mine.yaml").read_text() == "name: mine\n"
+
+
+def test_include_must_stay_inside_the_project(tmp_path: Path) -> None:
+    _project(tmp_path)
+    with pytest.raises(SubmitError, match=r"--include \.\./elsewhere"):
+        plan_job(["demo"], project_root=tmp_path, include=["../elsewhere"])
+
+
+def test_every_package_source_travels_from_this_checkout() -> None:
+    job = plan_job(["demo"], project_root=ROOT)
+    every_source = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "mm_ray").rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+    assert every_source and every_source <= set(job.files)
+    assert not [f for f in job.files if f.startswith(("tests/", ".git/", ".venv/", "runs/", "data/"))]

@@ -223,24 +223,20 @@ def test_a_tiny_model_with_both_extra_losses_still_fits_a_toy_problem():
 
 
 def test_loop_config_hands_the_options_to_the_model_and_the_loop():
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-
     from mm_ray.config.load import config_from_dict
-    from mm_ray.train.ray_trainer import loop_config
+    from mm_ray.train.spec import LoopConfig
 
-    tokenizer = Tokenizer(WordLevel({"[PAD]": 0, "[UNK]": 1, "a": 2}, unk_token="[UNK]")).to_str()
-    manifest = {"shapes": {"image": [3, SIZE, SIZE], "audio": [N_MELS, FRAMES], "input_ids": [LENGTH]}}
+    shapes = {"image": [3, SIZE, SIZE], "audio": [N_MELS, FRAMES], "input_ids": [LENGTH]}
 
-    def config(*overrides: str) -> dict:
+    def config(*overrides: str) -> LoopConfig:
         cfg = config_from_dict({}, ["model.width=8", "model.depth=1", *overrides])
-        return loop_config(
-            cfg, manifest, num_classes=NUM_CLASSES, tokenizer_json=tokenizer, rows=8, has_val=False
+        return LoopConfig.for_run(
+            cfg, shapes=shapes, vocab_size=3, num_classes=NUM_CLASSES, rows=8, has_val=False
         )
 
     off = config()
-    assert not off["model_kwargs"]["aux_heads"] and off["model_kwargs"]["align_dim"] == 0
-    assert off["aux_loss_weight"] == off["align_loss_weight"] == 0.0
+    assert not off.model.aux_heads and off.model.align_dim == 0
+    assert off.aux_loss_weight == off.align_loss_weight == 0.0
     on = config(
         "model.preset=fixed_weighted",
         "model.text_encoder=lstm",
@@ -251,8 +247,8 @@ def test_loop_config_hands_the_options_to_the_model_and_the_loop():
         "train.align_loss_weight=0.2",
         "train.align_temperature=0.05",
     )
-    assert (on["aux_loss_weight"], on["align_loss_weight"], on["align_temperature"]) == (0.3, 0.2, 0.05)
-    model = build_model(on["preset"], **on["model_kwargs"])
+    assert (on.aux_loss_weight, on.align_loss_weight, on.align_temperature) == (0.3, 0.2, 0.05)
+    model = on.model.build()
     assert not model.encoders["text"].lstm.bidirectional
     assert model.fusion.weights.tolist() == [1.0, 1.0, 0.0]
     assert set(model.aux_heads) == set(MODALITIES)

@@ -9,9 +9,8 @@ import pytest
 import yaml
 
 from mm_ray.cli.main import main
-from mm_ray.cli.tune import ensure_caches
 from mm_ray.config.load import ConfigError, as_dict, load_config
-from mm_ray.tune.sweep import load_sweep, plan_sweep, run_sweep, save_sweep
+from mm_ray.tune.sweep import ensure_caches, load_sweep, plan_sweep, run_sweep, save_sweep
 from mm_ray.tune.trainable import trial_config
 
 SPACE = {

@@ -1,0 +1,226 @@
+"""The benchmarks as library calls: each prepares its data, runs every mode in a fresh subprocess and returns
+the results with their ratios; ``mm-ray bench`` prints them.
+
+    results = bench_ingest(config_path=None, overrides=[], shard_specs=[], cores=2)      # (a), (b), (c)
+    results = bench_memory(config_path=None, overrides=[], shard_specs=[], cores=2)      # 1x vs 10x data
+    results = bench_train(config_path=None, overrides=[], shard_specs=[], cores=2)       # plain vs Ray Train
+
+Without shard specs the demo benchmark's shards are generated once into ``<output_dir>/<name>/shards``
+(``BENCH_DEFAULTS``: 4,000 samples in 8 shards) and reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mm_ray.bench import ingest as ingest_bench
+from mm_ray.bench import train as train_bench
+from mm_ray.config.load import load_config
+from mm_ray.config.schema import Config
+from mm_ray.data.cache import MANIFEST, Cache, CacheError, preprocess_config_hash
+from mm_ray.data.captions import obtain_tokenizer
+from mm_ray.demo.generate import reuse_or_generate, shard_paths
+from mm_ray.tables import format_table
+
+logger = logging.getLogger(__name__)
+
+BENCH_DEFAULTS = (
+    "name=bench",
+    "demo.num_samples=4000",
+    "demo.samples_per_shard=500",
+    "demo.val_fraction=0.0",
+)
+TRAIN_DEFAULTS = (*BENCH_DEFAULTS, "image.size=48", "audio.n_mels=32")
+"""bench train's generated data: the ingest benchmark's shards, preprocessed small so epochs stay cheap."""
+
+
+def chosen_modes(spec: str | None, known: Sequence[str]) -> list[str]:
+    """The modes of a comma-separated ``--modes`` value (all when None); ``ValueError`` naming unknown ones."""
+    modes = [m for m in (spec or ",".join(known)).split(",") if m]
+    unknown = set(modes) - set(known)
+    if unknown:
+        raise ValueError(f"unknown --modes {','.join(sorted(unknown))} (choose from {','.join(known)})")
+    return modes
+
+
+def _shard_urls(cfg: Config, shard_specs: Sequence[str], split: str | None = None) -> list[str]:
+    if shard_specs:
+        specs = list(shard_specs)
+    else:
+        shard_dir = Path(cfg.output_dir) / cfg.name / "shards"
+        reuse_or_generate(cfg.demo, shard_dir)
+        specs = shard_paths(shard_dir, split) if split else [str(shard_dir)]
+    return ingest_bench.resolve_urls(cfg, specs)
+
+
+def bench_ingest(
+    *,
+    config_path: str | None,
+    overrides: Sequence[str],
+    shard_specs: Sequence[str],
+    cores: int,
+    modes: Sequence[str] = ingest_bench.MODES,
+) -> dict[str, Any]:
+    """(a) decode floor, (b) webdataset + DataLoader, (c) the mm_ray pipeline on the same shards."""
+    overrides = [*([] if config_path else BENCH_DEFAULTS), *overrides]
+    cfg = load_config(config_path, overrides)
+    urls = _shard_urls(cfg, shard_specs)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = Path(tmp) / "tokenizer.json"
+        tok.write_text(obtain_tokenizer(cfg, urls))
+        for mode in modes:
+            logger.info("running %s ...", ingest_bench.LABELS[mode])
+            results[mode] = ingest_bench.run_in_subprocess(
+                mode, config_path, overrides, str(tok), urls, cores
+            )
+    summary: dict[str, Any] = {"cores": cores, "shards": len(urls), "results": results}
+    if set(ingest_bench.MODES) <= set(results):
+        summary["ratios"] = ingest_ratios(results)
+    return summary
+
+
+def ingest_ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    a, b, c = (results[m] for m in ingest_bench.MODES)
+    return {
+        "c/b": round(c["samples_per_s"] / b["samples_per_s"], 3),
+        "c/a": round(c["samples_per_s"] / a["samples_per_s"], 3),
+        "c/b steady": round(c["steady_samples_per_s"] / b["steady_samples_per_s"], 3),
+    }
+
+
+def ingest_table(results: dict[str, dict[str, Any]]) -> str:
+    rows = [
+        [
+            ingest_bench.LABELS[m],
+            r["samples_per_s"],
+            r["steady_samples_per_s"],
+            r["first_batch_s"],
+            r["peak_pss_mb"],
+        ]
+        for m, r in results.items()
+    ]
+    return format_table(
+        ["pipeline", "samples/s", "steady samples/s", "first batch (s)", "peak PSS (MB)"], rows
+    )
+
+
+def bench_memory(
+    *, config_path: str | None, overrides: Sequence[str], shard_specs: Sequence[str], cores: int
+) -> dict[str, Any]:
+    """The Ray pipeline over the shards once and ten times over (same shards repeated): peak memory ratio."""
+    overrides = [*([] if config_path else BENCH_DEFAULTS), *overrides]
+    cfg = load_config(config_path, overrides)
+    urls = _shard_urls(cfg, shard_specs)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = Path(tmp) / "tokenizer.json"
+        tok.write_text(obtain_tokenizer(cfg, urls))
+        for scale in (1, 10):
+            logger.info("running the Ray pipeline over %dx the shards ...", scale)
+            results[f"{scale}x"] = ingest_bench.run_in_subprocess(
+                "ray", config_path, overrides, str(tok), urls, cores, scale
+            )
+    ratio = results["10x"]["peak_pss_mb"] / results["1x"]["peak_pss_mb"]
+    return {"results": results, "memory_ratio_10x_1x": round(ratio, 3)}
+
+
+def memory_table(results: dict[str, dict[str, Any]]) -> str:
+    rows = [[k, r["samples"], r["samples_per_s"], r["peak_pss_mb"]] for k, r in results.items()]
+    return format_table(["data", "samples", "samples/s", "peak PSS (MB)"], rows)
+
+
+def bench_train(
+    *,
+    config_path: str | None,
+    overrides: Sequence[str],
+    shard_specs: Sequence[str],
+    cores: int,
+    modes: Sequence[str] = train_bench.MODES,
+    cache: str | None = None,
+    repeat: int = 1,
+) -> dict[str, Any]:
+    """Plain PyTorch loop vs Ray Train with 1 and 2 workers on one preprocessed cache (``mm_ray.bench.train``)."""
+    # Three epochs unless told otherwise: the first is start-up, the rest are the steady state.
+    overrides = ["train.epochs=3", *([] if config_path else TRAIN_DEFAULTS), *overrides]
+    cfg = load_config(config_path, overrides)
+    cache = cache or str(bench_cache(cfg, config_path, overrides, shard_specs, cores))
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for round_ in range(repeat):
+        # Rounds interleave the modes, so a burst of load from elsewhere does not hit one mode only.
+        for mode in modes:
+            of = f" (round {round_ + 1} of {repeat})" if repeat > 1 else ""
+            logger.info("running %s%s ...", train_bench.LABELS[mode], of)
+            runs[mode].append(train_bench.run_in_subprocess(mode, config_path, overrides, cache, cores))
+    results = {mode: train_bench.median_run(r) for mode, r in runs.items()}
+    summary: dict[str, Any] = {
+        "cores": cores,
+        "cache": cache,
+        "epochs": cfg.train.epochs,
+        "model": {"preset": cfg.model.preset, "width": cfg.model.width, "depth": cfg.model.depth},
+        "batch_size": cfg.train.batch_size,
+        "results": results,
+    }
+    if "plain" in results and len(results) > 1:
+        summary["ratios"] = train_bench.ratios(results)
+    return summary
+
+
+def train_table(results: dict[str, dict[str, Any]], cores: int) -> str:
+    rows = [
+        [
+            train_bench.LABELS[m],
+            f"{train_bench.WORKERS[m]} x {cores / train_bench.WORKERS[m]:g}",
+            r["torch_threads"],
+            r["steady_samples_per_s"],
+            r["samples_per_s"],
+            r["startup_s"],
+            r["epoch_seconds"],
+            r["peak_pss_mb"],
+        ]
+        for m, r in results.items()
+    ]
+    headers = ["mode", "workers x CPUs", "torch threads", "steady samples/s", "end-to-end samples/s"]
+    return format_table([*headers, "start-up (s)", "epoch seconds", "peak PSS (MB)"], rows)
+
+
+def bench_cache(
+    cfg: Config, config_path: str | None, overrides: Sequence[str], shard_specs: Sequence[str], cores: int
+) -> Path:
+    """The cache to time: the shards (generated demo ones by default) preprocessed once, then reused."""
+    urls = _shard_urls(cfg, shard_specs, split="train")
+    cache = Path(cfg.output_dir) / cfg.name / "train_cache"
+    if cache_is_current(cache, cfg, urls):
+        logger.info("reusing the preprocessed cache in %s", cache)
+        return cache
+    shutil.rmtree(cache, ignore_errors=True)  # a stale cache's Parquet files would mix with the new ones
+    logger.info("preprocessing %d shards into %s ...", len(urls), cache)
+    # In its own process: the benchmark's modes must each start with no Ray running.
+    command = [sys.executable, "-m", "mm_ray.cli.main", "preprocess", *urls, "--out", str(cache)]
+    config = ["--config", config_path] if config_path else []
+    subprocess.run([*command, *config, *overrides, f"ray.num_cpus={cores}"], check=True)
+    return cache
+
+
+def cache_is_current(cache: Path, cfg: Config, urls: list[str]) -> bool:
+    """True when ``cache`` was made from ``urls`` (not rewritten since) with ``cfg``'s preprocessing."""
+    try:
+        opened = Cache.open(str(cache))
+        tokenizer_json = opened.tokenizer_json
+    except (CacheError, FileNotFoundError, KeyError):
+        return False
+    written = (cache / MANIFEST).stat().st_mtime
+    local = [u for u in urls if "://" not in u]
+    return (
+        opened.manifest.get("config_hash") == preprocess_config_hash(cfg, tokenizer_json)
+        and sorted(opened.manifest.get("shards", [])) == sorted(urls)
+        and all(os.path.getmtime(u) <= written for u in local)
+    )

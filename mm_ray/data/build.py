@@ -1,0 +1,110 @@
+"""Decode shards once into a preprocessed cache (``mm-ray preprocess``, ``mm_ray.build_cache``).
+
+    cache = build_cache(cfg, ["shards/train-*.tar"], "runs/cache")     # -> Cache (mm_ray.data.cache)
+    cache.manifest["samples_ok"], cache.manifest["quarantine_reasons"]
+
+Steps: get the tokenizer (``tokenizer_json``, ``text.tokenizer``, or one trained on the shards' captions) ->
+stream the shards through the per-modality actor pools -> write the rows as Parquet, the quarantine log and
+the manifest. The manifest is removed before anything else is written and written last, so a run that
+fails half-way leaves no manifest beside new rows: ``Cache.open`` refuses such a directory by name. ``out``
+may be a local directory or an ``s3://`` prefix (``data.storage_options``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from mm_ray.config.schema import Config
+from mm_ray.data.cache import (
+    DATA,
+    MANIFEST,
+    QUARANTINE_LOG,
+    TOKENIZER,
+    Cache,
+    cache_manifest,
+    cache_uri,
+    label_counts,
+    write_text,
+)
+from mm_ray.data.captions import obtain_tokenizer
+from mm_ray.data.ledger import quarantine_jsonl
+from mm_ray.data.pipeline import Ingest
+from mm_ray.data.sources import filesystem_for
+from mm_ray.progress import ProgressFactory, watch
+from mm_ray.runtime import init_ray
+
+
+def build_cache(
+    cfg: Config,
+    shards: str | list[str],
+    out: str,
+    *,
+    tokenizer_json: str | None = None,
+    progress: ProgressFactory | None = None,
+    expected: int | None = None,
+) -> Cache:
+    """Write the cache of ``shards`` to ``out`` and return it; starts or joins Ray as ``cfg.ray`` says.
+
+    ``progress`` draws progress (``mm_ray.progress``), over ``expected`` samples when known. What a previous
+    cache at ``out`` held is replaced. Raises ``ShardSpecError`` for specs matching nothing
+    and ``ErrorBudgetExceeded`` when too many samples are quarantined (the cache is then left without a
+    manifest, so nothing reads it by mistake).
+    """
+    started = time.perf_counter()
+    specs = [shards] if isinstance(shards, str) else list(shards)
+    options = dict(cfg.data.storage_options)
+    fs, root = filesystem_for(out, options)
+    init_ray(cfg.ray)
+    tokenizer_json = tokenizer_json or obtain_tokenizer(cfg, specs)
+    _clear(fs, root)
+    write_text(fs, f"{root}/{TOKENIZER}", tokenizer_json)
+    stream = Ingest.from_config(cfg, specs, tokenizer_json)
+    name = out.rstrip("/").rsplit("/", 1)[-1]
+    with watch(progress, f"preprocess {name}", lambda: stream.summary()["samples_read"], expected):
+        stream.dataset.write_parquet(f"{root}/{DATA}", filesystem=fs, min_rows_per_file=2048)
+    try:
+        summary = stream.finish()
+    finally:  # written whether or not the budget held: it is what explains a failure
+        write_text(fs, f"{root}/{QUARANTINE_LOG}", quarantine_jsonl(stream.quarantine_records()))
+    seconds = time.perf_counter() - started
+    manifest = cache_manifest(cfg, summary, stream.urls, tokenizer_json, seconds)
+    manifest["ingest"] = _ingest_summary(summary, seconds)
+    # Counted once here, so that training knows its classes without a Ray Data job over the rows.
+    manifest["label_counts"] = label_counts(out, options) if summary["samples_ok"] else {}
+    write_text(fs, f"{root}/{MANIFEST}", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return Cache(cache_uri(out), manifest, options)
+
+
+def _clear(fs: pafs.FileSystem, root: str) -> None:
+    """Remove the manifest first (the cache is incomplete from here on), then the old rows."""
+    fs.create_dir(root, recursive=True)
+    if fs.get_file_info(f"{root}/{MANIFEST}").type == pafs.FileType.File:
+        fs.delete_file(f"{root}/{MANIFEST}")
+    # Ray Data writes new files beside old ones: a re-run would otherwise double the cache.
+    if fs.get_file_info(f"{root}/{DATA}").type == pafs.FileType.Directory:
+        fs.delete_dir(f"{root}/{DATA}")
+
+
+def _ingest_summary(summary: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """What the preprocessing run did, kept in the manifest (the CLI prints it)."""
+    keep = (
+        "samples_read",
+        "samples_ok",
+        "samples_quarantined",
+        "quarantine_reasons",
+        "members_ignored",
+        "shards",
+        "shards_unreadable",
+        "shards_truncated",
+        "shards_empty",
+        "pools",
+    )
+    out = {k: summary[k] for k in keep if k in summary}
+    out.update(
+        seconds=round(seconds, 2), samples_per_s=round(summary["samples_read"] / max(seconds, 1e-9), 1)
+    )
+    return out

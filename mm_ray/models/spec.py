@@ -1,0 +1,79 @@
+"""``ModelSpec``: everything needed to rebuild a model, as one frozen value a checkpoint can store.
+
+    spec = ModelSpec(preset="gated", modalities=("image", "text", "audio"), num_classes=4,
+                     image_size=48, vocab_size=4096, n_mels=32, max_text_len=32, width=32)
+    model = spec.build()                        # == build_model("gated", ...)
+    spec.as_dict()                              # plain data (checkpoints load with torch's weights_only)
+    ModelSpec.from_dict(spec.as_dict()) == spec
+
+The driver derives a spec from the config and the training data's shapes (``mm_ray.train.spec``); the
+Train workers, ``mm-ray evaluate``, ``mm-ray embed`` and the ensembles rebuild models from it. Pure PyTorch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from mm_ray.models.model import FusionModel
+from mm_ray.models.presets import build_model
+
+# Arguments that fix what a batch must look like: models that share a data pipeline agree on them.
+INPUT_FIELDS = ("image_size", "max_text_len", "n_mels", "vocab_size", "num_classes")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A preset and ``build_model``'s keyword arguments (see ``mm_ray.models.presets.build_model``)."""
+
+    preset: str
+    modalities: tuple[str, ...]
+    num_classes: int
+    image_size: int
+    vocab_size: int
+    n_mels: int
+    max_text_len: int = 256
+    width: int = 64
+    depth: int = 2
+    fusion_dim: int = 64
+    rank: int = 4
+    dropout: float = 0.0
+    modality_dropout: float = 0.0
+    seed: int = 0
+    text_encoder: str = "transformer"
+    bidirectional: bool = True
+    fusion_weights: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    aux_heads: bool = False
+    """One linear head per modality (``train.aux_loss_weight`` > 0)."""
+    align_dim: int = 0
+    """Size of the alignment projections (``train.align_loss_weight`` > 0), 0 = none."""
+
+    def __post_init__(self) -> None:
+        # Lists from JSON/YAML become tuples, so equal specs compare equal whatever they were read from.
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        object.__setattr__(self, "fusion_weights", dict(self.fusion_weights))
+
+    def build(self) -> FusionModel:
+        """The model this spec describes, with the spec's seed's initial weights."""
+        kwargs = self.as_dict()
+        return build_model(kwargs.pop("preset"), **kwargs)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data: lists, dicts, numbers and strings only."""
+        out = dataclasses.asdict(self)
+        out["modalities"] = list(self.modalities)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
+        """The spec ``as_dict`` wrote; ``ValueError`` naming any field this code does not know."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"model spec: unknown field(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    def inputs(self) -> dict[str, Any]:
+        """The input-shape fields (``INPUT_FIELDS``) and their values."""
+        return {name: getattr(self, name) for name in INPUT_FIELDS}

@@ -1,0 +1,182 @@
+"""``LoopConfig``: the typed, frozen contract between the driver, the Train workers and the checkpoints.
+
+    loop = LoopConfig.for_run(cfg, shapes=cache.shapes, vocab_size=4096, num_classes=4, rows=4800,
+                              has_val=True, preprocessing=cache.preprocessing)
+    loop.model.build()                  # the model (a ModelSpec)
+    state = loop.to_state()             # plain data, saved in every checkpoint
+    read_loop_config(state) == loop     # and read back, also from checkpoints of the first format
+
+The driver turns the user's ``Config`` and the training data's shapes into one ``LoopConfig``; the workers
+(``mm_ray.train.worker``), the benchmark's plain loop, ``mm-ray evaluate`` and ``mm-ray embed`` read nothing
+else. ``resolved`` is the run's config with the preprocessing its data really had: how to decode new shards
+for this model.
+
+Checkpoint formats: the first format saved a flat dict (``preset``, ``model_kwargs``, ``epochs``, ...,
+``resolved``); ``read_loop_config`` reads both it and the current layout (``model`` as a nested dict). Pure
+Python: no Ray, no torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from mm_ray.config.load import as_dict, build, config_from_dict
+from mm_ray.config.schema import AugmentConfig, Config
+from mm_ray.models.spec import ModelSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """What every Train worker runs: the model to build and how to train it (fields as in ``TrainConfig``)."""
+
+    model: ModelSpec
+    resolved: Config
+    """The run's config, its preprocessing sections as the training data was made (``mm-ray evaluate``)."""
+    epochs: int = 10
+    batch_size: int = 64
+    shuffle: bool = False
+    """Defaults to off: the first checkpoint format predates shuffling."""
+    shuffle_buffer: int = 0
+    lr: float = 1e-3
+    lr_by_modality: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    """Capped at ``total_steps``: a warm-up longer than the run would never reach the peak lr."""
+    total_steps: int = 1
+    """Optimizer steps of the whole run on each worker (the cosine schedule's length)."""
+    grad_clip: float = 1.0
+    seed: int = 0
+    bf16: bool = False
+    prefetch_batches: int = 0
+    torch_threads: int | None = None
+    subset_eval_every: int = 1
+    fail_at_epoch: int = 0
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    aux_loss_weight: float = 0.0
+    align_loss_weight: float = 0.0
+    align_temperature: float = 0.07
+    has_val: bool = False
+
+    @classmethod
+    def for_run(
+        cls,
+        cfg: Config,
+        *,
+        shapes: Mapping[str, list[int]],
+        vocab_size: int,
+        num_classes: int,
+        rows: int,
+        has_val: bool,
+        preprocessing: Mapping[str, Any] | None = None,
+    ) -> LoopConfig:
+        """The loop of run ``cfg`` on training data of ``rows`` samples whose model-ready ``shapes`` are
+        ``{"image": [3, S, S], "input_ids": [L], "audio": [rows, frames]}`` (a cache manifest's ``shapes``);
+        ``preprocessing`` is the data's own ``image``/``audio``/``text_max_length`` settings, when known."""
+        t, m = cfg.train, cfg.model
+        rows_per_worker = math.ceil(rows / max(1, t.num_workers))
+        total_steps = max(1, math.ceil(rows_per_worker / t.batch_size) * t.epochs)
+        spec = ModelSpec(
+            preset=m.preset,
+            modalities=tuple(m.modalities),
+            num_classes=num_classes,
+            image_size=shapes["image"][-1],
+            vocab_size=vocab_size,
+            n_mels=shapes["audio"][0],
+            max_text_len=shapes["input_ids"][0],
+            width=m.width,
+            depth=m.depth,
+            fusion_dim=m.fusion_dim,
+            rank=m.rank,
+            dropout=m.dropout,
+            modality_dropout=m.modality_dropout,
+            seed=t.seed,
+            text_encoder=m.text_encoder,
+            bidirectional=m.bidirectional,
+            fusion_weights=dict(m.fusion_weights),
+            # The extra heads exist only when their loss is on: unused parameters would stall DDP's all-reduce.
+            aux_heads=t.aux_loss_weight > 0,
+            align_dim=m.align_dim if t.align_loss_weight > 0 else 0,
+        )
+        return cls(
+            model=spec,
+            resolved=with_preprocessing(cfg, preprocessing),
+            epochs=t.epochs,
+            batch_size=t.batch_size,
+            shuffle=t.shuffle,
+            shuffle_buffer=t.shuffle_buffer if t.shuffle else 0,
+            lr=t.lr,
+            lr_by_modality=dict(t.lr_by_modality),
+            weight_decay=t.weight_decay,
+            warmup_steps=min(t.warmup_steps, total_steps),
+            total_steps=total_steps,
+            grad_clip=t.grad_clip,
+            seed=t.seed,
+            bf16=t.bf16,
+            prefetch_batches=t.prefetch_batches if t.prefetch_batches is not None else int(t.use_gpu),
+            torch_threads=t.torch_threads,
+            subset_eval_every=t.subset_eval_every,
+            fail_at_epoch=t.fail_at_epoch,
+            augment=t.augment,
+            aux_loss_weight=t.aux_loss_weight,
+            align_loss_weight=t.align_loss_weight,
+            align_temperature=t.align_temperature,
+            has_val=has_val,
+        )
+
+    def shuffle_seed(self, epoch: int, rank: int) -> int:
+        """The local shuffle buffer's seed of worker ``rank`` in epoch ``epoch`` (0-based)."""
+        return (self.seed * 1_000_003 + epoch * 1009 + rank) % (2**31)
+
+    def subsets_at(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (1-based) scores every modality subset (else all modalities only)."""
+        every = self.subset_eval_every
+        return epoch == self.epochs or (every > 0 and epoch % every == 0)
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain data for a checkpoint (``torch.load(weights_only=True)`` reads it back)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out.update(
+            model=self.model.as_dict(),
+            resolved=as_dict(self.resolved),
+            augment=as_dict(self.augment),
+            lr_by_modality=dict(self.lr_by_modality),
+        )
+        return out
+
+
+def read_loop_config(saved: Mapping[str, Any]) -> LoopConfig:
+    """The ``LoopConfig`` a checkpoint saved (``to_state``), or the flat dict of the first checkpoint format.
+
+    Raises ``ValueError`` naming what is missing or unknown.
+    """
+    data = dict(saved)
+    if "model_kwargs" in data:  # format 1: preset and model_kwargs side by side, extra keys ignored below
+        data["model"] = {"preset": data.pop("preset"), **data.pop("model_kwargs")}
+        data.pop("tokenizer_json", None)
+    if "model" not in data or "resolved" not in data:
+        missing = [k for k in ("model", "resolved") if k not in data]
+        raise ValueError(f"loop config: missing {missing}; not written by mm_ray's trainer")
+    known = {f.name for f in dataclasses.fields(LoopConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"loop config: unknown field(s) {unknown}")
+    data["model"] = ModelSpec.from_dict(data["model"])
+    data["resolved"] = config_from_dict(data["resolved"])
+    if "augment" in data:
+        data["augment"] = build(AugmentConfig, data["augment"], prefix="train.augment")
+    return LoopConfig(**data)
+
+
+def with_preprocessing(cfg: Config, preprocessing: Mapping[str, Any] | None) -> Config:
+    """``cfg`` with the image, audio and text-length settings the training data was preprocessed with: what a
+    model trained on it really saw, whatever the run's own config said. None leaves ``cfg`` as it is."""
+    if not preprocessing:
+        return cfg
+    raw = as_dict(cfg)
+    raw["image"] = dict(preprocessing["image"])
+    raw["audio"] = dict(preprocessing["audio"])
+    raw["text"] = {**raw["text"], "max_length": preprocessing["text_max_length"]}
+    return config_from_dict(raw)

@@ -1,0 +1,223 @@
+"""What every Ray Train worker runs: ``train_fn_per_worker``, the only code here that calls ``ray.train``.
+
+    TorchTrainer(train_fn_per_worker, train_loop_config=worker_config(loop, tokenizer_json), ...)
+
+Each worker builds the model from its ``LoopConfig`` (``mm_ray.train.spec``), resumes from the latest
+checkpoint if the run has one, and for every remaining epoch trains on its shard of ``train``, evaluates
+every modality subset on ``val`` (rank 0 only: ``val`` is not split, so rank 0 sees all of it), and reports
+metrics with a checkpoint (``mm_ray.train.checkpoint``) written by rank 0.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from mm_ray.config.load import as_dict
+from mm_ray.preprocess.augment import augment_split, build_augmenter
+from mm_ray.train.checkpoint import TOKENIZER_FILE, load_checkpoint, restore_into, save_checkpoint
+from mm_ray.train.loop import seed_everything, train_epoch
+from mm_ray.train.metrics import SUBSETS, evaluate_subsets
+from mm_ray.train.schedule import optimizer_and_schedule
+from mm_ray.train.spec import LoopConfig
+
+FULL_SUBSET = SUBSETS[-1]
+"""The subset with every modality: its accuracy is the headline ``val_accuracy``."""
+
+PLACEMENT_GROUP_METRIC = "train_placement_group"
+"""Metric carrying the hex id of the worker group's placement group (``mm_ray.tune.cleanup`` reads it)."""
+
+
+def worker_config(loop: LoopConfig, tokenizer_json: str) -> dict[str, Any]:
+    """``TorchTrainer``'s ``train_loop_config`` for ``train_fn_per_worker``."""
+    return {"loop": loop, "tokenizer_json": tokenizer_json}
+
+
+def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Ray Train worker loop. Returns the run's per-epoch metrics (earlier attempts' too, from the checkpoint)."""
+    loop: LoopConfig = config["loop"]
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    seed_everything(loop.seed + rank)
+    if loop.torch_threads:
+        torch.set_num_threads(loop.torch_threads)
+    device = ray.train.torch.get_device()
+    model = ray.train.torch.prepare_model(loop.model.build())
+    optimizer, scheduler = optimizer_and_schedule(model, loop)
+    start_epoch, history = _resume(model, optimizer, scheduler, device)
+    autocast = torch.bfloat16 if loop.bf16 and device.type == "cuda" else None
+    train_shard = ray.train.get_dataset_shard("train")
+    # The audio settings the data was made with say how a random gain shows in its features.
+    augmenter = build_augmenter(
+        as_dict(loop.augment), seed=loop.seed, rank=rank, audio=as_dict(loop.resolved.audio)
+    )
+    placement = _placement_group_id()
+    nodes = _worker_nodes()
+    for epoch in range(start_epoch, loop.epochs):
+        _fault_drill(loop.fail_at_epoch, epoch, start_epoch)
+        started_at, started = time.time(), time.perf_counter()
+        batches = train_shard.iter_torch_batches(
+            batch_size=loop.batch_size,
+            dtypes=None,
+            prefetch_batches=loop.prefetch_batches,
+            local_shuffle_buffer_size=loop.shuffle_buffer or None,
+            local_shuffle_seed=loop.shuffle_seed(epoch, rank) if loop.shuffle_buffer else None,
+        )
+        batches = augment_split(batches, augmenter, split="train", epoch=epoch)
+        stats = train_epoch(
+            model,
+            batches,
+            optimizer,
+            scheduler,
+            device=device,
+            grad_clip=loop.grad_clip or None,
+            autocast_dtype=autocast,
+            aux_loss_weight=loop.aux_loss_weight,
+            align_loss_weight=loop.align_loss_weight,
+            align_temperature=loop.align_temperature,
+        )
+        stats["seconds"] = time.perf_counter() - started
+        stats = _global_mean(stats, device)
+        # resumed_from: the epochs this attempt restored from a checkpoint (a restart shows as a jump).
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": scheduler.last_epoch,
+            "resumed_from": start_epoch,
+            **{f"train_{k}": v for k, v in stats.items()},
+        }
+        metrics["train_samples_per_s"] = stats["samples"] / max(stats["seconds"], 1e-9)
+        # For `mm-ray bench train`: when the epoch began (start-up = run start to this) and the intra-op
+        # threads torch really uses (Ray derives OMP_NUM_THREADS from the worker's CPUs).
+        metrics["train_started_at"] = started_at
+        metrics["train_torch_threads"] = torch.get_num_threads()
+        # Strings, not lists: Tune's TensorBoard logger skips strings silently and warns on lists.
+        metrics["worker_nodes"] = ",".join(nodes)
+        if placement:
+            metrics[PLACEMENT_GROUP_METRIC] = placement
+        if rank == 0 and loop.has_val:
+            subsets = SUBSETS if loop.subsets_at(epoch + 1) else (FULL_SUBSET,)
+            metrics.update(_validate(model, loop.batch_size, device, autocast, subsets))
+        history.append(metrics)
+        _report(metrics, history, model, optimizer, scheduler, config)
+    return history
+
+
+def _placement_group_id() -> str | None:
+    """The hex id of the placement group this worker runs in (None outside one)."""
+    group = ray.util.get_current_placement_group()
+    return group.id.hex() if group is not None else None
+
+
+def _fault_drill(fail_at_epoch: int, epoch: int, start_epoch: int) -> None:
+    """``train.fail_at_epoch``: kill rank 0's process, as a crashed node would, once per run.
+
+    Only a run that started from scratch fails: the restarted attempt resumes from a checkpoint
+    (``start_epoch`` > 0), so it passes the same epoch and the run finishes.
+    """
+    first_attempt = start_epoch == 0
+    if first_attempt and epoch + 1 == fail_at_epoch and ray.train.get_context().get_world_rank() == 0:
+        # Ray Train's controller collects reports every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s): a
+        # process that dies sooner after report() loses that checkpoint, as a real crash would. Wait
+        # for the previous epoch's checkpoint to be registered so the drill always tests the restart.
+        time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0)))
+        print(f"fault drill: rank 0 exits at the start of epoch {fail_at_epoch}", flush=True)
+        os._exit(1)
+
+
+def _resume(model, optimizer, scheduler, device: torch.device) -> tuple[int, list[dict[str, Any]]]:
+    """Load the run's latest checkpoint, if any; returns (epochs already finished, their metrics)."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0, []
+    with checkpoint.as_directory() as directory:
+        state = load_checkpoint(directory, map_location=device)
+    epochs = restore_into(state, model=model, optimizer=optimizer, scheduler=scheduler)
+    return epochs, list(state.get("history", []))
+
+
+def _worker_nodes() -> list[str]:
+    """The Ray node ids the run's workers are on (every worker's, gathered): where a run really trained."""
+    node = ray.get_runtime_context().get_node_id()
+    if not (dist.is_available() and dist.is_initialized()):
+        return [node]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, node)
+    return sorted(set(gathered))
+
+
+def _global_mean(stats: dict[str, float | int], device: torch.device) -> dict[str, float | int]:
+    """Sample-weighted loss/accuracy over every worker (each worker only saw its own shard)."""
+    if not (dist.is_available() and dist.is_initialized()) or not stats["samples"]:
+        return stats
+    n = stats["samples"]
+    sums = torch.tensor(
+        [stats["loss"] * n, stats["accuracy"] * n, n, stats["steps"]], dtype=torch.float64, device=device
+    )
+    dist.all_reduce(sums)
+    # The epoch lasts as long as its slowest worker.
+    seconds = torch.tensor([stats["seconds"]], dtype=torch.float64, device=device)
+    dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
+    total = sums[2].item()
+    return {
+        "loss": sums[0].item() / total,
+        "accuracy": sums[1].item() / total,
+        "samples": int(total),
+        "steps": int(sums[3].item()),
+        "seconds": seconds.item(),
+    }
+
+
+def _validate(model, batch_size: int, device: torch.device, autocast, subsets) -> dict[str, float | int]:
+    val = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=max(batch_size, 256), dtypes=None)
+    results = evaluate_subsets(model, val, subsets, device=device, autocast_dtype=autocast)
+    metrics: dict[str, float | int] = {
+        "val_loss": results[FULL_SUBSET]["loss"],
+        "val_accuracy": results[FULL_SUBSET]["accuracy"],
+        "val_samples": results[FULL_SUBSET]["samples"],
+    }
+    for subset, r in results.items():
+        metrics[f"subset/{subset}/accuracy"] = r["accuracy"]
+        metrics[f"subset/{subset}/loss"] = r["loss"]
+        metrics[f"subset/{subset}/samples"] = r["samples"]
+    return metrics
+
+
+def _report(
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    model,
+    optimizer,
+    scheduler,
+    config: dict[str, Any],
+) -> None:
+    """Every rank reports; only rank 0 attaches a checkpoint (the model is the same on all ranks).
+
+    The checkpoint is self-contained for ``mm-ray evaluate``: the loop config (its resolved config included)
+    is in its state and the tokenizer sits beside it as ``tokenizer.json``.
+    """
+    if ray.train.get_context().get_world_rank() != 0:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(
+            tmp,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            epoch=metrics["epoch"],
+            config=config["loop"].to_state(),
+            metrics=metrics,
+            history=history,
+        )
+        Path(tmp, TOKENIZER_FILE).write_text(config["tokenizer_json"])
+        # report() copies the directory to run storage before returning, so the temp dir can go.
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
