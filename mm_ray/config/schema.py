@@ -161,10 +161,18 @@ class PoolConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PoolsConfig:
-    """Resources of the read tasks and of each per-modality actor pool."""
+    """Resources of the read tasks and of the preprocessing actor pools."""
 
+    layout: Literal["auto", "per_modality", "fused"] = "auto"
+    """per_modality: one actor pool per modality (``image``, ``text``, ``audio`` below), each sized on its own;
+    fused: one pool (``fused`` below) whose actors run every modality's preprocessor in turn; auto: fused for
+    the CPU stages, with a modality that asks for GPUs (``pools.<m>.num_gpus``) in a pool of its own. Fewer
+    processes is faster where resources are uniform: on 2 cores six actor processes contend for the caches and
+    each pays its own start-up (``mm-ray bench ingest`` measures both layouts)."""
     read_num_cpus: float = 0.25
     """CPUs reserved per shard-read task."""
+    fused: PoolConfig = field(default_factory=lambda: PoolConfig(num_cpus=0.75))
+    """The pool of the fused layout (every CPU modality in one actor)."""
     image: PoolConfig = field(default_factory=lambda: PoolConfig(num_cpus=0.3))
     """Image decode pool (the heaviest stage)."""
     text: PoolConfig = field(default_factory=lambda: PoolConfig(num_cpus=0.25))
@@ -211,6 +219,8 @@ class DemoConfig:
     ASHA; under ``<run>/sweep``); [] = no sweep. ``mm-ray tune`` runs the full search."""
     sweep_epochs: int = 3
     """Epochs of each demo sweep trial (ASHA may stop a trial after its first)."""
+    sweep_samples: int | None = None
+    """Training samples each demo sweep trial reads (the first ones of the cache); None = all."""
     variants: dict[str, list[str]] = field(default_factory=dict)
     """More training runs beside ``train_presets``: run name -> ``key=value`` overrides laid over the config
     (e.g. ``late_concat_aux: [train.aux_loss_weight=0.3]``); each trains under ``<run>/train/<name>`` and gets
@@ -297,6 +307,8 @@ class TrainConfig:
     """Preprocessed cache used for per-epoch validation; None = no validation."""
     epochs: int = 10
     """Passes over the training cache (a resumed run continues up to this many)."""
+    limit_samples: int | None = None
+    """Train on the first this many samples of the training data only (quick sweeps, smoke runs); None = all."""
     shuffle: bool = True
     """Shuffle the training data every epoch, seeded by ``seed`` and the epoch: the blocks' order, then rows
     through a local buffer (``shuffle_buffer``). Off, every epoch sees the rows in the order they were written."""

@@ -119,12 +119,13 @@ class Cache:
         columns: list[str] | None = None,
         in_memory: bool = False,
         shuffle_seed: int | None = None,
+        limit: int | None = None,
         block_rows: int = 256,
     ) -> Any:
         """The cached rows as a Ray dataset: streamed from Parquet by Ray Data read tasks (lazy), or, with
         ``in_memory``, read here with pyarrow and put into the object store as blocks of ``block_rows`` rows.
 
-        ``columns``: only these (read as such: no Ray Data map step, which would need a CPU of its own).
+        ``limit``: the first this many rows only. ``columns``: only these (read as such: no Ray Data map step, which would need a CPU of its own).
         ``shuffle_seed``: every execution (every epoch) visits the blocks (in memory) or files (streamed) in
         another order, reproducible from the seed. In memory costs no Ray Data job or task: on a small machine that
         is seconds per run (and per sweep trial) that a read-then-materialize would spend on read tasks."""
@@ -135,8 +136,11 @@ class Cache:
             shuffle = None
             if shuffle_seed is not None:
                 shuffle = ray.data.FileShuffleConfig(seed=shuffle_seed, reseed_after_execution=True)
-            return ray.data.read_parquet(f"{path}/{DATA}", filesystem=fs, columns=columns, shuffle=shuffle)
+            ds = ray.data.read_parquet(f"{path}/{DATA}", filesystem=fs, columns=columns, shuffle=shuffle)
+            return ds.limit(limit) if limit is not None else ds
         table = pads.dataset(f"{path}/{DATA}", format="parquet", filesystem=fs).to_table(columns=columns)
+        if limit is not None:
+            table = table.slice(0, limit)
         blocks = [table.slice(start, block_rows) for start in range(0, table.num_rows, block_rows)]
         ds = ray.data.from_arrow(blocks or [table])
         if shuffle_seed is not None:

@@ -24,18 +24,37 @@ from typing import Any
 import ray
 import ray.data
 
+from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
 from mm_ray.data.datasource import ShardDatasource
 from mm_ray.data.ledger import QuarantineLedger, check_error_budget, write_quarantine_log
 from mm_ray.data.members import MemberMap, member_map
-from mm_ray.data.resources import IngestPlan, plan_ingest
+from mm_ray.data.resources import COST_SHARE, IngestPlan, plan_ingest
 from mm_ray.data.sources import expand_shards
-from mm_ray.data.stages import STAGES
+from mm_ray.data.stages import SHARD_URL, STAGES, FusedStage, ShardStage
 from mm_ray.runtime import cluster_resources
 
 # Text first (cheapest: rows rejected there never reach the costly decoders); image last because its
 # output (150 KB per sample at 224 px) is the largest, so no other stage has to carry it.
 STAGE_ORDER = ("text", "audio", "image")
+
+
+def pool_groups(cfg: Config) -> dict[str, tuple[str, ...]]:
+    """The actor pools of ``pools.layout``, in stage order: pool name (a modality, or ``fused``) -> the
+    modalities its actors preprocess."""
+    layout = cfg.pools.layout
+    if layout == "per_modality":
+        return {m: (m,) for m in STAGE_ORDER}
+    gpu = [m for m in STAGE_ORDER if getattr(cfg.pools, m).num_gpus > 0]
+    if layout == "fused" and gpu:
+        raise ConfigError(
+            f"pools.layout: fused puts every modality in one CPU pool, but pools.{gpu[0]}.num_gpus asks for "
+            "GPUs; use layout auto (a GPU stage gets a pool of its own) or per_modality"
+        )
+    cpu = tuple(m for m in STAGE_ORDER if m not in gpu)
+    groups: dict[str, tuple[str, ...]] = {"fused": cpu} if len(cpu) > 1 else {m: (m,) for m in cpu}
+    groups.update({m: (m,) for m in gpu})
+    return groups
 
 
 def preprocessor_kwargs(cfg: Config, tokenizer_json: str) -> dict[str, dict[str, Any]]:
@@ -68,19 +87,40 @@ def build_dataset(
     rows_per_block: int,
 ) -> ray.data.Dataset:
     """The lazy Ray dataset of model-ready rows (nothing runs until it is consumed)."""
-    source = ShardDatasource(
-        urls, members=members, ledger=ledger, storage_options=storage_options, rows_per_block=rows_per_block
-    )
-    ds = ray.data.read_datasource(source, override_num_blocks=len(urls), num_cpus=plan.read_num_cpus)
-    for modality in STAGE_ORDER:
-        pool = plan.pools[modality]
+    if plan.reads_in_pool:
+        # The first pool reads its shards itself: the input is only the list of shard URLs.
+        ds = ray.data.from_items([{SHARD_URL: url} for url in urls], override_num_blocks=max(1, len(urls)))
+    else:
+        source = ShardDatasource(
+            urls,
+            members=members,
+            ledger=ledger,
+            storage_options=storage_options,
+            rows_per_block=rows_per_block,
+        )
+        ds = ray.data.read_datasource(source, override_num_blocks=len(urls), num_cpus=plan.read_num_cpus)
+    for i, (name, modalities) in enumerate(plan.groups.items()):
+        pool = plan.pools[name]
+        batch_size = pool.batch_size
+        if i == 0 and plan.reads_in_pool:
+            stage, batch_size = ShardStage, 1
+            stage_kwargs = {
+                "members": members,
+                "storage_options": storage_options,
+                "rows_per_block": rows_per_block,
+                "kwargs": {m: kwargs[m] for m in modalities},
+            }
+        elif len(modalities) == 1:
+            stage, stage_kwargs = STAGES[modalities[0]], kwargs[modalities[0]]
+        else:
+            stage, stage_kwargs = FusedStage, {"kwargs": {m: kwargs[m] for m in modalities}}
         ds = ds.map_batches(
-            STAGES[modality],
-            fn_constructor_kwargs={"ledger": ledger, **kwargs[modality]},
+            stage,
+            fn_constructor_kwargs={"ledger": ledger, **stage_kwargs},
             compute=ray.data.ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
             num_cpus=pool.num_cpus,
             num_gpus=pool.num_gpus,
-            batch_size=pool.batch_size,
+            batch_size=batch_size,
             batch_format="pyarrow",
             zero_copy_batch=True,
         )
@@ -125,13 +165,21 @@ class Ingest:
         """
         urls = expand_shards(shard_specs, storage_options=cfg.data.storage_options) * repeat
         cpus, gpus = cluster_resources()
-        pools = {m: dataclasses.asdict(getattr(cfg.pools, m)) for m in STAGE_ORDER}
+        groups = pool_groups(cfg)
+        pools = {name: dataclasses.asdict(getattr(cfg.pools, name)) for name in groups}
+        shares = {name: sum(COST_SHARE[m] for m in modalities) for name, modalities in groups.items()}
+        reads_in_pool = "fused" in groups and cfg.pools.layout != "per_modality"
         plan = plan_ingest(
             pools,
             total_cpus=cpus,
             total_gpus=gpus,
             read_num_cpus=cfg.pools.read_num_cpus,
+            # The fused pool reads its shards itself: no read tasks to keep CPUs for.
+            read_slots=0 if reads_in_pool else 2,
             reserved_cpus=reserved_cpus,
+            shares={name: share / sum(shares.values()) for name, share in shares.items()},
+            groups=groups,
+            reads_in_pool=reads_in_pool,
         )
         limit_memory(cfg.data.memory_limit_mb)
         ledger = ray.remote(num_cpus=0)(QuarantineLedger).remote()

@@ -44,6 +44,14 @@ class IngestPlan:
     pools: dict[str, PoolPlan]
     total_cpus: float
     reserved_cpus: float
+    groups: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    """Pool name -> the modalities its actors preprocess (a pool per modality when empty)."""
+    reads_in_pool: bool = False
+    """The first pool reads the shards itself (no read tasks)."""
+
+    def __post_init__(self) -> None:
+        if not self.groups:
+            object.__setattr__(self, "groups", {name: (name,) for name in self.pools})
 
     @property
     def pool_cpus(self) -> float:
@@ -51,8 +59,21 @@ class IngestPlan:
         return sum(p.max_size * p.num_cpus for p in self.pools.values())
 
     def describe(self) -> str:
-        parts = [f"{m}: {p.min_size}-{p.max_size} x {p.num_cpus:g} CPU" for m, p in self.pools.items()]
-        return f"{'; '.join(parts)}; reads {self.read_num_cpus:g} CPU each; cluster {self.total_cpus:g} CPU"
+        parts = [
+            f"{m}{self._runs(m)}: {p.min_size}-{p.max_size} x {p.num_cpus:g} CPU"
+            + (f" {p.num_gpus:g} GPU" if p.num_gpus else "")
+            for m, p in self.pools.items()
+        ]
+        reads = (
+            "shards read in the first pool"
+            if self.reads_in_pool
+            else f"reads {self.read_num_cpus:g} CPU each"
+        )
+        return f"{'; '.join(parts)}; {reads}; cluster {self.total_cpus:g} CPU"
+
+    def _runs(self, name: str) -> str:
+        modalities = self.groups.get(name, (name,))
+        return "" if modalities == (name,) else f" ({'+'.join(modalities)})"
 
 
 def plan_ingest(
@@ -63,8 +84,13 @@ def plan_ingest(
     read_num_cpus: float = 0.25,
     read_slots: int = 2,
     reserved_cpus: float = 0.0,
+    shares: dict[str, float] | None = None,
+    groups: dict[str, tuple[str, ...]] | None = None,
+    reads_in_pool: bool = False,
 ) -> IngestPlan:
-    """Resolve pool sizes. ``pools[modality]`` holds the PoolConfig fields as a dict.
+    """Resolve pool sizes. ``pools[name]`` holds the PoolConfig fields as a dict (``name`` is a modality, or
+    ``fused`` for the pool that runs several), ``shares[name]`` its fraction of the CPU budget (default:
+    ``COST_SHARE``, or the whole budget for a single pool).
 
     Sizes left as None are derived: ``floor(share * budget / num_cpus)``, at least 1.
     Raises ``ConfigError`` naming the ``pools.*`` key when the plan cannot fit the cluster.
@@ -76,8 +102,10 @@ def plan_ingest(
             f"{reserved_cpus:g} reserved for training and {read_num_cpus * read_slots:g} for "
             f"{read_slots} read tasks (pools.read_num_cpus={read_num_cpus:g})"
         )
-    plans = {m: _plan_pool(m, cfg, budget, total_gpus) for m, cfg in pools.items()}
-    plan = IngestPlan(read_num_cpus, plans, total_cpus, reserved_cpus)
+    if shares is None:
+        shares = {m: 1.0 for m in pools} if len(pools) == 1 else {m: COST_SHARE.get(m, 0.1) for m in pools}
+    plans = {m: _plan_pool(m, cfg, budget * shares[m], total_gpus) for m, cfg in pools.items()}
+    plan = IngestPlan(read_num_cpus, plans, total_cpus, reserved_cpus, dict(groups or {}), reads_in_pool)
     if plan.pool_cpus > budget + 1e-9:
         worst = max(plans, key=lambda m: plans[m].max_size * plans[m].num_cpus)
         raise ConfigError(
@@ -89,12 +117,13 @@ def plan_ingest(
 
 
 def _plan_pool(modality: str, cfg: dict, budget: float, total_gpus: float) -> PoolPlan:
+    """``budget``: the CPUs this pool's share of the cluster allows."""
     num_cpus, num_gpus = float(cfg["num_cpus"]), float(cfg["num_gpus"])
     if num_cpus <= 0 and num_gpus <= 0:
         raise ConfigError(f"pools.{modality}.num_cpus: must be > 0 for a CPU pool, got {num_cpus:g}")
     if num_gpus > 0 and total_gpus <= 0:
         raise ConfigError(f"pools.{modality}.num_gpus={num_gpus:g} but the cluster has no GPUs")
-    auto = max(1, math.floor(COST_SHARE.get(modality, 0.1) * budget / num_cpus + 1e-9)) if num_cpus else 1
+    auto = max(1, math.floor(budget / num_cpus + 1e-9)) if num_cpus else 1
     if num_gpus > 0:
         auto = max(1, min(auto, math.floor(total_gpus / num_gpus)))
     min_size = cfg.get("min_size") or auto

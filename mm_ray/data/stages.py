@@ -16,6 +16,7 @@ column, and the other columns pass through as the same Arrow buffers.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -129,3 +130,61 @@ class AudioStage:
 
 
 STAGES = {"image": ImageStage, "text": TextStage, "audio": AudioStage}
+
+PREPROCESSORS = {"image": ImagePreprocessor, "text": TextPreprocessor, "audio": AudioPreprocessor}
+
+
+class FusedStage:
+    """Several modalities' stages in one actor (``pools.layout`` fused): each preprocessor in turn on the same
+    Arrow batch, rejected rows leaving after each; ``kwargs`` maps each modality to its preprocessor's
+    keyword arguments, in stage order."""
+
+    def __init__(self, ledger: Any = None, *, kwargs: dict[str, dict[str, Any]]):
+        if "text" in kwargs:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self._runs = [
+            _RejectingStage(PREPROCESSORS[m](**kw), ledger, C.RAW_COLUMN[m], C.PRESENCE_COLUMN[m])
+            for m, kw in kwargs.items()
+        ]
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        for run in self._runs:
+            table = run(table)
+        return table
+
+
+class ShardStage:
+    """Reads whole shards and preprocesses them in the same actor (``pools.layout`` fused): what a DataLoader
+    worker does, as a Ray Data actor pool. Each input row names one shard (``SHARD_URL``); the stage streams
+    it (``mm_ray.data.datasource.read_shard_blocks``: bad samples and shard problems go to the ledger, as in a
+    read task) and yields model-ready Arrow blocks of ``rows_per_block`` rows as they are decoded, so the raw
+    bytes never travel between processes.
+    """
+
+    def __init__(
+        self,
+        ledger: Any = None,
+        *,
+        members: Any,
+        storage_options: dict[str, str],
+        rows_per_block: int,
+        kwargs: dict[str, dict[str, Any]],
+    ):
+        self._ledger = ledger
+        self._members = members
+        self._storage_options = storage_options
+        self._rows_per_block = rows_per_block
+        self._decode = FusedStage(ledger, kwargs=kwargs)
+
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
+        from mm_ray.data.datasource import read_shard_blocks
+
+        for url in batch.column(SHARD_URL).to_pylist():
+            for raw in read_shard_blocks(
+                url, self._members, self._ledger, self._storage_options, self._rows_per_block
+            ):
+                yield self._decode(raw)
+
+
+SHARD_URL = "shard_url"
+"""The input column of ``ShardStage``: one shard URL per row."""

@@ -43,23 +43,27 @@ logger = logging.getLogger(__name__)
 
 DEMO_DEFAULTS = (
     "name=demo",
-    "demo.num_samples=10000",
+    "demo.num_samples=20000",
     "demo.samples_per_shard=500",
     "demo.min_image_px=64",
     "demo.max_image_px=128",
     "demo.train_presets=[film]",
     "demo.sweep_presets=[film, additive]",
     "demo.sweep_epochs=2",
+    "demo.sweep_samples=2000",
     "image.size=32",
     "audio.n_mels=32",
+    "text.max_length=24",
+    "text.tokenizer_train_samples=2000",
+    "audio.duration_s=0.5",
     "model.width=32",
-    "train.epochs=10",
+    "train.epochs=6",
     "train.batch_size=32",
     "train.lr=0.002",
     "train.aux_loss_weight=0.5",
     "train.num_workers=1",
     "train.torch_threads=2",
-    "train.subset_eval_every=5",
+    "train.subset_eval_every=0",
 )
 """The embedded default of ``mm-ray demo`` (no ``--config``): the settings of ``pipelines/demo.yaml``, which
 a unit test keeps equal. Laptop-sized: minutes on 2 cores."""
@@ -281,6 +285,7 @@ def demo_sweep(cfg: Config, run_dir: Path) -> Any:
             cache=str(run_dir / "cache" / "train"),
             val_cache=str(run_dir / "cache" / "val"),
             epochs=cfg.demo.sweep_epochs,
+            limit_samples=cfg.demo.sweep_samples,
             # Trials run side by side and share the cores: one thread each.
             torch_threads=1,
         ),

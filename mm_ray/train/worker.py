@@ -44,6 +44,7 @@ def worker_config(loop: LoopConfig, tokenizer_json: str) -> dict[str, Any]:
 
 def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     """Ray Train worker loop. Returns the run's per-epoch metrics (earlier attempts' too, from the checkpoint)."""
+    entered_at = time.time()
     loop: LoopConfig = config["loop"]
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
@@ -73,6 +74,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
             local_shuffle_seed=loop.shuffle_seed(epoch, rank) if loop.shuffle_buffer else None,
         )
         batches = augment_split(batches, augmenter, split="train", epoch=epoch)
+        batches, first_batch = _first_batch_clock(batches)
         stats = train_epoch(
             model,
             batches,
@@ -98,6 +100,10 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         # For `mm-ray bench train`: when the epoch began (start-up = run start to this) and the intra-op
         # threads torch really uses (Ray derives OMP_NUM_THREADS from the worker's CPUs).
         metrics["train_started_at"] = started_at
+        # Where a run's start-up goes (`mm-ray bench train` prints it): the worker's function entered, and the
+        # first batch of this epoch reached the model.
+        metrics["worker_entered_at"] = entered_at
+        metrics["first_batch_at"] = first_batch.get("at", started_at)
         metrics["train_torch_threads"] = torch.get_num_threads()
         # Strings, not lists: Tune's TensorBoard logger skips strings silently and warns on lists.
         metrics["worker_nodes"] = ",".join(nodes)
@@ -109,6 +115,18 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         history.append(metrics)
         _report(metrics, history, model, optimizer, scheduler, config)
     return history
+
+
+def _first_batch_clock(batches):
+    """``batches`` unchanged, and a dict that gets the time (``"at"``) at which the first batch arrived."""
+    seen: dict[str, float] = {}
+
+    def timed():
+        for batch in batches:
+            seen.setdefault("at", time.time())
+            yield batch
+
+    return timed(), seen
 
 
 def _placement_group_id() -> str | None:
