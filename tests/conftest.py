@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from s3_server import ENV, S3TestServer
 
 
 @pytest.fixture(scope="session")
@@ -14,6 +13,9 @@ def s3():
     credentials (and NO_PROXY for loopback) are in the environment from first use until the end of
     the test run, so S3 clients that take credentials from the environment work too.
     """
+    # Imported here: moto and boto3 are test extras that only the object-storage tests need.
+    from s3_server import ENV, S3TestServer
+
     with pytest.MonkeyPatch.context() as mp:
         for name, value in ENV.items():
             mp.setenv(name, value)

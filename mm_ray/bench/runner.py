@@ -144,14 +144,19 @@ def bench_train(
     overrides: Sequence[str],
     shard_specs: Sequence[str],
     cores: int,
-    modes: Sequence[str] = train_bench.MODES,
+    modes: Sequence[str] | None = None,
     cache: str | None = None,
     repeat: int = 1,
+    source: str = "cache",
 ) -> dict[str, Any]:
-    """Plain PyTorch loop vs Ray Train with 1 and 2 workers on one preprocessed cache (``mm_ray.bench.train``)."""
+    """Plain PyTorch loop vs Ray Train (``mm_ray.bench.train``): with ``source="cache"`` on one preprocessed
+    cache (1 and 2 workers); with ``source="shards"`` the webdataset + DataLoader loop vs ``fit`` streaming
+    from the same shards, and ``fit`` on their cache beside them."""
     # Three epochs unless told otherwise: the first is start-up, the rest are the steady state.
     overrides = ["train.epochs=3", *([] if config_path else TRAIN_DEFAULTS), *overrides]
     cfg = load_config(config_path, overrides)
+    modes = list(modes or (train_bench.SHARD_MODES if source == "shards" else train_bench.MODES))
+    shards = _shard_urls(cfg, shard_specs, split="train") if source == "shards" else []
     cache = cache or str(bench_cache(cfg, config_path, overrides, shard_specs, cores))
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for round_ in range(repeat):
@@ -159,18 +164,23 @@ def bench_train(
         for mode in modes:
             of = f" (round {round_ + 1} of {repeat})" if repeat > 1 else ""
             logger.info("running %s%s ...", train_bench.LABELS[mode], of)
-            runs[mode].append(train_bench.run_in_subprocess(mode, config_path, overrides, cache, cores))
+            runs[mode].append(
+                train_bench.run_in_subprocess(mode, config_path, overrides, cache, cores, shards)
+            )
     results = {mode: train_bench.median_run(r) for mode, r in runs.items()}
     summary: dict[str, Any] = {
         "cores": cores,
+        "source": source,
         "cache": cache,
+        "shards": len(shards) or None,
         "epochs": cfg.train.epochs,
         "model": {"preset": cfg.model.preset, "width": cfg.model.width, "depth": cfg.model.depth},
         "batch_size": cfg.train.batch_size,
         "results": results,
     }
-    if "plain" in results and len(results) > 1:
-        summary["ratios"] = train_bench.ratios(results)
+    baseline = train_bench.BASELINE[source]
+    if baseline in results and len(results) > 1:
+        summary["ratios"] = train_bench.ratios(results, baseline)
     return summary
 
 
@@ -190,6 +200,29 @@ def train_table(results: dict[str, dict[str, Any]], cores: int) -> str:
     ]
     headers = ["mode", "workers x CPUs", "torch threads", "steady samples/s", "end-to-end samples/s"]
     return format_table([*headers, "start-up (s)", "epoch seconds", "peak PSS (MB)"], rows)
+
+
+def startup_table(results: dict[str, dict[str, Any]]) -> str:
+    """Where each Ray mode's start-up went: Ray and the Train worker group, then the first batch."""
+    rows = [
+        [
+            train_bench.LABELS[m],
+            r["ray_start_s"],
+            p["to_worker_s"],
+            p["worker_to_first_batch_s"],
+            r["startup_s"],
+        ]
+        for m, r in results.items()
+        if (p := r.get("startup_parts"))
+    ]
+    headers = [
+        "mode",
+        "ray.init (s)",
+        "to worker fn (s)",
+        "worker fn to first batch (s)",
+        "to first epoch (s)",
+    ]
+    return format_table(headers, rows) if rows else ""
 
 
 def bench_cache(

@@ -42,12 +42,17 @@ from mm_ray.bench.measure import run_spec
 from mm_ray.config.schema import Config
 
 MODES = ("plain", "ray1", "ray2")
+SHARD_MODES = ("loader", "stream1", "ray1")
+"""``--source shards``: the DataLoader loop and mm_ray streaming from the shards, and mm_ray on their cache."""
 LABELS = {
     "plain": "plain PyTorch loop, in-memory batches",
     "ray1": "mm_ray fit, 1 Ray Train worker",
     "ray2": "mm_ray fit, 2 Ray Train workers",
+    "loader": "plain PyTorch loop, webdataset + DataLoader from shards",
+    "stream1": "mm_ray fit from shards, 1 Ray Train worker",
 }
-WORKERS = {"plain": 1, "ray1": 1, "ray2": 2}
+WORKERS = {"plain": 1, "ray1": 1, "ray2": 2, "loader": 1, "stream1": 1}
+BASELINE = {"cache": "plain", "shards": "loader"}
 TARGET = 0.9
 """The issue's goal: one Ray Train worker reaches this fraction of the plain loop's steady samples/s."""
 
@@ -150,7 +155,101 @@ def run_ray(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, Any]:
         "ray_start_s": round(ray_start_s, 2),
         "torch_threads": history[0].get("train_torch_threads"),
         "workers": workers,
+        "startup_parts": startup_parts(history[0], t0),
     }
+
+
+def loader_workers(cores: int) -> int:
+    """DataLoader workers of ``loader`` (and decoding actors of ``stream1``): one per core but the
+    trainer's, at least 2 (the issue's 2-core comparison)."""
+    return max(2, cores - 1)
+
+
+def run_loader(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, Any]:
+    """One process, no Ray: webdataset + DataLoader decode the shards every epoch (in the shard order of a
+    seeded per-epoch shuffle) with the pipeline's own preprocessors, ``train_epoch`` trains on the batches."""
+    import random
+
+    import torch
+    from tokenizers import Tokenizer
+
+    from mm_ray.bench.baselines import dataloader_batches
+    from mm_ray.data.cache import model_ready_shapes, preprocessing_of
+    from mm_ray.data.captions import obtain_tokenizer
+    from mm_ray.data.members import member_map
+    from mm_ray.data.pipeline import preprocessor_kwargs
+    from mm_ray.data.sources import expand_shards
+    from mm_ray.train.inputs import estimate_rows
+    from mm_ray.train.loop import seed_everything, train_epoch
+    from mm_ray.train.schedule import optimizer_and_schedule
+    from mm_ray.train.spec import LoopConfig
+
+    torch.set_num_threads(cores)
+    urls = expand_shards(list(cfg.data.shards), storage_options=cfg.data.storage_options)
+    tokenizer_json = obtain_tokenizer(cfg, urls)
+    loop = LoopConfig.for_run(
+        cfg,
+        shapes=model_ready_shapes(cfg),
+        vocab_size=Tokenizer.from_str(tokenizer_json).get_vocab_size(),
+        num_classes=int(cfg.model.num_classes or 0),
+        rows=cfg.train.samples_per_epoch or estimate_rows(urls, cfg),
+        has_val=False,
+        preprocessing=preprocessing_of(cfg),
+    )
+    seed_everything(loop.seed)
+    # On a GPU host (train.use_gpu) the loop trains on the GPU, as the Ray worker does.
+    device = "cuda" if cfg.train.use_gpu and torch.cuda.is_available() else "cpu"
+    model = loop.model.build().to(device)
+    optimizer, scheduler = optimizer_and_schedule(model, loop)
+    autocast = torch.bfloat16 if loop.bf16 and device == "cuda" else None
+    kwargs, members = preprocessor_kwargs(cfg, tokenizer_json), member_map(cfg)
+    history = []
+    for epoch in range(loop.epochs):
+        started_at, started = time.time(), time.perf_counter()
+        order = random.Random(loop.seed + epoch).sample(urls, len(urls))
+        batches = dataloader_batches(order, kwargs, members, loop.batch_size, loader_workers(cores))
+        stats = train_epoch(
+            model,
+            batches,
+            optimizer,
+            scheduler,
+            device=device,
+            grad_clip=loop.grad_clip or None,
+            autocast_dtype=autocast,
+        )
+        seconds = time.perf_counter() - started
+        history.append(
+            {"train_samples": stats["samples"], "train_seconds": seconds, "train_started_at": started_at}
+        )
+    return {**epoch_rates(history, t0, time.time()), "torch_threads": torch.get_num_threads()}
+
+
+def run_stream(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, Any]:
+    """``fit(cfg)`` from the shards on a fresh local Ray of ``cores`` CPUs: the worker and the decoding
+    actors share them."""
+    from mm_ray.runtime import init_ray
+    from mm_ray.train.ray_trainer import fit
+
+    init_ray(dataclasses.replace(cfg.ray, address=None, num_cpus=cores))
+    ray_start_s = time.time() - t0
+    history = fit(cfg).history
+    end = time.time()
+    return {
+        **epoch_rates(history, t0, end),
+        "ray_start_s": round(ray_start_s, 2),
+        "torch_threads": history[0].get("train_torch_threads"),
+        "workers": workers,
+        "startup_parts": startup_parts(history[0], t0),
+    }
+
+
+def startup_parts(first: dict[str, Any], t0: float) -> dict[str, float]:
+    """Where a Ray run's start-up went: to the worker function's entry (Ray, controller, worker group), then
+    to the first batch (the dataset's first block), from the first epoch's metrics."""
+    entered, first_batch = first.get("worker_entered_at"), first.get("first_batch_at")
+    if entered is None or first_batch is None:
+        return {}
+    return {"to_worker_s": round(entered - t0, 2), "worker_to_first_batch_s": round(first_batch - entered, 2)}
 
 
 def epoch_rates(history: list[dict[str, Any]], t0: float, end: float) -> dict[str, Any]:
@@ -170,9 +269,29 @@ def epoch_rates(history: list[dict[str, Any]], t0: float, end: float) -> dict[st
     }
 
 
-def mode_overrides(mode: str, cores: int, cache: str, storage: str) -> list[str]:
+def mode_overrides(mode: str, cores: int, cache: str, storage: str, shards: list[str]) -> list[str]:
     """The config of one mode: its worker count and CPUs, a fresh run (no resume), no validation."""
     workers = WORKERS[mode]
+    if mode in ("loader", "stream1"):
+        from mm_ray.data.cache import Cache
+
+        return [
+            f"name=bench-train-{mode}",
+            "train.cache=null",
+            "train.val_cache=null",
+            f"data.shards={json.dumps(shards)}",
+            "data.val_shards=[]",
+            f"model.num_classes={Cache.open(cache).num_classes}",
+            f"train.storage_path={storage}",
+            f"output_dir={storage}",
+            "train.num_workers=1",
+            # The worker keeps one CPU slot; the decoding actors share the rest, as many as DataLoader workers.
+            "train.cpus_per_worker=1",
+            f"train.torch_threads={cores}",
+            f"pools.fused.num_cpus={(cores - 1) / loader_workers(cores):g}",
+            "train.checkpoints_to_keep=1",
+            "train.fail_at_epoch=0",
+        ]
     return [
         f"name=bench-train-{mode}",
         f"train.cache={cache}",
@@ -186,8 +305,12 @@ def mode_overrides(mode: str, cores: int, cache: str, storage: str) -> list[str]
     ]
 
 
+RUNNERS = {"plain": run_plain, "loader": run_loader, "stream1": run_stream}
+"""Every mode not here is ``run_ray``."""
+
+
 def run_mode(
-    mode: str, config_path: str | None, overrides: list[str], cache: str, cores: int
+    mode: str, config_path: str | None, overrides: list[str], cache: str, cores: int, shards: list[str]
 ) -> dict[str, Any]:
     """Run one mode in this process (called inside the per-mode subprocess)."""
     # Imported before the clock starts (ray_trainer pulls in torch and Ray Train): start-up counts the
@@ -197,10 +320,10 @@ def run_mode(
     from mm_ray.config.load import load_config
 
     with tempfile.TemporaryDirectory() as storage:
-        cfg = load_config(config_path, [*overrides, *mode_overrides(mode, cores, cache, storage)])
+        cfg = load_config(config_path, [*overrides, *mode_overrides(mode, cores, cache, storage, shards)])
         with TreeMonitor(os.getpid()) as mon:
             t0 = time.time()
-            run = run_plain if mode == "plain" else run_ray
+            run = RUNNERS.get(mode, run_ray)
             result = run(cfg, WORKERS[mode], cores, t0)
         # Ray stops after the monitor's last look, while its processes still have their names.
         _stop_ray()
@@ -208,10 +331,10 @@ def run_mode(
 
 
 def run_in_subprocess(
-    mode: str, config_path: str | None, overrides: list[str], cache: str, cores: int
+    mode: str, config_path: str | None, overrides: list[str], cache: str, cores: int, shards: list[str]
 ) -> dict[str, Any]:
-    """Run ``mode`` in a fresh interpreter on ``cache``; returns its result dict."""
-    spec = {"mode": mode, "config": config_path, "overrides": overrides, "cores": cores}
+    """Run ``mode`` in a fresh interpreter on ``cache`` (or ``shards``); returns its result dict."""
+    spec = {"mode": mode, "config": config_path, "overrides": overrides, "cores": cores, "shards": shards}
     spec["cache"] = str(Path(cache).resolve())
     # Ray sets OMP_NUM_THREADS from each worker's CPUs only when it is unset: an inherited value
     # (the ingest benchmark pins 1) would hide what a worker gets by itself.
@@ -226,15 +349,16 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**ordered[len(ordered) // 2], "steady_samples_per_s_runs": rates}
 
 
-def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """ray1/plain and ray2/plain, steady and end to end (only for the modes that ran)."""
-    plain = results["plain"]
+def ratios(results: dict[str, dict[str, Any]], baseline: str = "plain") -> dict[str, float]:
+    """Every other mode over ``baseline``, steady and end to end (only for the modes that ran)."""
+    base = results[baseline]
     out = {}
-    for mode in ("ray1", "ray2"):
-        if mode in results:
-            r = results[mode]
-            out[f"{mode}/plain steady"] = round(r["steady_samples_per_s"] / plain["steady_samples_per_s"], 3)
-            out[f"{mode}/plain end to end"] = round(r["samples_per_s"] / plain["samples_per_s"], 3)
+    for mode, r in results.items():
+        if mode != baseline:
+            out[f"{mode}/{baseline} steady"] = round(
+                r["steady_samples_per_s"] / base["steady_samples_per_s"], 3
+            )
+            out[f"{mode}/{baseline} end to end"] = round(r["samples_per_s"] / base["samples_per_s"], 3)
     return out
 
 
@@ -259,7 +383,9 @@ def _stop_ray() -> None:
 
 def _worker_main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    result = run_mode(spec["mode"], spec["config"], spec["overrides"], spec["cache"], spec["cores"])
+    result = run_mode(
+        spec["mode"], spec["config"], spec["overrides"], spec["cache"], spec["cores"], spec["shards"]
+    )
     Path(spec["out"]).write_text(json.dumps(result))
 
 

@@ -302,11 +302,15 @@ class TrainConfig:
     """Training on Ray Train: data, optimisation, workers, checkpoints."""
 
     cache: str | None = None
-    """Preprocessed cache directory (``mm-ray preprocess --out DIR``) to train on; required."""
+    """Preprocessed cache directory (``mm-ray preprocess --out DIR``) to train on; None = stream
+    ``data.shards`` through the ingest actor pools every epoch (``model.num_classes`` then required)."""
     val_cache: str | None = None
     """Preprocessed cache used for per-epoch validation; None = no validation."""
     epochs: int = 10
     """Passes over the training cache (a resumed run continues up to this many)."""
+    samples_per_epoch: int | None = None
+    """Streaming from shards: samples per epoch, for the LR schedule's length; None = the first shard's count
+    times the number of shards."""
     limit_samples: int | None = None
     """Train on the first this many samples of the training data only (quick sweeps, smoke runs); None = all."""
     shuffle: bool = True

@@ -18,6 +18,7 @@ float32 [n_mels, frames]. Rejected rows never leave their stage; they are in the
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from mm_ray.data.ledger import QuarantineLedger, check_error_budget, write_quara
 from mm_ray.data.members import MemberMap, member_map
 from mm_ray.data.resources import COST_SHARE, IngestPlan, plan_ingest
 from mm_ray.data.sources import expand_shards
-from mm_ray.data.stages import SHARD_URL, STAGES, FusedStage, ShardStage
+from mm_ray.data.stages import SHARD_URL, STAGES, DroppingColumns, FusedStage, ShardStage
 from mm_ray.runtime import cluster_resources
 
 # Text first (cheapest: rows rejected there never reach the costly decoders); image last because its
@@ -85,11 +86,23 @@ def build_dataset(
     ledger: Any,
     storage_options: dict[str, str],
     rows_per_block: int,
+    shuffle_seed: int | None = None,
+    drop_columns: Sequence[str] = (),
 ) -> ray.data.Dataset:
-    """The lazy Ray dataset of model-ready rows (nothing runs until it is consumed)."""
+    """The lazy Ray dataset of model-ready rows (nothing runs until it is consumed).
+
+    ``shuffle_seed``: every execution (every training epoch) reads the shards in another order, reproducible
+    from the seed (shards read in the first pool only). ``drop_columns`` leave in the last pool's actors.
+    """
     if plan.reads_in_pool:
-        # The first pool reads its shards itself: the input is only the list of shard URLs.
+        # The first pool reads its shards itself: the input is only the list of shard URLs, one per block.
         ds = ray.data.from_items([{SHARD_URL: url} for url in urls], override_num_blocks=max(1, len(urls)))
+        if shuffle_seed is not None:
+            # Shuffling URL blocks is cheap (the all-to-all step holds only the URLs) and, with reseeding,
+            # gives each execution its own order.
+            ds = ds.randomize_block_order(
+                seed=ray.data.RandomSeedConfig(seed=shuffle_seed, reseed_after_execution=True)
+            )
     else:
         source = ShardDatasource(
             urls,
@@ -114,6 +127,10 @@ def build_dataset(
             stage, stage_kwargs = STAGES[modalities[0]], kwargs[modalities[0]]
         else:
             stage, stage_kwargs = FusedStage, {"kwargs": {m: kwargs[m] for m in modalities}}
+        if drop_columns and i == len(plan.groups) - 1:
+            # In the last stage's actors: a map step of its own would need a CPU slot (and a copy).
+            stage_kwargs = {"stage": stage, "drop": tuple(drop_columns), **stage_kwargs}
+            stage = DroppingColumns
         ds = ds.map_batches(
             stage,
             fn_constructor_kwargs={"ledger": ledger, **stage_kwargs},
@@ -158,10 +175,14 @@ class Ingest:
         tokenizer_json: str,
         reserved_cpus: float = 0.0,
         repeat: int = 1,
+        shuffle_seed: int | None = None,
+        drop_columns: Sequence[str] = (),
     ) -> Ingest:
         """Plan and build the pipeline.
 
-        ``repeat`` reads the shard list that many times (benchmarks; the ledger counts each shard once).
+        ``reserved_cpus``: CPUs the pools must leave free (Train workers on the same cluster). ``repeat`` reads
+        the shard list that many times (benchmarks; the ledger counts each shard once). ``shuffle_seed`` and
+        ``drop_columns``: as in ``build_dataset`` (training streams).
         """
         urls = expand_shards(shard_specs, storage_options=cfg.data.storage_options) * repeat
         cpus, gpus = cluster_resources()
@@ -191,6 +212,8 @@ class Ingest:
             ledger=ledger,
             storage_options=cfg.data.storage_options,
             rows_per_block=cfg.data.read_block_rows,
+            shuffle_seed=shuffle_seed,
+            drop_columns=drop_columns,
         )
         return cls(dataset, ledger, urls, plan, cfg.data.error_budget, cfg.data.fail_on_unreadable_shard)
 

@@ -186,5 +186,20 @@ class ShardStage:
                 yield self._decode(raw)
 
 
+class DroppingColumns:
+    """Another stage (``stage``, built from the other keyword arguments) whose output loses the columns in
+    ``drop``: how the pipeline's last actors remove what the consumer cannot use (key and shard strings
+    before Train workers make tensors) without a map step of its own."""
+
+    def __init__(self, ledger: Any = None, *, stage: type, drop: tuple[str, ...], **kwargs: Any):
+        self._stage = stage(ledger, **kwargs)
+        self._drop = drop
+
+    def __call__(self, table: pa.Table) -> Iterator[pa.Table]:
+        out = self._stage(table)
+        for block in [out] if isinstance(out, pa.Table) else out:
+            yield block.drop_columns([c for c in self._drop if c in block.column_names])
+
+
 SHARD_URL = "shard_url"
 """The input column of ``ShardStage``: one shard URL per row."""

@@ -6,8 +6,11 @@
     result = mm_ray.fit(cfg)            # starts or joins Ray as cfg.ray says
     result.metrics["val_accuracy"], result.subsets["image+audio"], result.outputs["curves_png"]
 
-The driver opens the preprocessed caches (``mm_ray.data.cache.Cache``), derives the model's input shapes from
-their manifests and tokenizer, and hands the workers one frozen ``LoopConfig`` (``mm_ray.train.spec``); the
+    # or straight from the shards, decoded by the ingest actor pools every epoch while the workers train:
+    cfg = mm_ray.load_config("pipelines/demo.yaml", ["data.shards=[shards/train-*.tar]", "model.num_classes=4"])
+
+The driver opens its inputs (``mm_ray.train.inputs``: the preprocessed caches, or the ingest pipeline over the
+shards), derives the model's input shapes from them, and hands the workers one frozen ``LoopConfig`` (``mm_ray.train.spec``); the
 workers run ``mm_ray.train.worker.train_fn_per_worker``. Every epoch's metrics come back to the driver as
 they happen (``on_epoch``, and an INFO line on the ``mm_ray`` logger), and the run directory
 ``<output_dir>/<name>`` gets metrics, curves, config and summary (``mm_ray.train.outputs``).
@@ -20,25 +23,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import ray
-import ray.data
 import ray.train
 import ray.train.torch
 from tokenizers import Tokenizer
 
 from mm_ray.cluster.storage import warn_if_unshared
-from mm_ray.columns import KEY, LABEL, SHARD
 from mm_ray.config.load import ConfigError, as_dict
 from mm_ray.config.schema import Config
-from mm_ray.data.cache import Cache
 from mm_ray.runtime import init_ray
 from mm_ray.train.checkpoint import load_checkpoint
+from mm_ray.train.inputs import TrainInputs, train_inputs
 from mm_ray.train.outputs import write_run_outputs
 from mm_ray.train.progress import epoch_line
 from mm_ray.train.spec import LoopConfig
@@ -70,6 +70,10 @@ class TrainResult:
     """Validation accuracy/loss/samples per modality subset (``image``, ..., ``image+audio+text``)."""
     history: list[dict[str, Any]]
     outputs: dict[str, str]
+    source: str = "cache"
+    """What the workers read: ``cache`` (``train.cache``) or ``shards`` (``data.shards`` streamed)."""
+    ingest: dict[str, Any] | None = None
+    """``shards`` only: the ingest's counts over the run (samples read, quarantined by reason, pools)."""
 
     @property
     def val_accuracy(self) -> float:
@@ -80,7 +84,8 @@ class TrainResult:
 
 
 def fit(cfg: Config, *, on_epoch: EpochCallback | None = None) -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.train.cache`` with Ray Train; returns the run's ``TrainResult``.
+    """Train ``cfg.model`` with Ray Train on ``train.cache``, or straight from ``data.shards`` through the
+    ingest actor pools when no cache is set; returns the run's ``TrainResult``.
 
     ``on_epoch`` is called on the driver with each epoch's metrics as the epoch ends. Running it again with
     the same ``name`` and storage resumes from the run's latest checkpoint. Raises ``ConfigError`` naming the
@@ -88,71 +93,62 @@ def fit(cfg: Config, *, on_epoch: EpochCallback | None = None) -> TrainResult:
     """
     init_ray(cfg.ray)
     warn_if_unshared(cfg.train.storage_path or cfg.output_dir)
+    inputs = train_inputs(cfg)
     relay = EpochRelay.start(cfg.train.epochs, on_epoch)
     try:
-        trainer = build_trainer(cfg, callbacks=[relay.callback])
+        trainer = build_trainer(cfg, callbacks=[relay.callback], inputs=inputs)
         outcome = trainer.fit()
     finally:
         relay.stop()
     loop: LoopConfig = trainer.train_loop_config["loop"]
     summary = _summary(outcome)
     run_dir = Path(cfg.output_dir) / cfg.name
-    outputs = write_run_outputs(run_dir, config=as_dict(cfg), summary=summary)
-    return TrainResult(
-        name=cfg.name,
-        preset=cfg.model.preset,
-        run_dir=str(run_dir),
-        num_classes=loop.model.num_classes,
-        outputs=outputs,
-        **summary,
-    )
+    if "train" in inputs.streams:
+        # The whole run's quarantine (every epoch re-read the same shards: each bad sample counted once).
+        summary["ingest"] = inputs.streams["train"].finish(run_dir / "quarantine.jsonl")
+    about = {
+        "name": cfg.name,
+        "preset": cfg.model.preset,
+        "run_dir": str(run_dir),
+        "num_classes": loop.model.num_classes,
+        "source": inputs.source,
+    }
+    outputs = write_run_outputs(run_dir, config=as_dict(cfg), summary={**about, **summary})
+    return TrainResult(outputs=outputs, **about, **summary)
 
 
-def build_trainer(cfg: Config, *, callbacks: Sequence[Any] = ()) -> ray.train.torch.TorchTrainer:
+def build_trainer(
+    cfg: Config, *, callbacks: Sequence[Any] = (), inputs: TrainInputs | None = None
+) -> ray.train.torch.TorchTrainer:
     """The ``TorchTrainer`` that ``fit`` runs, not started yet: the run ``<storage>/<name>`` of ``cfg``.
 
     ``callbacks`` are Ray Train callbacks; a Tune trial passes ``TuneReportCallback`` so that every epoch's
-    metrics reach its scheduler (``mm_ray.tune.trainable``).
+    metrics reach its scheduler (``mm_ray.tune.trainable``). ``inputs`` defaults to ``train_inputs(cfg)``:
+    the cache, or the shards streamed through the ingest pools.
     """
     t = cfg.train
-    if not t.cache:
-        raise ConfigError("train.cache: required (a directory written by `mm-ray preprocess --out DIR`)")
     if t.fail_at_epoch == 1 or t.fail_at_epoch < 0:
         raise ConfigError(f"train.fail_at_epoch: must be 0 (off) or >= 2, got {t.fail_at_epoch}")
-    caches = {"train": _open(t.cache, "train.cache", cfg)}
-    if t.val_cache:
-        caches["val"] = _open(t.val_cache, "train.val_cache", cfg)
-    tokenizer_json = caches["train"].tokenizer_json
-    if "val" in caches and caches["val"].tokenizer_json != tokenizer_json:
-        raise ConfigError(
-            f"train.val_cache: {t.val_cache} was tokenized with a different tokenizer than {t.cache}; "
-            "preprocess it with `text.tokenizer=<train cache>/tokenizer.json`"
-        )
-    in_memory = fits_in_memory(caches.values())
-    datasets = {
-        # Only the training rows are shuffled (every epoch, from train.seed): validation scores them all anyway.
-        name: cache.dataset(
-            columns=model_ready_columns(cache),
-            in_memory=in_memory,
-            shuffle_seed=t.seed if t.shuffle and name == "train" else None,
-            limit=t.limit_samples if name == "train" else None,
-        )
-        for name, cache in caches.items()
-    }
-    num_classes = cfg.model.num_classes or _num_classes(caches.values(), datasets.values())
-    train = caches["train"]
+    inputs = inputs or train_inputs(cfg)
     loop = LoopConfig.for_run(
         cfg,
-        shapes=train.shapes,
-        vocab_size=Tokenizer.from_str(tokenizer_json).get_vocab_size(),
-        num_classes=num_classes,
-        rows=min(train.samples, t.limit_samples or train.samples),
-        has_val="val" in datasets,
-        preprocessing=train.preprocessing,
+        shapes=inputs.shapes,
+        vocab_size=Tokenizer.from_str(inputs.tokenizer_json).get_vocab_size(),
+        num_classes=inputs.num_classes,
+        rows=inputs.rows,
+        has_val="val" in inputs.datasets,
+        preprocessing=inputs.preprocessing,
     )
+    train_stream = inputs.streams.get("train")
     return ray.train.torch.TorchTrainer(
         train_fn_per_worker,
-        train_loop_config=worker_config(loop, tokenizer_json),
+        train_loop_config=worker_config(
+            loop,
+            inputs.tokenizer_json,
+            # Streaming: the workers read the ledger's counts into every epoch's metrics.
+            ledger=train_stream.ledger if train_stream else None,
+            error_budget=cfg.data.error_budget,
+        ),
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers,
             use_gpu=t.use_gpu,
@@ -165,57 +161,12 @@ def build_trainer(cfg: Config, *, callbacks: Sequence[Any] = ()) -> ray.train.to
             failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
             callbacks=list(callbacks),
         ),
-        datasets=datasets,
+        datasets=inputs.datasets,
         # Only train is split across workers: rank 0 validates on the whole val set. One worker needs no
         # split: it iterates the dataset itself, without a split coordinator actor (a process less to start,
         # an RPC less per block).
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"] if t.num_workers > 1 else []),
     )
-
-
-def _open(uri: str, key: str, cfg: Config) -> Cache:
-    try:
-        return Cache.open(uri, cfg.data.storage_options)
-    except FileNotFoundError as err:
-        raise ConfigError(f"{key}: {err}") from None
-
-
-def model_ready_columns(cache: Cache) -> list[str]:
-    """Every column but the key/shard strings: they cannot become tensors, and dropping them at the read
-    moves less data to the workers."""
-    return [c for c in cache.columns if c not in (KEY, SHARD)]
-
-
-IN_MEMORY_FRACTION = 0.25
-"""Caches whose rows fit in this fraction of the cluster's object store are read once, before training."""
-
-
-def fits_in_memory(caches: Iterable[Cache]) -> bool:
-    """Whether the caches' rows all fit in ``IN_MEMORY_FRACTION`` of the object store.
-
-    Streamed from Parquet, every epoch re-reads and re-decodes the cache in Ray Data tasks that compete with
-    the workers for the CPUs (and wait forever when the workers hold all of them); kept in memory, an epoch
-    only hands existing blocks to the workers (measured with `mm-ray bench train`). A cache larger than the
-    budget still streams.
-    """
-    needed = sum(cache.samples * row_bytes(cache.shapes) for cache in caches)
-    return needed <= IN_MEMORY_FRACTION * ray.cluster_resources().get("object_store_memory", 0.0)
-
-
-def _num_classes(caches: Iterable[Cache], datasets: Iterable[ray.data.Dataset]) -> int:
-    """From the caches' label counts; caches written before labels were counted need a scan of the labels."""
-    known = [cache.num_classes for cache in caches]
-    if all(n is not None for n in known):
-        return max(known)  # type: ignore[type-var]
-    return 1 + max(int(ds.max(LABEL)) for ds in datasets)
-
-
-def row_bytes(shapes: Mapping[str, list[int]]) -> int:
-    """In-memory bytes of one model-ready row, from a cache manifest's shapes (dtypes: ``mm_ray.columns``)."""
-    image = math.prod(shapes["image"])  # uint8
-    text = shapes["input_ids"][0] * (4 + 1)  # int32 ids + int8 mask
-    audio = math.prod(shapes["audio"]) * 4  # float32 log-mel
-    return image + text + audio + 8 + 3  # int64 label, three bool presence flags
 
 
 def _summary(result: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from mm_ray.config.load import as_dict
+from mm_ray.data.ledger import check_error_budget
 from mm_ray.preprocess.augment import augment_split, build_augmenter
 from mm_ray.train.checkpoint import TOKENIZER_FILE, load_checkpoint, restore_into, save_checkpoint
 from mm_ray.train.loop import seed_everything, train_epoch
@@ -37,9 +38,15 @@ PLACEMENT_GROUP_METRIC = "train_placement_group"
 """Metric carrying the hex id of the worker group's placement group (``mm_ray.tune.cleanup`` reads it)."""
 
 
-def worker_config(loop: LoopConfig, tokenizer_json: str) -> dict[str, Any]:
-    """``TorchTrainer``'s ``train_loop_config`` for ``train_fn_per_worker``."""
-    return {"loop": loop, "tokenizer_json": tokenizer_json}
+def worker_config(
+    loop: LoopConfig, tokenizer_json: str, *, ledger: Any = None, error_budget: float = 1.0
+) -> dict[str, Any]:
+    """``TorchTrainer``'s ``train_loop_config`` for ``train_fn_per_worker``.
+
+    ``ledger``: the quarantine ledger actor of a training stream (``mm_ray.data.pipeline.Ingest``): rank 0
+    copies its counts into every epoch's metrics and fails the run once ``error_budget`` is exceeded.
+    """
+    return {"loop": loop, "tokenizer_json": tokenizer_json, "ledger": ledger, "error_budget": error_budget}
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -112,9 +119,25 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         if rank == 0 and loop.has_val:
             subsets = SUBSETS if loop.subsets_at(epoch + 1) else (FULL_SUBSET,)
             metrics.update(_validate(model, loop.batch_size, device, autocast, subsets))
+        if config.get("ledger") is not None:
+            metrics.update(quarantine_metrics(config["ledger"], config["error_budget"]))
         history.append(metrics)
         _report(metrics, history, model, optimizer, scheduler, config)
     return history
+
+
+def quarantine_metrics(ledger: Any, error_budget: float) -> dict[str, Any]:
+    """A training stream's quarantine counts so far (each bad sample once, however many epochs read it);
+    raises ``ErrorBudgetExceeded`` once more than ``error_budget`` of the samples read were set aside."""
+    summary = ray.get(ledger.summary.remote())
+    check_error_budget(summary, error_budget, log_hint="<run dir>/quarantine.jsonl after the run")
+    metrics: dict[str, Any] = {
+        "ingest_samples_read": summary["samples_read"],
+        "ingest_samples_quarantined": summary["samples_quarantined"],
+        "ingest_shards_unreadable": len(summary["shards_unreadable"]),
+    }
+    metrics.update({f"quarantine/{reason}": n for reason, n in summary["quarantine_reasons"].items()})
+    return metrics
 
 
 def _first_batch_clock(batches):

@@ -27,7 +27,7 @@ def test_bench_ingest_reports_all_three_pipelines_and_ratios(tmp_path, capsys) -
         assert result["peak_pss_mb"] > 0
     assert {"c/b", "c/a", "c/b steady"} <= set(summary["ratios"])
     ray_cpu = summary["results"]["ray"]["cpu_s_by_process"]
-    assert any("ImageStage" in group for group in ray_cpu), ray_cpu  # the pools really ran as actors
+    assert any("ShardStage" in group for group in ray_cpu), ray_cpu  # the pool really ran as actors
     assert "ratios: c/b" in capsys.readouterr().out
 
 
@@ -64,3 +64,26 @@ def test_bench_train_compares_the_plain_loop_with_one_and_two_ray_workers(tmp_pa
     assert all(math.isfinite(v) and v > 0 for v in ratios.values()), ratios
     printed = capsys.readouterr().out
     assert "ray1/plain steady" in printed and "mm_ray fit, 2 Ray Train workers" in printed
+
+
+def test_bench_train_from_shards_compares_the_dataloader_loop_with_streaming_and_the_cache(
+    tmp_path, capsys
+) -> None:
+    out = tmp_path / "train.json"
+    small = ["image.size=32", "audio.n_mels=16", "text.max_length=16", "train.batch_size=8", "train.epochs=2"]
+    model = ["model.width=8", "model.depth=1", "model.fusion_dim=8"]
+    args = ["bench", "train", "--source", "shards", f"output_dir={tmp_path}", *TINY, *small, *model]
+    assert main([*args, "--cores", "2", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    results = summary["results"]
+    assert set(results) == {"loader", "stream1", "ray1"}
+    for mode, result in results.items():
+        # Each mode read every sample of the generated split (48, val_fraction=0) in each of the 2 epochs.
+        assert result["epochs"] == 2 and result["samples"] == 2 * 48, mode
+    assert set(summary["ratios"]) == {
+        f"{m}/loader {kind}" for m in ("stream1", "ray1") for kind in ("steady", "end to end")
+    }
+    parts = results["stream1"]["startup_parts"]
+    assert parts["to_worker_s"] > 0 and parts["worker_to_first_batch_s"] >= 0
+    printed = capsys.readouterr().out
+    assert "target stream1/loader steady" in printed and "start-up of the Ray modes" in printed

@@ -91,16 +91,16 @@ def test_cli_on_the_run_directory_uses_its_latest_checkpoint(
     run_dir = trained.summary["run_path"]
     assert len([p for p in Path(run_dir).glob("checkpoint_*") if p.is_dir()]) == 2
     json_path = tmp_path / "eval.json"
-    # An override reaches the pipeline (the image pool's CPUs) and, being about resources, changes no score.
+    # An override reaches the pipeline (the fused pool's CPUs) and, being about resources, changes no score.
     code = main(
-        ["evaluate", run_dir, *trained.val_specs, "--json", str(json_path), "pools.image.num_cpus=0.2"]
+        ["evaluate", run_dir, *trained.val_specs, "--json", str(json_path), "pools.fused.num_cpus=0.2"]
     )
     assert code == 0
     out = capsys.readouterr().out
     result = json.loads(json_path.read_text())
     assert result["checkpoint"] == trained.summary["checkpoint"] and result["epoch"] == 2
     assert result["picked_from"] == run_dir
-    assert re.search(r"image: \S+ x 0\.2 CPU", result["pools"]), result["pools"]
+    assert re.search(r"fused \(text\+audio\+image\): \S+ x 0\.2 CPU", result["pools"]), result["pools"]
     assert f"latest checkpoint of {run_dir}" in out
     _assert_same_scores(result["subsets"], trained.summary["subsets"])
     # The per-subset table: a header and one row per subset with its sample count and accuracy.

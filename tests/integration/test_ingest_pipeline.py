@@ -46,7 +46,9 @@ def truth(demo_shards) -> dict[str, dict[str, bytes]]:
 
 @pytest.fixture(scope="module")
 def streamed(run_ingest, demo_shards) -> Run:
-    return run_ingest([str(demo_shards[0])])
+    # A pool per modality (the layout for pools with different resources): the default layout, which fuses
+    # uniform CPU stages into one pool, is what tests/integration/test_bad_input.py and the training tests run.
+    return run_ingest([str(demo_shards[0])], "pools.layout=per_modality")
 
 
 def test_every_key_comes_out_exactly_once_with_its_label(streamed: Run, truth) -> None:

@@ -1,0 +1,237 @@
+"""What a training run reads: a preprocessed cache, or the shards themselves through the ingest actor pools.
+
+    inputs = train_inputs(cfg)          # cache if train.cache is set, else data.shards streamed
+    inputs.datasets["train"], inputs.shapes, inputs.num_classes, inputs.rows, inputs.source
+
+Both sources give the Train workers the same model-ready columns (``mm_ray.columns``), so the worker loop
+does not know which one it reads:
+
+- ``cache``: the rows ``mm-ray preprocess`` wrote (``mm_ray.data.cache.Cache``), decoded once; each epoch
+  visits its blocks in another seeded order.
+- ``shards``: every epoch re-reads ``data.shards`` through the ingest pipeline (``mm_ray.data.pipeline``)
+  while the workers train: nothing is written in between, the shard order changes every epoch (seeded), and
+  bad samples go to the ingest's quarantine ledger, whose counts each epoch's metrics carry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+import ray
+import ray.data
+
+from mm_ray.columns import KEY, LABEL, SHARD
+from mm_ray.config.load import ConfigError
+from mm_ray.config.schema import Config
+from mm_ray.data.cache import Cache, model_ready_shapes, preprocessing_of
+from mm_ray.data.pipeline import Ingest
+
+logger = logging.getLogger(__name__)
+
+NOT_MODEL_INPUTS = (KEY, SHARD)
+"""String columns that cannot become tensors; dropped before the rows reach the workers."""
+
+
+@dataclasses.dataclass
+class TrainInputs:
+    """The datasets a run trains and validates on, and what the model is sized from."""
+
+    source: Literal["cache", "shards"]
+    datasets: dict[str, ray.data.Dataset]
+    tokenizer_json: str
+    shapes: Mapping[str, list[int]]
+    """Model-ready shapes: ``image`` [3, S, S], ``input_ids`` [L], ``audio`` [feature rows, frames]."""
+    num_classes: int
+    rows: int
+    """Training samples per epoch (known for a cache, estimated for shards): sizes the LR schedule."""
+    preprocessing: Mapping[str, Any] | None
+    streams: dict[str, Ingest] = dataclasses.field(default_factory=dict)
+    """``shards`` only: the ingest run of each split (its ledger counts what was quarantined)."""
+
+
+def train_inputs(cfg: Config) -> TrainInputs:
+    """The inputs of run ``cfg``: ``train.cache`` when set, else ``data.shards`` streamed. Raises
+    ``ConfigError`` naming the key when neither is set or a cache is missing."""
+    if cfg.train.cache:
+        return cache_inputs(cfg)
+    if cfg.data.shards:
+        return shard_inputs(cfg)
+    raise ConfigError(
+        "train.cache: set it to a cache written by `mm-ray preprocess --out DIR`, "
+        "or set data.shards to train straight from the shards"
+    )
+
+
+# --------------------------------------------------------------------------------------------- cache
+
+
+def cache_inputs(cfg: Config) -> TrainInputs:
+    """Datasets over ``train.cache`` (and ``train.val_cache``)."""
+    t = cfg.train
+    caches = {"train": open_cache(t.cache, "train.cache", cfg)}
+    if t.val_cache:
+        caches["val"] = open_cache(t.val_cache, "train.val_cache", cfg)
+    tokenizer_json = caches["train"].tokenizer_json
+    if "val" in caches:
+        check_same_tokenizer(caches["val"], tokenizer_json, cfg)
+    in_memory = fits_in_memory(caches.values())
+    datasets = {
+        # Only the training rows are shuffled (every epoch, from train.seed): validation scores them all anyway.
+        name: cache.dataset(
+            columns=model_ready_columns(cache),
+            in_memory=in_memory,
+            shuffle_seed=t.seed if t.shuffle and name == "train" else None,
+            limit=t.limit_samples if name == "train" else None,
+        )
+        for name, cache in caches.items()
+    }
+    train = caches["train"]
+    return TrainInputs(
+        source="cache",
+        datasets=datasets,
+        tokenizer_json=tokenizer_json,
+        shapes=train.shapes,
+        num_classes=cfg.model.num_classes or _num_classes(caches.values(), datasets.values()),
+        rows=min(train.samples, t.limit_samples or train.samples),
+        preprocessing=train.preprocessing,
+    )
+
+
+def open_cache(uri: str, key: str, cfg: Config) -> Cache:
+    try:
+        return Cache.open(uri, cfg.data.storage_options)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{key}: {err}") from None
+
+
+def check_same_tokenizer(val: Cache, tokenizer_json: str, cfg: Config) -> None:
+    if val.tokenizer_json != tokenizer_json:
+        train = cfg.train.cache or "the training shards"
+        raise ConfigError(
+            f"train.val_cache: {cfg.train.val_cache} was tokenized with a different tokenizer than {train}; "
+            "preprocess it with `text.tokenizer=<the training run's tokenizer.json>`"
+        )
+
+
+def model_ready_columns(cache: Cache) -> list[str]:
+    """Every column but the key/shard strings: they cannot become tensors, and dropping them at the read
+    moves less data to the workers."""
+    return [c for c in cache.columns if c not in NOT_MODEL_INPUTS]
+
+
+IN_MEMORY_FRACTION = 0.25
+"""Caches whose rows fit in this fraction of the cluster's object store are read once, before training."""
+
+
+def fits_in_memory(caches: Iterable[Cache]) -> bool:
+    """Whether the caches' rows all fit in ``IN_MEMORY_FRACTION`` of the object store.
+
+    Streamed from Parquet, every epoch re-reads and re-decodes the cache in Ray Data tasks that compete with
+    the workers for the CPUs (and wait forever when the workers hold all of them); kept in memory, an epoch
+    only hands existing blocks to the workers (measured with `mm-ray bench train`). A cache larger than the
+    budget still streams.
+    """
+    needed = sum(cache.samples * row_bytes(cache.shapes) for cache in caches)
+    return needed <= IN_MEMORY_FRACTION * ray.cluster_resources().get("object_store_memory", 0.0)
+
+
+def row_bytes(shapes: Mapping[str, list[int]]) -> int:
+    """In-memory bytes of one model-ready row, from a cache manifest's shapes (dtypes: ``mm_ray.columns``)."""
+    image = math.prod(shapes["image"])  # uint8
+    text = shapes["input_ids"][0] * (4 + 1)  # int32 ids + int8 mask
+    audio = math.prod(shapes["audio"]) * 4  # float32 log-mel
+    return image + text + audio + 8 + 3  # int64 label, three bool presence flags
+
+
+def _num_classes(caches: Iterable[Cache], datasets: Iterable[ray.data.Dataset]) -> int:
+    """From the caches' label counts; caches written before labels were counted need a scan of the labels."""
+    known = [cache.num_classes for cache in caches]
+    if all(n is not None for n in known):
+        return max(known)  # type: ignore[type-var]
+    return 1 + max(int(ds.max(LABEL)) for ds in datasets)
+
+
+# -------------------------------------------------------------------------------------------- shards
+
+
+def shard_inputs(cfg: Config) -> TrainInputs:
+    """Datasets that decode ``data.shards`` (and ``data.val_shards``, or ``train.val_cache``) every epoch.
+
+    The ingest pools share the cluster with the Train workers: the resource plan reserves the workers' CPUs
+    first (``train.num_workers`` x ``train.cpus_per_worker``), so pools, shard reads and training never wait
+    on one another. ``model.num_classes`` is required: no manifest has counted the labels.
+    """
+    from mm_ray.data.captions import obtain_tokenizer
+
+    t = cfg.train
+    if not cfg.model.num_classes:
+        raise ConfigError(
+            "model.num_classes: required when training from data.shards (no cache manifest has counted the "
+            "labels); set it to the number of classes"
+        )
+    tokenizer_json = obtain_tokenizer(cfg, list(cfg.data.shards))
+    reserved = t.num_workers * t.cpus_per_worker if t.num_workers else 1.0
+    train = Ingest.from_config(
+        cfg,
+        list(cfg.data.shards),
+        tokenizer_json,
+        reserved_cpus=reserved,
+        shuffle_seed=t.seed if t.shuffle else None,
+        drop_columns=NOT_MODEL_INPUTS,
+    )
+    streams = {"train": train}
+    datasets = {"train": train.dataset}
+    if t.limit_samples:
+        datasets["train"] = datasets["train"].limit(t.limit_samples)
+    if t.val_cache:
+        val_cache = open_cache(t.val_cache, "train.val_cache", cfg)
+        check_same_tokenizer(val_cache, tokenizer_json, cfg)
+        datasets["val"] = val_cache.dataset(columns=model_ready_columns(val_cache))
+    elif cfg.data.val_shards:
+        val = Ingest.from_config(
+            cfg,
+            list(cfg.data.val_shards),
+            tokenizer_json,
+            reserved_cpus=reserved,
+            drop_columns=NOT_MODEL_INPUTS,
+        )
+        streams["val"] = val
+        datasets["val"] = val.dataset
+    rows = t.samples_per_epoch or estimate_rows(train.urls, cfg)
+    if t.limit_samples:
+        rows = min(rows, t.limit_samples)
+    logger.info(
+        "training from %d shards (%s), about %d samples per epoch",
+        len(train.urls),
+        train.plan.describe(),
+        rows,
+    )
+    return TrainInputs(
+        source="shards",
+        datasets=datasets,
+        tokenizer_json=tokenizer_json,
+        shapes=model_ready_shapes(cfg),
+        num_classes=cfg.model.num_classes,
+        rows=rows,
+        preprocessing=preprocessing_of(cfg),
+        streams=streams,
+    )
+
+
+def estimate_rows(urls: list[str], cfg: Config) -> int:
+    """Samples per epoch for the LR schedule: the first shard's sample count times the number of shards.
+
+    Counting reads one shard's tar headers and bytes on the driver (no decoding). Set
+    ``train.samples_per_epoch`` where shards differ a lot in size.
+    """
+    from mm_ray.data.raw import RawSample
+    from mm_ray.data.tar_stream import iter_shard
+
+    first = sum(
+        isinstance(item, RawSample) for item in iter_shard(urls[0], storage_options=cfg.data.storage_options)
+    )
+    return max(1, first * len(urls))
