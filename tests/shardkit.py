@@ -198,7 +198,8 @@ def write_bad_input_set(root: str | Path) -> ShardSet:
     sample with an extra member of an unknown extension (kept). ``noncontiguous-000000.tar``: a key
     whose members come back after another key. ``truncated-000000.tar``: cut inside a member.
     ``empty-000000.tar`` (0 bytes), ``empty-000001.tar`` (a tar with no members), ``garbage-000000.tar``
-    (random bytes), ``part-000000.tar`` / ``part-000001.tar``, and a brace range ``part-{000000..000002}``
+    (random bytes), ``hostile-000000.tar`` (a member name that is not UTF-8, a 100 KB caption),
+    ``part-000000.tar`` / ``part-000001.tar``, and a brace range ``part-{000000..000002}``
     whose last shard does not exist.
     """
     root = Path(root)
@@ -208,6 +209,7 @@ def write_bad_input_set(root: str | Path) -> ShardSet:
     _write_noncontiguous(case)
     _write_truncated(case)
     _write_broken_shards(case)
+    _write_hostile(case)
     for index in range(2):
         name = f"part-{index:06d}.tar"
         samples = {f"part{index}_{i}": good_sample(60 + 3 * index + i) for i in range(3)}
@@ -252,6 +254,23 @@ def _write_truncated(case: ShardSet) -> None:
     case.keep({key: samples[key] for key in ("cut0", "cut1")})
     case.expect(name, "cut2", Reason.TRUNCATED_SAMPLE)
     case.expect(name, "", Reason.TRUNCATED_SHARD)
+
+
+def _write_hostile(case: ShardSet) -> None:
+    """A member name with a latin-1 byte (not UTF-8) and a 100 KB caption, between good samples."""
+    name = "hostile-000000.tar"
+    latin1_key = b"caf\xe9".decode("utf-8", "surrogateescape")  # written back as the raw byte 0xe9
+    calm = {"calm0": good_sample(70), "calm1": good_sample(73)}
+    samples = {
+        "calm0": calm["calm0"],
+        latin1_key: good_sample(71),
+        "long_caption": {**good_sample(72), "txt": b"word " * 20_000},
+        "calm1": calm["calm1"],
+    }
+    write_samples(case.root / name, samples)
+    case.keep(calm)
+    case.expect(name, "caf\\xe9", Reason.BAD_MEMBER_NAME)  # the key as logged: the byte escaped
+    case.expect(name, "long_caption", Reason.CAPTION_TOO_LONG)
 
 
 def _write_broken_shards(case: ShardSet) -> None:

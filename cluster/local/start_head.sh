@@ -13,6 +13,9 @@ DASHBOARD_PORT=${DASHBOARD_PORT:-8265}
 # Each node of a machine needs its own temp dir: nodes sharing one remove each other's job packages.
 TEMP_DIR=${TEMP_DIR:-${TMPDIR:-/tmp}/mmray-head}
 IP=${NODE_IP:-127.0.0.1}   # this node's address as the other nodes reach it (127.0.0.1 = one machine)
+# The dashboard (and the job API behind it) listens on loopback only unless asked: from another machine,
+# reach it through an SSH tunnel (ssh -L 8265:127.0.0.1:8265 head) rather than plain http on the network.
+DASHBOARD_HOST=${DASHBOARD_HOST:-127.0.0.1}
 
 export RAY_AUTH_MODE=token
 export RAY_AUTH_TOKEN_PATH=${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}
@@ -23,7 +26,7 @@ if [ ! -s "$RAY_AUTH_TOKEN_PATH" ]; then
 fi
 
 ray start --head --node-ip-address="$IP" --port="$GCS_PORT" --num-cpus="$CPUS" \
-  --include-dashboard=true --dashboard-host=0.0.0.0 --dashboard-port="$DASHBOARD_PORT" \
+  --include-dashboard=true --dashboard-host="$DASHBOARD_HOST" --dashboard-port="$DASHBOARD_PORT" \
   --temp-dir="$TEMP_DIR" --disable-usage-stats
 
 echo "workers join with:  GCS=$IP:$GCS_PORT cluster/local/start_worker.sh"

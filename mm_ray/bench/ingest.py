@@ -30,7 +30,7 @@ MODES = ("floor", "dataloader", "ray")
 LABELS = {
     "floor": "(a) decode floor: plain processes, whole shards",
     "dataloader": "(b) webdataset + DataLoader",
-    "ray": "(c) mm_ray: Ray Data + per-modality actor pools",
+    "ray": "(c) mm_ray: Ray Data + actor pools",
 }
 
 

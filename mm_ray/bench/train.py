@@ -141,12 +141,23 @@ def run_plain(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, Any
 
 def run_ray(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, Any]:
     """(b, c) ``fit(cfg)`` on a fresh local Ray with ``workers`` Ray Train workers sharing all cores."""
+    # One logical CPU beyond the workers' for Ray Data: the workers hold every core, and a dataset that
+    # streams from Parquet during training needs a CPU slot for its read tasks or it waits forever.
+    return fit_on_fresh_ray(cfg, workers, ray_cpus=cores + 1, t0=t0)
+
+
+def run_stream(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, Any]:
+    """``fit(cfg)`` from the shards on a fresh local Ray of ``cores`` CPUs: the worker and the decoding
+    actors share them."""
+    return fit_on_fresh_ray(cfg, workers, ray_cpus=cores, t0=t0)
+
+
+def fit_on_fresh_ray(cfg: Config, workers: int, *, ray_cpus: int, t0: float) -> dict[str, Any]:
+    """Start a local Ray of ``ray_cpus`` CPUs, run ``fit(cfg)``, and time it from ``t0``."""
     from mm_ray.runtime import init_ray
     from mm_ray.train.ray_trainer import fit
 
-    # One logical CPU beyond the workers' for Ray Data: the workers hold every core, and a dataset that
-    # streams from Parquet during training needs a CPU slot for its read tasks or it waits forever.
-    init_ray(dataclasses.replace(cfg.ray, address=None, num_cpus=cores + 1))
+    init_ray(dataclasses.replace(cfg.ray, address=None, num_cpus=ray_cpus))
     ray_start_s = time.time() - t0
     history = fit(cfg).history
     end = time.time()
@@ -222,25 +233,6 @@ def run_loader(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, An
             {"train_samples": stats["samples"], "train_seconds": seconds, "train_started_at": started_at}
         )
     return {**epoch_rates(history, t0, time.time()), "torch_threads": torch.get_num_threads()}
-
-
-def run_stream(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, Any]:
-    """``fit(cfg)`` from the shards on a fresh local Ray of ``cores`` CPUs: the worker and the decoding
-    actors share them."""
-    from mm_ray.runtime import init_ray
-    from mm_ray.train.ray_trainer import fit
-
-    init_ray(dataclasses.replace(cfg.ray, address=None, num_cpus=cores))
-    ray_start_s = time.time() - t0
-    history = fit(cfg).history
-    end = time.time()
-    return {
-        **epoch_rates(history, t0, end),
-        "ray_start_s": round(ray_start_s, 2),
-        "torch_threads": history[0].get("train_torch_threads"),
-        "workers": workers,
-        "startup_parts": startup_parts(history[0], t0),
-    }
 
 
 def startup_parts(first: dict[str, Any], t0: float) -> dict[str, float]:

@@ -64,9 +64,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="the dashboard, http://HOST:8265")
-    p.add_argument("--token", help="the cluster's auth token (RAY_AUTH_MODE=token clusters)")
-    p.add_argument("--token-file", help="a file holding the cluster's auth token")
+    p.add_argument(
+        "--token",
+        action=_DeprecatedToken,
+        help="deprecated: a token on the command line shows in `ps` to every user of the machine; "
+        "use --token-file or RAY_AUTH_TOKEN",
+    )
+    p.add_argument(
+        "--token-file", help="a file holding the cluster's auth token (RAY_AUTH_MODE=token clusters)"
+    )
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+
+
+class _DeprecatedToken(argparse.Action):
+    """``--token T``: still accepted, with a warning on stderr (the process list shows it to everyone)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(
+            "warning: --token is deprecated: a token on the command line is visible in the process list; "
+            "use --token-file PATH or the RAY_AUTH_TOKEN environment variable",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
 
 
 def check_command(args: argparse.Namespace, argv: list[str]) -> None:

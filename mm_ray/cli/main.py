@@ -19,8 +19,10 @@ parses, calls one function of the ``mm_ray`` library and prints; none imports an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 
 from mm_ray.cli import bench, config_cmd, demo, embed, evaluate, jobs, make_shards, preprocess, train, tune
 from mm_ray.cli.console import quiet_ray_noise
@@ -99,11 +101,16 @@ class _Lines(logging.Formatter):
         return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
 
 
-def show_progress() -> None:
-    """Print the library's progress lines (the ``mm_ray`` logger at INFO) to stdout, warnings to stderr."""
+@contextlib.contextmanager
+def show_progress() -> Iterator[None]:
+    """While inside: the library's progress lines (the ``mm_ray`` logger at INFO) go to stdout, warnings to
+    stderr. The logger is left as it was afterwards, so a caller running ``main(argv)`` in its own process
+    (a notebook, a test) keeps its logging."""
     package = logging.getLogger("mm_ray")
     if any(getattr(h, "_mm_ray_cli", False) for h in package.handlers):
+        yield
         return
+    saved = (package.level, package.propagate)
     out = _ConsoleHandler("stdout")
     out.addFilter(lambda record: record.levelno < logging.WARNING)
     err = _ConsoleHandler("stderr")
@@ -114,15 +121,22 @@ def show_progress() -> None:
         package.addHandler(handler)
     package.setLevel(logging.INFO)
     package.propagate = False
+    try:
+        yield
+    finally:
+        for handler in (out, err):
+            package.removeHandler(handler)
+        package.setLevel(saved[0])
+        package.propagate = saved[1]
 
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # a real `mm-ray` process (not a test or a caller passing argv): hide Ray's noise
         quiet_ray_noise()
     args = parse_args(argv)
-    show_progress()
     try:
-        return int(args.func(args) or 0)
+        with show_progress():
+            return int(args.func(args) or 0)
     except ConfigError as err:
         print(f"mm-ray {args.command}: config error: {err}", file=sys.stderr)
         return 2

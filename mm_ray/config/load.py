@@ -182,6 +182,28 @@ def as_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+PERSISTED_STORAGE_OPTIONS = frozenset(
+    {"endpoint_override", "region", "scheme", "force_virtual_addressing", "anonymous", "request_timeout"}
+)
+"""``data.storage_options`` keys that may be written to disk or printed (an allow-list: access keys, secret
+keys, session tokens and anything unknown stay in memory)."""
+
+
+def persistable(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` (``as_dict`` of a config) as it may be saved or printed: ``data.storage_options`` keeps only
+    ``PERSISTED_STORAGE_OPTIONS``. A run read back from disk takes credentials from its environment
+    (pyarrow reads ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``) or the command line, never from a file."""
+    out = dict(raw)
+    data = out.get("data")
+    if isinstance(data, dict) and data.get("storage_options"):
+        options = data["storage_options"]
+        out["data"] = {
+            **data,
+            "storage_options": {k: v for k, v in options.items() if k in PERSISTED_STORAGE_OPTIONS},
+        }
+    return out
+
+
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else str(name)
 

@@ -80,6 +80,11 @@ class DataConfig:
     """Quarantine samples without a label (turn off for unlabeled data, e.g. embedding)."""
     error_budget: float = 0.05
     """Largest tolerated fraction of quarantined samples; above it the run fails with a clear message."""
+    max_member_bytes: int = 64 << 20
+    """Largest tar member read (64 MiB), checked from its header before any byte is read; a larger one
+    quarantines its sample as ``member_too_large``. Members no modality or label maps are never read."""
+    max_sample_bytes: int = 256 << 20
+    """Largest sample (its mapped members together, 256 MiB); above it: ``sample_too_large``."""
     fail_on_unreadable_shard: bool = False
     """Fail the run when any shard cannot be opened (otherwise it is reported by name and skipped)."""
     storage_options: dict[str, str] = field(default_factory=dict)
@@ -112,6 +117,9 @@ class TextConfig:
     """Tokens per sample after padding/truncation (includes [CLS] and [SEP])."""
     tokenizer_train_samples: int = 20000
     """At most this many captions are read to train a tokenizer."""
+    max_caption_bytes: int = 65536
+    """Longer captions (UTF-8 bytes) are quarantined as ``caption_too_long`` and left out of tokenizer
+    training: a caption is a sentence or a paragraph, and a huge one would cost the tokenizer its memory."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -208,6 +209,14 @@ def model_ready_shapes(cfg: Config) -> dict[str, list[int]]:
         "input_ids": [cfg.text.max_length],
         "audio": [audio_feature_rows(a), 1 + int(a.sample_rate * a.duration_s) // a.hop_length],
     }
+
+
+def row_bytes(shapes: Mapping[str, list[int]]) -> int:
+    """In-memory bytes of one model-ready row, from a cache manifest's shapes (dtypes: ``mm_ray.columns``)."""
+    image = math.prod(shapes["image"])  # uint8
+    text = shapes["input_ids"][0] * (4 + 1)  # int32 ids + int8 mask
+    audio = math.prod(shapes["audio"]) * 4  # float32 log-mel
+    return image + text + audio + 8 + 3  # int64 label, three bool presence flags
 
 
 def preprocessing_of(cfg: Config) -> dict[str, Any]:

@@ -20,26 +20,35 @@ def obtain_tokenizer(cfg: Config, shard_specs: list[str]) -> str:
         return load_tokenizer(cfg.text.tokenizer).to_str()
     urls = expand_shards(shard_specs, storage_options=cfg.data.storage_options)
     captions = iter_captions(
-        urls, member_map(cfg), cfg.data.storage_options, limit=cfg.text.tokenizer_train_samples
+        urls,
+        member_map(cfg),
+        cfg.data.storage_options,
+        limit=cfg.text.tokenizer_train_samples,
+        max_bytes=cfg.text.max_caption_bytes,
     )
     return train_tokenizer(captions, vocab_size=cfg.text.vocab_size).to_str()
 
 
 def iter_captions(
-    urls: list[str], members: MemberMap, storage_options: dict[str, str] | None = None, limit: int = 20000
+    urls: list[str],
+    members: MemberMap,
+    storage_options: dict[str, str] | None = None,
+    limit: int = 20000,
+    max_bytes: int = 65536,
 ) -> Iterator[str]:
-    """Yield up to ``limit`` valid UTF-8 captions, shard by shard, skipping anything unreadable.
+    """Yield up to ``limit`` valid UTF-8 captions of at most ``max_bytes``, shard by shard, skipping anything
+    unreadable.
 
     Bad samples are not reported here: the ingest run that follows quarantines them properly.
     """
     count = 0
     for url in urls:
-        for item in iter_shard(url, storage_options=storage_options):
+        for item in iter_shard(url, storage_options=storage_options, members=members):
             if not isinstance(item, RawSample):
                 continue
             row, _ = assemble(item, members)
             text = row and row[C.TEXT_BYTES]
-            if not text:
+            if not text or len(text) > max_bytes:
                 continue
             try:
                 yield text.decode("utf-8")

@@ -100,7 +100,7 @@ def read_shard_blocks(
     """Yield Arrow blocks of raw samples from one shard, reporting problems to ``ledger``."""
     report = _Reporter(url, ledger)
     rows: list[dict[str, Any]] = []
-    for item in iter_shard(url, storage_options=storage_options):
+    for item in iter_shard(url, storage_options=storage_options, members=members):
         if isinstance(item, RawSample):
             report.samples += 1
             row, recs = assemble(item, members)

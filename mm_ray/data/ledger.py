@@ -4,8 +4,9 @@ Read tasks and preprocessing stages run in many processes; each sends its
 ``QuarantineRecord``s (as dicts) and per-shard read counts here. The Ray wiring runs one
 instance of this plain class as an actor (``mm_ray.data.pipeline``); tests use it directly.
 
-Records are de-duplicated on (shard, key, reason) and shard counts are overwritten, not
-added, so a retried read task or a restarted actor does not double count.
+Records are de-duplicated on what they are about (``record_identity``) and shard counts are overwritten,
+not added, so a retried read task, a restarted actor or a later epoch reading the same shard does not
+double count, while distinct members of one sample (5,000 unknown ones, say) are each counted.
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ from typing import Any
 from mm_ray.quarantine import MEMBER_LEVEL, SHARD_LEVEL, Reason
 
 
+def record_identity(rec: dict[str, str]) -> tuple[str, ...]:
+    """What a record is about: a sample or shard record is one per (shard, key, reason), whatever its detail
+    says (a decoder's message may hold a memory address); a member-level record names its member in its
+    detail, so each member counts once."""
+    identity = (rec["shard"], rec["key"], rec["reason"])
+    return (*identity, rec.get("detail", "")) if Reason(rec["reason"]) in MEMBER_LEVEL else identity
+
+
 class ErrorBudgetExceeded(RuntimeError):
     """More than the configured fraction of samples was quarantined."""
 
@@ -26,7 +35,7 @@ class QuarantineLedger:
     """Collects quarantine records and read progress; produces the summary and the JSONL log."""
 
     def __init__(self, max_logged: int = 100_000):
-        self._records: dict[tuple[str, str, str], dict[str, str]] = {}
+        self._records: dict[tuple[str, ...], dict[str, str]] = {}
         self._samples_read: dict[str, int] = {}
         self._shards_done: set[str] = set()
         self._max_logged = max_logged
@@ -34,7 +43,7 @@ class QuarantineLedger:
     def add(self, records: list[dict[str, str]]) -> None:
         """Record ``QuarantineRecord.to_json()`` dicts (idempotent)."""
         for rec in records:
-            self._records.setdefault((rec["shard"], rec["key"], rec["reason"]), rec)
+            self._records.setdefault(record_identity(rec), rec)
 
     def shard_progress(self, shard: str, samples_read: int, done: bool = False) -> None:
         """A read task has parsed ``samples_read`` samples (good or bad) of ``shard`` so far."""
@@ -47,7 +56,7 @@ class QuarantineLedger:
         samples = collections.Counter()
         members = collections.Counter()
         shard_problems: dict[str, list[str]] = collections.defaultdict(list)
-        for (shard, _key, reason), _rec in self._records.items():
+        for (shard, _key, reason, *_detail), _rec in self._records.items():
             code = Reason(reason)
             if code in SHARD_LEVEL:
                 shard_problems[reason].append(shard)
@@ -61,9 +70,9 @@ class QuarantineLedger:
             "quarantine_reasons": dict(sorted(samples.items())),
             "members_ignored": dict(sorted(members.items())),
             "shards_done": len(self._shards_done),
-            "shards_unreadable": sorted(shard_problems.get(Reason.UNREADABLE_SHARD.value, [])),
-            "shards_truncated": sorted(shard_problems.get(Reason.TRUNCATED_SHARD.value, [])),
-            "shards_empty": sorted(shard_problems.get(Reason.EMPTY_SHARD.value, [])),
+            "shards_unreadable": sorted(set(shard_problems.get(Reason.UNREADABLE_SHARD.value, []))),
+            "shards_truncated": sorted(set(shard_problems.get(Reason.TRUNCATED_SHARD.value, []))),
+            "shards_empty": sorted(set(shard_problems.get(Reason.EMPTY_SHARD.value, []))),
         }
 
     def records(self) -> list[dict[str, str]]:

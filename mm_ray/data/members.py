@@ -71,6 +71,10 @@ class MemberMap:
     """Modalities ("image", "text", "audio") a sample must have, else MISSING_REQUIRED_MODALITY."""
     label_required: bool = True
     """Quarantine samples without a label (MISSING_LABEL); when False their LABEL is -1."""
+    max_member_bytes: int = 64 << 20
+    """Larger members (by their tar header) quarantine their sample (MEMBER_TOO_LARGE), unread."""
+    max_sample_bytes: int = 256 << 20
+    """Samples whose members add up to more are quarantined (SAMPLE_TOO_LARGE); the rest is not read."""
 
     def __post_init__(self) -> None:
         # Accept lists (from YAML) and any case; store lower-case tuples so the map stays hashable.
@@ -233,4 +237,6 @@ def member_map(cfg: Config) -> MemberMap:
         json_label_field=m.json_label_field,
         required=tuple(cfg.data.required_modalities),
         label_required=cfg.data.label_required,
+        max_member_bytes=cfg.data.max_member_bytes,
+        max_sample_bytes=cfg.data.max_sample_bytes,
     )

@@ -17,8 +17,9 @@ float32 [n_mels, frames]. Rejected rows never leave their stage; they are in the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,14 @@ import ray.data
 
 from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
+from mm_ray.data.cache import model_ready_shapes, row_bytes
 from mm_ray.data.datasource import ShardDatasource
 from mm_ray.data.ledger import QuarantineLedger, check_error_budget, write_quarantine_log
 from mm_ray.data.members import MemberMap, member_map
 from mm_ray.data.resources import COST_SHARE, IngestPlan, plan_ingest
 from mm_ray.data.sources import expand_shards
 from mm_ray.data.stages import SHARD_URL, STAGES, DroppingColumns, FusedStage, ShardStage
+from mm_ray.preprocess.image import formats_for
 from mm_ray.runtime import cluster_resources
 
 # Text first (cheapest: rows rejected there never reach the costly decoders); image last because its
@@ -62,8 +65,16 @@ def preprocessor_kwargs(cfg: Config, tokenizer_json: str) -> dict[str, dict[str,
     """Flat keyword arguments of each modality's preprocessor."""
     a = cfg.audio
     return {
-        "image": {"size": cfg.image.size, "resize": cfg.image.resize},
-        "text": {"tokenizer": tokenizer_json, "max_length": cfg.text.max_length},
+        "image": {
+            "size": cfg.image.size,
+            "resize": cfg.image.resize,
+            "formats": formats_for(cfg.data.members.image),
+        },
+        "text": {
+            "tokenizer": tokenizer_json,
+            "max_length": cfg.text.max_length,
+            "max_caption_bytes": cfg.text.max_caption_bytes,
+        },
         "audio": {
             "sample_rate": a.sample_rate,
             "duration_s": a.duration_s,
@@ -144,6 +155,28 @@ def build_dataset(
     return ds
 
 
+MIN_BLOCK_BYTES = 1 << 20
+"""Blocks are never cut below 1 MiB: smaller ones cost more per-block overhead than they save in latency."""
+
+
+@contextlib.contextmanager
+def blocks_of(rows: int, shapes: dict[str, list[int]]) -> Iterator[None]:
+    """Datasets created inside get blocks of about ``rows`` model-ready rows of ``shapes``.
+
+    Ray Data coalesces what a map stage yields until ``DataContext.target_max_block_size`` bytes: at the
+    driver-wide 16 MiB, a decoding actor that yields every 64 rows still hands a whole small-image shard over as
+    one block at its end, and the consumer's first batch waits for it. Sized from the decoded row, a block
+    is ready after ``data.read_block_rows`` rows. The dataset keeps the context it was created with.
+    """
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.target_max_block_size
+    ctx.target_max_block_size = max(MIN_BLOCK_BYTES, rows * row_bytes(shapes))
+    try:
+        yield
+    finally:
+        ctx.target_max_block_size = before
+
+
 def limit_memory(memory_limit_mb: int | None) -> None:
     """Cap the object-store bytes Ray Data keeps in flight, so memory stays flat as data grows.
 
@@ -204,17 +237,18 @@ class Ingest:
         )
         limit_memory(cfg.data.memory_limit_mb)
         ledger = ray.remote(num_cpus=0)(QuarantineLedger).remote()
-        dataset = build_dataset(
-            urls,
-            members=member_map(cfg),
-            kwargs=preprocessor_kwargs(cfg, tokenizer_json),
-            plan=plan,
-            ledger=ledger,
-            storage_options=cfg.data.storage_options,
-            rows_per_block=cfg.data.read_block_rows,
-            shuffle_seed=shuffle_seed,
-            drop_columns=drop_columns,
-        )
+        with blocks_of(cfg.data.read_block_rows, model_ready_shapes(cfg)):
+            dataset = build_dataset(
+                urls,
+                members=member_map(cfg),
+                kwargs=preprocessor_kwargs(cfg, tokenizer_json),
+                plan=plan,
+                ledger=ledger,
+                storage_options=cfg.data.storage_options,
+                rows_per_block=cfg.data.read_block_rows,
+                shuffle_seed=shuffle_seed,
+                drop_columns=drop_columns,
+            )
         return cls(dataset, ledger, urls, plan, cfg.data.error_budget, cfg.data.fail_on_unreadable_shard)
 
     def summary(self) -> dict[str, Any]:

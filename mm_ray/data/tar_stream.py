@@ -49,7 +49,7 @@ import zlib
 from collections.abc import Generator, Iterator
 from typing import BinaryIO
 
-from mm_ray.data.members import IGNORED_MEMBER
+from mm_ray.data.members import IGNORED_MEMBER, MemberMap
 from mm_ray.data.raw import RawSample
 from mm_ray.data.sources import open_shard
 from mm_ray.quarantine import QuarantineRecord, Reason
@@ -58,18 +58,25 @@ Item = RawSample | QuarantineRecord
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def iter_shard(url: str, *, storage_options: dict | None = None) -> Iterator[Item]:
-    """Open ``url`` (local path or ``s3://``) and yield its samples and records; never raises for bad data."""
+def iter_shard(
+    url: str, *, storage_options: dict | None = None, members: MemberMap | None = None
+) -> Iterator[Item]:
+    """Open ``url`` (local path or ``s3://``) and yield its samples and records; never raises for bad data.
+
+    ``members``: its size limits apply, and members whose extension it does not map are not read (they
+    stay in the sample as empty bytes, so ``assemble`` still counts them). Without it, every member is read,
+    under ``MemberMap``'s default limits.
+    """
     try:
         stream = open_shard(url, storage_options)
     except OSError as e:
         yield QuarantineRecord(url, "", Reason.UNREADABLE_SHARD, str(e))
         return
     with stream:
-        yield from iter_samples(stream, url)
+        yield from iter_samples(stream, url, members=members)
 
 
-def iter_samples(stream: BinaryIO, shard: str) -> Iterator[Item]:
+def iter_samples(stream: BinaryIO, shard: str, *, members: MemberMap | None = None) -> Iterator[Item]:
     """Yield ``RawSample``s and ``QuarantineRecord``s from a forward-only binary tar stream."""
     header_errors: list[tarfile.HeaderError] = []
     source = None
@@ -81,14 +88,17 @@ def iter_samples(stream: BinaryIO, shard: str) -> Iterator[Item]:
         yield QuarantineRecord(shard, "", _open_failure_reason(e, header_errors, source), _describe(e))
         return
     with tar:  # closes tarfile's wrapper only; the caller owns ``stream``
-        clean_end = yield from _read_all(tar, _Grouper(shard), header_errors)
+        clean_end = yield from _read_all(tar, _Grouper(shard), header_errors, members)
     problem = source.check_rest() if clean_end else None
     if problem is not None:
         yield QuarantineRecord(shard, "", *problem)
 
 
-def _read_all(tar: tarfile.TarFile, group: _Grouper, header_errors: list) -> Generator[Item, None, bool]:
+def _read_all(
+    tar: tarfile.TarFile, group: _Grouper, header_errors: list, members: MemberMap | None
+) -> Generator[Item, None, bool]:
     """Yield the samples and records of an open tar; return whether it ended at its end-of-archive marker."""
+    limits = members or MemberMap()
     while True:
         try:
             info = tar.next()
@@ -99,18 +109,48 @@ def _read_all(tar: tarfile.TarFile, group: _Grouper, header_errors: list) -> Gen
             break
         # Streaming mode still appends every header to tar.members; drop them so memory stays flat.
         tar.members.clear()
+        if info.issym() or info.islnk() or info.isdev():
+            # Never followed or read; noted, so the archive's whole content is accounted for.
+            name = _printable(info.name)
+            kind = "link" if info.issym() or info.islnk() else "device"
+            detail = f"{kind} entry {name!r} skipped: only regular files are read"
+            yield QuarantineRecord(group.shard, _split_path(name)[1], IGNORED_MEMBER, detail)
+            continue
         parsed = _split_name(info)
         if parsed is None:
             continue
         name, key, ext = parsed
-        yield from group.switch_to(key)
+        printable = _printable(name)
+        if printable != name:  # not valid UTF-8: no string column could hold it
+            name, key, ext = _split_path(printable)
+            yield from group.switch_to(key)
+            group.reject(Reason.BAD_MEMBER_NAME, f"member name {printable!r} is not valid UTF-8")
+        else:
+            yield from group.switch_to(key)
         data = None
-        if not group.late:  # a late fragment is set aside anyway; skip reading its bytes
+        # Skipped members' bytes are never read: tarfile's stream skips over them in small reads.
+        if group.late or group.rejected:
+            pass  # set aside anyway
+        elif members is not None and members.role_of(ext) is None:
+            data = b""  # mapped to nothing: counted by ``assemble`` as an unknown extension, never read
+        elif info.size > limits.max_member_bytes:
+            group.reject(
+                Reason.MEMBER_TOO_LARGE,
+                f"member {name!r} is {info.size:,} bytes, over data.max_member_bytes={limits.max_member_bytes:,}",
+            )
+        elif group.sample_bytes + info.size > limits.max_sample_bytes:
+            group.reject(
+                Reason.SAMPLE_TOO_LARGE,
+                f"members up to {name!r} add up to {group.sample_bytes + info.size:,} bytes, over "
+                f"data.max_sample_bytes={limits.max_sample_bytes:,}",
+            )
+        else:
             try:
                 data = tar.extractfile(info).read()
             except Exception as e:
                 yield from group.cut(name, _describe(e))
                 return False
+            group.sample_bytes += len(data)
         yield from group.add(name, ext, data)
     # tarfile ends iteration silently on a missing, cut or corrupt header after the first one;
     # only a zero block (the end-of-archive marker) is a clean end.
@@ -204,6 +244,8 @@ class _Grouper:
         self.members: dict[str, bytes] = {}
         self.names: list[str] = []
         self.late = False  # the current run is a late fragment of a key seen before
+        self.rejected: tuple[Reason, str] | None = None  # the current sample is set aside, and why
+        self.sample_bytes = 0
         self.seen: set[str] = set()
         self.samples = 0
 
@@ -212,12 +254,19 @@ class _Grouper:
             return
         yield from self._close()
         self.key, self.members, self.names = key, {}, []
+        self.rejected, self.sample_bytes = None, 0
         self.late = key in self.seen
         self.seen.add(key)
 
+    def reject(self, reason: Reason, detail: str) -> None:
+        """Set the current sample aside (the first reason wins); its remaining members are not read."""
+        if self.rejected is None:
+            self.rejected = (reason, detail)
+            self.members = {}
+
     def add(self, name: str, ext: str, data: bytes | None) -> Iterator[Item]:
         self.names.append(name)
-        if self.late:
+        if self.late or self.rejected:
             return
         if ext in self.members:
             detail = f"duplicate member {name!r}: the sample already has a {ext!r} member (first kept)"
@@ -244,6 +293,9 @@ class _Grouper:
             return
         if self.late:
             yield self._record(Reason.NONCONTIGUOUS_KEY, f"late members {self.names} after other keys")
+        elif self.rejected:
+            self.samples += 1
+            yield self._record(*self.rejected)
         else:
             self.samples += 1
             yield RawSample(shard=self.shard, key=self.key, members=self.members)
@@ -271,8 +323,23 @@ def _split_name(info: tarfile.TarInfo) -> tuple[str, str, str] | None:
     base = name.rsplit("/", 1)[-1]
     if not base or base.startswith("."):
         return None
+    return _split_path(name)
+
+
+def _split_path(name: str) -> tuple[str, str, str]:
+    base = name.rsplit("/", 1)[-1]
     stem, _, ext = base.partition(".")
     return name, name[: len(name) - len(base)] + stem, ext.lower()
+
+
+def _printable(name: str) -> str:
+    """``name`` as valid UTF-8 text. tarfile decodes header bytes with ``surrogateescape``: an invalid byte
+    becomes a lone surrogate, which no UTF-8 string can hold. Such bytes are shown as ``\\xNN``."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _watching_tarinfo(header_errors: list) -> type[tarfile.TarInfo]:

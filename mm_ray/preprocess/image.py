@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -61,6 +62,17 @@ _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})  # not "LAB": its "A" is 
 _RESAMPLE = Image.Resampling.BILINEAR
 
 
+def formats_for(extensions: Sequence[str]) -> tuple[str, ...]:
+    """The Pillow formats that ``extensions`` (``data.members.image``) name; unknown extensions name none."""
+    Image.init()
+    known = Image.registered_extensions()
+    return tuple(
+        sorted(
+            {known[f".{e.lower().lstrip('.')}"] for e in extensions if f".{e.lower().lstrip('.')}" in known}
+        )
+    )
+
+
 class ImagePreprocessor:
     """Decode, convert to RGB and resize images to uint8 ``[3, size, size]``.
 
@@ -72,6 +84,9 @@ class ImagePreprocessor:
         max_pixels: images with more pixels (width x height, read from the header before
             decoding) are rejected as decompression bombs.
         use_draft: decode JPEGs at reduced scale (see the module docstring); off only to compare.
+        formats: the only Pillow formats tried (``formats_for(data.members.image)`` in the pipeline): bytes
+            of any other format (a TIFF, PSD or EPS named ``.jpg``) are ``CORRUPT_IMAGE``, never handed
+            to that format's decoder. None tries every format Pillow knows.
     """
 
     def __init__(
@@ -80,6 +95,7 @@ class ImagePreprocessor:
         resize: ResizeMode = "crop",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         use_draft: bool = True,
+        formats: Sequence[str] | None = None,
     ):
         if size < 1:
             raise ValueError(f"size must be >= 1, got {size}")
@@ -89,6 +105,7 @@ class ImagePreprocessor:
         self.resize = resize
         self.max_pixels = max_pixels
         self.use_draft = use_draft
+        self.formats = tuple(formats) if formats is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Replace ``image_bytes`` with ``image`` (uint8 [N, 3, size, size]) and ``has_image``."""
@@ -123,7 +140,7 @@ class ImagePreprocessor:
         out[:, top : top + pixels.shape[1], left : left + pixels.shape[2]] = pixels
 
     def _open_resized(self, data: bytes) -> Image.Image:
-        im = Image.open(io.BytesIO(data))
+        im = Image.open(io.BytesIO(data), formats=self.formats)
         width, height = im.size
         if width * height > self.max_pixels:
             raise SampleError(

@@ -32,9 +32,10 @@ class TextPreprocessor:
         tokenizer: a ``Tokenizer``, a path to a ``tokenizer.json``, or its JSON text. A given
             ``Tokenizer`` is copied, so the caller's object is never changed.
         max_length: tokens per row, [CLS] and [SEP] included; shorter texts are right-padded.
+        max_caption_bytes: longer texts are rejected (``CAPTION_TOO_LONG``) before decoding or tokenizing.
     """
 
-    def __init__(self, tokenizer: str | Tokenizer, max_length: int = 32):
+    def __init__(self, tokenizer: str | Tokenizer, max_length: int = 32, max_caption_bytes: int = 65536):
         if max_length < 2:
             raise ValueError(f"max_length must leave room for [CLS] and [SEP], got {max_length}")
         source = tokenizer.to_str() if isinstance(tokenizer, Tokenizer) else tokenizer
@@ -46,6 +47,7 @@ class TextPreprocessor:
         self._tokenizer.enable_truncation(max_length=max_length)
         self._tokenizer.enable_padding(direction="right", pad_id=pad_id, pad_token=PAD, length=max_length)
         self.max_length = max_length
+        self.max_caption_bytes = max_caption_bytes
         self.pad_id = pad_id
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -55,7 +57,7 @@ class TextPreprocessor:
         reject, detail = reject_columns(batch, n)
         texts: list[str] = []
         # Decode every row first, then tokenize all valid texts in one batch call.
-        has = decode_rows(raw, reject, detail, lambda _i, data: texts.append(decode_utf8(data)))
+        has = decode_rows(raw, reject, detail, lambda _i, data: texts.append(self._text(data)))
         ids = np.zeros((n, self.max_length), dtype=np.int32)
         mask = np.zeros((n, self.max_length), dtype=np.int8)
         if texts:
@@ -69,8 +71,16 @@ class TextPreprocessor:
 
     def decode(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         """One text member -> (input_ids int32 [max_length], attention_mask int8 [max_length])."""
-        ids, mask = self._encode([decode_utf8(data)])
+        ids, mask = self._encode([self._text(data)])
         return ids[0], mask[0]
+
+    def _text(self, data: bytes) -> str:
+        if len(data) > self.max_caption_bytes:
+            raise SampleError(
+                Reason.CAPTION_TOO_LONG,
+                f"{len(data):,} bytes, over text.max_caption_bytes={self.max_caption_bytes:,}",
+            )
+        return decode_utf8(data)
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         # encode_batch_fast skips character offsets, which nothing downstream uses.

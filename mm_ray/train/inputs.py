@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -27,7 +26,7 @@ import ray.data
 from mm_ray.columns import KEY, LABEL, SHARD
 from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
-from mm_ray.data.cache import Cache, model_ready_shapes, preprocessing_of
+from mm_ray.data.cache import Cache, model_ready_shapes, preprocessing_of, row_bytes
 from mm_ray.data.pipeline import Ingest
 
 logger = logging.getLogger(__name__)
@@ -137,14 +136,6 @@ def fits_in_memory(caches: Iterable[Cache]) -> bool:
     """
     needed = sum(cache.samples * row_bytes(cache.shapes) for cache in caches)
     return needed <= IN_MEMORY_FRACTION * ray.cluster_resources().get("object_store_memory", 0.0)
-
-
-def row_bytes(shapes: Mapping[str, list[int]]) -> int:
-    """In-memory bytes of one model-ready row, from a cache manifest's shapes (dtypes: ``mm_ray.columns``)."""
-    image = math.prod(shapes["image"])  # uint8
-    text = shapes["input_ids"][0] * (4 + 1)  # int32 ids + int8 mask
-    audio = math.prod(shapes["audio"]) * 4  # float32 log-mel
-    return image + text + audio + 8 + 3  # int64 label, three bool presence flags
 
 
 def _num_classes(caches: Iterable[Cache], datasets: Iterable[ray.data.Dataset]) -> int:

@@ -36,6 +36,8 @@ from typing import Any
 
 import yaml
 
+from mm_ray.config.load import persistable
+
 LEADING_COLUMNS = ("epoch", "step")
 """The first CSV columns, in this order, when present."""
 
@@ -59,7 +61,7 @@ def write_run_outputs(
     }
     paths["metrics_jsonl"].write_text("".join(_strict_json(row) + "\n" for row in history))
     write_metrics_csv(history, paths["metrics_csv"])
-    paths["config_yaml"].write_text(yaml.safe_dump(json_safe(config), sort_keys=False))
+    paths["config_yaml"].write_text(yaml.safe_dump(json_safe(persistable(dict(config))), sort_keys=False))
     paths["summary_json"].write_text(_strict_json(summary, indent=2) + "\n")
     run_name = config.get("name")
     title = f"mm-ray train: {run_name}" if run_name else "mm-ray train"

@@ -23,7 +23,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from mm_ray.config.load import as_dict, build, config_from_dict
+from mm_ray.config.load import as_dict, build, config_from_dict, persistable
 from mm_ray.config.schema import AugmentConfig, Config
 from mm_ray.models.spec import ModelSpec
 
@@ -140,7 +140,8 @@ class LoopConfig:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out.update(
             model=self.model.as_dict(),
-            resolved=as_dict(self.resolved),
+            # Secrets stay out of checkpoints (data.storage_options keeps only its allow-listed keys).
+            resolved=persistable(as_dict(self.resolved)),
             augment=as_dict(self.augment),
             lr_by_modality=dict(self.lr_by_modality),
         )

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from mm_ray.cluster.storage import warn_if_unshared
-from mm_ray.config.load import ConfigError, as_dict, config_from_dict
+from mm_ray.config.load import ConfigError, as_dict, config_from_dict, persistable
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import Cache
 from mm_ray.runtime import init_ray
@@ -170,6 +170,7 @@ def continue_experiment(results_dir: str | Path) -> dict[str, Any]:
     import ray.tune
 
     sweep = load_sweep(results_dir)
+    check_trusted_storage(sweep.experiment_path)
     if not ray.tune.Tuner.can_restore(sweep.experiment_path):
         raise ConfigError(f"--resume: no Tune experiment state in {sweep.experiment_path}")
     tuner = ray.tune.Tuner.restore(
@@ -182,6 +183,40 @@ def continue_experiment(results_dir: str | Path) -> dict[str, Any]:
     with _quiet_tune():
         grid = tuner.fit()
     return collect(sweep, grid, concurrent=None)
+
+
+TUNER_STATE = "tuner.pkl"
+"""Ray Tune's experiment state: ``Tuner.restore`` unpickles it (Ray offers no other way to resume)."""
+
+
+def check_trusted_storage(experiment_path: str) -> None:
+    """Refuse to resume from a local experiment that someone else could have written.
+
+    Resuming unpickles ``tuner.pkl``, so whoever can write the storage path can run code in this process:
+    the storage path is a trust boundary. A local experiment directory, and its state file, must belong to
+    this user and be writable by nobody else (no world write bit, no group write bit for another group);
+    remote storage (``s3://``) is
+    trusted as far as its bucket policy is. Raises ``ConfigError`` naming the path and the fix.
+    """
+    if "://" in experiment_path:
+        return
+    for path in (Path(experiment_path), Path(experiment_path) / TUNER_STATE):
+        if not path.exists():
+            continue
+        st = path.stat()
+        # Group write counts only for a group other than this user's own (umask 002 with per-user groups
+        # makes every directory group-writable, by the user alone).
+        foreign_group_write = st.st_mode & 0o020 and st.st_gid != os.getgid()
+        if st.st_uid != os.getuid() or st.st_mode & 0o002 or foreign_group_write:
+            raise ConfigError(
+                f"--resume: {path} is writable by other users or owned by someone else "
+                f"(mode {stat_mode(st.st_mode)}, owner uid {st.st_uid}); resuming would unpickle a file "
+                f"they could have planted. Check it, then `chmod go-w {path}` (and own it) to resume"
+            )
+
+
+def stat_mode(mode: int) -> str:
+    return oct(mode & 0o777)
 
 
 @contextlib.contextmanager
@@ -203,7 +238,9 @@ def save_sweep(sweep: Sweep) -> Path:
     sweep.results_dir.mkdir(parents=True, exist_ok=True)
     path = sweep.results_dir / SWEEP_FILE
     path.write_text(
-        yaml.safe_dump({"config": as_dict(sweep.cfg), "space": sweep.space.as_dict()}, sort_keys=False)
+        yaml.safe_dump(
+            {"config": persistable(as_dict(sweep.cfg)), "space": sweep.space.as_dict()}, sort_keys=False
+        )
     )
     return path
 
@@ -284,7 +321,7 @@ def collect(sweep: Sweep, grid: Any, *, concurrent: int | None) -> dict[str, Any
     records = results.rank([_record(sweep, result) for result in grid], cfg.tune.mode)
     out = sweep.results_dir
     outputs = results.write_trials(records, out, sweep.space)
-    best = results.best_config(records, as_dict(cfg), sweep.space)
+    best = results.best_config(records, persistable(as_dict(cfg)), sweep.space)
     if best is not None:
         (out / "best_config.yaml").write_text(yaml.safe_dump(best, sort_keys=False))
         outputs["best_config_yaml"] = str(out / "best_config.yaml")

@@ -81,7 +81,7 @@ def _val_accuracy(caches: dict[str, Path], train: str, *overrides: str) -> float
             f"output_dir={caches['root'] / 'out'}",
             "train.epochs=1",
             "train.batch_size=16",
-            "train.lr=0.003",
+            "train.lr=0.006",
             "train.warmup_steps=5",
             "train.num_workers=1",
             "train.cpus_per_worker=1",

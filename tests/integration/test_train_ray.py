@@ -98,6 +98,7 @@ def test_two_workers_train_checkpoint_and_resume(caches, tmp_path: Path) -> None
     assert second.metrics["step"] == steps_after_two + per_epoch
 
 
+@pytest.mark.slow  # a worker group started twice, ~1.5 minutes
 def test_a_worker_crash_restarts_from_the_last_checkpoint(caches, tmp_path: Path) -> None:
     # The drill kills rank 0's process at the start of epoch 2; max_failures=1 lets Ray Train restart the
     # worker group, which restores the epoch-1 checkpoint and finishes.
@@ -109,6 +110,7 @@ def test_a_worker_crash_restarts_from_the_last_checkpoint(caches, tmp_path: Path
     assert [m["resumed_from"] for m in summary.history] == [0, 1, 1]
 
 
+@pytest.mark.slow  # ~1 minute; the restart test beside it covers the drill
 def test_a_worker_crash_without_max_failures_fails_the_run(caches, tmp_path: Path) -> None:
     with pytest.raises(Exception, match=r"(?i)fail|died|exit"):
         fit(_config(caches, tmp_path, "train.epochs=2", "train.max_failures=0", "train.fail_at_epoch=2"))

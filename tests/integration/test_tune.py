@@ -127,6 +127,7 @@ class InterruptAfter(ray.tune.Callback):
         return {"trials": 0, "completed": 0}
 
 
+@pytest.mark.slow  # two sweeps, ~2 minutes on 2 cores
 def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(caches, tmp_path: Path) -> None:
     overrides = _overrides(caches, tmp_path, "resumable", "tune.num_samples=2", "tune.searcher=optuna")
     sweep = plan_sweep(load_config(None, overrides))

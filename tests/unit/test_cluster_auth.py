@@ -64,3 +64,13 @@ def test_rays_client_keeps_an_explicit_header_even_when_its_own_token_differs() 
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.split("} ")[0] + "}" == "{'authorization': 'Bearer from-env'}", out.stderr[-2000:]
     assert out.stdout.strip().endswith("} {}")
+
+
+def test_a_token_on_the_command_line_still_works_but_warns(capsys) -> None:
+    from mm_ray.cli.main import parse_args
+
+    args = parse_args(["jobs", "list", "--address", "http://127.0.0.1:1", "--token", "t0k"])
+    assert args.token == "t0k"
+    assert "--token is deprecated" in capsys.readouterr().err
+    quiet = parse_args(["jobs", "list", "--address", "http://127.0.0.1:1", "--token-file", "f"])
+    assert quiet.token is None and capsys.readouterr().err == ""

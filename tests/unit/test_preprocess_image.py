@@ -197,3 +197,25 @@ def test_normalize_images_uses_imagenet_statistics():
     torch.testing.assert_close(out[0, :, 0, 0], -mean / std)
     torch.testing.assert_close(out[1, :, 2, 3], (1 - mean) / std)
     assert images.dtype == torch.uint8 and int(images[1].min()) == 255  # input left as it was
+
+
+def test_only_the_configured_formats_are_decoded() -> None:
+    """A TIFF named .jpg never reaches the TIFF decoder when the config names JPEG/PNG/WEBP only."""
+    import io as _io
+
+    import numpy as _np
+    from PIL import Image as _Image
+
+    from mm_ray.preprocess.image import ImagePreprocessor, formats_for
+    from mm_ray.quarantine import Reason as _Reason
+    from mm_ray.quarantine import SampleError as _SampleError
+
+    buf = _io.BytesIO()
+    _Image.fromarray(_np.full((8, 8, 3), 200, dtype=_np.uint8)).save(buf, format="TIFF")
+    tiff = buf.getvalue()
+    strict = ImagePreprocessor(size=4, formats=formats_for(["jpg", "png", "webp"]))
+    with pytest.raises(_SampleError) as err:
+        strict.decode(tiff)
+    assert err.value.reason == _Reason.CORRUPT_IMAGE
+    assert ImagePreprocessor(size=4, formats=None).decode(tiff).shape == (3, 4, 4)
+    assert formats_for(["jpg", "jpeg", "png", "webp", "nope"]) == ("JPEG", "PNG", "WEBP")

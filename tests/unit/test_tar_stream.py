@@ -189,7 +189,7 @@ def test_key_is_path_up_to_first_dot_of_base_name_and_extension_is_lower_cased()
     assert members_of(samples) == {"dir.v2/abc": {"seg.png": b"1", "jpg": b"2"}, "noext": {"": b"3"}}
 
 
-def test_links_and_directories_are_skipped():
+def test_links_and_directories_are_skipped_and_links_noted():
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
         for name, kind in (("d", tarfile.DIRTYPE), ("a.lnk", tarfile.SYMTYPE), ("a.hard", tarfile.LNKTYPE)):
@@ -200,7 +200,12 @@ def test_links_and_directories_are_skipped():
         info.size = 3
         tar.addfile(info, io.BytesIO(b"jpg"))
     samples, records = read(out.getvalue())
-    assert records == [] and members_of(samples) == {"a": {"jpg": b"jpg"}}
+    assert members_of(samples) == {"a": {"jpg": b"jpg"}}
+    # Directories are structure; links are content that is not read, so each gets a member-level note.
+    assert [(r.key, r.reason, r.is_sample) for r in records] == [
+        ("a", Reason.IGNORED_MEMBER, False),
+        ("a", Reason.IGNORED_MEMBER, False),
+    ]
 
 
 def test_pickles_are_returned_as_bytes_never_loaded(tmp_path: Path):

@@ -6,8 +6,9 @@ import pyarrow as pa
 import pytest
 
 from mm_ray.config.load import ConfigError, load_config
+from mm_ray.data.cache import row_bytes
 from mm_ray.data.stages import DroppingColumns
-from mm_ray.train.inputs import row_bytes, train_inputs
+from mm_ray.train.inputs import train_inputs
 
 
 def test_no_cache_and_no_shards_names_both_keys() -> None:
