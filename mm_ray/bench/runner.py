@@ -11,13 +11,14 @@ Without shard specs the demo benchmark's shards are generated once into ``<outpu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,16 @@ def _shard_urls(cfg: Config, shard_specs: Sequence[str], split: str | None = Non
     return ingest_bench.resolve_urls(cfg, specs)
 
 
+@contextlib.contextmanager
+def tokenizer_file(cfg: Config, urls: list[str]) -> Iterator[Path]:
+    """The run's tokenizer (trained once on the shards' captions) as a temporary ``tokenizer.json`` that
+    every mode's subprocess loads, so all of them tokenize with the same vocabulary."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tokenizer.json"
+        path.write_text(obtain_tokenizer(cfg, urls))
+        yield path
+
+
 def bench_ingest(
     *,
     config_path: str | None,
@@ -74,9 +85,7 @@ def bench_ingest(
     cfg = load_config(config_path, overrides)
     urls = _shard_urls(cfg, shard_specs)
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        tok = Path(tmp) / "tokenizer.json"
-        tok.write_text(obtain_tokenizer(cfg, urls))
+    with tokenizer_file(cfg, urls) as tok:
         for mode in modes:
             logger.info("running %s ...", ingest_bench.LABELS[mode])
             results[mode] = ingest_bench.run_in_subprocess(
@@ -121,9 +130,7 @@ def bench_memory(
     cfg = load_config(config_path, overrides)
     urls = _shard_urls(cfg, shard_specs)
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        tok = Path(tmp) / "tokenizer.json"
-        tok.write_text(obtain_tokenizer(cfg, urls))
+    with tokenizer_file(cfg, urls) as tok:
         for scale in (1, 10):
             logger.info("running the Ray pipeline over %dx the shards ...", scale)
             results[f"{scale}x"] = ingest_bench.run_in_subprocess(

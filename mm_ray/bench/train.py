@@ -34,7 +34,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,53 +90,87 @@ def shuffled_batches(columns: dict[str, Any], batch_size: int, seed: int) -> Ite
         yield {name: column[index] for name, column in columns.items()}
 
 
-def plain_trainer(cfg: Config, columns: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+def plain_trainer(
+    cfg: Config,
+    *,
+    shapes: Mapping[str, list[int]],
+    tokenizer_json: str,
+    num_classes: int,
+    rows: int,
+    preprocessing: Mapping[str, Any] | None,
+    device: str = "cpu",
+) -> tuple[Any, Any, Any, Any]:
     """(loop config, model, optimizer, scheduler) built exactly as ``train_fn_per_worker`` builds them."""
     from tokenizers import Tokenizer
 
-    from mm_ray.columns import LABEL
-    from mm_ray.data.cache import Cache
     from mm_ray.train.loop import seed_everything
     from mm_ray.train.schedule import optimizer_and_schedule
     from mm_ray.train.spec import LoopConfig
 
-    cache = Cache.open(cfg.train.cache)
     loop = LoopConfig.for_run(
         cfg,
-        shapes=cache.shapes,
-        vocab_size=Tokenizer.from_str(cache.tokenizer_json).get_vocab_size(),
-        num_classes=cfg.model.num_classes or 1 + int(columns[LABEL].max()),
-        rows=len(columns[LABEL]),
+        shapes=shapes,
+        vocab_size=Tokenizer.from_str(tokenizer_json).get_vocab_size(),
+        num_classes=num_classes,
+        rows=rows,
         has_val=False,
-        preprocessing=cache.preprocessing,
+        preprocessing=preprocessing,
     )
     seed_everything(loop.seed)
-    model = loop.model.build()
+    model = loop.model.build().to(device)
     optimizer, scheduler = optimizer_and_schedule(model, loop)
     return loop, model, optimizer, scheduler
 
 
-def run_plain(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, Any]:
-    """(a) one process, no Ray: Parquet -> memory, then ``train_epoch`` per epoch as a Ray worker runs it."""
+def plain_epochs(
+    trainer: tuple[Any, Any, Any, Any],
+    epoch_batches: Callable[[int], Iterable[dict[str, Any]]],
+    *,
+    device: str,
+    t0: float,
+) -> dict[str, Any]:
+    """Run every epoch of ``trainer`` (``plain_trainer``) over ``epoch_batches(epoch)``; returns the rates."""
     import torch
 
-    from mm_ray.train.loop import train_epoch
+    from mm_ray.train.loop import loop_epoch
 
-    torch.set_num_threads(cores)
-    columns = cache_columns(cfg.train.cache)
-    loop, model, optimizer, scheduler = plain_trainer(cfg, columns)
+    loop, model, optimizer, scheduler = trainer
+    autocast = torch.bfloat16 if loop.bf16 and device == "cuda" else None
     history = []
     for epoch in range(loop.epochs):
         started_at, started = time.time(), time.perf_counter()
-        batches = shuffled_batches(columns, loop.batch_size, seed=loop.seed + epoch)
-        stats = train_epoch(
-            model, batches, optimizer, scheduler, device="cpu", grad_clip=loop.grad_clip or None
+        stats = loop_epoch(
+            model, epoch_batches(epoch), optimizer, scheduler, loop, device=device, autocast_dtype=autocast
         )
         seconds = time.perf_counter() - started
         history.append(
             {"train_samples": stats["samples"], "train_seconds": seconds, "train_started_at": started_at}
         )
     return {**epoch_rates(history, t0, time.time()), "torch_threads": torch.get_num_threads()}
+
+
+def run_plain(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, Any]:
+    """(a) one process, no Ray: Parquet -> memory, then ``train_epoch`` per epoch as a Ray worker runs it."""
+    import torch
+
+    from mm_ray.columns import LABEL
+    from mm_ray.data.cache import Cache
+
+    torch.set_num_threads(cores)
+    columns = cache_columns(cfg.train.cache)
+    cache = Cache.open(cfg.train.cache)
+    trainer = plain_trainer(
+        cfg,
+        shapes=cache.shapes,
+        tokenizer_json=cache.tokenizer_json,
+        num_classes=cfg.model.num_classes or 1 + int(columns[LABEL].max()),
+        rows=len(columns[LABEL]),
+        preprocessing=cache.preprocessing,
+    )
+    batch_size, seed = trainer[0].batch_size, trainer[0].seed
+    return plain_epochs(
+        trainer, lambda epoch: shuffled_batches(columns, batch_size, seed=seed + epoch), device="cpu", t0=t0
+    )
 
 
 def run_ray(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, Any]:
@@ -182,7 +216,6 @@ def run_loader(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, An
     import random
 
     import torch
-    from tokenizers import Tokenizer
 
     from mm_ray.bench.baselines import dataloader_batches
     from mm_ray.data.cache import model_ready_shapes, preprocessing_of
@@ -191,48 +224,29 @@ def run_loader(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, An
     from mm_ray.data.pipeline import preprocessor_kwargs
     from mm_ray.data.sources import expand_shards
     from mm_ray.train.inputs import estimate_rows
-    from mm_ray.train.loop import seed_everything, train_epoch
-    from mm_ray.train.schedule import optimizer_and_schedule
-    from mm_ray.train.spec import LoopConfig
 
     torch.set_num_threads(cores)
     urls = expand_shards(list(cfg.data.shards), storage_options=cfg.data.storage_options)
     tokenizer_json = obtain_tokenizer(cfg, urls)
-    loop = LoopConfig.for_run(
-        cfg,
-        shapes=model_ready_shapes(cfg),
-        vocab_size=Tokenizer.from_str(tokenizer_json).get_vocab_size(),
-        num_classes=int(cfg.model.num_classes or 0),
-        rows=cfg.train.samples_per_epoch or estimate_rows(urls, cfg),
-        has_val=False,
-        preprocessing=preprocessing_of(cfg),
-    )
-    seed_everything(loop.seed)
     # On a GPU host (train.use_gpu) the loop trains on the GPU, as the Ray worker does.
     device = "cuda" if cfg.train.use_gpu and torch.cuda.is_available() else "cpu"
-    model = loop.model.build().to(device)
-    optimizer, scheduler = optimizer_and_schedule(model, loop)
-    autocast = torch.bfloat16 if loop.bf16 and device == "cuda" else None
+    trainer = plain_trainer(
+        cfg,
+        shapes=model_ready_shapes(cfg),
+        tokenizer_json=tokenizer_json,
+        num_classes=int(cfg.model.num_classes or 0),
+        rows=cfg.train.samples_per_epoch or estimate_rows(urls, cfg),
+        preprocessing=preprocessing_of(cfg),
+        device=device,
+    )
     kwargs, members = preprocessor_kwargs(cfg, tokenizer_json), member_map(cfg)
-    history = []
-    for epoch in range(loop.epochs):
-        started_at, started = time.time(), time.perf_counter()
-        order = random.Random(loop.seed + epoch).sample(urls, len(urls))
-        batches = dataloader_batches(order, kwargs, members, loop.batch_size, loader_workers(cores))
-        stats = train_epoch(
-            model,
-            batches,
-            optimizer,
-            scheduler,
-            device=device,
-            grad_clip=loop.grad_clip or None,
-            autocast_dtype=autocast,
-        )
-        seconds = time.perf_counter() - started
-        history.append(
-            {"train_samples": stats["samples"], "train_seconds": seconds, "train_started_at": started_at}
-        )
-    return {**epoch_rates(history, t0, time.time()), "torch_threads": torch.get_num_threads()}
+    batch_size, seed = trainer[0].batch_size, trainer[0].seed
+
+    def epoch_batches(epoch: int) -> Iterable[dict[str, Any]]:
+        order = random.Random(seed + epoch).sample(urls, len(urls))
+        return dataloader_batches(order, kwargs, members, batch_size, loader_workers(cores))
+
+    return plain_epochs(trainer, epoch_batches, device=device, t0=t0)
 
 
 def startup_parts(first: dict[str, Any], t0: float) -> dict[str, float]:

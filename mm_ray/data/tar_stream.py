@@ -119,14 +119,11 @@ def _read_all(
         parsed = _split_name(info)
         if parsed is None:
             continue
-        name, key, ext = parsed
-        printable = _printable(name)
-        if printable != name:  # not valid UTF-8: no string column could hold it
-            name, key, ext = _split_path(printable)
-            yield from group.switch_to(key)
+        printable = _printable(parsed[0])
+        name, key, ext = _split_path(printable)
+        yield from group.switch_to(key)
+        if printable != parsed[0]:  # not valid UTF-8: no string column could hold it
             group.reject(Reason.BAD_MEMBER_NAME, f"member name {printable!r} is not valid UTF-8")
-        else:
-            yield from group.switch_to(key)
         data = None
         # Skipped members' bytes are never read: tarfile's stream skips over them in small reads.
         if group.late or group.rejected:

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ import torch.nn.functional as F
 
 from mm_ray.columns import LABEL
 from mm_ray.models.objectives import training_loss
+
+if TYPE_CHECKING:
+    from mm_ray.train.spec import LoopConfig
 
 logger = logging.getLogger(__name__)
 
@@ -175,3 +178,29 @@ def train_epoch(
         "samples": samples,
         "steps": steps,
     }
+
+
+def loop_epoch(
+    model: torch.nn.Module,
+    batches: Iterable[Mapping[str, Any]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    loop: LoopConfig,
+    *,
+    device: str | torch.device,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, float | int]:
+    """``train_epoch`` with a run's ``LoopConfig`` settings (clipping, auxiliary and alignment losses): what a
+    Ray Train worker and the benchmarks' plain loops run, so they train the same way."""
+    return train_epoch(
+        model,
+        batches,
+        optimizer,
+        scheduler,
+        device=device,
+        grad_clip=loop.grad_clip or None,
+        autocast_dtype=autocast_dtype,
+        aux_loss_weight=loop.aux_loss_weight,
+        align_loss_weight=loop.align_loss_weight,
+        align_temperature=loop.align_temperature,
+    )

@@ -26,7 +26,7 @@ from mm_ray.config.load import as_dict
 from mm_ray.data.ledger import check_error_budget
 from mm_ray.preprocess.augment import augment_split, build_augmenter
 from mm_ray.train.checkpoint import TOKENIZER_FILE, load_checkpoint, restore_into, save_checkpoint
-from mm_ray.train.loop import seed_everything, train_epoch
+from mm_ray.train.loop import loop_epoch, seed_everything
 from mm_ray.train.metrics import SUBSETS, evaluate_subsets
 from mm_ray.train.schedule import optimizer_and_schedule
 from mm_ray.train.spec import LoopConfig
@@ -82,18 +82,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         )
         batches = augment_split(batches, augmenter, split="train", epoch=epoch)
         batches, first_batch = _first_batch_clock(batches)
-        stats = train_epoch(
-            model,
-            batches,
-            optimizer,
-            scheduler,
-            device=device,
-            grad_clip=loop.grad_clip or None,
-            autocast_dtype=autocast,
-            aux_loss_weight=loop.aux_loss_weight,
-            align_loss_weight=loop.align_loss_weight,
-            align_temperature=loop.align_temperature,
-        )
+        stats = loop_epoch(model, batches, optimizer, scheduler, loop, device=device, autocast_dtype=autocast)
         stats["seconds"] = time.perf_counter() - started
         stats = _global_mean(stats, device)
         # resumed_from: the epochs this attempt restored from a checkpoint (a restart shows as a jump).

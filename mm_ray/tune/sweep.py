@@ -210,13 +210,9 @@ def check_trusted_storage(experiment_path: str) -> None:
         if st.st_uid != os.getuid() or st.st_mode & 0o002 or foreign_group_write:
             raise ConfigError(
                 f"--resume: {path} is writable by other users or owned by someone else "
-                f"(mode {stat_mode(st.st_mode)}, owner uid {st.st_uid}); resuming would unpickle a file "
+                f"(mode {oct(st.st_mode & 0o777)}, owner uid {st.st_uid}); resuming would unpickle a file "
                 f"they could have planted. Check it, then `chmod go-w {path}` (and own it) to resume"
             )
-
-
-def stat_mode(mode: int) -> str:
-    return oct(mode & 0o777)
 
 
 @contextlib.contextmanager
