@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+import ray
 from shardkit import good_sample, read_tar_samples, write_samples
 
 from mm_ray.config.load import load_config
@@ -97,8 +98,12 @@ def test_fit_streams_from_shards_and_counts_quarantine_every_epoch(shards, tmp_p
 
 
 def test_stream_visits_shards_in_a_new_seeded_order_every_epoch(shards) -> None:
-    # One actor: blocks come out in the order the shards were handed out (several actors interleave them).
+    # The seed fixes the order shards are handed to the pool. What comes out is in completion order, which Ray
+    # Data may reorder even with one actor (its task dispatch is not FIFO), so the test asks Ray Data to keep
+    # the hand-out order (``preserve_order``) and reads that order from the output.
     one_actor = ("pools.fused.min_size=1", "pools.fused.max_size=1")
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
     cfg = load_config(None, [*SMALL, *one_actor, "text.tokenizer_train_samples=200", "text.vocab_size=200"])
     specs = shards["train"]
     tokenizer = obtain_tokenizer(cfg, specs)
@@ -116,9 +121,13 @@ def test_stream_visits_shards_in_a_new_seeded_order_every_epoch(shards) -> None:
             orders.append(seen)
         return orders
 
-    a = shard_orders(seed=3, epochs=3)
-    assert len({tuple(o) for o in a}) == 3, "every epoch reads the shards in another order"
-    assert shard_orders(seed=3, epochs=3) == a, "the same seed gives the same orders"
+    try:
+        a = shard_orders(seed=3, epochs=3)
+        assert len({tuple(o) for o in a}) == 3, "every epoch reads the shards in another order"
+        assert shard_orders(seed=3, epochs=3) == a, "the same seed gives the same orders"
+        assert shard_orders(seed=4, epochs=1)[0] != a[0], "another seed, another order"
+    finally:
+        ctx.execution_options.preserve_order = False
 
 
 def test_stream_drops_key_columns_before_the_workers(shards) -> None:
