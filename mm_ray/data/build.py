@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import pyarrow.fs as pafs
+import ray
 
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import (
@@ -31,7 +32,7 @@ from mm_ray.data.cache import (
     write_text,
 )
 from mm_ray.data.captions import obtain_tokenizer
-from mm_ray.data.ledger import quarantine_jsonl
+from mm_ray.data.ledger import ErrorBudgetExceeded, quarantine_jsonl
 from mm_ray.data.pipeline import Ingest
 from mm_ray.data.sources import filesystem_for
 from mm_ray.progress import ProgressFactory, watch
@@ -51,8 +52,9 @@ def build_cache(
 
     ``progress`` draws progress (``mm_ray.progress``), over ``expected`` samples when known. What a previous
     cache at ``out`` held is replaced. Raises ``ShardSpecError`` for specs matching nothing
-    and ``ErrorBudgetExceeded`` when too many samples are quarantined (the cache is then left without a
-    manifest, so nothing reads it by mistake).
+    and ``ErrorBudgetExceeded`` when too many samples are quarantined: as soon as that is certain (every shard
+    read), not only after the whole write. The cache is then left without a manifest, so nothing reads it by
+    mistake, and with its quarantine log, which explains the failure.
     """
     started = time.perf_counter()
     specs = [shards] if isinstance(shards, str) else list(shards)
@@ -64,9 +66,16 @@ def build_cache(
     write_text(fs, f"{root}/{TOKENIZER}", tokenizer_json)
     stream = Ingest.from_config(cfg, specs, tokenizer_json)
     name = out.rstrip("/").rsplit("/", 1)[-1]
-    with watch(progress, f"preprocess {name}", lambda: stream.summary()["samples_read"], expected):
-        stream.dataset.write_parquet(f"{root}/{DATA}", filesystem=fs, min_rows_per_file=2048)
     try:
+        with watch(progress, f"preprocess {name}", lambda: stream.summary()["samples_read"], expected):
+            try:
+                stream.dataset.write_parquet(f"{root}/{DATA}", filesystem=fs, min_rows_per_file=2048)
+            except ErrorBudgetExceeded as err:
+                # Raised inside a read task or pool as soon as the budget was certainly exceeded (the ledger
+                # decides): the same one-line message as the check after a complete write, not Ray's traceback.
+                log = cache_uri(f"{out.rstrip('/')}/{QUARANTINE_LOG}")
+                message = ray.get(stream.ledger.budget_exceeded.remote(log_hint=log))
+                raise ErrorBudgetExceeded(message or str(err)) from None
         summary = stream.finish()
     finally:  # written whether or not the budget held: it is what explains a failure
         write_text(fs, f"{root}/{QUARANTINE_LOG}", quarantine_jsonl(stream.quarantine_records()))

@@ -25,6 +25,7 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from mm_ray import columns as C
+from mm_ray.data.ledger import raise_if_over_budget
 from mm_ray.data.members import MemberMap, assemble
 from mm_ray.data.raw import RawSample
 from mm_ray.data.tar_stream import iter_shard
@@ -156,10 +157,6 @@ class _Reporter:
         import ray  # only here: the reader itself is usable without a running Ray
 
         # Wait for the final calls so the driver's summary, taken after the stream ends, is complete.
-        ray.get(
-            [
-                self.ledger.add.remote(self._pending),
-                self.ledger.shard_progress.remote(self.shard, self.samples, True),
-            ]
-        )
+        ray.get(self.ledger.add.remote(self._pending))
         self._pending = []
+        raise_if_over_budget(ray.get(self.ledger.shard_progress.remote(self.shard, self.samples, True)))

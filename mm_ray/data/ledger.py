@@ -31,25 +31,59 @@ class ErrorBudgetExceeded(RuntimeError):
     """More than the configured fraction of samples was quarantined."""
 
 
-class QuarantineLedger:
-    """Collects quarantine records and read progress; produces the summary and the JSONL log."""
+def raise_if_over_budget(verdict: str | None) -> None:
+    """Raise ``ErrorBudgetExceeded`` with the ledger's message (``QuarantineLedger.budget_exceeded``)."""
+    if verdict:
+        raise ErrorBudgetExceeded(verdict)
 
-    def __init__(self, max_logged: int = 100_000):
+
+class QuarantineLedger:
+    """Collects quarantine records and read progress; produces the summary and the JSONL log.
+
+    Given ``error_budget`` and ``shards_total``, ``add`` and ``shard_progress`` answer whether the budget is
+    already certainly exceeded: once every shard has been read, ``samples_read`` is final and the quarantined
+    count can only grow, so a fraction over the budget then cannot recover. The callers (read tasks and
+    decoding stages) raise ``ErrorBudgetExceeded`` on that answer, which stops the run while the pools still
+    have work, instead of after the whole write.
+    """
+
+    def __init__(
+        self, max_logged: int = 100_000, *, error_budget: float | None = None, shards_total: int | None = None
+    ):
         self._records: dict[tuple[str, ...], dict[str, str]] = {}
         self._samples_read: dict[str, int] = {}
         self._shards_done: set[str] = set()
         self._max_logged = max_logged
+        self._error_budget = error_budget
+        self._shards_total = shards_total
 
-    def add(self, records: list[dict[str, str]]) -> None:
-        """Record ``QuarantineRecord.to_json()`` dicts (idempotent)."""
+    def add(self, records: list[dict[str, str]]) -> str | None:
+        """Record ``QuarantineRecord.to_json()`` dicts (idempotent); returns ``budget_exceeded()``."""
         for rec in records:
             self._records.setdefault(record_identity(rec), rec)
+        return self.budget_exceeded()
 
-    def shard_progress(self, shard: str, samples_read: int, done: bool = False) -> None:
-        """A read task has parsed ``samples_read`` samples (good or bad) of ``shard`` so far."""
+    def shard_progress(self, shard: str, samples_read: int, done: bool = False) -> str | None:
+        """A read task has parsed ``samples_read`` samples (good or bad) of ``shard`` so far; returns
+        ``budget_exceeded()``."""
         self._samples_read[shard] = max(samples_read, self._samples_read.get(shard, 0))
         if done:
             self._shards_done.add(shard)
+        return self.budget_exceeded()
+
+    def budget_exceeded(self, log_hint: str = "the quarantine log") -> str | None:
+        """The ``ErrorBudgetExceeded`` message once the budget is certainly exceeded, else ``None``.
+
+        The message says "at least": samples still in the pools may yet be set aside."""
+        if self._error_budget is None or self._shards_total is None:
+            return None
+        if len(self._shards_done) < self._shards_total:
+            return None  # samples still to come could all be good
+        try:
+            check_error_budget(self.summary(), self._error_budget, log_hint=log_hint, at_least=True)
+        except ErrorBudgetExceeded as err:
+            return str(err)
+        return None
 
     def summary(self) -> dict[str, Any]:
         """Counts by reason; ``samples_read`` counts every sample parsed from the tar streams."""
@@ -93,11 +127,12 @@ def write_quarantine_log(records: list[dict[str, str]], path: str | Path) -> int
 
 
 def check_error_budget(
-    summary: dict[str, Any], budget: float, log_hint: str = "", min_samples: int = 0
+    summary: dict[str, Any], budget: float, log_hint: str = "", min_samples: int = 0, at_least: bool = False
 ) -> None:
     """Raise ``ErrorBudgetExceeded`` when the quarantined fraction is above ``budget``.
 
-    ``min_samples`` avoids failing on the first few samples of a run when checking mid-stream.
+    ``min_samples`` avoids failing on the first few samples of a run when checking mid-stream; ``at_least``
+    words the counts as a lower bound (a check before every sample was decoded).
     """
     read = summary["samples_read"]
     bad = summary["samples_quarantined"]
@@ -106,6 +141,7 @@ def check_error_budget(
     reasons = ", ".join(f"{r}={n}" for r, n in summary["quarantine_reasons"].items())
     where = f"; see {log_hint}" if log_hint else ""
     raise ErrorBudgetExceeded(
-        f"error budget exceeded: {bad} of {read} samples ({bad / read:.1%}) quarantined, "
+        f"error budget exceeded: {'at least ' if at_least else ''}{bad} of {read} samples ({bad / read:.1%}) "
+        "quarantined, "
         f"budget data.error_budget={budget:.1%} ({reasons}){where}"
     )

@@ -236,7 +236,9 @@ class Ingest:
             reads_in_pool=reads_in_pool,
         )
         limit_memory(cfg.data.memory_limit_mb)
-        ledger = ray.remote(num_cpus=0)(QuarantineLedger).remote()
+        ledger = ray.remote(num_cpus=0)(QuarantineLedger).remote(
+            error_budget=cfg.data.error_budget, shards_total=len(set(urls))
+        )
         with blocks_of(cfg.data.read_block_rows, model_ready_shapes(cfg)):
             dataset = build_dataset(
                 urls,
@@ -284,7 +286,8 @@ def ingest(cfg: Config, shards: str | list[str], tokenizer_json: str | None = No
     """The model-ready stream of ``shards`` through the per-modality actor pools (lazy: nothing runs until
     ``.dataset`` is consumed). Starts or joins Ray as ``cfg.ray`` says. ``tokenizer_json`` defaults to
     ``text.tokenizer``, else a tokenizer trained on the shards' captions. Call ``finish()`` after the stream
-    for the counts and the error-budget check."""
+    for the counts and the error-budget check; the stream itself raises ``ErrorBudgetExceeded`` earlier, as
+    soon as every shard was read and the quarantined fraction is already over ``data.error_budget``."""
     from mm_ray.data.captions import obtain_tokenizer
     from mm_ray.runtime import init_ray
 

@@ -24,6 +24,7 @@ import pyarrow as pa
 from ray.data.extensions import ArrowTensorArray
 
 from mm_ray import columns as C
+from mm_ray.data.ledger import raise_if_over_budget
 from mm_ray.preprocess.audio import AudioPreprocessor
 from mm_ray.preprocess.image import ImagePreprocessor
 from mm_ray.preprocess.text import TextPreprocessor
@@ -94,7 +95,7 @@ class _RejectingStage:
         import ray
 
         # Wait: the driver's final summary must include these once the stream has ended.
-        ray.get(self._ledger.add.remote(records))
+        raise_if_over_budget(ray.get(self._ledger.add.remote(records)))
 
 
 class ImageStage:

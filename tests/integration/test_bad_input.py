@@ -9,13 +9,14 @@ unknown members, a key split across the shard) and every kind of broken shard (c
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from shardkit import ShardSet, write_bad_input_set
 
-from mm_ray.data.ledger import ErrorBudgetExceeded
+from mm_ray.data.ledger import ErrorBudgetExceeded, check_error_budget
 from mm_ray.quarantine import Reason
 
 from .conftest import Run
@@ -82,17 +83,31 @@ def test_sample_counts_add_up_to_the_rows_delivered(lenient, case: ShardSet) -> 
     assert summary["samples_ok"] == len(run.keys)
 
 
-def test_default_error_budget_fails_naming_the_setting_and_the_counts(run_ingest, case: ShardSet) -> None:
-    run = run_ingest(case.specs)
-    summary = run.ingest.summary()
+def test_default_error_budget_fails_naming_the_setting_and_the_counts(lenient, case: ShardSet) -> None:
+    _, summary, _ = lenient
     assert summary["samples_quarantined"] == sum(case.sample_reasons.values())
     with pytest.raises(ErrorBudgetExceeded) as err:
-        run.ingest.finish()
+        check_error_budget(summary, 0.05)
     message = str(err.value)
     assert "data.error_budget=5.0%" in message
     assert f"{summary['samples_quarantined']} of {summary['samples_read']} samples" in message
     for reason, count in case.sample_reasons.items():
         assert f"{reason}={count}" in message
+
+
+def test_the_stream_stops_as_soon_as_the_budget_is_certainly_exceeded(run_ingest, case: ShardSet) -> None:
+    # The default 5% budget: once every shard was read the ledger knows the fraction can only grow, and
+    # the stream itself fails (inside a read task or pool), not a check after the last row.
+    with pytest.raises(ErrorBudgetExceeded) as err:
+        run_ingest(case.specs)
+    message = str(err.value)
+    assert "data.error_budget=5.0%" in message
+    counts = re.search(r"at least (\d+) of (\d+) samples", message)
+    assert counts, message
+    bad, read = map(int, counts.groups())
+    # Every sample in the set was read; the decoders may not have reached every bad one yet.
+    assert read == len(case.good) + sum(case.sample_reasons.values())
+    assert read * 0.05 < bad <= sum(case.sample_reasons.values())
 
 
 def test_fail_on_unreadable_shard_names_the_shard(run_ingest, case: ShardSet) -> None:

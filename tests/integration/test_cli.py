@@ -7,6 +7,7 @@ one pipeline run per ingest, not a Ray start each.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -75,7 +76,8 @@ def test_preprocess_over_the_error_budget_exits_3(tmp_path: Path, capsys) -> Non
     code = main(["preprocess", *case.specs, *SMALL, "--out", str(tmp_path / "cache")])
     assert code == 3
     err = capsys.readouterr().err
-    assert "data.error_budget" in err and "corrupt_image=3" in err
+    # Stopped as soon as the budget was certainly exceeded: the decoders may not have reached every bad image.
+    assert "data.error_budget" in err and re.search(r"corrupt_image=[123]\b", err)
     assert (tmp_path / "cache" / "quarantine.jsonl").is_file()  # written before the run fails
 
 

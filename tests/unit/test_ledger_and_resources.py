@@ -47,6 +47,27 @@ def test_error_budget() -> None:
     check_error_budget(summary, 0.05, min_samples=1000)  # too early to judge mid-stream
 
 
+def test_ledger_says_the_budget_is_exceeded_only_once_every_shard_was_read() -> None:
+    ledger = QuarantineLedger(error_budget=0.25, shards_total=2)
+    bad = [_rec("s1", f"k{i}", Reason.CORRUPT_IMAGE) for i in range(3)]
+    assert ledger.add(bad) is None
+    assert ledger.shard_progress("s1", 4, done=True) is None  # 3 of 4 bad, but s2 may hold many good samples
+    assert ledger.shard_progress("s2", 6) is None  # s2 still being read
+    # Both read: 3 of 10 bad > 25% can only get worse now (members and shard records do not count).
+    ledger.add([_rec("s2", "m", Reason.UNKNOWN_EXTENSION), _rec("s2", "", Reason.TRUNCATED_SHARD)])
+    verdict = ledger.shard_progress("s2", 6, done=True)
+    assert verdict is not None and "at least 3 of 10 samples (30.0%)" in verdict
+    assert "data.error_budget=25.0%" in verdict
+    # At or under the budget once everything was read: no verdict (the final check decides).
+    calm = QuarantineLedger(error_budget=0.3, shards_total=1)
+    calm.add(bad)
+    assert calm.shard_progress("s1", 10, done=True) is None
+    # Without a budget (plain use) the ledger never judges.
+    plain = QuarantineLedger()
+    plain.add(bad)
+    assert plain.shard_progress("s1", 3, done=True) is None
+
+
 def _pools(**changes) -> dict:
     cfg = PoolsConfig()
     pools = {m: dataclasses.asdict(getattr(cfg, m)) for m in ("text", "image", "audio")}
