@@ -56,6 +56,12 @@ class S3TestServer:
             self._server.stop()
             self._server = None
 
+    def restart(self) -> None:
+        """Listen again on the same port after ``stop`` (an endpoint that dropped out and came back).
+        moto keeps its buckets in this process, so the objects are still there."""
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+
     def __enter__(self) -> S3TestServer:
         return self.start()
 

@@ -54,6 +54,7 @@ class TreeMonitor:
         self._groups: dict[int, str] = {}
         self._start_cpu: dict[int, float] = {}
         self.peak_pss_mb = 0.0
+        self._peak_by_pid: dict[int, tuple[float, str]] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _procs(self) -> list[psutil.Process]:
@@ -68,12 +69,16 @@ class TreeMonitor:
             try:
                 times = proc.cpu_times()
                 cpu = times.user + times.system
-                total += proc.memory_full_info().pss
+                pss = proc.memory_full_info().pss
             except (psutil.Error, OSError):
                 continue
+            total += pss
             # Re-read the name each time: a Ray worker renames itself (ray::IDLE -> ray::MapWorker...)
             # after it starts; its last name is the most telling.
             self._groups[proc.pid] = process_group(proc, self._root.pid)
+            if pss / 2**20 > self._peak_by_pid.get(proc.pid, (0.0, ""))[0]:
+                # The name it had at its peak: a worker back to ray::IDLE says nothing of what swelled it.
+                self._peak_by_pid[proc.pid] = (pss / 2**20, self._groups[proc.pid])
             # Work the driver did before monitoring started (imports) is not counted.
             self._start_cpu.setdefault(proc.pid, cpu if proc.pid == self._root.pid else 0.0)
             self._cpu[proc.pid] = (self._groups[proc.pid], cpu)
@@ -82,6 +87,11 @@ class TreeMonitor:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             self.sample()
+
+    def largest_process(self) -> tuple[str, float]:
+        """``(group, MB)`` of the single process whose PSS peaked highest while monitored."""
+        mb, group = max(self._peak_by_pid.values())
+        return group, mb
 
     def cpu_by_group(self) -> dict[str, float]:
         """CPU seconds (user + system) spent per process group while monitored."""

@@ -1,4 +1,4 @@
-"""``mm-ray bench ingest|memory|train``: the benchmarks (``mm_ray.bench``), each against a baseline measured
+"""``mm-ray bench ingest|memory|train|hostile``: the benchmarks (``mm_ray.bench``), each against a baseline measured
 in the same run, printed as a table with ratios (and ``--json``).
 
     mm-ray bench ingest                          # generates 4,000 demo samples into runs/bench/shards
@@ -6,6 +6,7 @@ in the same run, printed as a table with ratios (and ``--json``).
     mm-ray bench ingest demo.num_samples=8000 --json bench.json
     mm-ray bench train                           # the same shards, preprocessed once into runs/bench/train_cache
     mm-ray bench train --cache DIR train.epochs=5 --json train.json --plot train.png
+    mm-ray bench hostile                         # a 2 GiB gzip bomb and giant captions: time and peak memory
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from mm_ray.bench import hostile as hostile_bench
 from mm_ray.bench import ingest as ingest_bench
 from mm_ray.bench import runner
 from mm_ray.bench import train as train_bench
@@ -23,9 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="benchmarks: `bench ingest` (decode floor vs DataLoader vs Ray pipeline), `bench memory` "
-        "(1x vs 10x data), `bench train` (plain PyTorch loop vs Ray Train with 1 and 2 workers)",
+        "(1x vs 10x data), `bench train` (plain PyTorch loop vs Ray Train with 1 and 2 workers), `bench hostile` "
+        "(time and peak memory of preprocess on a gzip bomb and giant captions, vs the same shard without)",
     )
-    p.add_argument("target", choices=["ingest", "memory", "train"])
+    p.add_argument("target", choices=["ingest", "memory", "train", "hostile"])
     p.add_argument("overrides", nargs="*", help="key=value overrides (demo.* sizes the generated data)")
     p.add_argument("--shards", nargs="+", help="benchmark these shards instead of generated demo data")
     p.add_argument(
@@ -47,6 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="cache",
         help="train: cache = plain loop vs Ray Train on one preprocessed cache; shards = webdataset + "
         "DataLoader loop vs mm_ray streaming from the shards (and mm_ray on their cache)",
+    )
+    p.add_argument(
+        "--bomb-gib", type=float, default=2.0, help="hostile: what the gzip bomb inflates to (GiB)"
     )
     p.add_argument("--plot", metavar="PNG", help="train: also draw samples/s per mode into this PNG")
     p.add_argument(
@@ -73,13 +79,18 @@ def main(args: argparse.Namespace) -> int:
         "cores": args.cores,
     }
     known = ingest_bench.MODES
-    if args.target == "train":
+    if args.target == "hostile":
+        known = hostile_bench.CASES
+    elif args.target == "train":
         known = train_bench.SHARD_MODES if args.source == "shards" else train_bench.MODES
     try:
         modes = runner.chosen_modes(args.modes, known)
     except ValueError as err:
         raise SystemExit(f"mm-ray bench: {err}") from None
-    if args.target == "train":
+    if args.target == "hostile":
+        summary = hostile_bench.bench_hostile(modes, overrides, gib=args.bomb_gib)
+        print(hostile_bench.hostile_table(summary))
+    elif args.target == "train":
         summary = runner.bench_train(
             **common, modes=modes, cache=args.cache, repeat=args.repeat, source=args.source
         )

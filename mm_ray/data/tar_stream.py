@@ -51,7 +51,7 @@ from typing import BinaryIO
 
 from mm_ray.data.members import IGNORED_MEMBER, MemberMap
 from mm_ray.data.raw import RawSample
-from mm_ray.data.sources import open_shard
+from mm_ray.data.sources import DEFAULT_BUFFER_SIZE, OBJECT_STORE_RETRY, Backoff, open_shard
 from mm_ray.quarantine import QuarantineRecord, Reason
 
 Item = RawSample | QuarantineRecord
@@ -59,16 +59,21 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 
 def iter_shard(
-    url: str, *, storage_options: dict | None = None, members: MemberMap | None = None
+    url: str,
+    *,
+    storage_options: dict | None = None,
+    members: MemberMap | None = None,
+    buffer_size: int = DEFAULT_BUFFER_SIZE,
+    retry: Backoff = OBJECT_STORE_RETRY,
 ) -> Iterator[Item]:
     """Open ``url`` (local path or ``s3://``) and yield its samples and records; never raises for bad data.
 
     ``members``: its size limits apply, and members whose extension it does not map are not read (they
     stay in the sample as empty bytes, so ``assemble`` still counts them). Without it, every member is read,
-    under ``MemberMap``'s default limits.
+    under ``MemberMap``'s default limits. ``retry``: how long a lost object-store connection is retried.
     """
     try:
-        stream = open_shard(url, storage_options)
+        stream = open_shard(url, storage_options, buffer_size=buffer_size, retry=retry)
     except OSError as e:
         yield QuarantineRecord(url, "", Reason.UNREADABLE_SHARD, str(e))
         return
