@@ -349,7 +349,8 @@ class TrainConfig:
     checkpoints_to_keep: int = 2
     """Most recent checkpoints kept on storage."""
     max_failures: int = 0
-    """Worker-group failures Ray Train recovers from (restarting from the last checkpoint)."""
+    """Worker-group failures Ray Train recovers from, restarting from the last checkpoint. Opt-in: at 0 a
+    failure ends the run (a bug is not retried); set 1-3 for preemptible or flaky nodes (-1 = forever)."""
     storage_path: str | None = None
     """Where runs and checkpoints are stored (local path or URI); None = ``output_dir``."""
     bf16: bool = False
@@ -366,8 +367,9 @@ class TrainConfig:
     """Score every modality subset on ``val`` every this many epochs and at the last one; the other epochs
     score all modalities only (one pass instead of seven). 0 = the last epoch only."""
     fail_at_epoch: int = 0
-    """Fault drill: in a run started from scratch, rank 0's process dies at the start of this epoch (>= 2;
-    0 = off). With ``max_failures`` >= 1 the run restarts from the last checkpoint and finishes."""
+    """Fault drill: in a run started from scratch, rank 0's process dies half-way through this epoch, after
+    its first training step (>= 2; 0 = off). With ``max_failures`` >= 1 the run restarts from the last
+    checkpoint and finishes."""
     aux_loss_weight: float = 0.0
     """Multi-task weight λ (0 = off): adds one linear head per modality and λ x the sum of their
     cross-entropies, each over the samples where its modality is present, to the fused loss."""

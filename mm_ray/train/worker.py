@@ -71,7 +71,6 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     placement = _placement_group_id()
     nodes = _worker_nodes()
     for epoch in range(start_epoch, loop.epochs):
-        _fault_drill(loop.fail_at_epoch, epoch, start_epoch)
         started_at, started = time.time(), time.perf_counter()
         batches = train_shard.iter_torch_batches(
             batch_size=loop.batch_size,
@@ -81,6 +80,8 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
             local_shuffle_seed=loop.shuffle_seed(epoch, rank) if loop.shuffle_buffer else None,
         )
         batches = augment_split(batches, augmenter, split="train", epoch=epoch)
+        if loop.fail_at_epoch == epoch + 1 and start_epoch == 0:
+            batches = _fault_drill(batches, loop.fail_at_epoch)
         batches, first_batch = _first_batch_clock(batches)
         stats = loop_epoch(model, batches, optimizer, scheduler, loop, device=device, autocast_dtype=autocast)
         stats["seconds"] = time.perf_counter() - started
@@ -147,20 +148,26 @@ def _placement_group_id() -> str | None:
     return group.id.hex() if group is not None else None
 
 
-def _fault_drill(fail_at_epoch: int, epoch: int, start_epoch: int) -> None:
-    """``train.fail_at_epoch``: kill rank 0's process, as a crashed node would, once per run.
+def _fault_drill(batches, fail_at_epoch: int):
+    """``train.fail_at_epoch``: rank 0's process dies mid-epoch, as on a crashed node, once per run.
 
-    Only a run that started from scratch fails: the restarted attempt resumes from a checkpoint
-    (``start_epoch`` > 0), so it passes the same epoch and the run finishes.
+    ``batches`` unchanged, except that rank 0 exits after its first optimizer step of the epoch: that step
+    (and every other worker's) is lost, and the restart must resume from the previous epoch's checkpoint.
+    Only a run that started from scratch is wrapped: the restarted attempt resumes from a checkpoint, so it
+    passes the same epoch and the run finishes.
     """
-    first_attempt = start_epoch == 0
-    if first_attempt and epoch + 1 == fail_at_epoch and ray.train.get_context().get_world_rank() == 0:
-        # Ray Train's controller collects reports every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s): a
-        # process that dies sooner after report() loses that checkpoint, as a real crash would. Wait
-        # for the previous epoch's checkpoint to be registered so the drill always tests the restart.
-        time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0)))
-        print(f"fault drill: rank 0 exits at the start of epoch {fail_at_epoch}", flush=True)
-        os._exit(1)
+    if ray.train.get_context().get_world_rank() != 0:
+        yield from batches
+        return
+    for taken, batch in enumerate(batches):
+        if taken == 1:  # the first batch has been trained on
+            # Ray Train's controller collects reports every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s): a
+            # process that dies sooner after report() loses that checkpoint, as a real crash would. Wait
+            # for the previous epoch's checkpoint to be registered so the drill always tests the restart.
+            time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0)))
+            print(f"fault drill: rank 0 exits half-way through epoch {fail_at_epoch}", flush=True)
+            os._exit(1)
+        yield batch
 
 
 def _resume(model, optimizer, scheduler, device: torch.device) -> tuple[int, list[dict[str, Any]]]:

@@ -4,6 +4,8 @@
    best config that ``mm-ray train --config best_config.yaml`` runs as it is; every CPU given back.
 2. A sweep (Optuna TPE, a conditional space) interrupted by SIGINT -- Ctrl-C -- after its first trial
    finished, then ``mm-ray tune --resume``: the finished trial is not run again, the rest finish.
+3. The same with the sweep's driver process killed outright (SIGKILL: no handler runs, nothing is saved on
+   the way out), as an out-of-memory kill or a lost head-node shell would.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -165,3 +170,56 @@ def _trial_files(experiment: Path, trial_id: str) -> dict[str, tuple]:
             files[str(path.relative_to(experiment))] = (path.stat().st_size, path.stat().st_mtime_ns)
     assert any(name.startswith("train/") for name in files)  # the trial's Train run is there to compare
     return files
+
+
+@pytest.mark.slow  # a sweep in a child process, killed, then resumed: ~3 minutes on 2 cores
+def test_a_sweep_whose_driver_was_killed_resumes_without_rerunning_finished_trials(
+    caches, tmp_path: Path
+) -> None:
+    # The child joins this module's Ray as a second driver; SIGKILL leaves Ray to reap its trials.
+    address = ray.get_runtime_context().gcs_address
+    overrides = _overrides(caches, tmp_path, "killed", "tune.num_samples=2", f"ray.address={address}")
+    sweep = plan_sweep(load_config(None, overrides))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mm_ray.cli.main", "tune", *overrides],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        finished = _wait_for_a_saved_finished_trial(Path(sweep.experiment_path), child, timeout_s=600)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    experiment = Path(sweep.experiment_path)
+    before = {t: _trial_files(experiment, t) for t in finished}
+
+    assert main(["tune", "--resume", str(sweep.results_dir), "--json", str(tmp_path / "r.json")]) == 0
+    resumed = json.loads((tmp_path / "r.json").read_text())
+    assert resumed["trials"] == 2 and resumed["done"] + resumed["stopped"] == 2 and not resumed["interrupted"]
+    by_id = {r["trial_id"]: r for r in resumed["records"]}
+    for trial_id in finished:
+        # Not trained again: no new result rows, no new or rewritten checkpoint.
+        assert _trial_files(experiment, trial_id) == before[trial_id]
+        assert by_id[trial_id]["epochs_run"] == 2
+    assert all(r["epochs_run"] >= 1 for r in resumed["records"])
+
+
+def _wait_for_a_saved_finished_trial(experiment: Path, child: subprocess.Popen, timeout_s: float) -> set[str]:
+    """Trial ids that Tune's saved experiment state already marks finished (TERMINATED), once there is one."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert child.poll() is None, "the sweep ended before it could be killed"
+        finished = set()
+        for state in experiment.glob("experiment_state-*.json"):
+            try:
+                trials = json.loads(state.read_text())["trial_data"]
+            except (OSError, ValueError, KeyError):
+                continue  # being written
+            for trial_json, _runtime in trials:
+                trial = json.loads(trial_json)
+                if trial.get("status") == "TERMINATED":
+                    finished.add(trial["trial_id"])
+        if finished:
+            return finished
+        time.sleep(0.5)
+    raise AssertionError(f"no trial finished within {timeout_s} s")
