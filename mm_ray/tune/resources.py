@@ -75,6 +75,10 @@ def concurrency(cfg: Config, *, cpus: float, gpus: float, trials: int | None = N
         if cfg.tune.max_concurrent_trials < 1:
             raise ConfigError("tune.max_concurrent_trials: must be >= 1 (or null to derive it)")
         return cfg.tune.max_concurrent_trials
+    if not cfg.train.cache and cfg.data.shards:
+        # A streaming trial also runs its own ingest actor pools, sized from the free CPUs when it starts:
+        # two trials planning on the same free CPUs would each wait for actors the other holds.
+        return 1
     derived = max_concurrent_trials(
         TrialResources.from_config(cfg), cpus=cpus, gpus=gpus, data_cpus=cfg.tune.data_cpus
     )

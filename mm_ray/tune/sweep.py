@@ -84,10 +84,14 @@ def plan_sweep(
     _check(cfg)
     t = cfg.train
     # Trials run in Tune's per-trial working directories: relative paths would not resolve there.
+    d = cfg.data
     cfg = dataclasses.replace(
         cfg,
         train=dataclasses.replace(
-            t, cache=_absolute(t.cache), val_cache=t.val_cache and _absolute(t.val_cache)
+            t, cache=t.cache and _absolute(t.cache), val_cache=t.val_cache and _absolute(t.val_cache)
+        ),
+        data=dataclasses.replace(
+            d, shards=[_absolute(s) for s in d.shards], val_shards=[_absolute(s) for s in d.val_shards]
         ),
     )
     if cfg.model.num_classes is None:
@@ -96,15 +100,29 @@ def plan_sweep(
     return Sweep(cfg, space)
 
 
+def streams(cfg: Config) -> bool:
+    """Whether the sweep's trials stream ``data.shards`` through the ingest pools (no ``train.cache``)."""
+    return not cfg.train.cache and bool(cfg.data.shards)
+
+
 def _check(cfg: Config) -> None:
     t, tu = cfg.train, cfg.tune
-    if not t.cache:
-        raise ConfigError("train.cache: required (every trial trains on the preprocessed cache)")
+    if not t.cache and not cfg.data.shards:
+        raise ConfigError(
+            "train.cache: set it to a preprocessed cache, or set data.shards for trials that stream the shards"
+        )
     for key, cache in (("train.cache", t.cache), ("train.val_cache", t.val_cache)):
         if cache and not Cache.exists(cache, cfg.data.storage_options):
             raise ConfigError(f"{key}: {cache} is not a preprocessed cache (run `mm-ray preprocess` first)")
-    if tu.metric.startswith("val_") and not t.val_cache:
-        raise ConfigError(f"tune.metric: {tu.metric} needs train.val_cache (trials validate on it)")
+    if streams(cfg) and cfg.model.num_classes is None:
+        raise ConfigError(
+            "model.num_classes: required when trials stream data.shards (no cache to count from)"
+        )
+    has_val = t.val_cache if t.cache else (t.val_cache or cfg.data.val_shards)
+    if tu.metric.startswith("val_") and not has_val:
+        raise ConfigError(
+            f"tune.metric: {tu.metric} needs train.val_cache or data.val_shards (trials validate on it)"
+        )
     if t.num_workers < 1:
         raise ConfigError(
             "train.num_workers: a trial needs >= 1 Ray Train worker (local mode reports no epochs)"
@@ -338,7 +356,7 @@ def collect(sweep: Sweep, grid: Any, *, concurrent: int | None) -> dict[str, Any
         "max_concurrent_trials": concurrent,
         **results.trial_epochs(records, trials=sweep.trials, max_epochs=cfg.train.epochs),
         "best": _best_summary(records[0]) if records and records[0]["best"] is not None else None,
-        "decoded": decoded(cfg),
+        "decoded": decoded(cfg, records),
         "outputs": outputs,
         "records": records,
     }
@@ -371,10 +389,16 @@ def _best_summary(record: dict[str, Any]) -> dict[str, Any]:
     return {k: record[k] for k in keys}
 
 
-def decoded(cfg: Config) -> dict[str, int]:
+def decoded(cfg: Config, records: Sequence[dict[str, Any]] = ()) -> dict[str, int]:
     """Samples decoded from raw shards into the caches the trials read (once, by ``mm-ray preprocess``),
-    and by the trials themselves: none, they read model-ready Parquet."""
+    and by the trials themselves: none when they read model-ready Parquet; when they stream the shards,
+    every epoch of every trial decodes its samples again."""
     counts = {"trials": 0}
+    if streams(cfg):
+        # A trial's ledger counts each sample once however many epochs read it: times the epochs it ran.
+        counts["trials"] = sum(
+            r["history"][-1].get("ingest_samples_read", 0) * r["epochs_run"] for r in records if r["history"]
+        )
     for split, cache in (("train_cache", cfg.train.cache), ("val_cache", cfg.train.val_cache)):
         if cache:
             counts[split] = int(Cache.open(cache, cfg.data.storage_options).manifest["samples_read"])
@@ -434,7 +458,9 @@ def sweep(
     ``tune.space``); starts or joins Ray as ``cfg.ray`` says.
 
     When ``train.cache`` / ``train.val_cache`` do not exist yet and ``data.shards`` / ``data.val_shards`` are
-    set, they are preprocessed first, once: trials never decode shards. ``callbacks`` are Tune callbacks
+    set, they are preprocessed first, once: trials never decode shards. With no ``train.cache`` at all, every
+    trial streams ``data.shards`` through its own ingest pools (one tokenizer trained once for all of them;
+    one trial at a time unless ``tune.max_concurrent_trials`` says otherwise). ``callbacks`` are Tune callbacks
     (e.g. ``mm_ray.tune.progress.TrialLog``). Raises ``ConfigError`` naming the key for a bad config or space,
     and when an experiment of that name exists (continue it with ``resume_sweep``).
     """
@@ -444,9 +470,24 @@ def sweep(
     plan = (
         plan_sweep(cfg, space=space) if isinstance(space, SearchSpace) else plan_sweep(cfg, space_path=space)
     )
+    if streams(plan.cfg) and not plan.cfg.text.tokenizer:
+        plan = _with_shared_tokenizer(plan)
     summary = run_sweep(plan, callbacks=callbacks)
     summary["decoded"]["this_run"] = sum(made.values())
     return SweepResult(plan, {k: v for k, v in summary.items() if k != "records"}, summary["records"])
+
+
+def _with_shared_tokenizer(plan: Sweep) -> Sweep:
+    """Train the tokenizer on the shards once, into the results directory, for every streaming trial: token
+    ids index the model's embedding table, so trials (and their checkpoints) must share one."""
+    from mm_ray.data.captions import obtain_tokenizer
+
+    cfg = plan.cfg
+    path = plan.results_dir / "tokenizer.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(obtain_tokenizer(cfg, list(cfg.data.shards)))
+    text = dataclasses.replace(cfg.text, tokenizer=str(path))
+    return dataclasses.replace(plan, cfg=dataclasses.replace(cfg, text=text))
 
 
 def resume_sweep(results_dir: str | Path) -> SweepResult:

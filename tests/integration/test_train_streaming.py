@@ -146,3 +146,34 @@ def test_a_streaming_run_resumes_by_name(shards, tmp_path: Path) -> None:
     assert resumed.epochs_run == 2
     assert [m["epoch"] for m in resumed.history] == [1, 2]
     assert resumed.history[-1]["resumed_from"] == 1
+
+
+@pytest.mark.slow  # a two-trial sweep, each trial streaming: ~2 minutes on 2 cores
+def test_a_sweep_streams_the_shards_in_every_trial(shards, tmp_path: Path) -> None:
+    import yaml
+
+    from mm_ray.tune.sweep import sweep
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"model.preset": {"choice": ["late_concat", "gated"]}}))
+    cfg = _config(
+        shards,
+        tmp_path,
+        "train.epochs=1",
+        "train.cpus_per_worker=0.5",
+        "tune.num_samples=2",
+        f"tune.space={space}",
+    )
+    result = sweep(cfg)
+    summary = result.summary
+    assert summary["trials"] == 2 and summary["done"] + summary["stopped"] == 2
+    assert summary["max_concurrent_trials"] == 1  # each streaming trial runs its own pools
+    good = _good_rows(shards["train"])
+    for record in result.records:
+        last = record["history"][-1]
+        assert last["train_samples"] == good and last["ingest_samples_quarantined"] == 2
+        assert last["val_samples"] == _good_rows(shards["val"])
+    # Every trial decoded every sample it read (no cache): two trials x one epoch x (good + 2 bad).
+    assert summary["decoded"]["trials"] == 2 * (good + 2)
+    # One tokenizer, trained once, for every trial (token ids index one embedding table).
+    assert Path(result.sweep.cfg.text.tokenizer).is_file()

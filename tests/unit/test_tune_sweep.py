@@ -89,6 +89,23 @@ def test_plan_rejects_sweeps_that_cannot_work(setup: list[str], override: str, m
     assert message in str(err.value)
 
 
+def test_a_sweep_without_a_cache_streams_shards_and_needs_what_streaming_needs(
+    setup: list[str], tmp_path: Path
+) -> None:
+    no_cache = [o for o in setup if not o.startswith(("train.cache", "train.val_cache", "model.num_classes"))]
+    with pytest.raises(ConfigError, match=r"train.cache: set it to a preprocessed cache, or set data.shards"):
+        plan_sweep(load_config(None, no_cache))
+    streaming = [*no_cache, "data.shards=[train-*.tar]", "data.val_shards=[val-*.tar]"]
+    with pytest.raises(ConfigError, match=r"model.num_classes: required when trials stream"):
+        plan_sweep(load_config(None, streaming))
+    with pytest.raises(ConfigError, match=r"needs train.val_cache or data.val_shards"):
+        plan_sweep(load_config(None, [*no_cache, "data.shards=[train-*.tar]", "model.num_classes=4"]))
+    sweep = plan_sweep(load_config(None, [*streaming, "model.num_classes=4"]))
+    # Trials run in Tune's own working directories: relative shard specs are made absolute.
+    assert sweep.cfg.data.shards == [str(Path.cwd() / "train-*.tar")]
+    assert sweep.cfg.data.val_shards == [str(Path.cwd() / "val-*.tar")]
+
+
 def test_an_existing_experiment_is_not_overwritten(setup: list[str]) -> None:
     sweep = plan_sweep(load_config(None, setup))
     Path(sweep.experiment_path).mkdir(parents=True)
