@@ -28,8 +28,9 @@ from mm_ray.train.outputs import json_safe
 from mm_ray.tune.space import SearchSpace
 from mm_ray.tune.trainable import trial_config
 
-HISTORY_PREFIXES = ("train_", "val_", "subset/")
-"""Per-epoch metrics kept in a record's history (Tune's own bookkeeping columns are dropped)."""
+HISTORY_PREFIXES = ("train_", "val_", "subset/", "ingest_", "quarantine/")
+"""Per-epoch metrics kept in a record's history (Tune's own bookkeeping columns are dropped); a streaming
+trial's also carry its ingest counts."""
 
 
 def trial_record(
