@@ -128,7 +128,7 @@ def test_the_demo_trains_on_both_nodes_and_a_queued_sweep_reports_its_leaderboar
         "--json",
         str(sweep_json),
     ]
-    assert main(["submit", *auth, "--submission-id", "mm-ray-sweep", "--", *sweep]) == 0
+    assert main(["submit", *auth, "--no-wait", "--submission-id", "mm-ray-sweep", "--", *sweep]) == 0
     capsys.readouterr()
     assert main(["jobs", "logs", "mm-ray-sweep", "--follow", *auth]) == 0
     assert "leaderboard (val_accuracy, max)" in capsys.readouterr().out
