@@ -1,49 +1,63 @@
 """``mm-ray submit`` and ``mm-ray jobs``: run mm-ray commands as Ray jobs on a cluster (Job Submission API).
 
-    mm-ray submit --address http://HEAD:8265 -- demo                 # prints the submission id, returns
-    mm-ray submit --address http://HEAD:8265 --wait -- train --config pipelines/demo.yaml
-    mm-ray submit --address http://HEAD:8265 --entrypoint-num-cpus 1 -- tune --config pipelines/tune_small.yaml
+    mm-ray submit --address http://HEAD:8265 -- demo                 # follows the logs, exit 1 if it fails
+    mm-ray submit --address http://HEAD:8265 --no-wait -- train --config pipelines/demo.yaml   # id, return
+    mm-ray submit --entrypoint-num-cpus 1 --entrypoint-num-gpus 1 --entrypoint-memory 8000000000 -- tune ...
+    mm-ray submit --runtime-env-json '{"env_vars": {"HF_HOME": "/mnt/hf"}}' -- demo   # or --runtime-env FILE
     mm-ray jobs list --address http://HEAD:8265
-    mm-ray jobs status ID | logs ID [--follow] | stop ID  --address http://HEAD:8265
+    mm-ray jobs status ID | logs ID [--follow] | stop ID | delete ID  --address http://HEAD:8265
 
-``--address`` defaults to ``RAY_ADDRESS``. Authentication (clusters started with ``RAY_AUTH_MODE=token``):
-``--token``, ``--token-file``, or the environment (``mm_ray.cluster.auth``). The command after ``--`` is
-parsed by this very command line and checked by ``mm_ray.cluster.submit`` before anything is sent; only an
-allow-list of project files travels. Several submissions queue side by side on one cluster;
-``--entrypoint-num-cpus`` / ``--entrypoint-resources`` reserve each driver's share, and a sweep's
+As ``ray job submit``: waits by default (streams the job's logs until it ends; exit 1 unless it
+succeeded), ``--no-wait`` prints the submission id and returns. ``--address`` defaults to ``RAY_ADDRESS``.
+Authentication (clusters started with ``RAY_AUTH_MODE=token``): ``--token-file`` or the environment
+(``mm_ray.cluster.auth``). The command after ``--`` is parsed by this very command line and checked by
+``mm_ray.cluster.submit`` before anything is sent; only an allow-list of project files travels, and a
+runtime env of yours is merged with it (``mm_ray.cluster.runtime_env``). Several submissions queue side by
+side on one cluster; ``--entrypoint-*`` reserve each driver's share, and a sweep's
 ``tune.max_concurrent_trials`` bounds its trials.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import io
 import json
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from mm_ray.cli.common import write_json
+from mm_ray.cluster.runtime_env import RuntimeEnvError, load_runtime_env
 from mm_ray.cluster.submit import ClusterError, SubmitError, first_line, job_client, submit
+from mm_ray.cluster.watch import follow_job
 from mm_ray.tables import format_table
-
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("submit", help="run an mm-ray command as a Ray job on a cluster (`-- COMMAND ...`)")
     _cluster_args(p)
     p.add_argument(
-        "--wait", action="store_true", help="follow the job's logs until it ends; exit 1 unless it succeeded"
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="follow the job's logs until it ends and exit 1 unless it succeeded (the default, as `ray job "
+        "submit`); --no-wait prints the submission id and returns",
     )
     p.add_argument("--submission-id", help="the job's id (default: Ray's raysubmit_...)")
     p.add_argument("--entrypoint-num-cpus", type=float, help="CPUs reserved for the job's driver")
+    p.add_argument("--entrypoint-num-gpus", type=float, help="GPUs reserved for the job's driver")
+    p.add_argument("--entrypoint-memory", type=int, metavar="BYTES", help="memory reserved for the driver")
     p.add_argument("--entrypoint-resources", type=json.loads, help="custom resources for the driver, as JSON")
+    env = p.add_mutually_exclusive_group()
+    env.add_argument(
+        "--runtime-env-json",
+        metavar="JSON",
+        help="a Ray runtime env merged with the project's upload (env_vars merged; working_dir is the upload)",
+    )
+    env.add_argument("--runtime-env", metavar="FILE", help="the same, from a YAML or JSON file")
     p.add_argument(
         "--include",
         action="append",
@@ -54,9 +68,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("job", nargs=argparse.REMAINDER, help="-- then the mm-ray command and its arguments")
     p.set_defaults(func=submit_main)
 
-    j = sub.add_parser("jobs", help="list the cluster's jobs, or one job's status, logs, or stop it")
-    j.add_argument("action", choices=["list", "status", "logs", "stop"])
-    j.add_argument("job_id", nargs="?", help="the submission id (status, logs, stop)")
+    j = sub.add_parser("jobs", help="list the cluster's jobs, or one job's status or logs; stop or delete it")
+    j.add_argument("action", choices=["list", "status", "logs", "stop", "delete"])
+    j.add_argument("job_id", nargs="?", help="the submission id (status, logs, stop, delete)")
     j.add_argument("--follow", action="store_true", help="logs: stream until the job ends")
     _cluster_args(j)
     j.set_defaults(func=jobs_main)
@@ -115,22 +129,38 @@ def submit_main(args: argparse.Namespace) -> int:
             include=args.include,
             submission_id=args.submission_id,
             entrypoint_num_cpus=args.entrypoint_num_cpus,
+            entrypoint_num_gpus=args.entrypoint_num_gpus,
+            entrypoint_memory=args.entrypoint_memory,
             entrypoint_resources=args.entrypoint_resources,
+            runtime_env=load_runtime_env(args.runtime_env_json, args.runtime_env),
         )
-    except (SubmitError, ClusterError) as err:
+    except (SubmitError, ClusterError, RuntimeEnvError) as err:
         print(f"mm-ray submit: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:  # the cluster refused the job, e.g. a submission id already used
+        print(f"mm-ray submit: {first_line(err)}", file=sys.stderr)
+        return 2
     command = args.job[1:] if args.job[:1] == ["--"] else args.job
-    print(f"submitted {submission_id}: mm-ray {shlex.join(command)}")
-    print(f"  watch: mm-ray jobs logs {submission_id} --follow --address {args.address}")
+    print(f"submitted {submission_id}: mm-ray {shlex.join(command)}", flush=True)
     result: dict[str, Any] = {"submission_id": submission_id, "command": command}
     code = 0
     if args.wait:
-        result["status"] = follow(
-            job_client(args.address, token=args.token, token_file=args.token_file), submission_id
-        )
+        print("following its logs until it ends (--no-wait returns at once)", flush=True)
+        try:
+            info = follow(
+                job_client(args.address, token=args.token, token_file=args.token_file), submission_id
+            )
+        except (RuntimeError, OSError) as err:  # the cluster went away: the job may still be running there
+            print(f"mm-ray submit: lost track of {submission_id}: {first_line(err)}", file=sys.stderr)
+            return 2
+        result["status"] = str(info.status)
         print(f"job {submission_id}: {result['status']}")
-        code = 0 if result["status"] == "SUCCEEDED" else 1
+        if result["status"] != "SUCCEEDED":
+            code = 1
+            if info.message:
+                print(f"  {info.message}")
+    else:
+        print(f"  watch: mm-ray jobs logs {submission_id} --follow --address {args.address}")
     write_json(args.json, result)
     return code
 
@@ -155,30 +185,21 @@ def jobs_main(args: argparse.Namespace) -> int:
                 follow(c, args.job_id)
             else:
                 print(c.get_job_logs(args.job_id), end="")
-        else:
+        elif args.action == "stop":
             stopped = c.stop_job(args.job_id)
             print(f"{args.job_id}: {'stop requested' if stopped else 'not running'}")
+        else:
+            deleted = c.delete_job(args.job_id)
+            print(f"{args.job_id}: {'deleted' if deleted else 'not deleted'}")
     except ClusterError as err:
         print(f"mm-ray jobs: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:  # e.g. an unknown job id: Ray's message names it
+    except RuntimeError as err:  # e.g. an unknown job id, or deleting a running job: Ray's message says
         print(f"mm-ray jobs: {first_line(err)}", file=sys.stderr)
         return 2
     return 0
 
 
-def follow(c: Any, submission_id: str) -> str:
-    """Stream the job's logs to stdout until it ends; returns its final status."""
-
-    async def tail() -> None:
-        async for lines in c.tail_job_logs(submission_id):
-            print(lines, end="", flush=True)
-
-    asyncio.run(tail())
-    # The log stream closes when the job ends; its status may take a moment to be final.
-    for _ in range(30):
-        status = str(c.get_job_status(submission_id))
-        if status in TERMINAL:
-            return status
-        time.sleep(1.0)
-    return status
+def follow(client: Any, submission_id: str) -> Any:
+    """Stream the job's logs to stdout until it ends; returns its final ``JobDetails``."""
+    return follow_job(client, submission_id, write=lambda text: print(text, end="", flush=True))

@@ -2,7 +2,9 @@
 
     import mm_ray
 
-    job_id = mm_ray.submit(["tune", "--config", "pipelines/tune_small.yaml"], address="http://HEAD:8265")
+    job_id = mm_ray.submit(["tune", "--config", "pipelines/tune_small.yaml"], address="http://HEAD:8265",
+                           entrypoint_num_gpus=1, runtime_env={"env_vars": {"HF_HOME": "/mnt/hf"}})
+    follow_job(job_client("http://HEAD:8265"), job_id, write=sys.stdout.write)   # cluster.watch: until it ends
 
     job = plan_job(["train", "--config", "pipelines/demo.yaml"], project_root=Path.cwd())   # the check alone
     job.entrypoint, job.files          # what the cluster runs, and the files that travel
@@ -17,7 +19,7 @@ What travels is an allow-list, never "the checkout minus some patterns": the ``m
 files, ``pipelines/``'s YAML, ``pyproject.toml`` and ``README.md``, the files the command names (``--config``,
 ``--space``, ``tune.space``) and what ``include`` adds. They are copied into a staging directory that is
 uploaded as the job's ``working_dir``, so a ``.env``, a key file or a dataset lying in the checkout never
-leaves the machine.
+leaves the machine. A runtime env of the caller's is merged with it (``mm_ray.cluster.runtime_env``).
 
 Before anything is sent the command's config is loaded (unknown keys fail here) and every file it names
 must exist inside the project directory: mistakes fail at once with the argument named, not minutes later
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from mm_ray.cluster.auth import HOW_TO_AUTHENTICATE, TokenError, auth_headers, resolve_token
+from mm_ray.cluster.runtime_env import RuntimeEnvError, merge_runtime_env
 
 UPLOAD_ALLOW = (
     ("mm_ray", ("*.py",)),
@@ -246,24 +249,36 @@ def submit(
     include: Sequence[str] = (),
     submission_id: str | None = None,
     entrypoint_num_cpus: float | None = None,
+    entrypoint_num_gpus: float | None = None,
+    entrypoint_memory: int | None = None,
     entrypoint_resources: Mapping[str, float] | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
 ) -> str:
     """Submit the ``mm-ray`` command ``command`` (e.g. ``["train", "--config", "pipelines/demo.yaml"]``) as a
-    Ray job on the cluster whose dashboard is ``address``; returns its submission id.
+    Ray job on the cluster whose dashboard is ``address``; returns its submission id at once (follow the
+    job with ``mm_ray.cluster.watch.follow_job``).
 
-    Raises ``SubmitError`` (the command, naming the argument) or ``ClusterError`` (the cluster) before
-    anything runs remotely.
+    ``entrypoint_*`` reserve resources for the job's driver (memory in bytes), as in ``ray job submit``.
+    ``runtime_env`` is merged with the project's upload by ``mm_ray.cluster.runtime_env``'s rules.
+    Raises ``SubmitError`` (the command or runtime env, naming the argument or key) or ``ClusterError``
+    (the cluster) before anything runs remotely.
     """
     root = Path(project_root).resolve()
     job = plan_job(command, project_root=root, include=include)
-    client = job_client(address, token=token, token_file=token_file)
     with tempfile.TemporaryDirectory(prefix="mm_ray-job-") as staging:
+        try:
+            env = merge_runtime_env(runtime_env or {}, job.runtime_env(str(stage(job, root, Path(staging)))))
+        except RuntimeEnvError as err:
+            raise SubmitError(str(err)) from None
+        client = job_client(address, token=token, token_file=token_file)
         # submit_job uploads the directory before it returns, so the staging copy can go afterwards.
         return client.submit_job(
             entrypoint=job.entrypoint,
-            runtime_env=job.runtime_env(str(stage(job, root, Path(staging)))),
+            runtime_env=env,
             submission_id=submission_id,
             entrypoint_num_cpus=entrypoint_num_cpus,
+            entrypoint_num_gpus=entrypoint_num_gpus,
+            entrypoint_memory=entrypoint_memory,
             entrypoint_resources=dict(entrypoint_resources) if entrypoint_resources else None,
         )
 

@@ -110,8 +110,8 @@ def test_the_demo_trains_on_both_nodes_and_a_queued_sweep_reports_its_leaderboar
     out = cluster["out"]
     demo_json = out / "demo.json"
     # Two workers of one CPU each on two one-CPU nodes: Ray Train must use both nodes.
-    demo = ["demo", *TINY, f"output_dir={out}", "demo.sweep_presets=[]", "train.num_workers=2"]
-    demo += ["train.cpus_per_worker=1", "--json", str(demo_json)]
+    demo = ["demo", *TINY, f"output_dir={out}", "demo.train_presets=[late_concat]", "demo.sweep_presets=[]"]
+    demo += ["train.num_workers=2", "train.cpus_per_worker=1", "--json", str(demo_json)]
     assert main(["submit", *auth, "--wait", "--", *demo]) == 0
     summary = json.loads(demo_json.read_text())
     run = summary["training"]["late_concat"]
@@ -128,7 +128,7 @@ def test_the_demo_trains_on_both_nodes_and_a_queued_sweep_reports_its_leaderboar
         "--json",
         str(sweep_json),
     ]
-    assert main(["submit", *auth, "--submission-id", "mm-ray-sweep", "--", *sweep]) == 0
+    assert main(["submit", *auth, "--no-wait", "--submission-id", "mm-ray-sweep", "--", *sweep]) == 0
     capsys.readouterr()
     assert main(["jobs", "logs", "mm-ray-sweep", "--follow", *auth]) == 0
     assert "leaderboard (val_accuracy, max)" in capsys.readouterr().out
