@@ -33,10 +33,6 @@ def logical_extension(ext: str) -> str:
     return ext
 
 
-def is_compressed(ext: str) -> bool:
-    return logical_extension(ext) != ext
-
-
 def gunzip_member(data: bytes, cap: int) -> bytes:
     """The decompressed bytes of a gzip member; ``TooLarge`` past ``cap`` bytes, ``BadCompression`` when
     the bytes are not a complete, valid gzip stream (concatenated gzip members are one stream, as gzip(1))."""

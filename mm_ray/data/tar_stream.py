@@ -52,7 +52,7 @@ import zlib
 from collections.abc import Generator, Iterator
 from typing import BinaryIO
 
-from mm_ray.data.compressed import BadCompression, TooLarge, gunzip_member, is_compressed, logical_extension
+from mm_ray.data.compressed import BadCompression, TooLarge, gunzip_member, logical_extension
 from mm_ray.data.members import IGNORED_MEMBER, MemberMap
 from mm_ray.data.raw import RawSample
 from mm_ray.data.sources import open_shard
@@ -130,7 +130,7 @@ def _read_all(
             group.reject(Reason.BAD_MEMBER_NAME, f"member name {printable!r} is not valid UTF-8")
         data = None
         # ``x.txt.gz`` plays the role of ``x.txt`` once decompressed (webdataset's convention).
-        ext = logical_extension(ext)
+        stored_ext, ext = ext, logical_extension(ext)
         # Skipped members' bytes are never read: tarfile's stream skips over them in small reads.
         if group.late or group.rejected:
             pass  # set aside anyway
@@ -153,7 +153,7 @@ def _read_all(
             except Exception as e:
                 yield from group.cut(name, _describe(e))
                 return False
-            if is_compressed(_split_path(name)[2]):
+            if stored_ext != ext:
                 data = _gunzip(group, name, data, limits)
             if data is not None:
                 group.sample_bytes += len(data)

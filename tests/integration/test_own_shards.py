@@ -5,7 +5,7 @@ audio-caption set trained and evaluated on shards holding a label training never
 The same data also trains a model of one's own (``model.builder=builders:bag_of_features`` from ``tests/``) on Ray
 Train, whose checkpoint ``evaluate`` rebuilds only when the caller names the builder.
 
-Slow (about 4 minutes on 2 busy cores: four preprocess runs, two Ray Train runs, three evaluates)."""
+Slow (about 4 minutes on 2 cores, 7 when they are busy: four preprocess runs, two Ray Train runs, three evaluates)."""
 
 from __future__ import annotations
 

@@ -134,3 +134,22 @@ def _relabel(shard_dir: Path, key: str, label: str) -> None:
             meta = json.loads(members["json"])
             members["json"] = json.dumps({**meta, "category": label}).encode()
         write_samples(path, samples)
+
+
+def test_per_class_accuracy_is_reported_by_class_name() -> None:
+    import torch
+
+    from mm_ray.train.metrics import ClassMetrics, format_class_table
+
+    meter = ClassMetrics()
+    # Class 0: 2 of 3 right; class 1: never seen; class 2: 1 of 1 right (two batches).
+    meter.update(torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [5.0, 0, 0]]), torch.tensor([0, 0, 0]))
+    meter.update(torch.tensor([[0, 0, 5.0]]), torch.tensor([2]))
+    rows = meter.result(["Ant", "bee", "cat"])
+    assert rows == [
+        {"class": "Ant", "id": 0, "samples": 3, "accuracy": 2 / 3},
+        {"class": "cat", "id": 2, "samples": 1, "accuracy": 1.0},
+    ]
+    table = format_class_table(rows)
+    assert "Ant" in table and "cat" in table and "0.6667" in table
+    assert [r["class"] for r in meter.result()] == ["0", "2"]  # integer labels: the ids
