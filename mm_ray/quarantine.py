@@ -43,6 +43,11 @@ class Reason(str, Enum):
     """A member's tar header declares more than ``data.max_member_bytes``; its bytes are never read."""
     SAMPLE_TOO_LARGE = "sample_too_large"
     """The sample's members add up to more than ``data.max_sample_bytes``; the rest is never read."""
+    BAD_COMPRESSION = "bad_compression"
+    """A ``<ext>.gz`` member that is not valid gzip (bad header or CRC, cut short)."""
+    UNKNOWN_LABEL = "unknown_label"
+    """A string label that is not among the run's class names (``data.classes``: built from the training
+    shards, or saved with the cache / checkpoint), e.g. a class never seen in training."""
     BAD_MEMBER_NAME = "bad_member_name"
     """A member name that is not valid UTF-8 (e.g. a latin-1 byte in a GNU header); shown escaped."""
     # member level (the sample is kept; the member is ignored and counted)

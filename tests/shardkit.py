@@ -280,3 +280,68 @@ def _write_broken_shards(case: ShardSet) -> None:
     case.expect("empty-000000.tar", "", Reason.EMPTY_SHARD)
     case.expect("empty-000001.tar", "", Reason.EMPTY_SHARD)
     case.expect("garbage-000000.tar", "", Reason.UNREADABLE_SHARD)
+
+
+# ------------------------------------------------------------------------ the README's "Your own shards"
+
+BIRDS = ("sparrow", "Crow", "blue jay", "owl")
+"""String labels of the img2dataset-style layout (mixed case and a space on purpose)."""
+SOUNDS = ("dog_bark", "siren", "rain", "door knock")
+"""String labels of the audio-caption layout."""
+
+
+def write_img2dataset_layout(
+    root: str | Path, samples: int = 12, *, shards: int = 2, offset: int = 0
+) -> dict:
+    """img2dataset's output: ``NNNN.jpg`` + ``NNNN.txt`` (caption) + ``NNNN.json`` (its metadata, plus a
+    string ``category``); returns ``{key: category}``, the labels as written."""
+    root = Path(root)
+    truth: dict[str, str] = {}
+    per_shard = -(-samples // shards)
+    for s in range(shards):
+        members: dict[str, Members] = {}
+        for i in range(s * per_shard + offset, min((s + 1) * per_shard, samples) + offset):
+            key = f"{i:09d}"
+            category = BIRDS[(i * 7) % len(BIRDS)]
+            meta = {
+                "url": f"https://example.com/{i}.jpg",
+                "key": key,
+                "status": "success",
+                "category": category,
+                "width": 40,
+                "height": 32,
+                "caption": caption(i),
+            }
+            members[key] = {
+                "jpg": image_bytes(i),
+                "txt": caption(i).encode("utf-8"),
+                "json": json.dumps(meta).encode("utf-8"),
+            }
+            truth[key] = category
+        write_samples(root / f"{s:05d}.tar", members)
+    return truth
+
+
+def write_audio_caption_layout(
+    root: str | Path, samples: int = 12, *, shards: int = 2, offset: int = 0, labels: tuple[str, ...] = SOUNDS
+) -> dict:
+    """An audio-caption set: ``NNNN.flac`` + ``NNNN.txt.gz`` (gzipped caption) + ``NNNN.cls`` (a string
+    label); returns ``{key: label}`` as written."""
+    import gzip
+
+    root = Path(root)
+    truth: dict[str, str] = {}
+    per_shard = -(-samples // shards)
+    for s in range(shards):
+        members: dict[str, Members] = {}
+        for i in range(s * per_shard + offset, min((s + 1) * per_shard, samples) + offset):
+            key = f"clip{i:06d}"
+            label = labels[(i * 5) % len(labels)]
+            members[key] = {
+                "flac": audio_bytes(i, fmt="FLAC"),
+                "txt.gz": gzip.compress(f"the sound of {label} {caption(i)}".encode()),
+                "cls": f"{label}\n".encode(),
+            }
+            truth[key] = label
+        write_samples(root / f"audio-{s:05d}.tar", members)
+    return truth

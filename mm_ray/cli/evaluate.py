@@ -18,7 +18,7 @@ from typing import Any
 from mm_ray.cli.common import PolledProgress, add_config_args, split_overrides, write_json
 from mm_ray.tables import format_summary
 from mm_ray.train.evaluate import evaluate
-from mm_ray.train.metrics import format_subset_table
+from mm_ray.train.metrics import format_class_table, format_subset_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,10 +62,13 @@ def main(args: argparse.Namespace) -> int:
     print(format_summary("evaluate summary", _shown(result)))
     print("\naccuracy by modality subset")
     print(format_subset_table(result["subsets"]))
+    if result["classes"]:
+        print("\naccuracy by class (every modality)")
+        print(format_class_table(result["classes"]))
     write_json(args.json, result)
     return 0
 
 
 def _shown(result: dict[str, Any]) -> dict[str, Any]:
     # The subsets get their own table; an unset "picked_from" (a checkpoint given directly) says nothing.
-    return {k: v for k, v in result.items() if k != "subsets" and v is not None}
+    return {k: v for k, v in result.items() if k not in ("subsets", "classes") and v is not None}

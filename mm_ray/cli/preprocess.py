@@ -9,7 +9,7 @@ import argparse
 
 from mm_ray.cli.common import PolledProgress, add_config_args, config_from_args, split_overrides, write_json
 from mm_ray.data.build import build_cache
-from mm_ray.tables import format_summary
+from mm_ray.tables import format_summary, format_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,5 +31,10 @@ def main(args: argparse.Namespace) -> int:
     cache = build_cache(cfg, specs, args.out, progress=PolledProgress)
     summary = {"out": cache.uri, "config_hash": cache.manifest["config_hash"], **cache.manifest["ingest"]}
     print(format_summary("preprocess summary", summary))
+    if cache.classes:
+        counts = cache.manifest.get("label_counts", {})
+        rows = [[name, str(i), str(counts.get(str(i), 0))] for i, name in enumerate(cache.classes)]
+        print(f"\nlabel map: {len(cache.classes)} classes (saved in the manifest's preprocess.classes)")
+        print(format_table(["class", "id", "samples"], rows))
     write_json(args.json, summary)
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import field
-from typing import Literal
+from typing import Any, Literal
 
 Modality = Literal["image", "text", "audio"]
 """A modality name (``mm_ray.columns.MODALITIES``)."""
@@ -78,6 +78,17 @@ class DataConfig:
     """Modalities a sample must have; others may be missing (kept with a presence mask)."""
     label_required: bool = True
     """Quarantine samples without a label (turn off for unlabeled data, e.g. embedding)."""
+    labels: Literal["integer", "names"] = "integer"
+    """integer: a label is a non-negative integer (the class id). names: a label is a string (a ``.cls``/``.txt``
+    member holding ``cat``, or a JSON field such as ``members.json_label_field=category``), mapped to an id by
+    its index in ``classes``; a string not in ``classes`` quarantines its sample as ``unknown_label``."""
+    classes: list[str] = field(default_factory=list)
+    """The class names of ``labels=names`` (id = position). Empty: built from the training shards (their
+    distinct labels, sorted) by ``mm-ray preprocess`` / ``mm-ray train``, then saved in the cache manifest and
+    in every checkpoint, which ``mm-ray evaluate`` / ``mm-ray embed`` reuse."""
+    classes_from: str | None = None
+    """A preprocessed cache (local or ``s3://``) whose class names to use (``labels=names``): preprocess the
+    validation shards with the training cache's map, so both agree on the ids."""
     error_budget: float = 0.05
     """Largest tolerated fraction of quarantined samples; above it the run fails with a clear message."""
     max_member_bytes: int = 64 << 20
@@ -272,6 +283,16 @@ class ModelConfig:
     unnamed modality weighs 1.0; per sample they are renormalised over the modalities present."""
     align_dim: int = 64
     """Size of the shared space the alignment projections map into (``train.align_loss_weight`` > 0 only)."""
+    builder: str | None = None
+    """Your own model instead of ``preset``: ``package.module:function``, called with the input sizes as
+    keyword arguments (``modalities``, ``num_classes``, ``image_size``, ``vocab_size``, ``n_mels``,
+    ``max_text_len``) plus ``builder_kwargs``, returning an ``nn.Module`` that maps a batch of model-ready
+    columns to logits ``[B, num_classes]`` (``mm_ray.models.builder``). The module must be importable on every
+    node. Checkpoints record it; ``mm-ray evaluate``/``embed`` import it only when given the same
+    ``model.builder`` (a checkpoint is data: the code it names is not run on its word alone)."""
+    builder_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments of ``builder`` (e.g. ``{hidden: 32}``); searchable as
+    ``model.builder_kwargs.<name>`` in a Tune space."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,8 @@
     cache = build_cache(cfg, ["shards/train-*.tar"], "runs/cache")     # -> Cache (mm_ray.data.cache)
     cache.manifest["samples_ok"], cache.manifest["quarantine_reasons"]
 
-Steps: get the tokenizer (``tokenizer_json``, ``text.tokenizer``, or one trained on the shards' captions) ->
+Steps: with ``data.labels=names``, the label map (``mm_ray.data.labels``; saved as the manifest's
+``preprocess.classes``) -> get the tokenizer (``tokenizer_json``, ``text.tokenizer``, or one trained on the shards' captions) ->
 stream the shards through the per-modality actor pools -> write the rows as Parquet, the quarantine log and
 the manifest. The manifest is removed before anything else is written and written last, so a run that
 fails half-way leaves no manifest beside new rows: ``Cache.open`` refuses such a directory by name. ``out``
@@ -32,6 +33,7 @@ from mm_ray.data.cache import (
     write_text,
 )
 from mm_ray.data.captions import obtain_tokenizer
+from mm_ray.data.labels import with_classes
 from mm_ray.data.ledger import ErrorBudgetExceeded, quarantine_jsonl
 from mm_ray.data.pipeline import Ingest
 from mm_ray.data.sources import filesystem_for
@@ -61,6 +63,7 @@ def build_cache(
     options = dict(cfg.data.storage_options)
     fs, root = filesystem_for(out, options)
     init_ray(cfg.ray)
+    cfg = with_classes(cfg, specs)  # string labels: the label map, before any row gets an id
     tokenizer_json = tokenizer_json or obtain_tokenizer(cfg, specs)
     _clear(fs, root)
     write_text(fs, f"{root}/{TOKENIZER}", tokenizer_json)

@@ -99,6 +99,12 @@ class Cache:
         return self.manifest.get("preprocess")
 
     @property
+    def classes(self) -> list[str] | None:
+        """The class names of string labels (``data.labels=names``; label id = position), else None."""
+        classes = (self.preprocessing or {}).get("classes")
+        return list(classes) if classes else None
+
+    @property
     def data_uri(self) -> str:
         return f"{self.uri}/{DATA}"
 
@@ -110,7 +116,10 @@ class Cache:
 
     @property
     def num_classes(self) -> int | None:
-        """One more than the largest label in the cache (None for caches written before labels were counted)."""
+        """The number of class names (string labels), else one more than the largest label in the cache (None for
+        caches written before labels were counted)."""
+        if self.classes:
+            return len(self.classes)
         counts = self.manifest.get("label_counts")
         return 1 + max(int(label) for label in counts) if counts else None
 
@@ -193,6 +202,8 @@ def preprocess_config_hash(cfg: Config, tokenizer_json: str) -> str:
         "label_required": cfg.data.label_required,
         "tokenizer_sha256": hashlib.sha256(tokenizer_json.encode()).hexdigest(),
     }
+    if cfg.data.labels == "names":  # only then: integer-label caches keep the hashes they always had
+        relevant["classes"] = list(cfg.data.classes)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -220,12 +231,19 @@ def row_bytes(shapes: Mapping[str, list[int]]) -> int:
 
 
 def preprocessing_of(cfg: Config) -> dict[str, Any]:
-    """The settings a manifest records as ``preprocess`` (what a model trained on the rows saw)."""
-    return {
+    """The settings a manifest records as ``preprocess`` (what a model trained on the rows saw); with string
+    labels also ``classes``, the label map that turned them into the rows' ids, and ``members``, the member
+    mapping the label strings were read with."""
+    out: dict[str, Any] = {
         "image": dataclasses.asdict(cfg.image),
         "audio": dataclasses.asdict(cfg.audio),
         "text_max_length": cfg.text.max_length,
     }
+    if cfg.data.labels == "names":
+        out["classes"] = list(cfg.data.classes)
+        # Which members and JSON field held those strings: new shards must be read the same way to get their ids.
+        out["members"] = dataclasses.asdict(cfg.data.members)
+    return out
 
 
 def cache_manifest(

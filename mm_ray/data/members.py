@@ -22,6 +22,9 @@ Rules (each quarantined sample gets exactly one sample-level record, first rule 
 3. Text: the txt member as-is, else ``json[json_text_field]`` if it is a string (UTF-8 encoded).
    Label: the cls member (ASCII non-negative int, whitespace ok), else ``json[json_label_field]``
    (an int, or a string of digits). A label that is present but not such an int -> ``BAD_LABEL``.
+   With ``label_names`` (``data.labels=names``) the label is a string instead (the UTF-8 member stripped,
+   or a string/int JSON field, at most 200 characters) and its id is its index in ``label_names``; one
+   that is not listed -> ``UNKNOWN_LABEL``.
 4. A JSON member that does not parse, or is not an object, is treated as if it held no fields.
    If the sample is then quarantined for something the JSON was the only source of (no label while
    ``label_required``; no text while ``"text"`` is required; no content at all) the reason is
@@ -41,6 +44,7 @@ import json
 import re
 
 from mm_ray import columns as C
+from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
 from mm_ray.data.raw import RawSample
 from mm_ray.quarantine import QuarantineRecord, Reason
@@ -75,9 +79,16 @@ class MemberMap:
     """Larger members (by their tar header) quarantine their sample (MEMBER_TOO_LARGE), unread."""
     max_sample_bytes: int = 256 << 20
     """Samples whose members add up to more are quarantined (SAMPLE_TOO_LARGE); the rest is not read."""
+    label_names: tuple[str, ...] | None = None
+    """None: labels are non-negative integers (BAD_LABEL otherwise). A tuple: labels are strings, and the
+    label of a sample is the index of its string here (UNKNOWN_LABEL when it is not listed)."""
 
     def __post_init__(self) -> None:
         # Accept lists (from YAML) and any case; store lower-case tuples so the map stays hashable.
+        if self.label_names is not None:
+            object.__setattr__(self, "label_names", tuple(str(x) for x in self.label_names))
+            if len(set(self.label_names)) != len(self.label_names):
+                raise ValueError("label names must be distinct")
         for role in (*ROLES, "required"):
             value = getattr(self, role)
             value = (value,) if isinstance(value, str) else value
@@ -118,7 +129,12 @@ def assemble(sample: RawSample, members: MemberMap) -> tuple[dict | None, list[Q
         text = _json_text(meta.get(members.json_text_field))
     json_label = meta.get(members.json_label_field) if members.json_label_field else None
     try:
-        label = _label(found.get("label"), json_label)
+        if members.label_names is None:
+            label = _label(found.get("label"), json_label)
+        else:
+            label = _named_label(found.get("label"), json_label, members)
+    except UnknownLabel as e:
+        return None, [*records, _note(sample, Reason.UNKNOWN_LABEL, str(e))]
     except ValueError as e:
         return None, [*records, _note(sample, Reason.BAD_LABEL, str(e))]
     content = {"image": found.get("image"), "text": text, "audio": found.get("audio")}
@@ -192,7 +208,9 @@ def _label(member: bytes | None, field: object) -> int | None:
     if member is not None:
         text = member.decode("ascii", "replace").strip()
         if not _LABEL_RE.fullmatch(text):
-            raise ValueError(f"label member is not a non-negative integer: {text[:40]!r}")
+            raise ValueError(
+                f"label member is not a non-negative integer: {text[:40]!r} (string labels: data.labels=names)"
+            )
         return int(text)
     if field is None:
         return None
@@ -200,7 +218,65 @@ def _label(member: bytes | None, field: object) -> int | None:
         return int(field.strip())
     if isinstance(field, int) and not isinstance(field, bool) and 0 <= field < 2**63:
         return field
-    raise ValueError(f"JSON label field is not a non-negative integer: {str(field)[:40]!r}")
+    raise ValueError(
+        f"JSON label field is not a non-negative integer: {str(field)[:40]!r} (string labels: data.labels=names)"
+    )
+
+
+MAX_LABEL_NAME_CHARS = 200
+"""Longer string labels are BAD_LABEL: a class name is a word or a phrase, not a caption."""
+
+
+class UnknownLabel(ValueError):
+    """A string label that is not among ``MemberMap.label_names``."""
+
+
+def label_name(sample: RawSample, members: MemberMap) -> str | None:
+    """The sample's label as a string (names mode), ``None`` when it has none; ``ValueError`` when it is bad.
+
+    What a label map is built from (``mm_ray.data.labels``); ``assemble`` maps it to an id."""
+    chosen, _ = _choose(sample, members)
+    found = {role: sample.members[ext] for role, ext in chosen.items()}
+    meta, _ = _parse_json(found.get("json"))
+    field = meta.get(members.json_label_field) if members.json_label_field else None
+    return _label_text(found.get("label"), field)
+
+
+def _label_text(member: bytes | None, field: object) -> str | None:
+    if member is not None:
+        try:
+            text = member.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise ValueError("label member is not valid UTF-8") from None
+        where = "label member"
+    elif field is None:
+        return None
+    elif isinstance(field, str):
+        text, where = field.strip(), "JSON label field"
+    elif isinstance(field, int) and not isinstance(field, bool):
+        text, where = str(field), "JSON label field"  # 3 and "3" name the same class, as in a .cls member
+    else:
+        raise ValueError(f"JSON label field is not a string or an integer: {str(field)[:40]!r}")
+    if not text:
+        raise ValueError(f"{where} is empty")
+    if len(text) > MAX_LABEL_NAME_CHARS:
+        raise ValueError(f"{where} is {len(text)} characters, over {MAX_LABEL_NAME_CHARS}: {text[:40]!r}...")
+    return text
+
+
+def _named_label(member: bytes | None, field: object, members: MemberMap) -> int | None:
+    text = _label_text(member, field)
+    if text is None:
+        return None
+    index = _label_index(members).get(text)
+    if index is None:
+        raise UnknownLabel(f"label {text[:60]!r} is not one of the {len(members.label_names or ())} classes")
+    return index
+
+
+@functools.lru_cache(maxsize=16)
+def _label_index(members: MemberMap) -> dict[str, int]:
+    return {name: i for i, name in enumerate(members.label_names or ())}
 
 
 def _row(sample: RawSample, content: dict, label: int | None) -> dict:
@@ -225,8 +301,19 @@ def _role_table(members: MemberMap) -> dict[str, tuple[str, int]]:
 
 
 def member_map(cfg: Config) -> MemberMap:
-    """The reader's member mapping from the ``data`` section."""
+    """The reader's member mapping from the ``data`` section.
+
+    With ``data.labels=names`` the class names must be known (``data.classes``): ``mm_ray.data.labels.
+    with_classes`` fills them from the training shards, a cache or a checkpoint before any ingest starts."""
     m = cfg.data.members
+    names = None
+    if cfg.data.labels == "names":
+        if not cfg.data.classes:
+            raise ConfigError(
+                "data.classes: empty with data.labels=names; build the label map from the training shards first "
+                "(mm_ray.data.labels.with_classes) or set data.classes / data.classes_from"
+            )
+        names = tuple(cfg.data.classes)
     return MemberMap(
         image=tuple(m.image),
         text=tuple(m.text),
@@ -239,4 +326,5 @@ def member_map(cfg: Config) -> MemberMap:
         label_required=cfg.data.label_required,
         max_member_bytes=cfg.data.max_member_bytes,
         max_sample_bytes=cfg.data.max_sample_bytes,
+        label_names=names,
     )

@@ -38,6 +38,9 @@ Bad input never raises; it becomes a ``QuarantineRecord``:
   ``UNREADABLE_SHARD`` (bad CRC: samples may be damaged) or ``TRUNCATED_SHARD`` (cut trailer).
 * a key that comes back after other keys -> its first run is the sample; the late fragment is
   ``NONCONTIGUOUS_KEY`` listing the fragment's member names (only a set of seen keys is kept).
+* a member compressed as ``<ext>.gz`` (webdataset's convention) is gunzipped and stored under ``<ext>``,
+  never inflated past ``data.max_member_bytes`` (nor the sample's remaining ``data.max_sample_bytes``): a
+  larger one quarantines its sample as ``MEMBER_TOO_LARGE``, invalid gzip as ``BAD_COMPRESSION``.
 * two members with the same extension in one sample -> the first is kept, the second is dropped
   with a member-level record (``members.IGNORED_MEMBER``) naming it.
 """
@@ -49,6 +52,7 @@ import zlib
 from collections.abc import Generator, Iterator
 from typing import BinaryIO
 
+from mm_ray.data.compressed import BadCompression, TooLarge, gunzip_member, logical_extension
 from mm_ray.data.members import IGNORED_MEMBER, MemberMap
 from mm_ray.data.raw import RawSample
 from mm_ray.data.sources import DEFAULT_BUFFER_SIZE, OBJECT_STORE_RETRY, Backoff, open_shard
@@ -130,6 +134,8 @@ def _read_all(
         if printable != parsed[0]:  # not valid UTF-8: no string column could hold it
             group.reject(Reason.BAD_MEMBER_NAME, f"member name {printable!r} is not valid UTF-8")
         data = None
+        # ``x.txt.gz`` plays the role of ``x.txt`` once decompressed (webdataset's convention).
+        stored_ext, ext = ext, logical_extension(ext)
         # Skipped members' bytes are never read: tarfile's stream skips over them in small reads.
         if group.late or group.rejected:
             pass  # set aside anyway
@@ -152,7 +158,10 @@ def _read_all(
             except Exception as e:
                 yield from group.cut(name, _describe(e))
                 return False
-            group.sample_bytes += len(data)
+            if stored_ext != ext:
+                data = _gunzip(group, name, data, limits)
+            if data is not None:
+                group.sample_bytes += len(data)
         yield from group.add(name, ext, data)
     # tarfile ends iteration silently on a missing, cut or corrupt header after the first one;
     # only a zero block (the end-of-archive marker) is a clean end.
@@ -163,6 +172,22 @@ def _read_all(
         return False
     yield from group.finish()
     return True
+
+
+def _gunzip(group: _Grouper, name: str, data: bytes, limits: MemberMap) -> bytes | None:
+    """A ``.gz`` member decompressed under the member and sample limits, or ``None`` with its sample rejected."""
+    cap = min(limits.max_member_bytes, limits.max_sample_bytes - group.sample_bytes)
+    try:
+        return gunzip_member(data, cap)
+    except TooLarge:
+        group.reject(
+            Reason.MEMBER_TOO_LARGE,
+            f"member {name!r} decompresses to more than {cap:,} bytes (data.max_member_bytes="
+            f"{limits.max_member_bytes:,}, data.max_sample_bytes={limits.max_sample_bytes:,})",
+        )
+    except BadCompression as e:
+        group.reject(Reason.BAD_COMPRESSION, f"member {name!r}: {e}")
+    return None
 
 
 class _Source:

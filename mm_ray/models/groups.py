@@ -12,27 +12,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from mm_ray.models.model import FusionModel
+from torch import nn
+
+from mm_ray.columns import MODALITIES
+
+
+def _encoder_modalities(model: nn.Module) -> tuple[str, ...]:
+    """The modalities of the model's ``encoders`` ModuleDict (a ``FusionModel``, or a ``model.builder``
+    module that has one); () for a module without: it then has the ``fusion`` group only."""
+    encoders = getattr(model, "encoders", None)
+    if not isinstance(encoders, nn.ModuleDict):
+        return ()
+    return tuple(m for m in MODALITIES if m in encoders)
 
 
 def param_groups(
-    model: FusionModel, lr: float, lr_by_modality: dict[str, float] | None = None
+    model: nn.Module, lr: float, lr_by_modality: dict[str, float] | None = None
 ) -> list[dict[str, Any]]:
-    """One group per encoder (with its modality's missing embedding) plus one ``fusion`` group.
+    """One group per encoder (with its modality's missing embedding) plus one ``fusion`` group (everything
+    else; all of a ``model.builder`` module without an ``encoders`` ModuleDict).
 
     Modalities absent from ``lr_by_modality`` use ``lr``; naming a modality the model does not
     have is an error (it is almost certainly a typo in a config). Every trainable parameter is in
     exactly one group.
     """
     lr_by_modality = lr_by_modality or {}
-    unknown = set(lr_by_modality) - set(model.modalities)
+    modalities = _encoder_modalities(model)
+    unknown = set(lr_by_modality) - set(modalities)
     if unknown:
-        raise ValueError(f"lr_by_modality names {sorted(unknown)}, the model has {list(model.modalities)}")
+        raise ValueError(f"lr_by_modality names {sorted(unknown)}, the model has {list(modalities)}")
     groups = []
     taken: set[int] = set()
-    for m in model.modalities:
+    missing = getattr(model, "missing", None)
+    for m in modalities:
         # The missing embedding stands in for this encoder's output, so it learns at the same rate.
-        params = [*model.encoders[m].parameters(), model.missing[m]]
+        params = list(model.encoders[m].parameters())
+        if isinstance(missing, nn.ParameterDict) and m in missing:
+            params.append(missing[m])
         taken.update(id(p) for p in params)
         groups.append({"name": m, "params": params, "lr": lr_by_modality.get(m, lr)})
     rest = [p for p in model.parameters() if id(p) not in taken]

@@ -16,7 +16,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from mm_ray.models.model import FusionModel
+from torch import nn
+
+from mm_ray.models.builder import INPUT_ARGUMENTS, build_custom
 from mm_ray.models.presets import build_model
 
 # Arguments that fix what a batch must look like: models that share a data pipeline agree on them.
@@ -48,21 +50,39 @@ class ModelSpec:
     """One linear head per modality (``train.aux_loss_weight`` > 0)."""
     align_dim: int = 0
     """Size of the alignment projections (``train.align_loss_weight`` > 0), 0 = none."""
+    builder: str = ""
+    """``package.module:function`` building the model instead of ``preset`` (``mm_ray.models.builder``)."""
+    builder_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The builder's extra keyword arguments."""
 
     def __post_init__(self) -> None:
         # Lists from JSON/YAML become tuples, so equal specs compare equal whatever they were read from.
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "fusion_weights", dict(self.fusion_weights))
+        object.__setattr__(self, "builder_kwargs", dict(self.builder_kwargs))
 
-    def build(self) -> FusionModel:
-        """The model this spec describes, with the spec's seed's initial weights."""
+    @property
+    def name(self) -> str:
+        """What builds the model: the builder when there is one, else the preset."""
+        return self.builder or self.preset
+
+    def build(self) -> nn.Module:
+        """The model this spec describes, with the spec's seed's initial weights (a ``FusionModel`` for presets).
+
+        A spec with a ``builder`` imports and calls it: only build specs that came from your own settings (a
+        checkpoint's spec goes through ``LoadedCheckpoint.restore_model``, which checks the builder first)."""
         kwargs = self.as_dict()
+        builder, builder_kwargs = kwargs.pop("builder"), kwargs.pop("builder_kwargs")
+        if builder:
+            inputs = {name: kwargs[name] for name in INPUT_ARGUMENTS}
+            return build_custom(builder, inputs, builder_kwargs, seed=self.seed)
         return build_model(kwargs.pop("preset"), **kwargs)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data: lists, dicts, numbers and strings only."""
         out = dataclasses.asdict(self)
         out["modalities"] = list(self.modalities)
+        out["builder_kwargs"] = dict(self.builder_kwargs)
         return out
 
     @classmethod

@@ -57,11 +57,15 @@ class CheckpointEmbedder:
     checkpoint need not be readable from the actor's node.
     """
 
-    def __init__(self, checkpoint: LoadedCheckpoint):
+    def __init__(self, checkpoint: LoadedCheckpoint, builder: str | None = None):
         import torch
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = checkpoint.restore_model(self.device)
+        self.model = checkpoint.restore_model(self.device, builder=builder)
+        if not callable(getattr(self.model, "embed", None)):
+            raise TypeError(
+                f"the model built by {checkpoint.loop.model.name!r} has no embed(batch) method (see FusionModel.embed)"
+            )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -103,6 +107,7 @@ def embed(
     """
     started = time.perf_counter()
     ckpt, cfg, specs = open_for_shards(checkpoint, specs, overrides, config_file, purpose="embed")
+    ckpt.check_builder(cfg.model.builder)  # here, not first in an actor
     if embed_config is not None:
         cfg = dataclasses.replace(cfg, embed=embed_config)
     pairs = parse_pairs(cfg.embed.pairs)
@@ -115,7 +120,7 @@ def embed(
     ingest = Ingest.from_config(cfg, specs, ckpt.tokenizer_json, reserved_cpus=reserved)
     embedded = ingest.dataset.map_batches(
         CheckpointEmbedder,
-        fn_constructor_kwargs={"checkpoint": ckpt},
+        fn_constructor_kwargs={"checkpoint": ckpt, "builder": cfg.model.builder},
         compute=ray.data.ActorPoolStrategy(size=cfg.embed.actors),
         batch_size=cfg.embed.batch_size,
         batch_format="numpy",
@@ -136,7 +141,8 @@ def embed(
     )
     result = {
         "checkpoint": str(ckpt.directory),
-        "preset": ckpt.loop.model.preset,
+        "preset": ckpt.loop.model.name,
+        "classes": ckpt.classes,
         "aligned": ckpt.loop.align_loss_weight > 0,
         "out": str(out),
         "samples": len(rows[KEY]),

@@ -150,6 +150,9 @@ class LoadedCheckpoint:
         raw = as_dict(self.loop.resolved)
         raw["ray"] = {}
         raw["data"] = {**raw["data"], "storage_options": {}}
+        # Code to import is a setting too: the builder named inside the file is dropped here, so the config's
+        # model.builder is only ever what the caller passed (``restore_model`` compares the two).
+        raw["model"] = {**raw["model"], "builder": None}
         cfg = config_from_dict(raw, overrides, path=config_file)
         trained = self.loop.model
         for argument, (key, value) in input_shapes(cfg).items():
@@ -166,11 +169,38 @@ class LoadedCheckpoint:
                 )
         return cfg
 
-    def restore_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
-        """The checkpoint's model rebuilt from its spec, weights loaded, in eval mode."""
+    @property
+    def classes(self) -> list[str] | None:
+        """The class names of a run trained on string labels (label id = position), else None."""
+        data = self.loop.resolved.data
+        return list(data.classes) if data.labels == "names" and data.classes else None
+
+    def restore_model(
+        self, device: str | torch.device = "cpu", *, builder: str | None = None
+    ) -> torch.nn.Module:
+        """The checkpoint's model rebuilt from its spec, weights loaded, in eval mode.
+
+        A model made by ``model.builder`` is rebuilt by importing and calling the function the checkpoint
+        names, which runs that module's code. A checkpoint is data (downloaded, shared, copied from someone's
+        bucket) and must not choose code to run: the function is imported only when the caller names the same
+        one (``builder``, from the caller's own ``model.builder`` setting), else ``CheckpointError`` says what
+        to pass. Preset models import nothing and need no ``builder``.
+        """
+        self.check_builder(builder)
         model = self.loop.model.build()
         model.load_state_dict(self.state["model"])
         return model.to(device).eval()
+
+    def check_builder(self, builder: str | None) -> None:
+        """``CheckpointError`` unless the checkpoint's model is a preset or its builder is ``builder``."""
+        spec = self.loop.model
+        if spec.builder and builder != spec.builder:
+            given = f"model.builder={builder}" if builder else "no model.builder"
+            raise CheckpointError(
+                f"{self.directory}: its model is built by {spec.builder!r}, code named inside the checkpoint; "
+                f"it is imported only when you name it yourself ({given} given): pass model.builder={spec.builder} "
+                "if you trust that module"
+            )
 
 
 def open_checkpoint(path: str | Path) -> LoadedCheckpoint:

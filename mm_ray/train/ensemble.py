@@ -57,6 +57,10 @@ def check_compatible(checkpoints: Sequence[Any]) -> None:
                 f"--ensemble: {other.directory} was trained with another tokenizer than {first.directory}; "
                 "ensemble members must be trained on the same cache"
             )
+        if other.classes != first.classes:
+            raise ConfigError(
+                f"--ensemble: {other.directory} was trained with other class names than {first.directory}"
+            )
         for name, value in other.loop.model.inputs().items():
             if value != expected[name]:
                 raise ConfigError(

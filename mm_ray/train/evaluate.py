@@ -7,6 +7,7 @@ Usage (``mm-ray evaluate CHECKPOINT SHARDS...`` is the command-line form)::
     result = evaluate("runs/demo", ["shards/val-*.tar"], overrides=["pools.image.num_cpus=0.5"])
     result["checkpoint"]                 # the checkpoint used: a run directory means its latest one
     result["subsets"]["image+audio"]     # {"accuracy": 0.81, "loss": 0.52, "samples": 400}
+    result["classes"]                    # [{"class": "cat", "id": 0, "samples": 120, "accuracy": 0.9}, ...]
 
 A checkpoint written by the Ray Train adapter is self-contained: its state holds the weights, the
 model spec (``LoopConfig.model``), and the run's resolved config (image size, tokenizer length, mel settings,
@@ -42,13 +43,13 @@ from mm_ray.progress import ProgressFactory, watch
 from mm_ray.runtime import init_ray
 from mm_ray.train.checkpoint import LoadedCheckpoint, open_checkpoint, open_for_shards
 from mm_ray.train.ensemble import PredictionAverage, check_compatible
-from mm_ray.train.metrics import SUBSETS, evaluate_subsets
+from mm_ray.train.metrics import SUBSETS, ClassMetrics, evaluate_subsets
 
 FULL_SUBSET = SUBSETS[-1]
 
 
 def _presets(checkpoints: Sequence[LoadedCheckpoint]) -> list[str]:
-    return [c.loop.model.preset for c in checkpoints]
+    return [c.loop.model.name for c in checkpoints]
 
 
 def evaluate(
@@ -76,11 +77,14 @@ def evaluate(
     started = time.perf_counter()
     ckpt, cfg, specs = open_for_shards(checkpoint_dir, specs, overrides, config_file, purpose="evaluate on")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = ckpt.restore_model(device)
+    builder = cfg.model.builder  # the caller's own setting: the only builder a checkpoint may import
+    model = ckpt.restore_model(device, builder=builder)
     members = [open_checkpoint(path) for path in ensemble]
     if members:
         check_compatible([ckpt, *members])
-        model = PredictionAverage([model, *(m.restore_model(device) for m in members)]).to(device)
+        model = PredictionAverage([model, *(m.restore_model(device, builder=builder) for m in members)]).to(
+            device
+        )
     loop = ckpt.loop
     # The same autocast as the training run's validation, so the scores are comparable.
     autocast = torch.bfloat16 if loop.bf16 and device.type == "cuda" else None
@@ -89,15 +93,16 @@ def evaluate(
     with watch(progress, "evaluate", lambda: ingest.summary()["samples_read"]):
         # __key__/__shard__ are strings: to_device (inside evaluate_subsets) drops them.
         batches = ingest.dataset.iter_batches(batch_size=batch_size or loop.batch_size, batch_format="numpy")
-        subsets = evaluate_subsets(model, batches, SUBSETS, device=device, autocast_dtype=autocast)
+        per_class = ClassMetrics()
+        subsets = evaluate_subsets(
+            model, batches, SUBSETS, device=device, autocast_dtype=autocast, per_class=per_class
+        )
     summary = ingest.finish(quarantine_log=quarantine_log)  # after the stream: the ledger's counts are final
     return {
         "checkpoint": str(ckpt.directory),
         "picked_from": str(ckpt.picked_from) if ckpt.picked_from is not None else None,
         "epoch": ckpt.epoch,
-        "preset": loop.model.preset
-        if not members
-        else "ensemble of " + " + ".join(_presets([ckpt, *members])),
+        "preset": loop.model.name if not members else "ensemble of " + " + ".join(_presets([ckpt, *members])),
         "ensemble": [str(m.directory) for m in members] or None,
         "samples": subsets[FULL_SUBSET]["samples"],
         "quarantined": summary["samples_quarantined"],
@@ -108,4 +113,6 @@ def evaluate(
         "device": str(device),
         "seconds": round(time.perf_counter() - started, 2),
         "subsets": subsets,
+        # Accuracy per true class with every modality; named when the run was trained on string labels.
+        "classes": per_class.result(ckpt.classes),
     }

@@ -27,6 +27,7 @@ from mm_ray.columns import KEY, LABEL, SHARD
 from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import Cache, model_ready_shapes, preprocessing_of, row_bytes
+from mm_ray.data.labels import with_classes
 from mm_ray.data.pipeline import Ingest
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def cache_inputs(cfg: Config) -> TrainInputs:
     tokenizer_json = caches["train"].tokenizer_json
     if "val" in caches:
         check_same_tokenizer(caches["val"], tokenizer_json, cfg)
+        check_same_classes(caches["val"].classes, caches["train"].classes, "train.val_cache", cfg)
     in_memory = fits_in_memory(caches.values())
     datasets = {
         # Only the training rows are shuffled (every epoch, from train.seed): validation scores them all anyway.
@@ -94,7 +96,7 @@ def cache_inputs(cfg: Config) -> TrainInputs:
         datasets=datasets,
         tokenizer_json=tokenizer_json,
         shapes=train.shapes,
-        num_classes=cfg.model.num_classes or _num_classes(caches.values(), datasets.values()),
+        num_classes=class_count(cfg, train.classes) or _num_classes(caches.values(), datasets.values()),
         rows=min(train.samples, t.limit_samples or train.samples),
         preprocessing=train.preprocessing,
     )
@@ -114,6 +116,31 @@ def check_same_tokenizer(val: Cache, tokenizer_json: str, cfg: Config) -> None:
             f"train.val_cache: {cfg.train.val_cache} was tokenized with a different tokenizer than {train}; "
             "preprocess it with `text.tokenizer=<the training run's tokenizer.json>`"
         )
+
+
+def check_same_classes(val: list[str] | None, train: list[str] | None, key: str, cfg: Config) -> None:
+    """A validation set must give its labels the training set's ids (same class names, same order)."""
+    if val != train:
+        what = f"class names {_show_classes(val)}" if val else "integer labels"
+        raise ConfigError(
+            f"{key}: its rows were labelled with {what}, the training data with "
+            f"{_show_classes(train) if train else 'integer labels'}; preprocess it with "
+            f"`data.classes_from={cfg.train.cache or '<the training cache>'}` so both use one label map"
+        )
+
+
+def _show_classes(classes: list[str]) -> str:
+    return str(classes) if len(classes) <= 8 else f"{classes[:8]}... ({len(classes)})"
+
+
+def class_count(cfg: Config, classes: list[str] | None) -> int | None:
+    """``model.num_classes``, or the number of class names; ``ConfigError`` when both are set and disagree."""
+    if classes and cfg.model.num_classes and cfg.model.num_classes != len(classes):
+        raise ConfigError(
+            f"model.num_classes: {cfg.model.num_classes}, but the label map has {len(classes)} class names; "
+            "leave it unset with data.labels=names"
+        )
+    return len(classes) if classes else cfg.model.num_classes
 
 
 def model_ready_columns(cache: Cache) -> list[str]:
@@ -159,7 +186,8 @@ def shard_inputs(cfg: Config) -> TrainInputs:
     from mm_ray.data.captions import obtain_tokenizer
 
     t = cfg.train
-    if not cfg.model.num_classes:
+    cfg = with_classes(cfg, list(cfg.data.shards))  # string labels: the map from the training shards
+    if not class_count(cfg, cfg.data.classes if cfg.data.labels == "names" else None):
         raise ConfigError(
             "model.num_classes: required when training from data.shards (no cache manifest has counted the "
             "labels); set it to the number of classes"
@@ -180,9 +208,11 @@ def shard_inputs(cfg: Config) -> TrainInputs:
     datasets = {"train": train.dataset}
     if t.limit_samples:
         datasets["train"] = datasets["train"].limit(t.limit_samples)
+    classes = list(cfg.data.classes) if cfg.data.labels == "names" else None
     if t.val_cache:
         val_cache = open_cache(t.val_cache, "train.val_cache", cfg)
         check_same_tokenizer(val_cache, tokenizer_json, cfg)
+        check_same_classes(val_cache.classes, classes, "train.val_cache", cfg)
         datasets["val"] = val_cache.dataset(columns=model_ready_columns(val_cache))
     elif cfg.data.val_shards:
         val = Ingest.from_config(
@@ -208,7 +238,7 @@ def shard_inputs(cfg: Config) -> TrainInputs:
         datasets=datasets,
         tokenizer_json=tokenizer_json,
         shapes=model_ready_shapes(cfg),
-        num_classes=cfg.model.num_classes,
+        num_classes=class_count(cfg, classes),
         rows=rows,
         preprocessing=preprocessing_of(cfg),
         streams=streams,

@@ -97,6 +97,49 @@ class SubsetMetrics:
         }
 
 
+class ClassMetrics:
+    """Samples and correct predictions per true class (``update(logits, labels)`` per batch), on the device
+    until ``result`` syncs once."""
+
+    def __init__(self) -> None:
+        self._samples: torch.Tensor | None = None
+        self._correct: torch.Tensor | None = None
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        labels = labels.to(logits.device).long()
+        n = logits.shape[-1]
+        samples = torch.bincount(labels, minlength=n)[:n]
+        correct = torch.bincount(labels[logits.argmax(dim=-1) == labels], minlength=n)[:n]
+        if self._samples is None:
+            self._samples, self._correct = samples, correct
+        else:
+            self._samples, self._correct = self._samples + samples, self._correct + correct
+
+    def result(self, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """One row per class seen: ``{"class": name (or the id), "id", "samples", "accuracy"}``."""
+        if self._samples is None:
+            return []
+        samples, correct = self._samples.tolist(), self._correct.tolist()
+        return [
+            {
+                "class": names[i] if names and i < len(names) else str(i),
+                "id": i,
+                "samples": int(n),
+                "accuracy": correct[i] / n,
+            }
+            for i, n in enumerate(samples)
+            if n
+        ]
+
+
+def format_class_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``ClassMetrics.result`` as a text table: one row per class, by name."""
+    return format_table(
+        ["class", "id", "samples", "accuracy"],
+        [[str(r["class"]), str(r["id"]), str(r["samples"]), f"{r['accuracy']:.4f}"] for r in rows],
+    )
+
+
 def evaluate_subsets(
     model: torch.nn.Module,
     batches: Iterable[Mapping[str, Any]],
@@ -104,11 +147,13 @@ def evaluate_subsets(
     device: str | torch.device = "cpu",
     *,
     autocast_dtype: torch.dtype | None = None,
+    per_class: ClassMetrics | None = None,
 ) -> dict[str, dict[str, float | int]]:
     """Loss/accuracy of ``model`` on ``batches`` for each modality subset, in one pass over ``batches``.
 
     ``batches`` may be a one-shot iterator: each batch is moved to ``device`` once and scored under every
-    subset. The model's train/eval mode is restored afterwards.
+    subset. The model's train/eval mode is restored afterwards. ``per_class`` is updated with the scores
+    of the subset holding every modality (``SUBSETS[-1]``).
     """
     keeps = {subset: parse_subset(subset) for subset in subsets}
     meters = {subset: SubsetMetrics() for subset in subsets}
@@ -119,7 +164,10 @@ def evaluate_subsets(
             for raw in batches:
                 batch = to_device(raw, device)
                 for subset, keep in keeps.items():
-                    meters[subset].update(model(mask_modalities(batch, keep)), batch[LABEL])
+                    logits = model(mask_modalities(batch, keep))
+                    meters[subset].update(logits, batch[LABEL])
+                    if per_class is not None and subset == SUBSETS[-1]:
+                        per_class.update(logits, batch[LABEL])
     finally:
         model.train(was_training)
     return {subset: meter.result() for subset, meter in meters.items()}

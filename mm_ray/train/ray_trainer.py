@@ -36,6 +36,7 @@ from tokenizers import Tokenizer
 from mm_ray.cluster.storage import warn_if_unshared
 from mm_ray.config.load import ConfigError, as_dict
 from mm_ray.config.schema import Config
+from mm_ray.models.builder import resolve_builder
 from mm_ray.runtime import init_ray
 from mm_ray.train.checkpoint import load_checkpoint
 from mm_ray.train.inputs import TrainInputs, train_inputs
@@ -108,7 +109,7 @@ def fit(cfg: Config, *, on_epoch: EpochCallback | None = None) -> TrainResult:
         summary["ingest"] = inputs.streams["train"].finish(run_dir / "quarantine.jsonl")
     about = {
         "name": cfg.name,
-        "preset": cfg.model.preset,
+        "preset": cfg.model.builder or cfg.model.preset,
         "run_dir": str(run_dir),
         "num_classes": loop.model.num_classes,
         "source": inputs.source,
@@ -139,6 +140,8 @@ def build_trainer(
         has_val="val" in inputs.datasets,
         preprocessing=inputs.preprocessing,
     )
+    if loop.model.builder:  # here, naming the key, rather than first inside every worker
+        resolve_builder(loop.model.builder)
     train_stream = inputs.streams.get("train")
     return ray.train.torch.TorchTrainer(
         train_fn_per_worker,

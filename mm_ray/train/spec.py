@@ -23,7 +23,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from mm_ray.config.load import as_dict, build, config_from_dict, persistable
+from mm_ray.config.load import ConfigError, as_dict, build, config_from_dict, persistable
 from mm_ray.config.schema import AugmentConfig, Config
 from mm_ray.models.spec import ModelSpec
 
@@ -76,6 +76,11 @@ class LoopConfig:
         ``{"image": [3, S, S], "input_ids": [L], "audio": [rows, frames]}`` (a cache manifest's ``shapes``);
         ``preprocessing`` is the data's own ``image``/``audio``/``text_max_length`` settings, when known."""
         t, m = cfg.train, cfg.model
+        if m.builder and (t.aux_loss_weight > 0 or t.align_loss_weight > 0):
+            raise ConfigError(
+                "train.aux_loss_weight/align_loss_weight: the auxiliary and alignment losses need a preset's "
+                f"FusionModel, not model.builder={m.builder}"
+            )
         rows_per_worker = math.ceil(rows / max(1, t.num_workers))
         total_steps = max(1, math.ceil(rows_per_worker / t.batch_size) * t.epochs)
         spec = ModelSpec(
@@ -99,6 +104,8 @@ class LoopConfig:
             # The extra heads exist only when their loss is on: unused parameters would stall DDP's all-reduce.
             aux_heads=t.aux_loss_weight > 0,
             align_dim=m.align_dim if t.align_loss_weight > 0 else 0,
+            builder=m.builder or "",
+            builder_kwargs=dict(m.builder_kwargs),
         )
         return cls(
             model=spec,
@@ -172,12 +179,18 @@ def read_loop_config(saved: Mapping[str, Any]) -> LoopConfig:
 
 
 def with_preprocessing(cfg: Config, preprocessing: Mapping[str, Any] | None) -> Config:
-    """``cfg`` with the image, audio and text-length settings the training data was preprocessed with: what a
-    model trained on it really saw, whatever the run's own config said. None leaves ``cfg`` as it is."""
+    """``cfg`` with the image, audio and text-length settings the training data was preprocessed with, and its
+    class names when its labels were strings: what a model trained on it really saw, whatever the run's own
+    config said. None leaves ``cfg`` as it is."""
     if not preprocessing:
         return cfg
     raw = as_dict(cfg)
     raw["image"] = dict(preprocessing["image"])
     raw["audio"] = dict(preprocessing["audio"])
     raw["text"] = {**raw["text"], "max_length": preprocessing["text_max_length"]}
+    if preprocessing.get("classes"):
+        # The label map the rows' ids came from: evaluate/embed map new shards' labels with it.
+        raw["data"] = {**raw["data"], "labels": "names", "classes": list(preprocessing["classes"])}
+        if preprocessing.get("members"):
+            raw["data"]["members"] = dict(preprocessing["members"])
     return config_from_dict(raw)
