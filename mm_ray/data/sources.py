@@ -138,7 +138,10 @@ class ResumingStream:
     def __init__(self, fs: pafs.FileSystem, path: str, *, buffer_size: int, retry: Backoff):
         self._fs, self._path, self._buffer_size, self._retry = fs, path, buffer_size, retry
         self._offset = 0
-        self._stream: pyarrow.NativeFile | None = fs.open_input_stream(path, buffer_size=buffer_size)
+        # compression=None: the bytes as stored (pyarrow would otherwise gunzip a ``.gz`` name itself).
+        self._stream: pyarrow.NativeFile | None = fs.open_input_stream(
+            path, compression=None, buffer_size=buffer_size
+        )
 
     def read(self, size: int | None = -1) -> bytes:
         delays = self._retry.delays()
