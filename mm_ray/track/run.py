@@ -85,7 +85,7 @@ class RunTracker:
             tracker.where["tensorboard"] = str(logdir)
         return tracker
 
-    def _open_mlflow(self, cfg: Config, run_dir: Path, params: dict[str, Any]) -> None:
+    def _open_mlflow(self, cfg: Config, run_dir: Path, config: dict[str, Any]) -> None:
         mlflow = import_mlflow()
         uri = tracking_uri(cfg.track.mlflow or "")
         allow_file_store(uri)
@@ -97,19 +97,28 @@ class RunTracker:
         earlier = client.search_runs(
             [experiment_id], filter_string=f"tags.`{RUN_DIR_TAG}` = '{run_dir}'", max_results=1
         )
+        params = flat_params(config)
+        saved: dict[str, str] = {}
         if earlier:
-            run_id = earlier[0].info.run_id
+            run_id, saved = earlier[0].info.run_id, earlier[0].data.params
             client.update_run(run_id, status="RUNNING")
             self.logged = {int(m.step) for m in client.get_metric_history(run_id, "epoch")}
         else:
             run_id = client.create_run(
                 experiment_id, run_name=cfg.name, tags={RUN_DIR_TAG: str(run_dir)}
             ).info.run_id
-        items = list(flat_params(params).items())
-        # MLflow takes at most 100 params per batch; a resumed run logs the same values again (allowed).
-        for start in range(0, len(items), 100):
-            batch = [mlflow.entities.Param(k, v) for k, v in items[start : start + 100]]
-            client.log_batch(run_id, params=batch)
+        # MLflow refuses to change a param: a run continued with other settings (more epochs, say) keeps
+        # the values it started with and gets the new ones as ``resumed_with.<key>`` tags.
+        fresh = [mlflow.entities.Param(k, v) for k, v in params.items() if k not in saved]
+        changed = [
+            mlflow.entities.RunTag(f"resumed_with.{k}", v)
+            for k, v in params.items()
+            if k in saved and saved[k] != v
+        ]
+        for start in range(0, len(fresh), 100):  # at most 100 params per batch
+            client.log_batch(run_id, params=fresh[start : start + 100])
+        for start in range(0, len(changed), 100):
+            client.log_batch(run_id, tags=changed[start : start + 100])
         self.client, self.run_id = client, run_id
         self.where.update(mlflow_uri=uri, mlflow_experiment=cfg.track.experiment, mlflow_run_id=run_id)
 

@@ -120,9 +120,14 @@ def test_a_run_started_again_continues_its_mlflow_run(tmp_path: Path, store: str
     cfg = _cfg(tmp_path, store, "track.tensorboard=false")
     history = _history()
     first = _track(cfg, tmp_path / "tracked", history[:1])
-    again = _track(cfg, tmp_path / "tracked", history)  # a resumed run's history holds epoch 1 again
+    # Resumed with more epochs: its history holds epoch 1 again, and one param differs.
+    more = _cfg(tmp_path, store, "track.tensorboard=false", "train.epochs=12")
+    again = _track(more, tmp_path / "tracked", history)
     assert again.where["mlflow_run_id"] == first.where["mlflow_run_id"] and "tensorboard" not in again.where
     client = MlflowClient(tracking_uri=Path(store).resolve().as_uri())
+    run = client.get_run(again.where["mlflow_run_id"])
+    assert run.data.params["train.epochs"] == str(cfg.train.epochs)  # MLflow keeps a param's first value
+    assert run.data.tags["resumed_with.train.epochs"] == "12"
     logged = [(m.step, m.value) for m in client.get_metric_history(again.run_id or "", "val_accuracy")]
     assert sorted(logged) == [(1, pytest.approx(0.2)), (2, pytest.approx(0.4))]  # epoch 1 once
 
