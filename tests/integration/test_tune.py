@@ -123,7 +123,7 @@ def test_a_four_trial_sweep_exports_a_runnable_best_config(caches, tmp_path: Pat
     assert trained["epochs_run"] == 2 and trained["run_path"].endswith("sweep-best")
 
 
-@pytest.mark.slow  # a two-trial sweep, ~1.5 minutes on 2 cores
+@pytest.mark.slow  # a two-trial sweep, ~2 minutes on 2 busy cores
 def test_a_sweep_logs_one_mlflow_run_per_trial(caches, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's opt-in, for this test's own reader
     store = tmp_path / "mlruns"
