@@ -8,7 +8,8 @@ every epoch under ``<train.storage_path or output_dir>/<name>``, one progress li
 the final metrics and the validation accuracy per modality subset. Running the same command again with the
 same ``name`` resumes from the latest checkpoint. The run directory ``<output_dir>/<name>`` gets
 ``metrics.jsonl``, ``metrics.csv``, ``config.yaml``, ``summary.json`` and ``curves.png``; their paths are
-printed last and are under ``outputs`` in ``--json``.
+printed, then where the run is tracked (``track.*``: TensorBoard on by default, MLflow with ``track.mlflow``)
+and the command that shows it; both are under ``outputs`` / ``tracking`` in ``--json``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 
 from mm_ray.cli.common import add_config_args, config_from_args, write_json
 from mm_ray.tables import format_summary
+from mm_ray.track.run import view_commands
 from mm_ray.train.metrics import format_subset_table
 from mm_ray.train.outputs import json_safe
 
@@ -35,12 +37,15 @@ def main(args: argparse.Namespace) -> int:
 
     result = fit(cfg)
     summary = result.as_dict()
-    shown = {k: v for k, v in summary.items() if k not in ("subsets", "history", "outputs")}
+    shown = {k: v for k, v in summary.items() if k not in ("subsets", "history", "outputs", "tracking")}
     print(format_summary("train summary", shown))
     if result.subsets:
         print("\nvalidation accuracy by modality subset")
         print(format_subset_table(result.subsets))
     print("\n" + format_summary("run outputs", result.outputs))
+    if result.tracking:
+        print("\n" + format_summary("experiment tracking", result.tracking))
+        print("\n".join(f"  view: {command}" for command in view_commands(result.tracking).values()))
     # json_safe: an empty subset's NaN accuracy becomes null, so --json is strict JSON like summary.json.
     write_json(args.json, json_safe(summary))
     return 0

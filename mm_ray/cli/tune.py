@@ -12,8 +12,9 @@ set, they are preprocessed first, once: trials never decode shards. One line per
 
 At the end it prints the leaderboard (preset, searched keys, best metric, epochs run) and where the results
 are: ``<output_dir>/<name>/{trials.csv, trials.json, best_config.yaml, best_by_preset.png,
-trial_curves.png, summary.json}``. ``mm-ray train --config <output_dir>/<name>/best_config.yaml`` retrains
-the winner. ``--resume NAME`` takes the sweep's name (under ``output_dir``) or its results directory; the
+trial_curves.png, summary.json}``, and where the sweep is tracked (``track.*``: every trial in
+TensorBoard by default, one MLflow run per trial with ``track.mlflow``). ``mm-ray train --config
+<output_dir>/<name>/best_config.yaml`` retrains the winner. ``--resume NAME`` takes the sweep's name (under ``output_dir``) or its results directory; the
 saved base config and space are used, so no ``--config`` is needed.
 """
 
@@ -24,6 +25,8 @@ from pathlib import Path
 
 from mm_ray.cli.common import add_config_args, config_from_args, write_json
 from mm_ray.config.load import ConfigError
+from mm_ray.tables import format_summary
+from mm_ray.track.run import view_commands
 from mm_ray.train.outputs import json_safe
 
 
@@ -62,6 +65,10 @@ def main(args: argparse.Namespace) -> int:
         log = TrialLog(load_space(space_path), metric=cfg.tune.metric, max_epochs=cfg.train.epochs)
         result = sweep(cfg, space_path, callbacks=[log])
     print("\n" + sweep_report(result))
+    tracking = result.summary.get("tracking") or {}
+    if tracking:
+        print("\n" + format_summary("experiment tracking", tracking))
+        print("\n".join(f"  view: {command}" for command in view_commands(tracking).values()))
     write_json(args.json, json_safe({**result.summary, "records": result.records}))
     # A sweep in which no trial reported its metric (all errored, say) did not do its job.
     return 0 if result.best or result.interrupted else 1

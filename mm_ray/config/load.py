@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import types
 import typing
+import urllib.parse
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -191,8 +192,9 @@ keys, session tokens and anything unknown stay in memory)."""
 
 def persistable(raw: dict[str, Any]) -> dict[str, Any]:
     """``raw`` (``as_dict`` of a config) as it may be saved or printed: ``data.storage_options`` keeps only
-    ``PERSISTED_STORAGE_OPTIONS``. A run read back from disk takes credentials from its environment
-    (pyarrow reads ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``) or the command line, never from a file."""
+    ``PERSISTED_STORAGE_OPTIONS``; ``track.mlflow`` loses any ``user:password@``. A run read back from disk
+    takes credentials from its environment (pyarrow reads ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
+    MLflow ``MLFLOW_TRACKING_*``) or the command line, never from a file."""
     out = dict(raw)
     data = out.get("data")
     if isinstance(data, dict) and data.get("storage_options"):
@@ -201,7 +203,19 @@ def persistable(raw: dict[str, Any]) -> dict[str, Any]:
             **data,
             "storage_options": {k: v for k, v in options.items() if k in PERSISTED_STORAGE_OPTIONS},
         }
+    track = out.get("track")
+    if isinstance(track, dict) and track.get("mlflow"):
+        out["track"] = {**track, "mlflow": without_userinfo(track["mlflow"])}
     return out
+
+
+def without_userinfo(uri: str) -> str:
+    """``uri`` without a ``user:password@`` part (``https://u:p@host/x`` -> ``https://host/x``): tracking
+    credentials belong in MLflow's environment variables, never in a saved or printed config."""
+    parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _join(prefix: str, name: str) -> str:

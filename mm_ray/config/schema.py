@@ -462,6 +462,29 @@ class EmbedConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrackConfig:
+    """Experiment tracking of ``mm-ray train`` and ``mm-ray tune`` runs in TensorBoard and MLflow.
+
+    Both are written by the driver (the process that runs ``mm-ray train`` / ``mm-ray tune``; the head node
+    for a submitted job) as each epoch's metrics arrive, so a local log directory or file store only needs to
+    be on the driver's disk, not shared with the worker nodes."""
+
+    tensorboard: bool = True
+    """Write TensorBoard event files: ``mm-ray train`` to ``<output_dir>/<name>/tensorboard`` (per-epoch
+    metrics, the config as text, the curves image, the best checkpoint's path), ``mm-ray tune`` to every
+    trial's directory of the experiment (Ray Tune's ``TBXLoggerCallback``). View: ``tensorboard --logdir DIR``."""
+    mlflow: str | None = None
+    """MLflow tracking URI; None = off. A server (``http://HOST:5000``), a database (``sqlite:///mlflow.db``)
+    or a local file store (``file:./mlruns`` or a plain path, resolved on the driver). Needs the ``[track]``
+    extra (``pip install 'mm-ray[track]'``). Credentials come from MLflow's environment variables
+    (``MLFLOW_TRACKING_TOKEN``, ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``), never from the URI: one with
+    ``user:password@`` is refused, and that part is dropped from every saved or printed config."""
+    experiment: str = "mm-ray"
+    """MLflow experiment of ``mm-ray train`` runs (one MLflow run per run ``name``; a resumed run continues
+    it). A sweep logs into an experiment named after the sweep (its ``name``), one MLflow run per trial."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole configuration of an mm_ray run."""
 
@@ -491,3 +514,5 @@ class Config:
     """Architecture search with Ray Tune."""
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     """Embeddings and cross-modal retrieval (``mm-ray embed``)."""
+    track: TrackConfig = field(default_factory=TrackConfig)
+    """Experiment tracking (TensorBoard, MLflow) of training runs and sweeps."""

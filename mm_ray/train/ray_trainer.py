@@ -15,6 +15,10 @@ workers run ``mm_ray.train.worker.train_fn_per_worker``. Every epoch's metrics c
 they happen (``on_epoch``, and an INFO line on the ``mm_ray`` logger), and the run directory
 ``<output_dir>/<name>`` gets metrics, curves, config and summary (``mm_ray.train.outputs``).
 
+Tracking (``track.*``): the driver logs the run to TensorBoard (``<output_dir>/<name>/tensorboard``, on by
+default) and to MLflow (``track.mlflow``) as the epochs arrive (``mm_ray.track.run``); ``result.tracking``
+says where.
+
 Resuming: run ``fit`` again with the same ``name`` and ``train.storage_path``; Ray Train hands the
 latest checkpoint to the workers, which continue at the next epoch up to ``train.epochs``.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +43,7 @@ from mm_ray.config.load import ConfigError, as_dict
 from mm_ray.config.schema import Config
 from mm_ray.models.builder import resolve_builder
 from mm_ray.runtime import init_ray
+from mm_ray.track.run import RunTracker
 from mm_ray.train.checkpoint import load_checkpoint
 from mm_ray.train.inputs import TrainInputs, train_inputs
 from mm_ray.train.outputs import write_run_outputs
@@ -75,6 +81,14 @@ class TrainResult:
     """What the workers read: ``cache`` (``train.cache``) or ``shards`` (``data.shards`` streamed)."""
     ingest: dict[str, Any] | None = None
     """``shards`` only: the ingest's counts over the run (samples read, quarantined by reason, pools)."""
+    best_checkpoint: str | None = None
+    """The kept checkpoint (``train.checkpoints_to_keep``) with the highest ``val_accuracy`` (the last one
+    when the run does not validate)."""
+    best_epoch: int | None = None
+    """The epoch ``best_checkpoint`` was saved at."""
+    tracking: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Where the run is logged (``track.*``): ``tensorboard`` (log dir), ``mlflow_uri``,
+    ``mlflow_experiment``, ``mlflow_run_id``."""
 
     @property
     def val_accuracy(self) -> float:
@@ -95,27 +109,59 @@ def fit(cfg: Config, *, on_epoch: EpochCallback | None = None) -> TrainResult:
     init_ray(cfg.ray)
     warn_if_unshared(cfg.train.storage_path or cfg.output_dir)
     inputs = train_inputs(cfg)
-    relay = EpochRelay.start(cfg.train.epochs, on_epoch)
-    try:
-        trainer = build_trainer(cfg, callbacks=[relay.callback], inputs=inputs)
-        outcome = trainer.fit()
-    finally:
-        relay.stop()
-    loop: LoopConfig = trainer.train_loop_config["loop"]
-    summary = _summary(outcome)
     run_dir = Path(cfg.output_dir) / cfg.name
-    if "train" in inputs.streams:
-        # The whole run's quarantine (every epoch re-read the same shards: each bad sample counted once).
-        summary["ingest"] = inputs.streams["train"].finish(run_dir / "quarantine.jsonl")
-    about = {
-        "name": cfg.name,
-        "preset": cfg.model.builder or cfg.model.preset,
-        "run_dir": str(run_dir),
-        "num_classes": loop.model.num_classes,
-        "source": inputs.source,
-    }
-    outputs = write_run_outputs(run_dir, config=as_dict(cfg), summary={**about, **summary})
-    return TrainResult(outputs=outputs, **about, **summary)
+    # Rank 0's metrics reach the driver through the relay as each epoch ends: the tracker logs them there,
+    # so tracking stays live and needs nothing from the worker nodes.
+    tracker = RunTracker.open(cfg, run_dir)
+    for backend, where in tracker.where.items():
+        logger.info("tracking: %s %s", backend, where)
+    try:
+        relay = EpochRelay.start(cfg.train.epochs, _tracked(on_epoch, tracker))
+        try:
+            trainer = build_trainer(cfg, callbacks=[relay.callback], inputs=inputs)
+            outcome = trainer.fit()
+        finally:
+            relay.stop()
+        loop: LoopConfig = trainer.train_loop_config["loop"]
+        summary = _summary(outcome)
+        if "train" in inputs.streams:
+            # The whole run's quarantine (every epoch re-read the same shards: each bad sample counted once).
+            summary["ingest"] = inputs.streams["train"].finish(run_dir / "quarantine.jsonl")
+        about = {
+            "name": cfg.name,
+            "preset": cfg.model.builder or cfg.model.preset,
+            "run_dir": str(run_dir),
+            "num_classes": loop.model.num_classes,
+            "source": inputs.source,
+        }
+        outputs = write_run_outputs(run_dir, config=as_dict(cfg), summary={**about, **summary})
+        tracker.finish(
+            summary["history"],
+            artifacts={name: outputs[key] for name, key in TRACKED_OUTPUTS.items()},
+            best_checkpoint=summary["best_checkpoint"],
+            best_epoch=summary["best_epoch"],
+        )
+    finally:
+        tracker.close("FAILED")  # a no-op after finish()
+    return TrainResult(outputs=outputs, tracking=dict(tracker.where), **about, **summary)
+
+
+TRACKED_OUTPUTS = {"curves.png": "curves_png", "config.yaml": "config_yaml", "summary.json": "summary_json"}
+"""Run outputs uploaded to the MLflow run as artifacts (an allow-list: nothing else in the run dir goes)."""
+
+
+def _tracked(on_epoch: EpochCallback | None, tracker: RunTracker) -> EpochCallback:
+    """``on_epoch`` after logging the epoch to the tracker; a tracking failure is a warning, not a failed run."""
+
+    def log_then_call(metrics: dict[str, Any]) -> None:
+        try:
+            tracker.log_epoch(metrics)
+        except Exception:
+            logger.warning("tracking: epoch %s not logged", metrics.get("epoch"), exc_info=True)
+        if on_epoch is not None:
+            on_epoch(metrics)
+
+    return log_then_call
 
 
 def build_trainer(
@@ -185,15 +231,36 @@ def _summary(result: Any) -> dict[str, Any]:
             _, subset, name = key.split("/")
             subsets.setdefault(subset, {})[name] = value
     nodes = metrics.get("worker_nodes") or ""
+    best_path, best_epoch = _best_checkpoint(result) if checkpoint is not None else (None, None)
     return {
         "run_path": str(result.path) if result.path is not None else None,
         "checkpoint": checkpoint.path if checkpoint is not None else None,
+        "best_checkpoint": best_path,
+        "best_epoch": best_epoch,
         "epochs_run": int(metrics.get("epoch", 0)),
         "worker_nodes": nodes.split(",") if isinstance(nodes, str) and nodes else list(nodes),
         "metrics": {k: v for k, v in metrics.items() if not k.startswith("subset/")},
         "subsets": subsets,
         "history": list(result.return_value or []),
     }
+
+
+def _best_checkpoint(result: Any) -> tuple[str | None, int | None]:
+    """(path, epoch) of the kept checkpoint with the highest ``val_accuracy`` (ties: the later one); the
+    last checkpoint when no kept one has it."""
+    kept = [(c, m) for c, m in result.best_checkpoints or [] if "epoch" in m]
+    scored = [(c, m) for c, m in kept if _finite(m.get("val_accuracy"))]
+    if scored:
+        checkpoint, metrics = max(scored, key=lambda cm: (cm[1]["val_accuracy"], cm[1]["epoch"]))
+    elif kept:
+        checkpoint, metrics = max(kept, key=lambda cm: cm[1]["epoch"])
+    else:
+        return result.checkpoint.path, None
+    return checkpoint.path, int(metrics["epoch"])
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def load_checkpoint_metrics(checkpoint: ray.train.Checkpoint | None) -> dict[str, Any]:

@@ -14,6 +14,10 @@ and the trials' Train runs under ``train/<trial id>``); the results go to ``<out
 ``sweep.yaml`` (the base config and space, which ``--resume`` reads back), ``trials.csv``,
 ``trials.json``, ``best_config.yaml``, ``best_by_preset.png``, ``trial_curves.png`` and ``summary.json``.
 
+Tracking (``track.*``, ``mm_ray.track.tune``): Tune's TensorBoard logger writes into every trial's directory
+of the experiment (on by default); with ``track.mlflow`` every trial is one MLflow run in the experiment
+``<name>``. The summary's ``tracking`` says where.
+
 Scheduling: ASHA (``tune.scheduler``) judges trials by ``epoch``, which the trainer reports, rather than by
 Tune's report count, which restarts at 0 when a trial is resumed. Trials run at most
 ``mm_ray.tune.resources.concurrency`` at a time. Every trial reads the preprocessed cache, so a sweep
@@ -143,6 +147,7 @@ def run_sweep(sweep: Sweep, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     import ray
     import ray.tune
 
+    from mm_ray.track.tune import tune_callbacks, tune_logging
     from mm_ray.tune.cleanup import ReleaseStoppedRuns
 
     cfg = sweep.cfg
@@ -172,11 +177,11 @@ def run_sweep(sweep: Sweep, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
             name=cfg.name,
             storage_path=_absolute(cfg.tune.storage_path or cfg.output_dir),
             # Tune saves these with the experiment: a resumed sweep releases and logs the same way.
-            callbacks=[ReleaseStoppedRuns(), *callbacks],
+            callbacks=[ReleaseStoppedRuns(), *tune_callbacks(cfg), *callbacks],
             verbose=0,
         ),
     )
-    with _quiet_tune():
+    with _quiet_tune(), tune_logging(cfg.track):
         grid = tuner.fit()
     return collect(sweep, grid, concurrent=concurrent)
 
@@ -186,6 +191,8 @@ def continue_experiment(results_dir: str | Path) -> dict[str, Any]:
     are kept as they are, unfinished ones continue (their Train runs from their last checkpoints); returns the
     summary with its records (``resume_sweep`` is the public form)."""
     import ray.tune
+
+    from mm_ray.track.tune import tune_logging
 
     sweep = load_sweep(results_dir)
     check_trusted_storage(sweep.experiment_path)
@@ -198,7 +205,7 @@ def continue_experiment(results_dir: str | Path) -> dict[str, Any]:
         # The trainable keeps no Tune checkpoint (Train keeps them): resuming an errored trial = restarting it.
         restart_errored=sweep.cfg.tune.retry_errored,
     )
-    with _quiet_tune():
+    with _quiet_tune(), tune_logging(sweep.cfg.track):
         grid = tuner.fit()
     return collect(sweep, grid, concurrent=None)
 
@@ -331,6 +338,8 @@ def _scheduler(cfg: Config) -> Any:
 
 def collect(sweep: Sweep, grid: Any, *, concurrent: int | None) -> dict[str, Any]:
     """Records from Tune's ResultGrid, the result files, and the summary (also written as summary.json)."""
+    from mm_ray.track.tune import sweep_tracking
+
     cfg = sweep.cfg
     records = results.rank([_record(sweep, result) for result in grid], cfg.tune.mode)
     out = sweep.results_dir
@@ -358,6 +367,7 @@ def collect(sweep: Sweep, grid: Any, *, concurrent: int | None) -> dict[str, Any
         "best": _best_summary(records[0]) if records and records[0]["best"] is not None else None,
         "decoded": decoded(cfg, records),
         "outputs": outputs,
+        "tracking": sweep_tracking(cfg, sweep.experiment_path),
         "records": records,
     }
     shown = json_safe({k: v for k, v in summary.items() if k != "records"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from pathlib import Path
 
@@ -143,6 +144,8 @@ def test_cli_train_prints_the_subset_table(caches, tmp_path: Path, capsys) -> No
             "train.epochs=1",
             "train.num_workers=1",
             "train.batch_size=16",
+            # Tracking: TensorBoard is on by default; MLflow into a local file store given as a relative URI.
+            f"track.mlflow=file:{os.path.relpath(tmp_path / 'mlruns')}",
             "--json",
             str(tmp_path / "summary.json"),
         ]
@@ -167,3 +170,46 @@ def test_cli_train_prints_the_subset_table(caches, tmp_path: Path, capsys) -> No
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"] == 1
     assert json.loads((run_dir / "summary.json").read_text())["history"] == rows
     assert Image.open(run_dir / "curves.png").width > 400
+    _assert_tracked(printed, out, mlruns=tmp_path / "mlruns", run_dir=run_dir)
+
+
+def _assert_tracked(printed: dict, out: str, *, mlruns: Path, run_dir: Path) -> None:
+    """The run's history, as ``mm-ray train --json`` returned it, read back from MLflow and TensorBoard."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tracking = printed["tracking"]
+    assert tracking["tensorboard"] == str(run_dir / "tensorboard")
+    assert f"tensorboard --logdir {run_dir / 'tensorboard'}" in out
+    assert f"mlflow ui --backend-store-uri {mlruns.resolve().as_uri()}" in out
+    history = printed["history"]
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's opt-in for reading a file store
+    client = MlflowClient(tracking_uri=mlruns.resolve().as_uri())
+    run = client.get_run(tracking["mlflow_run_id"])
+    assert run.info.run_name == "cli" and run.info.status == "FINISHED"
+    assert (
+        run.data.params["train.num_workers"] == "1" and run.data.params["model.preset"] == printed["preset"]
+    )
+    for key in ("train_loss", "train_accuracy", "val_accuracy", "val_loss"):
+        logged = client.get_metric_history(run.info.run_id, key)
+        assert [(m.step, m.value) for m in logged] == [(r["epoch"], pytest.approx(r[key])) for r in history]
+    # Logged live, as the epoch ended, not after the run: before the curves were drawn.
+    first = client.get_metric_history(run.info.run_id, "val_accuracy")[0]
+    assert first.timestamp / 1000 < (run_dir / "curves.png").stat().st_mtime
+    subset = client.get_metric_history(run.info.run_id, "subset/image_audio_text/accuracy")
+    assert [m.value for m in subset] == [
+        pytest.approx(r["subset/image+audio+text/accuracy"]) for r in history
+    ]
+    assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == [
+        "config.yaml",
+        "curves.png",
+        "summary.json",
+    ]
+    assert run.data.tags["best_checkpoint"] == printed["best_checkpoint"]
+    assert Path(printed["best_checkpoint"]).is_dir()
+    events = EventAccumulator(tracking["tensorboard"])
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("val_accuracy")] == [
+        (r["epoch"], pytest.approx(r["val_accuracy"])) for r in history
+    ]
+    assert "curves" in events.Tags()["images"]

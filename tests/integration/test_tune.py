@@ -24,6 +24,8 @@ import pytest
 import ray
 import ray.tune
 import yaml
+from mlflow.tracking import MlflowClient
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mm_ray.cli.main import main
 from mm_ray.config.load import load_config
@@ -105,6 +107,16 @@ def test_a_four_trial_sweep_exports_a_runnable_best_config(caches, tmp_path: Pat
     assert all((run_dir / name).stat().st_size > 0 for name in ("best_by_preset.png", "trial_curves.png"))
     # Stopped and finished trials gave their workers' CPUs back (mm_ray.tune.cleanup).
     assert ray.available_resources().get("CPU") == 2.0
+    # TensorBoard (track.tensorboard, on by default): Tune's logger wrote every trial's epochs into its
+    # directory of the experiment, and the CLI said where to look.
+    assert summary["tracking"] == {"tensorboard": summary["experiment"]}
+    assert f"tensorboard --logdir {summary['experiment']}" in out
+    for r in records:
+        events = EventAccumulator(f"{summary['experiment']}/trial_{r['trial_id']}")
+        events.Reload()
+        assert [(e.step, e.value) for e in events.Scalars("ray/tune/val_accuracy")] == [
+            (h["epoch"], pytest.approx(h["val_accuracy"])) for h in r["history"]
+        ]
 
     best = yaml.safe_load((run_dir / "best_config.yaml").read_text())
     assert best["model"]["preset"] == records[0]["preset"]
@@ -114,6 +126,44 @@ def test_a_four_trial_sweep_exports_a_runnable_best_config(caches, tmp_path: Pat
     )
     trained = json.loads((tmp_path / "t.json").read_text())
     assert trained["epochs_run"] == 2 and trained["run_path"].endswith("sweep-best")
+
+
+@pytest.mark.slow  # a two-trial sweep, ~2 minutes on 2 busy cores
+def test_a_sweep_logs_one_mlflow_run_per_trial(caches, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's opt-in, for this test's own reader
+    store = tmp_path / "mlruns"
+    overrides = _overrides(
+        caches,
+        tmp_path,
+        "tracked",
+        "tune.num_samples=2",
+        "tune.scheduler=fifo",
+        f"track.mlflow={store}",
+        "track.tensorboard=false",
+    )
+    assert main(["tune", *overrides, "--json", str(tmp_path / "s.json")]) == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["done"] == 2
+    client = MlflowClient(tracking_uri=store.resolve().as_uri())
+    experiment = client.get_experiment_by_name("tracked")  # named after the sweep
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2 and all(run.info.status == "FINISHED" for run in runs)
+    for record in summary["records"]:
+        (run,) = [run for run in runs if record["trial_id"] in run.info.run_name]
+        assert run.data.params["model.preset"] == record["preset"]
+        assert float(run.data.params["train.lr"]) == pytest.approx(record["params"]["train.lr"])
+        for key, name in [("val_accuracy", "val_accuracy"), ("train_loss", "train_loss")]:
+            logged = client.get_metric_history(run.info.run_id, name)
+            # step: Tune's report count, one report per epoch.
+            assert [(m.step, m.value) for m in logged] == [
+                (h["epoch"], pytest.approx(h[key])) for h in record["history"]
+            ]
+        subset = client.get_metric_history(run.info.run_id, "subset/image_text/accuracy")
+        assert [m.value for m in subset] == [
+            pytest.approx(h["subset/image+text/accuracy"]) for h in record["history"]
+        ]
+        # track.tensorboard=false: Tune's default TensorBoard logger is off too.
+        assert not list((Path(summary["experiment"]) / f"trial_{record['trial_id']}").glob("events.out.*"))
 
 
 class InterruptAfter(ray.tune.Callback):
