@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mm_ray.cli.common import write_json
+from mm_ray.cluster.secrets import scrub_overrides
 from mm_ray.cluster.submit import ClusterError, SubmitError, first_line, job_client, submit
 from mm_ray.tables import format_table
 
@@ -120,7 +121,8 @@ def submit_main(args: argparse.Namespace) -> int:
     except (SubmitError, ClusterError) as err:
         print(f"mm-ray submit: {err}", file=sys.stderr)
         return 2
-    command = args.job[1:] if args.job[:1] == ["--"] else args.job
+    # What the cluster runs: storage credentials were left out (the library logged which).
+    command, _ = scrub_overrides(args.job[1:] if args.job[:1] == ["--"] else args.job)
     print(f"submitted {submission_id}: mm-ray {shlex.join(command)}")
     print(f"  watch: mm-ray jobs logs {submission_id} --follow --address {args.address}")
     result: dict[str, Any] = {"submission_id": submission_id, "command": command}

@@ -91,10 +91,10 @@ class _RejectingStage:
     def _report(self, records: list[dict[str, str]]) -> None:
         if self._ledger is None:
             return
-        import ray
+        from mm_ray.data.ledger import ledger_get
 
         # Wait: the driver's final summary must include these once the stream has ended.
-        ray.get(self._ledger.add.remote(records))
+        ledger_get(self._ledger.add.remote(records))
 
 
 class ImageStage:
