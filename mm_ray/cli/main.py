@@ -29,7 +29,7 @@ from mm_ray.cli.console import quiet_ray_noise
 from mm_ray.cluster.submit import ClusterError, SubmitError
 from mm_ray.config.load import ConfigError
 from mm_ray.data.cache import CacheError
-from mm_ray.data.ledger import ErrorBudgetExceeded
+from mm_ray.data.ledger import LEDGER_LOST, ErrorBudgetExceeded, LedgerLost
 from mm_ray.data.sources import ShardOpenError, ShardSpecError
 from mm_ray.train.checkpoint import CheckpointError
 
@@ -146,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     except ErrorBudgetExceeded as err:
         print(f"mm-ray {args.command}: {err}", file=sys.stderr)
         return 3
+    except LedgerLost:
+        # Ray re-raises it wrapped in a task error whose text is a remote traceback: the message alone.
+        print(f"mm-ray {args.command}: {LEDGER_LOST}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

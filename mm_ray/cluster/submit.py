@@ -20,6 +20,9 @@ files, ``pipelines/``'s YAML, ``pyproject.toml`` and ``README.md``, the files th
 ``--space``, ``tune.space``) and what ``include`` adds. They are copied into a staging directory that is
 uploaded as the job's ``working_dir``, so a ``.env``, a key file or a dataset lying in the checkout never
 leaves the machine. A runtime env of the caller's is merged with it (``mm_ray.cluster.runtime_env``).
+Storage credentials (``data.storage_options`` access and secret keys, session tokens) never travel either,
+neither in the entrypoint nor in an uploaded YAML file: the cluster's nodes read object storage with their
+own credentials (``mm_ray.cluster.secrets``).
 
 Before anything is sent the command's config is loaded (unknown keys fail here) and every file it names
 must exist inside the project directory: mistakes fail at once with the argument named, not minutes later
@@ -29,6 +32,7 @@ on the cluster. (``mm-ray submit`` also parses the command with the real command
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import shlex
 import shutil
@@ -39,6 +43,9 @@ from typing import Any
 
 from mm_ray.cluster.auth import HOW_TO_AUTHENTICATE, TokenError, auth_headers, resolve_token
 from mm_ray.cluster.runtime_env import RuntimeEnvError, merge_runtime_env
+from mm_ray.cluster.secrets import scrub_config_text, scrub_overrides
+
+logger = logging.getLogger(__name__)
 
 UPLOAD_ALLOW = (
     ("mm_ray", ("*.py",)),
@@ -89,6 +96,10 @@ class Job:
     files: list[str]
     """Project-relative paths copied into the job's working directory."""
     env_vars: dict[str, str]
+    rewritten: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Project-relative YAML files uploaded with their storage credentials taken out (path -> new text)."""
+    withheld: list[str] = dataclasses.field(default_factory=list)
+    """Storage credentials left behind (``mm_ray.cluster.secrets``): the cluster supplies its own."""
 
     def runtime_env(self, working_dir: str) -> dict[str, Any]:
         return {"working_dir": working_dir, "env_vars": dict(self.env_vars)}
@@ -99,6 +110,8 @@ def plan_job(argv: Sequence[str], *, project_root: Path, include: Sequence[str] 
     argv = list(argv)
     if argv[:1] == ["--"]:
         argv = argv[1:]
+    # Credentials never travel: the entrypoint is shown by the cluster to everyone who can list its jobs.
+    argv, withheld = scrub_overrides(argv)
     if not argv:
         raise SubmitError("no command to submit: put an mm-ray command after `--`, e.g. `-- demo`")
     if argv[0] in LOCAL_ONLY:
@@ -117,8 +130,15 @@ def plan_job(argv: Sequence[str], *, project_root: Path, include: Sequence[str] 
     for path in include:
         extra += _included(path, root)
     files = sorted({*allowed_files(root), *(_relative(p, root) for _, p in named), *extra})
+    rewritten = {}
+    for relative in files:
+        if relative.endswith((".yaml", ".yml")):
+            text, dropped = scrub_config_text((root / relative).read_text(errors="replace"), relative)
+            if text is not None:
+                rewritten[relative] = text
+                withheld += dropped
     entrypoint = shlex.join(["python", "-m", "mm_ray.cli.main", *argv])
-    return Job(argv, entrypoint, files, dict(JOB_ENV_VARS))
+    return Job(argv, entrypoint, files, dict(JOB_ENV_VARS), rewritten, withheld)
 
 
 def named_files(argv: Sequence[str]) -> list[tuple[str, str]]:
@@ -212,8 +232,11 @@ def stage(job: Job, root: Path, into: Path) -> Path:
     for relative in job.files:
         source, target = root / relative, into / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
-        total += source.stat().st_size
+        if relative in job.rewritten:
+            target.write_text(job.rewritten[relative])
+        else:
+            shutil.copy2(source, target)
+        total += target.stat().st_size
     if total > UPLOAD_LIMIT_BYTES:
         raise SubmitError(f"the upload is {total / 2**20:.0f} MiB, over Ray's 100 MiB working_dir limit")
     return into
@@ -261,10 +284,13 @@ def submit(
     ``entrypoint_*`` reserve resources for the job's driver (memory in bytes), as in ``ray job submit``.
     ``runtime_env`` is merged with the project's upload by ``mm_ray.cluster.runtime_env``'s rules.
     Raises ``SubmitError`` (the command or runtime env, naming the argument or key) or ``ClusterError``
-    (the cluster) before anything runs remotely.
+    (the cluster) before anything runs remotely. Storage credentials in the command or its YAML files stay
+    here (a warning names them): the cluster's nodes supply their own (``mm_ray.cluster.secrets``).
     """
     root = Path(project_root).resolve()
     job = plan_job(command, project_root=root, include=include)
+    if job.withheld:
+        logger.warning("%s", withheld_note(job.withheld))
     with tempfile.TemporaryDirectory(prefix="mm_ray-job-") as staging:
         try:
             env = merge_runtime_env(runtime_env or {}, job.runtime_env(str(stage(job, root, Path(staging)))))
@@ -281,6 +307,16 @@ def submit(
             entrypoint_memory=entrypoint_memory,
             entrypoint_resources=dict(entrypoint_resources) if entrypoint_resources else None,
         )
+
+
+def withheld_note(withheld: Sequence[str]) -> str:
+    """What to tell someone whose storage credentials were left out of a job."""
+    return (
+        "not sent to the cluster (credentials stay on this machine): "
+        + ", ".join(withheld)
+        + "; the cluster's nodes read S3 with their own credentials "
+        "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN in their environment, or an instance role)"
+    )
 
 
 def first_line(err: BaseException) -> str:

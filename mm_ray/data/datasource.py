@@ -154,9 +154,9 @@ class _Reporter:
     def finish(self) -> None:
         if self.ledger is None:
             return
-        import ray  # only here: the reader itself is usable without a running Ray
+        from mm_ray.data.ledger import ledger_get  # Ray only here: the reader works without it
 
         # Wait for the final calls so the driver's summary, taken after the stream ends, is complete.
-        ray.get(self.ledger.add.remote(self._pending))
+        ledger_get(self.ledger.add.remote(self._pending))
         self._pending = []
-        raise_if_over_budget(ray.get(self.ledger.shard_progress.remote(self.shard, self.samples, True)))
+        raise_if_over_budget(ledger_get(self.ledger.shard_progress.remote(self.shard, self.samples, True)))

@@ -7,6 +7,11 @@ instance of this plain class as an actor (``mm_ray.data.pipeline``); tests use i
 Records are de-duplicated on what they are about (``record_identity``) and shard counts are overwritten,
 not added, so a retried read task, a restarted actor or a later epoch reading the same shard does not
 double count, while distinct members of one sample (5,000 unknown ones, say) are each counted.
+
+The actor is never restarted: a restarted ledger would start empty and report a fraction of the run's
+counts as the whole (``samples_ok`` sizes the LR schedule and the cache manifest). If it dies, every call
+to it goes through ``ledger_get``, which raises ``LedgerLost`` naming it, so the run fails instead of
+finishing with counts that are silently wrong.
 """
 
 from __future__ import annotations
@@ -35,6 +40,26 @@ def raise_if_over_budget(verdict: str | None) -> None:
     """Raise ``ErrorBudgetExceeded`` with the ledger's message (``QuarantineLedger.budget_exceeded``)."""
     if verdict:
         raise ErrorBudgetExceeded(verdict)
+
+
+class LedgerLost(RuntimeError):
+    """The quarantine ledger actor died mid-run: its counts are gone, so the run cannot report them."""
+
+
+LEDGER_LOST = (
+    "the quarantine ledger actor (QuarantineLedger) died during the run, and with it the counts of samples "
+    "read and set aside: this run's summary would be wrong, so it stops here; run it again"
+)
+
+
+def ledger_get(refs: Any) -> Any:
+    """``ray.get(refs)`` for calls to the ledger actor; ``LedgerLost`` when the actor has died."""
+    import ray  # only here: the ledger class itself is plain Python
+
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayActorError as err:
+        raise LedgerLost(f"{LEDGER_LOST} ({type(err).__name__})") from None
 
 
 class QuarantineLedger:

@@ -30,7 +30,7 @@ from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import model_ready_shapes, row_bytes
 from mm_ray.data.datasource import ShardDatasource
-from mm_ray.data.ledger import QuarantineLedger, check_error_budget, write_quarantine_log
+from mm_ray.data.ledger import QuarantineLedger, check_error_budget, ledger_get, write_quarantine_log
 from mm_ray.data.members import MemberMap, member_map
 from mm_ray.data.resources import COST_SHARE, IngestPlan, plan_ingest
 from mm_ray.data.sources import expand_shards
@@ -236,7 +236,8 @@ class Ingest:
             reads_in_pool=reads_in_pool,
         )
         limit_memory(cfg.data.memory_limit_mb)
-        ledger = ray.remote(num_cpus=0)(QuarantineLedger).remote(
+        # Never restarted: a fresh ledger would have lost the counts so far (see mm_ray.data.ledger).
+        ledger = ray.remote(num_cpus=0, max_restarts=0)(QuarantineLedger).remote(
             error_budget=cfg.data.error_budget, shards_total=len(set(urls))
         )
         with blocks_of(cfg.data.read_block_rows, model_ready_shapes(cfg)):
@@ -255,11 +256,11 @@ class Ingest:
 
     def summary(self) -> dict[str, Any]:
         """The ledger's current counts (cheap; safe to poll while the stream runs)."""
-        return ray.get(self.ledger.summary.remote())
+        return ledger_get(self.ledger.summary.remote())
 
     def quarantine_records(self) -> list[dict[str, str]]:
         """Every quarantine record so far (shard, key, reason, detail)."""
-        return ray.get(self.ledger.records.remote())
+        return ledger_get(self.ledger.records.remote())
 
     def finish(self, quarantine_log: str | Path | None = None) -> dict[str, Any]:
         """Final summary after the stream ended; writes the quarantine log and enforces the budget."""

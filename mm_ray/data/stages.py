@@ -92,10 +92,10 @@ class _RejectingStage:
     def _report(self, records: list[dict[str, str]]) -> None:
         if self._ledger is None:
             return
-        import ray
+        from mm_ray.data.ledger import ledger_get
 
         # Wait: the driver's final summary must include these once the stream has ended.
-        raise_if_over_budget(ray.get(self._ledger.add.remote(records)))
+        raise_if_over_budget(ledger_get(self._ledger.add.remote(records)))
 
 
 class ImageStage:

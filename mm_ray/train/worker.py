@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from mm_ray.config.load import as_dict
-from mm_ray.data.ledger import check_error_budget
+from mm_ray.data.ledger import check_error_budget, ledger_get
 from mm_ray.preprocess.augment import augment_split, build_augmenter
 from mm_ray.train.checkpoint import TOKENIZER_FILE, load_checkpoint, restore_into, save_checkpoint
 from mm_ray.train.loop import loop_epoch, seed_everything
@@ -119,7 +119,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
 def quarantine_metrics(ledger: Any, error_budget: float) -> dict[str, Any]:
     """A training stream's quarantine counts so far (each bad sample once, however many epochs read it);
     raises ``ErrorBudgetExceeded`` once more than ``error_budget`` of the samples read were set aside."""
-    summary = ray.get(ledger.summary.remote())
+    summary = ledger_get(ledger.summary.remote())
     check_error_budget(summary, error_budget, log_hint="<run dir>/quarantine.jsonl after the run")
     metrics: dict[str, Any] = {
         "ingest_samples_read": summary["samples_read"],

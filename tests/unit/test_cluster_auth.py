@@ -74,3 +74,21 @@ def test_a_token_on_the_command_line_still_works_but_warns(capsys) -> None:
     assert "--token is deprecated" in capsys.readouterr().err
     quiet = parse_args(["jobs", "list", "--address", "http://127.0.0.1:1", "--token-file", "f"])
     assert quiet.token is None and capsys.readouterr().err == ""
+
+
+def test_without_flags_the_process_environment_decides_in_rays_order(tmp_path: Path, monkeypatch) -> None:
+    """No flag, no ``env`` argument: ``RAY_AUTH_TOKEN``, then ``RAY_AUTH_TOKEN_PATH``, then the default file
+    (token mode only), each read from this process's environment."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("from-default-file")
+    (tmp_path / "named").write_text("from-env-path")
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    assert resolve_token() is None
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert resolve_token() == "from-default-file"
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "named"))
+    assert resolve_token() == "from-env-path"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert resolve_token() == "from-env"

@@ -189,3 +189,18 @@ def test_a_file_that_is_not_weights_only_is_refused_in_one_line(tmp_path: Path) 
     with pytest.raises(CheckpointError) as err:
         open_checkpoint(tmp_path)
     assert "cannot read the checkpoint" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_cli_refuses_a_non_weights_checkpoint_in_one_line(tmp_path: Path, capsys) -> None:
+    """``mm-ray evaluate`` on a file that would need unpickling: one line naming it, exit 2, no traceback,
+    and the planted object's code never runs."""
+    import collections
+
+    from mm_ray.cli.main import main
+
+    torch.save({"format": 2, "x": collections.OrderedDict, "y": Path("p")}, tmp_path / "state.pt")
+    (tmp_path / TOKENIZER_FILE).write_text("{}")
+    assert main(["evaluate", str(tmp_path), str(tmp_path / "shards")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mm-ray evaluate: {tmp_path}: cannot read the checkpoint")
+    assert err.count("\n") == 1 and "Traceback" not in err and "UnpicklingError" not in err.split(":")[0]

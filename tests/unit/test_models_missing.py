@@ -157,3 +157,24 @@ def test_every_preset_handles_a_sample_with_no_modality_at_all():
     for preset in PRESETS:
         logits = tiny(preset).eval()(batch)
         assert torch.isfinite(logits).all(), preset
+
+
+def test_additive_fusion_averages_the_logits_of_the_present_modalities_only():
+    from mm_ray.models.fusion import AdditiveFusion
+
+    torch.manual_seed(0)
+    fusion = AdditiveFusion(modalities=("image", "text", "audio"), dim=4, hidden=8, num_classes=3).eval()
+    emb = {m: torch.randn(3, 4) for m in ("image", "text", "audio")}
+    # Row 0: all present; row 1: image and audio; row 2: none (counted as all present, no 0/0).
+    present = {
+        "image": torch.tensor([True, True, False]),
+        "text": torch.tensor([True, False, False]),
+        "audio": torch.tensor([True, True, False]),
+    }
+    with torch.no_grad():
+        out = fusion(emb, present)
+        head = {m: fusion.heads[m](emb[m]) for m in emb}
+    every = (head["image"] + head["text"] + head["audio"]) / 3
+    torch.testing.assert_close(out[0], every[0])
+    torch.testing.assert_close(out[1], (head["image"][1] + head["audio"][1]) / 2)
+    torch.testing.assert_close(out[2], every[2])

@@ -58,3 +58,36 @@ def test_drop_rejected_returns_records_naming_shard_and_key() -> None:
         {"shard": "s.tar", "key": "b", "reason": "corrupt_image", "detail": "cannot identify image"}
     ]
     assert C.REJECT not in good
+
+
+def test_audio_sample_rate_from_the_config_reaches_the_audio_stage(tmp_path) -> None:
+    """``audio.sample_rate`` is the rate clips are resampled to, whatever the file's own rate."""
+    import io
+
+    import soundfile as sf
+
+    from mm_ray.config.load import load_config
+    from mm_ray.data.pipeline import preprocessor_kwargs
+    from mm_ray.preprocess.audio import AudioPreprocessor
+
+    settings = ["audio.sample_rate=8000", "audio.duration_s=0.5", "audio.hop_length=128", "audio.n_fft=256"]
+    kwargs = preprocessor_kwargs(load_config(None, settings), tokenizer_json="")["audio"]
+    # A 22.05 kHz clip: a 1 kHz tone (below 8 kHz's Nyquist) plus a 5 kHz one (above it, must be filtered).
+    t = np.arange(22050) / 22050
+    wave = 0.3 * np.sin(2 * np.pi * 1000 * t) + 0.3 * np.sin(2 * np.pi * 5000 * t)
+    clip = io.BytesIO()
+    sf.write(clip, wave.astype(np.float32), 22050, format="WAV", subtype="FLOAT")
+    samples = {"k0": {**good_sample(0), "wav": clip.getvalue()}}
+    raw = next(read_shard_blocks(str(write_samples(tmp_path / "a.tar", samples)), MemberMap(), None, {}, 64))
+    table = AudioStage(**kwargs)(raw)
+    # 0.5 s at 8 kHz = 4,000 samples -> 1 + 4000 // 128 centred frames (16 kHz would give 63).
+    audio = BlockAccessor.for_block(table).to_batch_format("numpy")[C.AUDIO]
+    assert audio.shape[0] == 1 and audio.shape[-1] == 1 + 4000 // 128
+    waveform = AudioPreprocessor(**kwargs).load_waveform(clip.getvalue())
+    assert waveform.shape == (4000,)
+    spectrum = np.abs(np.fft.rfft(waveform))
+    freqs = np.fft.rfftfreq(4000, d=1 / 8000)
+    assert freqs[spectrum.argmax()] == 1000.0
+    # Resampled properly, the 5 kHz tone is filtered out; sampled at 8 kHz without a filter it would fold
+    # to 3 kHz.
+    assert spectrum[np.abs(freqs - 3000) < 50].max() < 0.01 * spectrum.max()

@@ -135,3 +135,26 @@ def test_resume_takes_no_new_settings_and_caches_need_a_source(tmp_path: Path, c
     assert "drop --space and overrides" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"train.cache: .* no shards are set"):
         ensure_caches(load_config(None, [f"train.cache={tmp_path / 'missing'}"]))
+
+
+def test_asha_lets_every_trial_train_all_its_epochs_and_cuts_laggards_at_the_rungs(setup: list[str]) -> None:
+    """The scheduler the sweep hands Tune, driven with results as Tune would: with train.epochs=4,
+    grace_period=1 and reduction_factor=2 the rungs are epochs 1, 2 and 4 (1 x 2^k); a trial reporting the
+    best accuracy continues through epoch 4, and a trial that trails at a rung stops there."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from mm_ray.tune.sweep import _scheduler
+
+    cfg = load_config(None, [*setup, "train.epochs=4", "tune.grace_period=1", "tune.reduction_factor=2"])
+    asha = _scheduler(cfg)
+    asha.set_search_properties(metric="val_accuracy", mode="max")
+    good, bad = SimpleNamespace(trial_id="good"), SimpleNamespace(trial_id="bad")
+    for trial in (good, bad):
+        asha.on_trial_add(None, trial)
+    decisions = [asha.on_trial_result(None, good, {"epoch": e, "val_accuracy": 0.9}) for e in (1, 2, 3, 4)]
+    assert decisions == [TrialScheduler.CONTINUE] * 4  # the last epoch included: no cut at max_t
+    assert asha.on_trial_result(None, bad, {"epoch": 1, "val_accuracy": 0.1}) == TrialScheduler.STOP
+    # Nothing runs past train.epochs: a result beyond it ends the trial.
+    assert asha.on_trial_result(None, good, {"epoch": 5, "val_accuracy": 0.9}) == TrialScheduler.STOP
