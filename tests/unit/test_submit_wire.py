@@ -62,7 +62,7 @@ def test_submit_sends_no_storage_credential(tmp_path: Path, monkeypatch, capsys)
         "train.epochs=1",
     ]
     with RecordingDashboard() as dash:
-        assert main(["submit", "--address", dash.address, "--", *command]) == 0
+        assert main(["submit", "--no-wait", "--address", dash.address, "--", *command]) == 0
     out = capsys.readouterr()
     assert SECRET not in out.out and SESSION not in out.out
     assert "data.storage_options.secret_key (command line)" in out.err  # the user is told what stayed here
