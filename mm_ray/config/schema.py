@@ -31,6 +31,8 @@ PresetName = Literal[
     "tensor",
     "low_rank_tensor",
     "cross_transformer",
+    "mvae",
+    "cgan",
 ]
 """A fusion preset of the model zoo (``mm_ray.models.PRESETS``; a unit test keeps the two equal). Checked when the
 config is loaded, so ``model.preset=gatd`` fails on the driver, naming the key, before Ray starts."""
@@ -272,6 +274,9 @@ class ModelConfig:
     unnamed modality weighs 1.0; per sample they are renormalised over the modalities present."""
     align_dim: int = 64
     """Size of the shared space the alignment projections map into (``train.align_loss_weight`` > 0 only)."""
+    vae_beta: float = 1.0
+    """KL weight of the ``mvae`` preset's ELBO (its reconstruction terms are per-element mean squared errors, so
+    small values, 0.01-0.1, keep the latent informative); ``mvae`` uses ``fusion_dim`` as its latent size."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,8 +31,10 @@ def param_groups(
     groups = []
     taken: set[int] = set()
     for m in model.modalities:
-        # The missing embedding stands in for this encoder's output, so it learns at the same rate.
-        params = [*model.encoders[m].parameters(), model.missing[m]]
+        # The missing embedding stands in for this encoder's output, so it learns at the same rate. The
+        # generative models (mvae, cgan) have encoders but no missing embeddings.
+        missing = getattr(model, "missing", {})
+        params = [*model.encoders[m].parameters(), *([missing[m]] if m in missing else [])]
         taken.update(id(p) for p in params)
         groups.append({"name": m, "params": params, "lr": lr_by_modality.get(m, lr)})
     rest = [p for p in model.parameters() if id(p) not in taken]

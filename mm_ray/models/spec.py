@@ -16,7 +16,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from mm_ray.models.model import FusionModel
+from torch import nn
+
 from mm_ray.models.presets import build_model
 
 # Arguments that fix what a batch must look like: models that share a data pipeline agree on them.
@@ -48,13 +49,17 @@ class ModelSpec:
     """One linear head per modality (``train.aux_loss_weight`` > 0)."""
     align_dim: int = 0
     """Size of the alignment projections (``train.align_loss_weight`` > 0), 0 = none."""
+    audio_frames: int = 0
+    """Frames of the audio features (the ``mvae`` audio decoder's output length); 0 = not recorded."""
+    vae_beta: float = 1.0
+    """KL weight of the ``mvae`` ELBO."""
 
     def __post_init__(self) -> None:
         # Lists from JSON/YAML become tuples, so equal specs compare equal whatever they were read from.
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "fusion_weights", dict(self.fusion_weights))
 
-    def build(self) -> FusionModel:
+    def build(self) -> nn.Module:
         """The model this spec describes, with the spec's seed's initial weights."""
         kwargs = self.as_dict()
         return build_model(kwargs.pop("preset"), **kwargs)

@@ -99,6 +99,9 @@ class LoopConfig:
             # The extra heads exist only when their loss is on: unused parameters would stall DDP's all-reduce.
             aux_heads=t.aux_loss_weight > 0,
             align_dim=m.align_dim if t.align_loss_weight > 0 else 0,
+            # Only the model that decodes audio needs its length; other specs stay as they were.
+            audio_frames=shapes["audio"][-1] if m.preset == "mvae" else 0,
+            vae_beta=m.vae_beta,
         )
         return cls(
             model=spec,
