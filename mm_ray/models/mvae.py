@@ -140,7 +140,8 @@ class MultimodalVAE(nn.Module):
         unknown = set(sources) - set(self.modalities)
         if unknown or not sources:
             raise ValueError(f"sources must be a non-empty subset of {self.modalities}, got {list(sources)}")
-        present = {m: presence(batch, m) & (m in sources) for m in self.modalities}
+        # Only the sources are read: the batch need not hold the other modalities' columns at all.
+        present = {m: presence(batch, m) for m in self.modalities if m in sources}
         mu, logvar = self._posterior(self._experts(batch, present), present)
         noise = torch.randn(
             (samples, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype
@@ -153,7 +154,7 @@ class MultimodalVAE(nn.Module):
 
     def _experts(self, batch: Tensors, present: Tensors) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         out = {}
-        for m in self.modalities:
+        for m in present:
             mu, logvar = (
                 self.experts[m](encode(self.encoders[m], batch, m, present[m])).float().chunk(2, dim=-1)
             )
@@ -162,14 +163,12 @@ class MultimodalVAE(nn.Module):
         return out
 
     def _posterior(self, experts, present: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
-        """The product of the prior and the experts of the modalities marked in ``present``."""
-        first = experts[self.modalities[0]][0]
-        prior = torch.zeros_like(first)
-        mus = torch.stack([prior, *(experts[m][0] for m in self.modalities)], dim=1)
-        logvars = torch.stack([prior, *(experts[m][1] for m in self.modalities)], dim=1)
-        mask = torch.stack(
-            [torch.ones_like(present[self.modalities[0]]), *(present[m] for m in self.modalities)], 1
-        )
+        """The product of the prior and the experts (modality -> (mu, logvar)) where ``present`` marks a row."""
+        names = list(experts)
+        prior = torch.zeros_like(experts[names[0]][0])
+        mus = torch.stack([prior, *(experts[m][0] for m in names)], dim=1)
+        logvars = torch.stack([prior, *(experts[m][1] for m in names)], dim=1)
+        mask = torch.stack([torch.ones_like(present[names[0]]), *(present[m] for m in names)], dim=1)
         return product_of_experts(mus, logvars, mask)
 
     def _elbo_terms(self, batch: Tensors, experts, present: Tensors) -> Tensors:

@@ -93,6 +93,8 @@ def test_mvae_text_to_image_depends_on_the_text_only() -> None:
     images = draw(a)
     assert images.shape == (B, 3, 3, SIZE, SIZE) and images.min() >= 0.0 and images.max() <= 1.0
     torch.testing.assert_close(draw(b), images)
+    # The batch need not hold the other modalities at all (captions alone, as from a text-only shard).
+    torch.testing.assert_close(draw({c: a[c] for c in ("input_ids", "attention_mask")}), images)
     mels = model.generate(a, target="audio", sources=("text", "image"), samples=2)
     assert mels.shape == (B, 2, N_MELS, FRAMES)
     with pytest.raises(ValueError, match="subset"):
