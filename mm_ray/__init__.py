@@ -10,6 +10,7 @@ The Python API (the ``mm-ray`` command is a thin shell over it)::
     result = mm_ray.fit(cfg)                               # -> TrainResult (Ray Train DDP)
     scores = mm_ray.evaluate(result.run_dir, ["shards/val-*.tar"])
     vectors = mm_ray.embed(result.run_dir, ["shards/val-*.tar"])
+    made = mm_ray.generate(mvae_run_dir, ["shards/val-*.tar"], sources=("text",), target="image")
     swept = mm_ray.sweep(cfg, "pipelines/spaces/fusion_small.yaml")        # -> SweepResult (Ray Tune)
     job_id = mm_ray.submit(["demo"], address="http://HEAD:8265")         # a Ray job on a cluster
 
@@ -53,6 +54,7 @@ _API = {
     "open_checkpoint": "mm_ray.train.checkpoint",
     "CheckpointError": "mm_ray.train.checkpoint",
     "embed": "mm_ray.retrieval.embed",
+    "generate": "mm_ray.generation.run",
     "sweep": "mm_ray.tune.sweep",
     "resume_sweep": "mm_ray.tune.sweep",
     "SweepResult": "mm_ray.tune.sweep",

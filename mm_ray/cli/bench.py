@@ -7,18 +7,20 @@ in the same run, printed as a table with ratios (and ``--json``).
     mm-ray bench train                           # the same shards, preprocessed once into runs/bench/train_cache
     mm-ray bench train --cache DIR train.epochs=5 --json train.json --plot train.png
     mm-ray bench hostile                         # a 2 GiB gzip bomb and giant captions: time and peak memory
+    mm-ray bench generate --config pipelines/generate.yaml   # mvae / cgan: topic of images drawn from text
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from mm_ray.bench import hostile as hostile_bench
 from mm_ray.bench import ingest as ingest_bench
 from mm_ray.bench import runner
 from mm_ray.bench import train as train_bench
-from mm_ray.cli.common import add_config_args, split_overrides, write_json
+from mm_ray.cli.common import add_config_args, config_from_args, split_overrides, write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,9 +28,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "bench",
         help="benchmarks: `bench ingest` (decode floor vs DataLoader vs Ray pipeline), `bench memory` "
         "(1x vs 10x data), `bench train` (plain PyTorch loop vs Ray Train with 1 and 2 workers), `bench hostile` "
-        "(time and peak memory of preprocess on a gzip bomb and giant captions, vs the same shard without)",
+        "(time and peak memory of preprocess on a gzip bomb and giant captions, vs the same shard without), "
+        "`bench generate` (mvae and cgan images drawn from text: topic recovered vs chance and real images, "
+        "diversity)",
     )
-    p.add_argument("target", choices=["ingest", "memory", "train", "hostile"])
+    p.add_argument("target", choices=["ingest", "memory", "train", "hostile", "generate"])
     p.add_argument("overrides", nargs="*", help="key=value overrides (demo.* sizes the generated data)")
     p.add_argument("--shards", nargs="+", help="benchmark these shards instead of generated demo data")
     p.add_argument(
@@ -54,7 +58,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--bomb-gib", type=float, default=2.0, help="hostile: what the gzip bomb inflates to (GiB)"
     )
-    p.add_argument("--plot", metavar="PNG", help="train: also draw samples/s per mode into this PNG")
+    p.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="train: also draw samples/s per mode into this PNG; generate: where the grid of generated "
+        "images goes (default: <output_dir>/<name>/generation_grid.png)",
+    )
     p.add_argument(
         "--repeat",
         type=int,
@@ -72,6 +81,8 @@ def main(args: argparse.Namespace) -> int:
     overrides += late_overrides
     if rest:
         raise SystemExit(f"mm-ray bench: not key=value: {' '.join(rest)}")
+    if args.target == "generate":
+        return bench_generate(args, overrides)
     common = {
         "config_path": args.config,
         "overrides": overrides,
@@ -109,6 +120,22 @@ def main(args: argparse.Namespace) -> int:
         if "ratios" in summary:
             print("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in summary["ratios"].items()))
         print_cpu(summary["results"])
+    write_json(args.json, summary)
+    return 0
+
+
+def bench_generate(args: argparse.Namespace, overrides: list[str]) -> int:
+    # Imported here: torch is heavy, and the other benchmarks run their models in subprocesses.
+    from mm_ray.generation.bench import bench_generation, generation_table
+
+    cfg = config_from_args(args, overrides)
+    summary = bench_generation(cfg, Path(cfg.output_dir) / cfg.name, grid_path=args.plot)
+    k = summary["topics"]
+    print(f"\ncross-modal generation (text -> image), {k} topics: topic read back from the images")
+    print(generation_table(summary["rows"]))
+    for name, stats in summary["train"].items():
+        print(f"trained {name}: {stats['epochs']} epochs, {stats['seconds']} s")
+    print(f"grid ({summary['grid_rows']}): {summary['grid']}")
     write_json(args.json, summary)
     return 0
 

@@ -6,6 +6,7 @@
     mm-ray train train.cache=DIR        train a fusion model with Ray Train (resumes by name)
     mm-ray evaluate CKPT SHARDS         score a checkpoint on any shard set, per modality subset
     mm-ray embed CKPT SHARDS            per-modality embeddings and cross-modal retrieval
+    mm-ray generate CKPT --from text --to image SHARDS   generated images / audio (mvae, cgan checkpoints)
     mm-ray tune --config F              fusion architecture search with Ray Tune (ASHA); --resume NAME
     mm-ray bench ingest|memory|train    benchmarks, each against a baseline measured in the same run
     mm-ray config show|explain          print the resolved config / every key with its meaning
@@ -24,7 +25,19 @@ import logging
 import sys
 from collections.abc import Iterator
 
-from mm_ray.cli import bench, config_cmd, demo, embed, evaluate, jobs, make_shards, preprocess, train, tune
+from mm_ray.cli import (
+    bench,
+    config_cmd,
+    demo,
+    embed,
+    evaluate,
+    generate,
+    jobs,
+    make_shards,
+    preprocess,
+    train,
+    tune,
+)
 from mm_ray.cli.console import quiet_ray_noise
 from mm_ray.cluster.submit import ClusterError, SubmitError
 from mm_ray.config.load import ConfigError
@@ -33,7 +46,7 @@ from mm_ray.data.ledger import LEDGER_LOST, ErrorBudgetExceeded, LedgerLost
 from mm_ray.data.sources import ShardOpenError, ShardSpecError
 from mm_ray.train.checkpoint import CheckpointError
 
-COMMANDS = (demo, make_shards, preprocess, train, evaluate, embed, tune, bench, config_cmd, jobs)
+COMMANDS = (demo, make_shards, preprocess, train, evaluate, embed, generate, tune, bench, config_cmd, jobs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +75,7 @@ WORDS_DEST = {
     "train": "overrides",
     "evaluate": "shards",
     "embed": "shards",
+    "generate": "shards",
     "tune": "overrides",
 }
 

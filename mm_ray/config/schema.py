@@ -31,6 +31,8 @@ PresetName = Literal[
     "tensor",
     "low_rank_tensor",
     "cross_transformer",
+    "mvae",
+    "cgan",
 ]
 """A fusion preset of the model zoo (``mm_ray.models.PRESETS``; a unit test keeps the two equal). Checked when the
 config is loaded, so ``model.preset=gatd`` fails on the driver, naming the key, before Ray starts."""
@@ -293,6 +295,9 @@ class ModelConfig:
     builder_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments of ``builder`` (e.g. ``{hidden: 32}``); searchable as
     ``model.builder_kwargs.<name>`` in a Tune space."""
+    vae_beta: float = 1.0
+    """KL weight of the ``mvae`` preset's ELBO (its reconstruction terms are per-element mean squared errors, so
+    small values, 0.01-0.1, keep the latent informative); ``mvae`` uses ``fusion_dim`` as its latent size."""
 
 
 @dataclasses.dataclass(frozen=True)

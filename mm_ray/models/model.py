@@ -68,7 +68,9 @@ class ModelOutput:
     ``logits``: the fused ``[B, C]`` (what ``model(batch)`` returns). ``embeddings``: each encoder's
     ``[B, dim]``. ``present``: bool ``[B]`` per modality, as in the batch (before modality dropout).
     ``aux_logits``: ``[B, C]`` from each modality's own head ({} without aux heads). ``aligned``:
-    L2-normalised float32 ``[B, align_dim]`` projections ({} without them).
+    L2-normalised float32 ``[B, align_dim]`` projections ({} without them). ``losses``: named, already
+    weighted scalar terms a model computes itself (a generative model's reconstruction and KL terms), added to
+    the training loss as they are and reported per term.
     """
 
     logits: torch.Tensor
@@ -76,6 +78,7 @@ class ModelOutput:
     present: Tensors
     aux_logits: Tensors
     aligned: Tensors
+    losses: Tensors = dataclasses.field(default_factory=dict)
 
 
 class FusionModel(nn.Module):
@@ -161,28 +164,41 @@ class FusionModel(nn.Module):
         return {m: F.normalize(proj(raw[m]).float(), dim=-1) for m, proj in self.projections.items()}
 
     def _presence(self, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
-        needed = _INPUT_COLUMNS[modality]
-        lacking = [c for c in needed if c not in batch]
-        if lacking:
-            raise ValueError(f"the model uses {modality!r} but the batch has no column {lacking}")
-        first = batch[needed[0]]
-        column = batch.get(PRESENCE_COLUMN[modality])
-        if column is None:
-            return torch.ones(first.shape[0], dtype=torch.bool, device=first.device)
-        return column.to(device=first.device, dtype=torch.bool)
+        return presence(batch, modality)
 
     def _encode(self, batch: dict[str, torch.Tensor], modality: str, present: torch.Tensor) -> torch.Tensor:
-        encoder = self.encoders[modality]
-        if modality == "text":
-            ids = _zero_missing(batch[INPUT_IDS], present)
-            return encoder(ids, _zero_missing(batch[ATTENTION_MASK], present))
-        # Float inputs follow the encoder's dtype, so a model moved to float64 / bfloat16 with .to()
-        # runs on the float32 columns the data plane produces.
-        dtype = next(encoder.parameters()).dtype
-        if modality == "image":
-            images = _zero_missing(batch[IMAGE], present)
-            return encoder((normalize_images(images) if images.dtype == torch.uint8 else images).to(dtype))
-        return encoder(_zero_missing(batch[AUDIO], present).to(dtype))
+        return encode(self.encoders[modality], batch, modality, present)
+
+
+def presence(batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
+    """bool ``[B]``: the rows of ``batch`` that hold ``modality`` (its presence column, else every row).
+
+    ``ValueError`` when the batch lacks the modality's input columns."""
+    needed = _INPUT_COLUMNS[modality]
+    lacking = [c for c in needed if c not in batch]
+    if lacking:
+        raise ValueError(f"the model uses {modality!r} but the batch has no column {lacking}")
+    first = batch[needed[0]]
+    column = batch.get(PRESENCE_COLUMN[modality])
+    if column is None:
+        return torch.ones(first.shape[0], dtype=torch.bool, device=first.device)
+    return column.to(device=first.device, dtype=torch.bool)
+
+
+def encode(
+    encoder: nn.Module, batch: dict[str, torch.Tensor], modality: str, present: torch.Tensor
+) -> torch.Tensor:
+    """``encoder``'s ``[B, dim]`` for ``modality`` of ``batch``, absent rows' inputs zeroed first."""
+    if modality == "text":
+        ids = _zero_missing(batch[INPUT_IDS], present)
+        return encoder(ids, _zero_missing(batch[ATTENTION_MASK], present))
+    # Float inputs follow the encoder's dtype, so a model moved to float64 / bfloat16 with .to()
+    # runs on the float32 columns the data plane produces.
+    dtype = next(encoder.parameters()).dtype
+    if modality == "image":
+        images = _zero_missing(batch[IMAGE], present)
+        return encoder((normalize_images(images) if images.dtype == torch.uint8 else images).to(dtype))
+    return encoder(_zero_missing(batch[AUDIO], present).to(dtype))
 
 
 def _zero_missing(x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

@@ -81,7 +81,8 @@ def training_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(total loss to optimise, fused cross-entropy alone).
 
-    total = fused CE + ``aux_weight`` * ``aux_loss`` + ``align_weight`` * ``alignment_loss``; a term whose
+    total = fused CE + ``aux_weight`` * ``aux_loss`` + ``align_weight`` * ``alignment_loss`` + the model's own
+    ``out.losses`` (a generative model's terms, weighted by the model); a term whose
     weight is 0 is not computed. A positive weight needs the matching heads in the model (built with
     ``aux_heads`` / ``align_dim``), otherwise it is an error rather than a silently missing term; the one
     exception is alignment in a one-modality model, where there is nothing to align.
@@ -101,4 +102,6 @@ def training_loss(
                 "align_weight > 0 but the model has no projections (build it with align_dim > 0)"
             )
         total = total + align_weight * alignment_loss(out.aligned, out.present, temperature)
+    for term in out.losses.values():
+        total = total + term
     return total, fused

@@ -54,7 +54,14 @@ PRESETS: dict[str, Preset] = {
     "tensor": Preset("tensor", description="outer product of [1; h_m] (TFN), MLP head"),
     "low_rank_tensor": Preset("low_rank_tensor", description="rank-R factorized tensor fusion (LMF)"),
     "cross_transformer": Preset("cross_transformer", description="one token per modality + CLS transformer"),
+    "mvae": Preset(
+        "mvae", description="multimodal VAE: product-of-experts posterior, image/audio decoders, classifier"
+    ),
+    "cgan": Preset("cgan", description="conditional GAN text -> image, beside a text classifier"),
 }
+
+GENERATIVE_FAMILIES = ("mvae", "cgan")
+"""Families whose models can generate one modality from others (``model.generates``, ``model.generate``)."""
 
 
 # Encoder sizes to pass through as ``build_model(..., **ENCODER_SIZES["wide"])``. Cost grows with
@@ -91,7 +98,9 @@ def build_model(
     fusion_weights: Mapping[str, float] | None = None,
     aux_heads: bool = False,
     align_dim: int = 0,
-) -> FusionModel:
+    audio_frames: int = 0,
+    vae_beta: float = 1.0,
+) -> nn.Module:
     """Build preset ``preset`` for ``modalities`` (a non-empty subset of image/text/audio).
 
     ``width``/``depth`` size the encoders (the image CNN's base channels and stride-2 blocks, the
@@ -101,7 +110,9 @@ def build_model(
     ``transformer`` or ``lstm`` (``bidirectional`` for the latter). ``fusion_weights`` (``fixed_weighted``
     only): relative weight per modality, 1.0 for those not named. ``aux_heads`` adds a linear head per
     modality; ``align_dim`` > 0 adds a projection per modality to that size (only with 2+ modalities:
-    alignment needs a pair).
+    alignment needs a pair). ``mvae`` (``mm_ray.models.mvae``) uses ``fusion_dim`` as its latent size,
+    ``audio_frames`` (the log-mel's frames) for its audio decoder and ``vae_beta`` as its KL weight; ``cgan``
+    (``mm_ray.models.cgan``) needs image and text.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; known presets: {', '.join(PRESETS)}")
@@ -116,6 +127,12 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         enc_depth = 0 if spec.shallow else depth
+        if spec.family in GENERATIVE_FAMILIES:
+            enc = {
+                m: _encoder(m, width, depth, fusion_dim, vocab_size, n_mels, text, dropout) for m in chosen
+            }
+            return _generative(spec.family, enc, fusion_dim, num_classes, image_size, n_mels, audio_frames,
+                               width, vae_beta)  # fmt: skip
         encoders = {
             m: _encoder(m, width, enc_depth, fusion_dim, vocab_size, n_mels, text, dropout) for m in chosen
         }
@@ -134,6 +151,31 @@ def build_model(
             aux_heads=heads,
             projections=projections,
         )
+
+
+def _generative(
+    family: str,
+    encoders: dict[str, nn.Module],
+    dim: int,
+    num_classes: int,
+    image_size: int,
+    n_mels: int,
+    audio_frames: int,
+    width: int,
+    beta: float,
+) -> nn.Module:
+    # Imported here: the fusion presets need none of the generative code.
+    from mm_ray.models.cgan import TextToImageGAN
+    from mm_ray.models.mvae import build_mvae
+
+    if family == "mvae":
+        return build_mvae(encoders, dim=dim, latent_dim=dim, num_classes=num_classes, image_size=image_size,
+                          n_mels=n_mels, audio_frames=audio_frames, width=width, beta=beta)  # fmt: skip
+    if not {"image", "text"} <= set(encoders):
+        raise ValueError(f"preset 'cgan' needs modalities image and text, got {sorted(encoders)}")
+    return TextToImageGAN(
+        text_encoder=encoders["text"], dim=dim, num_classes=num_classes, image_size=image_size, width=width
+    )
 
 
 def _linears(modalities: tuple[str, ...], dim: int, out: int, seed: int) -> dict[str, nn.Module]:

@@ -54,6 +54,10 @@ class ModelSpec:
     """``package.module:function`` building the model instead of ``preset`` (``mm_ray.models.builder``)."""
     builder_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """The builder's extra keyword arguments."""
+    audio_frames: int = 0
+    """Frames of the audio features (the ``mvae`` audio decoder's output length); 0 = not recorded."""
+    vae_beta: float = 1.0
+    """KL weight of the ``mvae`` ELBO."""
 
     def __post_init__(self) -> None:
         # Lists from JSON/YAML become tuples, so equal specs compare equal whatever they were read from.

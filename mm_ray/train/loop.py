@@ -19,6 +19,11 @@ With ``aux_loss_weight`` or ``align_loss_weight`` > 0 the model must be a ``Fusi
 matching heads (``aux_heads`` / ``align_dim``): the step then calls ``model(batch, with_aux=True)`` and
 optimises ``mm_ray.models.objectives.training_loss``. The reported loss stays the fused cross-entropy, so it
 compares with the validation loss and across runs with other weights.
+
+Generative models bring their own terms: a model with ``needs_output = True`` (``mvae``) is always called
+with ``with_aux=True`` and its ``out.losses`` are optimised too; a model with ``adversarial = True`` (``cgan``)
+is trained by ``mm_ray.train.adversarial.adversarial_step``. ``train_epoch`` reports each such term's
+sample-weighted mean beside the loss (``recon_image``, ``beta_kl``, ``d_loss``, ...).
 """
 
 from __future__ import annotations
@@ -89,15 +94,26 @@ def train_step(
     aux_loss_weight: float = 0.0,
     align_loss_weight: float = 0.0,
     align_temperature: float = 0.07,
+    terms: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on a device batch; returns (mean fused cross-entropy, logits), both detached.
 
     The step optimises the fused cross-entropy plus, where their weights are > 0, the auxiliary-head and
-    contrastive-alignment losses (``mm_ray.models.objectives``).
+    contrastive-alignment losses (``mm_ray.models.objectives``), plus a generative model's own terms; each of
+    those terms, times the batch size, is added to ``terms`` when given (detached, on the device).
     """
     labels = batch[LABEL].long()
+    inner = getattr(model, "module", model)  # the model inside a DDP wrapper
+    if getattr(inner, "adversarial", False):
+        from mm_ray.train.adversarial import adversarial_step
+
+        fused, logits, own = adversarial_step(
+            model, batch, optimizer, grad_clip=grad_clip, autocast_dtype=autocast_dtype
+        )
+        _add_terms(terms, own, labels.shape[0])
+        return fused, logits
     optimizer.zero_grad(set_to_none=True)
-    extra = aux_loss_weight > 0 or align_loss_weight > 0
+    extra = aux_loss_weight > 0 or align_loss_weight > 0 or getattr(inner, "needs_output", False)
     with autocast_context(labels.device, autocast_dtype):
         # A keyword of forward, not another method, so a DDP-wrapped model still syncs its gradients.
         out = model(batch, with_aux=True) if extra else model(batch)
@@ -111,6 +127,7 @@ def train_step(
             temperature=align_temperature,
         )
         logits = out.logits
+        _add_terms(terms, {k: v.detach() for k, v in out.losses.items()}, labels.shape[0])
     else:
         logits = out
         # The loss in float32 even under autocast: bf16 log-softmax loses too much precision.
@@ -120,6 +137,15 @@ def train_step(
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return fused.detach(), logits.detach()
+
+
+def _add_terms(
+    terms: dict[str, torch.Tensor] | None, batch_terms: Mapping[str, torch.Tensor], n: int
+) -> None:
+    if terms is None:
+        return
+    for name, value in batch_terms.items():
+        terms[name] = terms.get(name, 0.0) + value.double() * n
 
 
 def train_epoch(
@@ -148,6 +174,7 @@ def train_epoch(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     samples = steps = 0
+    terms: dict[str, torch.Tensor] = {}
     for raw in batches:
         batch = to_device(raw, device)
         loss, logits = train_step(
@@ -159,6 +186,7 @@ def train_epoch(
             aux_loss_weight=aux_loss_weight,
             align_loss_weight=align_loss_weight,
             align_temperature=align_temperature,
+            terms=terms,
         )
         if scheduler is not None:
             scheduler.step()
@@ -177,6 +205,7 @@ def train_epoch(
         "accuracy": correct.item() / samples,
         "samples": samples,
         "steps": steps,
+        **{name: total.item() / samples for name, total in terms.items()},
     }
 
 

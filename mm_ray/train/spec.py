@@ -106,6 +106,9 @@ class LoopConfig:
             align_dim=m.align_dim if t.align_loss_weight > 0 else 0,
             builder=m.builder or "",
             builder_kwargs=dict(m.builder_kwargs),
+            # Only the model that decodes audio needs its length; other specs stay as they were.
+            audio_frames=shapes["audio"][-1] if m.preset == "mvae" else 0,
+            vae_beta=m.vae_beta,
         )
         return cls(
             model=spec,

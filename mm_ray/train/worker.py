@@ -59,7 +59,10 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     if loop.torch_threads:
         torch.set_num_threads(loop.torch_threads)
     device = ray.train.torch.get_device()
-    model = ray.train.torch.prepare_model(loop.model.build())
+    built = loop.model.build()
+    # An adversarial model's discriminator half leaves the generator and classifier unused: DDP must look for them.
+    ddp = {"find_unused_parameters": True} if getattr(built, "adversarial", False) else None
+    model = ray.train.torch.prepare_model(built, parallel_strategy_kwargs=ddp)
     optimizer, scheduler = optimizer_and_schedule(model, loop)
     start_epoch, history = _resume(model, optimizer, scheduler, device)
     autocast = torch.bfloat16 if loop.bf16 and device.type == "cuda" else None
@@ -196,8 +199,12 @@ def _global_mean(stats: dict[str, float | int], device: torch.device) -> dict[st
     if not (dist.is_available() and dist.is_initialized()) or not stats["samples"]:
         return stats
     n = stats["samples"]
+    # A generative model's loss terms (recon_image, d_loss, ...) are sample-weighted means like the loss.
+    terms = sorted(set(stats) - {"loss", "accuracy", "samples", "steps", "seconds"})
     sums = torch.tensor(
-        [stats["loss"] * n, stats["accuracy"] * n, n, stats["steps"]], dtype=torch.float64, device=device
+        [stats["loss"] * n, stats["accuracy"] * n, n, stats["steps"], *(stats[t] * n for t in terms)],
+        dtype=torch.float64,
+        device=device,
     )
     dist.all_reduce(sums)
     # The epoch lasts as long as its slowest worker.
@@ -210,6 +217,7 @@ def _global_mean(stats: dict[str, float | int], device: torch.device) -> dict[st
         "samples": int(total),
         "steps": int(sums[3].item()),
         "seconds": seconds.item(),
+        **{t: sums[4 + i].item() / total for i, t in enumerate(terms)},
     }
 
 
