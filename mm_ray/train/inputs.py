@@ -194,8 +194,10 @@ def shard_inputs(cfg: Config) -> TrainInputs:
         )
     tokenizer_json = obtain_tokenizer(cfg, list(cfg.data.shards))
     reserved = t.num_workers * t.cpus_per_worker if t.num_workers else 1.0
-    # Inside a Ray task or actor (a Tune trial's function) the CPUs it holds are not free for pools either.
-    reserved += ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+    context = ray.get_runtime_context()
+    if context.get_actor_id() is not None:
+        # Inside an actor (a Tune trial's function): the CPUs it holds are not free for pools either.
+        reserved += context.get_assigned_resources().get("CPU", 0.0)
     train = Ingest.from_config(
         cfg,
         list(cfg.data.shards),
