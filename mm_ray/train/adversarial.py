@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from mm_ray.train.autocast import autocast_context
 from mm_ray.train.checkpoint import unwrap
 
 
@@ -34,7 +35,6 @@ def adversarial_step(
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """One discriminator and one generator update; returns the classifier's cross-entropy, its logits and the
     batch's ``{"d_loss", "g_loss"}``, all detached."""
-    from mm_ray.train.loop import autocast_context
 
     discriminator = {id(p) for p in unwrap(model).discriminator.parameters()}
     device = next(unwrap(model).parameters()).device

@@ -28,7 +28,6 @@ sample-weighted mean beside the loss (``recon_image``, ``beta_kl``, ``d_loss``, 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 from collections.abc import Iterable, Mapping
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 
 from mm_ray.columns import LABEL
 from mm_ray.models.objectives import training_loss
+from mm_ray.train.autocast import autocast_context
 
 if TYPE_CHECKING:
     from mm_ray.train.spec import LoopConfig
@@ -73,15 +73,6 @@ def to_device(batch: Mapping[str, Any], device: str | torch.device) -> dict[str,
             # non_blocking overlaps the host-to-device copy with compute when the source is pinned.
             out[name] = value.to(device, non_blocking=True)
     return out
-
-
-def autocast_context(
-    device: str | torch.device, dtype: torch.dtype | None
-) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` for the device's type with ``dtype``, or a no-op when ``dtype`` is None."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def train_step(

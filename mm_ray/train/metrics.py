@@ -33,7 +33,8 @@ from mm_ray.columns import (
     SUBSETS,
 )
 from mm_ray.tables import format_table
-from mm_ray.train.loop import autocast_context, to_device
+from mm_ray.train.autocast import autocast_context
+from mm_ray.train.loop import to_device
 
 DATA_COLUMNS = {"image": (IMAGE,), "audio": (AUDIO,), "text": (INPUT_IDS, ATTENTION_MASK)}
 """The model-ready columns of each modality (zeroed when the modality is masked out)."""
