@@ -1,21 +1,31 @@
 """``mm-ray submit`` / ``mm-ray jobs`` against a real two-node Ray cluster on loopback, with token auth.
 
-The cluster is two ``ray start`` processes on this machine (``tests/loopback_cluster.py``: a head and a
-second node with its own CPU and a ``node2`` resource), each with its own temp dir. Only the processes
-started here are stopped (``ray stop`` would stop every Ray on the machine).
+The cluster is two ``ray start`` processes on this machine (a head and a second node with its own CPU and
+a ``node2`` resource), each with its own temp dir: nodes sharing one would garbage-collect each other's
+runtime-env packages, deleting a running job's working directory. Only the processes started here are
+stopped (``ray stop`` would stop every Ray on the machine).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
+import psutil
 import pytest
-from loopback_cluster import LoopbackCluster
 
 from mm_ray.cli.main import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+RAY = str(Path(sys.executable).with_name("ray"))
 TINY = [
     "demo.num_samples=24",
     "demo.samples_per_shard=8",
@@ -33,11 +43,53 @@ TINY = [
 ]
 
 
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
 @pytest.fixture(scope="module")
 def cluster() -> dict:
-    with LoopbackCluster.start() as loopback:
-        loopback.add_node("node2")
-        yield {"address": loopback.address, "token": loopback.token, "out": loopback.base / "out"}
+    # Short: Ray's Unix socket paths live under the temp dir and are limited to ~107 bytes.
+    base = Path(tempfile.mkdtemp(prefix="mmray-"))
+    token = secrets.token_hex(32)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
+    # The job's `python` must be this interpreter (the nodes run the job entrypoint through the shell).
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    gcs, dash, *ports = _free_ports(12)
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    head = [RAY, "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}"]
+    head += ["--include-dashboard=true", f"--temp-dir={base / 'head'}", *common]
+    head += [f"--ray-client-server-port={ports[0]}", f"--dashboard-agent-listen-port={ports[1]}"]
+    head += [f"--metrics-export-port={ports[2]}", f"--runtime-env-agent-port={ports[3]}"]
+    worker = [RAY, "start", f"--address=127.0.0.1:{gcs}", f"--temp-dir={base / 'node2'}", *common]
+    worker += ['--resources={"node2": 1}', f"--dashboard-agent-listen-port={ports[4]}"]
+    worker += [f"--metrics-export-port={ports[5]}", f"--runtime-env-agent-port={ports[6]}"]
+    try:
+        for command in (head, worker):
+            started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+            assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
+        yield {"address": f"http://127.0.0.1:{dash}", "token": token, "out": base / "out"}
+    finally:
+        _stop(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _stop(base: Path) -> None:
+    """Kill the Ray processes whose command line names one of this cluster's temp dirs or sessions."""
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(base) in cmdline:
+            mine.append(proc)
+    for proc in mine:
+        proc.kill()
+    psutil.wait_procs(mine, timeout=30)
 
 
 def test_a_request_without_the_token_is_refused_with_a_clear_error(
