@@ -291,8 +291,8 @@ class _RelayCallback(ray.train.UserCallback):
 class EpochRelay:
     """Brings each epoch's metrics from the Train controller to the driver while ``trainer.fit()`` blocks.
 
-    The controller is another process; a ``ray.util.queue.Queue`` (an actor holding no CPU) carries the
-    metrics, and a thread on the driver hands them to ``on_epoch`` and the ``mm_ray`` logger.
+    The controller is another process; a ``ray.util.queue.Queue`` (an actor holding no CPU, on the driver's
+    node) carries the metrics, and a thread on the driver hands them to ``on_epoch`` and the ``mm_ray`` logger.
     """
 
     callback: _RelayCallback
@@ -302,8 +302,12 @@ class EpochRelay:
     @classmethod
     def start(cls, epochs: int, on_epoch: EpochCallback | None) -> EpochRelay:
         from ray.util.queue import Empty, Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        queue = Queue(actor_options={"num_cpus": 0})
+        # Pinned to the driver's node: left to the scheduler it may land on a worker node, and losing that
+        # node would then fail the whole run (the controller's callback raises) instead of restarting it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
         done = threading.Event()
 
         def drain() -> None:
