@@ -96,6 +96,22 @@ def test_the_launcher_has_a_cpu_and_a_gpu_node_type_and_installs_the_project() -
     assert all("RAY_AUTH_MODE=token" in c for c in starts)
 
 
+def test_the_launcher_copies_an_allow_list_of_the_project_to_the_nodes() -> None:
+    # Not the whole checkout minus some patterns: only what installing the project needs, each by name, so a
+    # `.env`, a key or data in the checkout can never travel (what `mm-ray submit` uploads is as narrow).
+    config = yaml.safe_load((CLUSTER / "launcher" / "mm-ray.yaml").read_text())
+    project = {
+        remote: local
+        for remote, local in config["file_mounts"].items()
+        if remote.startswith("/home/ray/mm_ray")
+    }
+    assert sorted(project.values()) == ["./README.md", "./mm_ray", "./pipelines", "./pyproject.toml"]
+    for remote, local in project.items():
+        assert remote == "/home/ray/mm_ray/" + local.removeprefix("./")  # the layout pip install -e expects
+        assert (CLUSTER.parent / local).exists()
+    assert "." not in config["file_mounts"].values()
+
+
 def test_commands_are_found_in_every_kind_of_file() -> None:
     sources = {source for source, _ in COMMANDS}
     assert {"rayjob-train.yaml", "raycronjob-sweep.yaml", "mm-ray-sweep.service", "README.md"} <= sources
