@@ -23,7 +23,7 @@ import dataclasses
 import io
 import json
 import tarfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -295,31 +295,26 @@ def write_img2dataset_layout(
 ) -> dict:
     """img2dataset's output: ``NNNN.jpg`` + ``NNNN.txt`` (caption) + ``NNNN.json`` (its metadata, plus a
     string ``category``); returns ``{key: category}``, the labels as written."""
-    root = Path(root)
-    truth: dict[str, str] = {}
-    per_shard = -(-samples // shards)
-    for s in range(shards):
-        members: dict[str, Members] = {}
-        for i in range(s * per_shard + offset, min((s + 1) * per_shard, samples) + offset):
-            key = f"{i:09d}"
-            category = BIRDS[(i * 7) % len(BIRDS)]
-            meta = {
-                "url": f"https://example.com/{i}.jpg",
-                "key": key,
-                "status": "success",
-                "category": category,
-                "width": 40,
-                "height": 32,
-                "caption": caption(i),
-            }
-            members[key] = {
-                "jpg": image_bytes(i),
-                "txt": caption(i).encode("utf-8"),
-                "json": json.dumps(meta).encode("utf-8"),
-            }
-            truth[key] = category
-        write_samples(root / f"{s:05d}.tar", members)
-    return truth
+
+    def sample(i: int) -> tuple[str, Members, str]:
+        key, category = f"{i:09d}", BIRDS[(i * 7) % len(BIRDS)]
+        meta = {
+            "url": f"https://example.com/{i}.jpg",
+            "key": key,
+            "status": "success",
+            "category": category,
+            "width": 40,
+            "height": 32,
+            "caption": caption(i),
+        }
+        members = {
+            "jpg": image_bytes(i),
+            "txt": caption(i).encode("utf-8"),
+            "json": json.dumps(meta).encode("utf-8"),
+        }
+        return key, members, category
+
+    return _write_labelled_shards(Path(root), "", samples, shards, offset, sample)
 
 
 def write_audio_caption_layout(
@@ -329,19 +324,33 @@ def write_audio_caption_layout(
     label); returns ``{key: label}`` as written."""
     import gzip
 
-    root = Path(root)
+    def sample(i: int) -> tuple[str, Members, str]:
+        label = labels[(i * 5) % len(labels)]
+        members = {
+            "flac": audio_bytes(i, fmt="FLAC"),
+            "txt.gz": gzip.compress(f"the sound of {label} {caption(i)}".encode()),
+            "cls": f"{label}\n".encode(),
+        }
+        return f"clip{i:06d}", members, label
+
+    return _write_labelled_shards(Path(root), "audio-", samples, shards, offset, sample)
+
+
+def _write_labelled_shards(
+    root: Path,
+    prefix: str,
+    samples: int,
+    shards: int,
+    offset: int,
+    sample: Callable[[int], tuple[str, Members, str]],
+) -> dict[str, str]:
+    """``samples`` samples made by ``sample(i)`` -> (key, members, label), split evenly over ``shards`` tar files
+    ``<prefix>NNNNN.tar``; returns ``{key: label}``, the labels as written."""
     truth: dict[str, str] = {}
     per_shard = -(-samples // shards)
     for s in range(shards):
         members: dict[str, Members] = {}
         for i in range(s * per_shard + offset, min((s + 1) * per_shard, samples) + offset):
-            key = f"clip{i:06d}"
-            label = labels[(i * 5) % len(labels)]
-            members[key] = {
-                "flac": audio_bytes(i, fmt="FLAC"),
-                "txt.gz": gzip.compress(f"the sound of {label} {caption(i)}".encode()),
-                "cls": f"{label}\n".encode(),
-            }
-            truth[key] = label
-        write_samples(root / f"audio-{s:05d}.tar", members)
+            key, members[key], truth[key] = sample(i)
+        write_samples(root / f"{prefix}{s:05d}.tar", members)
     return truth

@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,12 +19,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from loopback_cluster import RAY, free_ports
 
 from mm_ray.cli.main import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-RAY = str(Path(sys.executable).with_name("ray"))
 TINY = [
     "demo.num_samples=24",
     "demo.samples_per_shard=8",
@@ -43,16 +42,6 @@ TINY = [
 ]
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.fixture(scope="module")
 def cluster() -> dict:
     # Short: Ray's Unix socket paths live under the temp dir and are limited to ~107 bytes.
@@ -61,7 +50,7 @@ def cluster() -> dict:
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
     # The job's `python` must be this interpreter (the nodes run the job entrypoint through the shell).
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    gcs, dash, *ports = _free_ports(12)
+    gcs, dash, *ports = free_ports(12)
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
     head = [RAY, "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}"]
     head += ["--include-dashboard=true", f"--temp-dir={base / 'head'}", *common]
