@@ -274,6 +274,10 @@ class ModelConfig:
     """Dropout inside the text encoder and the fusion head."""
     modality_dropout: float = 0.0
     """Per-sample probability of hiding each present modality while training (robustness to missing ones)."""
+    subset_dropout: float = 0.0
+    """Per-sample probability of showing the model, while training, only a non-empty proper subset of the sample's
+    modalities, drawn uniformly (with three modalities each of the six proper subsets gets ``p / 6``): one model
+    then scores near every subset's cap (the learning table's "every subset" verdict); 0.5 is a good start."""
     num_classes: int | None = None
     """Output classes; None = one more than the largest label in the training (and validation) cache."""
     text_encoder: TextEncoderName = "transformer"

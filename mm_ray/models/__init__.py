@@ -17,7 +17,7 @@ Pure PyTorch: nothing here imports Ray.
 
 from mm_ray.models.encoders import AudioEncoder, ImageEncoder, LSTMTextEncoder, TextEncoder
 from mm_ray.models.groups import param_groups
-from mm_ray.models.model import FusionModel, ModelOutput, drop_modalities
+from mm_ray.models.model import FusionModel, ModelOutput, drop_modalities, drop_to_subsets
 from mm_ray.models.objectives import training_loss
 from mm_ray.models.presets import ENCODER_SIZES, PRESETS, TEXT_ENCODERS, Preset, build_model
 from mm_ray.models.spec import ModelSpec
@@ -36,6 +36,7 @@ __all__ = [
     "TextEncoder",
     "build_model",
     "drop_modalities",
+    "drop_to_subsets",
     "param_groups",
     "training_loss",
 ]

@@ -14,7 +14,9 @@ Missing modalities: where a presence mask is False the encoder's output is repla
 per-modality "missing" embedding, and the modality's input is zeroed before encoding, so whatever
 placeholder (or garbage) the row holds can neither change the logits nor put NaN into gradients.
 Modality dropout (training only) hides each present modality with probability ``p`` per sample,
-but never all of a sample's present modalities.
+but never all of a sample's present modalities. Subset dropout (training only) shows a sample, with
+probability ``p``, one non-empty proper subset of its present modalities drawn uniformly: every subset is
+trained as often as every other, so one model can be scored on any of them.
 
 Extra training signals (``mm_ray.models.objectives`` turns them into losses)::
 
@@ -61,6 +63,33 @@ def drop_modalities(
     return torch.where(lost_all.unsqueeze(1), rescue, kept)
 
 
+def drop_to_subsets(
+    present: torch.Tensor, p: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """bool ``[B, M]`` presence -> presence in which each row, with probability ``p``, keeps only a non-empty
+    proper subset of its present entries, drawn uniformly among all of them.
+
+    With ``M = 3`` and all three present a dropped row shows each of the six proper subsets (three singles,
+    three pairs) with probability ``p / 6``; independent per-modality dropout would show the pairs three times as
+    often as the singles at ``p = 1/4`` and most rows whole. Rows with fewer than two present entries are kept.
+    """
+    if p <= 0:
+        return present
+    rows, width = present.shape
+    # Every non-empty subset of the M columns as a bool mask [S, M] (S = 2**M - 1).
+    codes = torch.arange(1, 2**width, device=present.device)
+    subsets = (codes.unsqueeze(1) >> torch.arange(width, device=present.device)) & 1 == 1
+    inside = (
+        (subsets.unsqueeze(0) & ~present.unsqueeze(1)).any(dim=2).logical_not()
+    )  # subset of present [B, S]
+    proper = inside & (subsets.sum(1).unsqueeze(0) < present.sum(1, keepdim=True))
+    # Uniform choice among a row's proper subsets: argmax of random scores, the others at -1.
+    scores = torch.rand((rows, subsets.shape[0]), generator=generator, device=present.device)
+    chosen = subsets[scores.masked_fill(~proper, -1.0).argmax(dim=1)]
+    drop = proper.any(dim=1) & (torch.rand(rows, generator=generator, device=present.device) < p)
+    return torch.where(drop.unsqueeze(1), chosen, present)
+
+
 @dataclasses.dataclass
 class ModelOutput:
     """What ``FusionModel(batch, with_aux=True)`` returns; per-modality dicts are keyed by modality.
@@ -89,6 +118,8 @@ class FusionModel(nn.Module):
         fusion: a module from ``mm_ray.models.fusion``: ``(embeddings, present) -> logits``.
         dim: the encoders' output size (the size of each missing embedding).
         modality_dropout: per-sample probability of hiding each present modality while training.
+        subset_dropout: per-sample probability of showing only a uniformly drawn non-empty proper subset of the
+            present modalities while training (``drop_to_subsets``).
         aux_heads: modality -> head ``[B, dim] -> [B, C]`` for the multi-task loss (optional).
         projections: modality -> ``[B, dim] -> [B, align_dim]`` for contrastive alignment (optional).
     """
@@ -100,6 +131,7 @@ class FusionModel(nn.Module):
         fusion: nn.Module,
         dim: int,
         modality_dropout: float = 0.0,
+        subset_dropout: float = 0.0,
         aux_heads: dict[str, nn.Module] | None = None,
         projections: dict[str, nn.Module] | None = None,
     ):
@@ -109,6 +141,8 @@ class FusionModel(nn.Module):
             raise ValueError(f"encoders must be a non-empty subset of {MODALITIES}, got {sorted(encoders)}")
         if not 0.0 <= modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+        if not 0.0 <= subset_dropout <= 1.0:
+            raise ValueError(f"subset_dropout must be in [0, 1], got {subset_dropout}")
         self.modalities = tuple(m for m in MODALITIES if m in encoders)
         for name, extra in (("aux_heads", aux_heads), ("projections", projections)):
             if extra and set(extra) != set(self.modalities):
@@ -117,6 +151,7 @@ class FusionModel(nn.Module):
         self.missing = nn.ParameterDict({m: nn.Parameter(torch.randn(dim) * 0.02) for m in self.modalities})
         self.fusion = fusion
         self.modality_dropout = modality_dropout
+        self.subset_dropout = subset_dropout
         # Empty when unused: they then add nothing to the state dict, so older checkpoints still load.
         self.aux_heads = nn.ModuleDict(aux_heads or {})
         self.projections = nn.ModuleDict(projections or {})
@@ -126,10 +161,10 @@ class FusionModel(nn.Module):
         ``with_aux`` (a keyword, not a separate method, so it also passes through DDP's forward)."""
         present, raw = self._encode_all(batch)
         seen = present
-        if self.training and self.modality_dropout > 0:
-            stacked = drop_modalities(
-                torch.stack([present[m] for m in self.modalities], 1), self.modality_dropout
-            )
+        if self.training and (self.modality_dropout > 0 or self.subset_dropout > 0):
+            stacked = torch.stack([present[m] for m in self.modalities], 1)
+            stacked = drop_to_subsets(stacked, self.subset_dropout)
+            stacked = drop_modalities(stacked, self.modality_dropout)
             seen = {m: stacked[:, i] for i, m in enumerate(self.modalities)}
         emb = {m: torch.where(seen[m].unsqueeze(1), raw[m], self.missing[m].to(raw[m].dtype)) for m in raw}
         logits = self.fusion(emb, seen)

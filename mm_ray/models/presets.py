@@ -4,7 +4,7 @@
                         image_size=64, vocab_size=8192, n_mels=64, rank=8)
 
 ``PRESETS`` maps each name to its fusion family; Tune searches over these names plus a few
-scalars (width, depth, fusion_dim, rank, dropout, modality_dropout). Unimodal presets use only
+scalars (width, depth, fusion_dim, rank, dropout, modality_dropout, subset_dropout). Unimodal presets use only
 their own modality (the other modalities named in ``modalities`` are ignored, as a baseline should).
 ``early`` gives the joint network shallow features: stem-only encoders (``depth=0``) and a joint MLP
 ``depth + 1`` layers deep. The same seed gives the same initial weights, whatever the global RNG.
@@ -92,6 +92,7 @@ def build_model(
     max_text_len: int = 256,
     dropout: float = 0.0,
     modality_dropout: float = 0.0,
+    subset_dropout: float = 0.0,
     seed: int = 0,
     text_encoder: str = "transformer",
     bidirectional: bool = True,
@@ -148,6 +149,7 @@ def build_model(
             fusion=fusion,
             dim=fusion_dim,
             modality_dropout=modality_dropout,
+            subset_dropout=subset_dropout,
             aux_heads=heads,
             projections=projections,
         )

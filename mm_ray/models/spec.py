@@ -42,6 +42,7 @@ class ModelSpec:
     rank: int = 4
     dropout: float = 0.0
     modality_dropout: float = 0.0
+    subset_dropout: float = 0.0
     seed: int = 0
     text_encoder: str = "transformer"
     bidirectional: bool = True

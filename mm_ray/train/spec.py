@@ -97,6 +97,7 @@ class LoopConfig:
             rank=m.rank,
             dropout=m.dropout,
             modality_dropout=m.modality_dropout,
+            subset_dropout=m.subset_dropout,
             seed=t.seed,
             text_encoder=m.text_encoder,
             bidirectional=m.bidirectional,

@@ -1,11 +1,14 @@
-"""Missing modalities: presence masks, the learned missing embedding, and modality dropout."""
+"""Missing modalities: presence masks, the learned missing embedding, modality dropout and subset dropout."""
 
 from __future__ import annotations
+
+import itertools
+from collections import Counter
 
 import pytest
 import torch
 
-from mm_ray.models import PRESETS, build_model, drop_modalities
+from mm_ray.models import PRESETS, build_model, drop_modalities, drop_to_subsets
 
 B, SIZE, LENGTH, VOCAB, N_MELS, FRAMES = 4, 32, 16, 100, 16, 26
 ABSENT = torch.tensor([True, False, True, False])  # rows 1 and 3 lack the modality under test
@@ -142,6 +145,63 @@ def test_model_dropout_acts_in_training_and_is_off_in_eval():
     with torch.no_grad():
         torch.testing.assert_close(model(batch), reference(batch))
     assert torch.equal(seen[0], given)
+
+
+def _proper_subsets(row: tuple[bool, ...]) -> list[tuple[bool, ...]]:
+    """Every non-empty proper subset of the present entries of ``row``, enumerated with itertools."""
+    present = [i for i, p in enumerate(row) if p]
+    out = []
+    for k in range(1, len(present)):
+        for chosen in itertools.combinations(present, k):
+            out.append(tuple(i in chosen for i in range(len(row))))
+    return out
+
+
+@pytest.mark.parametrize("row", [(True, True, True), (True, False, True)])
+def test_drop_to_subsets_draws_every_proper_subset_equally_often(row):
+    n, p = 60_000, 0.6
+    present = torch.tensor([row] * n)
+    seen = Counter(tuple(r) for r in drop_to_subsets(present, p, torch.Generator().manual_seed(3)).tolist())
+    proper = _proper_subsets(row)
+    assert set(seen) == {row, *proper}
+    assert abs(seen[row] / n - (1 - p)) < 0.01
+    for subset in proper:
+        assert abs(seen[subset] / n - p / len(proper)) < 0.01, (subset, seen[subset] / n)
+
+
+def test_drop_to_subsets_keeps_rows_with_one_or_no_modality_and_is_off_at_zero():
+    present = torch.tensor([[False, False, True], [False, False, False], [True, True, False]])
+    out = drop_to_subsets(present, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(out[:2], present[:2])
+    assert out[2].sum() == 1 and not (out[2] & ~present[2]).any()
+    assert torch.equal(drop_to_subsets(present, 0.0), present)
+
+
+def test_model_subset_dropout_shows_only_proper_subsets_in_training_and_is_off_in_eval():
+    model = tiny("film", subset_dropout=1.0)
+    seen = []
+    model.fusion.register_forward_pre_hook(
+        lambda _module, args: seen.append(torch.stack(list(args[1].values()), 1))
+    )
+    batch = make_batch()
+    model.train()
+    for _ in range(50):
+        model(batch)
+    counts = torch.stack(seen).sum(dim=2)  # modalities shown per sample
+    assert ((counts >= 1) & (counts <= 2)).all()
+    assert (counts == 1).any() and (counts == 2).any()
+    seen.clear()
+    model.eval()
+    reference = tiny("film").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), reference(batch))
+    assert seen[0].all()
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5])
+def test_subset_dropout_out_of_range_is_an_error(bad):
+    with pytest.raises(ValueError, match="subset_dropout"):
+        tiny("late_concat", subset_dropout=bad)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0])
