@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from mm_ray.cli.common import PolledProgress, add_config_args, config_from_args, split_overrides, write_json
-from mm_ray.demo.learning import TOLERANCE, caps_table, learning_table
+from mm_ray.demo.learning import TOLERANCE, caps_table, every_subset_holds, learning_table
 from mm_ray.demo.run import DEMO_DEFAULTS, DemoResult, ingest_table, run_demo
 from mm_ray.retrieval.metrics import retrieval_table
 from mm_ray.tables import format_summary
@@ -79,6 +79,14 @@ def print_training(result: DemoResult) -> None:
         return
     print("\nheld-out accuracy against the benchmark's references")
     print(learning_table(result.learning))
+    holds = every_subset_holds(result.learning)
+    if holds is not None:
+        met = [r.preset for r in result.learning if r.every_subset.startswith("ok")]
+        print(
+            f"every subset: {', '.join(met)} within {100 * TOLERANCE:.0f} pts of every subset's cap"
+            if holds
+            else "every subset: no run came within the tolerance of every subset's cap"
+        )
     if not result.expectations_met:
         samples = result.caches["train"].samples
         print(

@@ -12,6 +12,13 @@ Each preset is compared with the best accuracy any model of its kind can reach o
   part of the label, so it must stay below the Bayes accuracy;
 - every other fusion preset with the cap of the modalities it sees (the Bayes accuracy for all three);
   the best of them should come within ``TOLERANCE`` of it.
+
+A fusion run scored on every modality subset (``subsets``: the trainer's per-subset evaluation) also gets the
+"every subset" verdict: one model that comes within ``TOLERANCE`` of **every** subset's cap, while its accuracy
+with all modalities stays within ``FULL_TOLERANCE`` of the best plain fusion run of the table::
+
+    rows = learning_rows(accuracies, manifest, subsets={"film": {"image": {"accuracy": 0.56}, ...}})
+    every_subset_holds(rows)   # True when at least one run meets it
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from mm_ray.tables import format_table
 TOLERANCE = 0.03
 """How close (absolute accuracy) a baseline must come to its cap, and the best fusion to the Bayes accuracy."""
 
+FULL_TOLERANCE = 0.01
+"""How far (absolute accuracy) under the best plain fusion a model meeting the every-subset verdict may be."""
+
 UNIMODAL_PREFIX = "unimodal_"
 
 
@@ -38,6 +48,8 @@ class LearningRow:
     reference: str
     reference_accuracy: float
     verdict: str
+    every_subset: str = ""
+    """The every-subset verdict ("" for runs it does not apply to: baselines, additive, no subset scores)."""
 
     @property
     def gap_points(self) -> float:
@@ -63,14 +75,18 @@ def learning_rows(
     *,
     modalities: Sequence[str] = ("image", "audio", "text"),
     presets: Mapping[str, str] | None = None,
+    subsets: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> list[LearningRow]:
     """Rows in the order of ``accuracies``, each with its reference and a verdict on the expectation above.
 
     ``accuracies`` is keyed by run name; ``presets`` maps a run name to the preset whose reference it gets
     (default: the name itself). Runs named otherwise than their preset (variants such as an auxiliary-loss
-    run, an ensemble compared with the additive reference) get the reference but no verdict.
+    run, an ensemble compared with the additive reference) get the reference but no verdict. ``subsets`` maps
+    a run name to its per-subset scores (``subsets[run][subset]["accuracy"]``); every fusion run that has all
+    of them (plain or variant) gets the every-subset verdict.
     """
     presets = presets or {}
+    subsets = subsets or {}
     plain = {name: a for name, a in accuracies.items() if presets.get(name, name) == name}
     bayes = float(manifest["caps"][subset_key(modalities)])
     fusions = {p: a for p, a in plain.items() if not p.startswith(UNIMODAL_PREFIX) and p != "additive"}
@@ -89,8 +105,41 @@ def learning_rows(
             verdict = "best fusion, " + _within(accuracy, ref_acc)
         else:
             verdict = ""
-        rows.append(LearningRow(name, float(accuracy), reference, ref_acc, verdict))
+        fusion = not preset.startswith(UNIMODAL_PREFIX) and preset != "additive"
+        best = fusions[best_fusion] if best_fusion else bayes
+        every = every_subset_verdict(subsets[name], manifest, best) if fusion and name in subsets else ""
+        rows.append(LearningRow(name, float(accuracy), reference, ref_acc, verdict, every))
     return rows
+
+
+def every_subset_verdict(
+    scores: Mapping[str, Mapping[str, Any]], manifest: Mapping[str, Any], best_fusion: float
+) -> str:
+    """Whether one model is near every subset's cap: each subset's accuracy at most ``TOLERANCE`` under its cap
+    (above is noise, not a miss), and the all-modality accuracy at most ``FULL_TOLERANCE`` under
+    ``best_fusion``. Names the worst subset either way; "" when a subset of the manifest was not scored."""
+    caps = {key: float(cap) for key, cap in manifest["caps"].items()}
+    if any(key not in scores or scores[key].get("accuracy") is None for key in caps):
+        return ""
+    gaps = {key: float(scores[key]["accuracy"]) - cap for key, cap in caps.items()}
+    worst = min(gaps, key=gaps.get)
+    full = max(caps, key=lambda key: len(key.split("+")))
+    full_gap = float(scores[full]["accuracy"]) - best_fusion
+    points, full_points = 100 * TOLERANCE, 100 * FULL_TOLERANCE
+    if gaps[worst] < -TOLERANCE:
+        misses = sum(gap < -TOLERANCE for gap in gaps.values())
+        return f"MISSED: {misses} subset(s) over {points:.0f} pts under cap, worst {worst} {100 * gaps[worst]:+.1f}"
+    if full_gap < -FULL_TOLERANCE:
+        return (
+            f"MISSED: all modalities {100 * full_gap:+.1f} pts from the best fusion (limit {full_points:.0f})"
+        )
+    return f"ok: every subset within {points:.0f} pts (worst {worst} {100 * gaps[worst]:+.1f})"
+
+
+def every_subset_holds(rows: Sequence[LearningRow]) -> bool | None:
+    """True when at least one row meets the every-subset verdict; None when no row was judged on it."""
+    judged = [row.every_subset for row in rows if row.every_subset]
+    return any(v.startswith("ok") for v in judged) if judged else None
 
 
 def expectations_met(rows: Sequence[LearningRow]) -> bool:
@@ -106,7 +155,9 @@ def _within(accuracy: float, reference: float) -> str:
 
 
 def learning_table(rows: Sequence[LearningRow]) -> str:
-    """Each trained preset's held-out accuracy next to its analytic reference."""
+    """Each trained preset's held-out accuracy next to its analytic reference; an "every subset" column when a
+    row was judged on it."""
+    every = any(r.every_subset for r in rows)
     body = [
         [
             r.preset,
@@ -115,12 +166,12 @@ def learning_table(rows: Sequence[LearningRow]) -> str:
             f"{r.reference_accuracy:.3f}",
             f"{r.gap_points:+.1f}",
             r.verdict,
+            *([r.every_subset] if every else []),
         ]
         for r in rows
     ]
-    return format_table(
-        ["preset", "val accuracy", "reference", "reference acc", "gap (pts)", "expectation"], body
-    )
+    header = ["preset", "val accuracy", "reference", "reference acc", "gap (pts)", "expectation"]
+    return format_table([*header, *(["every subset"] if every else [])], body)
 
 
 def caps_table(manifest: Mapping[str, Any]) -> str:

@@ -118,7 +118,10 @@ def run_demo(cfg: Config, *, progress: ProgressFactory | None = None) -> DemoRes
         accuracies[ensemble["name"]] = ensemble["subsets"][SUBSETS[-1]]["accuracy"]
         # Averaged probabilities of per-modality models: additive in log space, so its reference is additive's.
         presets[ensemble["name"]] = "additive"
-    rows = learning_rows(accuracies, manifest, modalities=cfg.model.modalities, presets=presets)
+    subsets = {name: r.subsets for name, r in trained.items()}
+    rows = learning_rows(
+        accuracies, manifest, modalities=cfg.model.modalities, presets=presets, subsets=subsets
+    )
     return DemoResult(str(run_dir), manifest, caches, trained, ensemble, retrieval, rows, swept)
 
 

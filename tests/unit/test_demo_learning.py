@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from mm_ray.config.load import ConfigError, as_dict, load_config
-from mm_ray.demo.learning import expectations_met, learning_rows, reference_for
+from mm_ray.demo.learning import (
+    every_subset_holds,
+    expectations_met,
+    learning_rows,
+    learning_table,
+    reference_for,
+)
 from mm_ray.demo.run import DEMO_DEFAULTS, run_configs
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
@@ -118,3 +124,60 @@ def test_demo_runs_are_the_presets_then_the_variants_and_mistakes_name_the_key(t
             run_configs(
                 load_config(None, ["demo.train_presets=[unimodal_image, late_concat]", override]), tmp_path
             )
+
+
+def _scores(**accuracies: float) -> dict[str, dict[str, float]]:
+    return {key.replace("_", "+"): {"accuracy": acc} for key, acc in accuracies.items()}
+
+
+AT_CAPS = {key.replace("+", "_"): cap for key, cap in MANIFEST["caps"].items()}
+
+
+def test_the_every_subset_verdict_judges_each_subset_against_its_own_cap() -> None:
+    near = _scores(**{**AT_CAPS, "image_text": 0.55, "image_audio_text": 0.825})  # -2 and -0.5 pts
+    far = _scores(**{**AT_CAPS, "image_text": 0.53, "text": 0.30})  # -4 and -6 pts
+    weak_full = _scores(**{**AT_CAPS, "image_audio_text": 0.815})  # 1.5 pts under the best fusion
+    rows = learning_rows(
+        {
+            "film": 0.83,
+            "film_subsets": 0.825,
+            "late_concat": 0.83,
+            "late_concat_subsets": 0.815,
+            "additive": 0.7,
+        },
+        MANIFEST,
+        presets={"film_subsets": "film", "late_concat_subsets": "late_concat"},
+        subsets={"film": far, "film_subsets": near, "late_concat_subsets": weak_full, "additive": near},
+    )
+    every = {row.preset: row.every_subset for row in rows}
+    assert every["film_subsets"] == "ok: every subset within 3 pts (worst image+text -2.0)"
+    assert every["film"] == "MISSED: 2 subset(s) over 3 pts under cap, worst text -6.0"
+    assert every["late_concat_subsets"].startswith("MISSED: all modalities -1.5 pts from the best fusion")
+    assert every["late_concat"] == every["additive"] == ""  # no subset scores / not a fusion
+    assert every_subset_holds(rows) is True
+    assert every_subset_holds([r for r in rows if r.preset != "film_subsets"]) is False
+    assert every_subset_holds(learning_rows({"film": 0.83}, MANIFEST)) is None
+    # A model above a cap is noise, not a miss; a subset left unscored gives no verdict.
+    above = learning_rows({"film": 0.83}, MANIFEST, subsets={"film": _scores(**{**AT_CAPS, "audio": 0.5})})
+    assert above[0].every_subset.startswith("ok")
+    partial = {k: v for k, v in near.items() if k != "audio"}
+    assert learning_rows({"film": 0.83}, MANIFEST, subsets={"film": partial})[0].every_subset == ""
+
+
+def test_the_learning_table_shows_the_every_subset_column_only_when_judged() -> None:
+    plain = learning_table(learning_rows({"film": 0.83}, MANIFEST))
+    assert "every subset" not in plain
+    judged = learning_table(learning_rows({"film": 0.83}, MANIFEST, subsets={"film": _scores(**AT_CAPS)}))
+    assert "every subset" in judged.splitlines()[0] and "ok: every subset within 3 pts" in judged
+
+
+def test_the_subsets_pipeline_trains_film_and_late_concat_with_and_without_subset_dropout(tmp_path) -> None:
+    runs = run_configs(load_config(PIPELINES / "subsets.yaml"), tmp_path)
+    dropout = {name: (run.model.preset, run.model.subset_dropout) for name, run in runs.items()}
+    assert dropout == {
+        "film": ("film", 0.0),
+        "late_concat": ("late_concat", 0.0),
+        "film_subsets": ("film", 0.5),
+        "late_concat_subsets": ("late_concat", 0.5),
+    }
+    assert all(run.train.subset_eval_every == 1 for run in runs.values())
