@@ -333,6 +333,12 @@ class AugmentConfig:
     """Audio gain drawn from ``[-x, x]`` dB: a constant added to every log-mel band (0 = off)."""
     time_shift: float = 0.1
     """Audio frames rolled by up to this fraction of the clip, either way (0 = off)."""
+    at_decode: bool = True
+    """Training straight from the shards (``data.shards``, no ``train.cache``): draw the random resized crop in
+    the image pool while decoding, cut from the full-resolution source (sharper than warping the resized
+    image; the batch augmentation then skips its crop), and start a clip longer than ``audio.duration_s`` at a
+    random offset in the audio pool. New draws every epoch (the pools are made anew each epoch). From a cache,
+    decoded once, the crop stays a batch augmentation."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,14 +61,17 @@ def pool_groups(cfg: Config) -> dict[str, tuple[str, ...]]:
     return groups
 
 
-def preprocessor_kwargs(cfg: Config, tokenizer_json: str) -> dict[str, dict[str, Any]]:
-    """Flat keyword arguments of each modality's preprocessor."""
+def preprocessor_kwargs(cfg: Config, tokenizer_json: str, augment: bool = False) -> dict[str, dict[str, Any]]:
+    """Flat keyword arguments of each modality's preprocessor; ``augment`` adds the decode-time augmentation of
+    ``train.augment`` (a random resized crop per image, a random window per longer clip)."""
     a = cfg.audio
+    crop = (cfg.train.augment.crop_min_scale, cfg.train.augment.crop_max_aspect)
     return {
         "image": {
             "size": cfg.image.size,
             "resize": cfg.image.resize,
             "formats": formats_for(cfg.data.members.image),
+            **({"random_crop": crop} if augment else {}),
         },
         "text": {
             "tokenizer": tokenizer_json,
@@ -84,6 +87,7 @@ def preprocessor_kwargs(cfg: Config, tokenizer_json: str) -> dict[str, dict[str,
             "features": a.features,
             "n_mfcc": a.n_mfcc,
             "deltas": a.deltas,
+            **({"crop": "random"} if augment else {}),
         },
     }
 
@@ -210,12 +214,14 @@ class Ingest:
         repeat: int = 1,
         shuffle_seed: int | None = None,
         drop_columns: Sequence[str] = (),
+        augment: bool = False,
     ) -> Ingest:
         """Plan and build the pipeline.
 
         ``reserved_cpus``: CPUs the pools must leave free (Train workers on the same cluster). ``repeat`` reads
         the shard list that many times (benchmarks; the ledger counts each shard once). ``shuffle_seed`` and
-        ``drop_columns``: as in ``build_dataset`` (training streams).
+        ``drop_columns``: as in ``build_dataset`` (training streams). ``augment``: the pools draw
+        ``train.augment``'s crop and a random audio window while decoding (training streams).
         """
         urls = expand_shards(shard_specs, storage_options=cfg.data.storage_options) * repeat
         cpus, gpus = cluster_resources()
@@ -244,7 +250,7 @@ class Ingest:
             dataset = build_dataset(
                 urls,
                 members=member_map(cfg),
-                kwargs=preprocessor_kwargs(cfg, tokenizer_json),
+                kwargs=preprocessor_kwargs(cfg, tokenizer_json, augment=augment),
                 plan=plan,
                 ledger=ledger,
                 storage_options=cfg.data.storage_options,

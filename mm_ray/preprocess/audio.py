@@ -13,8 +13,8 @@ float32 ``[60, frames]`` instead (MFCCs with deltas and delta-deltas); ``pre.out
 one clip's features either way. Both raise ``SampleError`` (``CORRUPT_AUDIO`` / ``EMPTY_AUDIO``).
 
 Per sample: decode with libsndfile (``soundfile``) as float32, average the channels to mono,
-resample with soxr, then keep exactly ``duration_s`` seconds: the start (or the centre) of longer
-clips, zeros appended to shorter ones. Only the part of the file that is kept is decoded and
+resample with soxr, then keep exactly ``duration_s`` seconds: the start (or the centre, or a random window)
+of longer clips, zeros appended to shorter ones. Only the part of the file that is kept is decoded and
 resampled (plus a 20 ms margin so the resampling filter sees real signal at the cut), so a long
 recording costs no more than a short one. Then, for the whole batch at once, a log-mel
 spectrogram (see ``mm_ray.preprocess.mel`` for the exact conventions: Slaney mel scale with area
@@ -45,7 +45,7 @@ from mm_ray.preprocess.mel import (
 )
 from mm_ray.quarantine import Reason, SampleError
 
-CropMode = Literal["start", "center"]
+CropMode = Literal["start", "center", "random"]
 Features = Literal["log_mel", "mfcc"]
 
 # Extra input read on each side of the kept window before resampling, so the resampler's filter
@@ -60,7 +60,10 @@ class AudioPreprocessor:
         sample_rate: rate every clip is resampled to (Hz).
         duration_s: seconds kept per clip; output frames = ``1 + round(duration_s * sample_rate) // hop_length``.
         n_mels, n_fft, hop_length, f_min, f_max: spectrogram settings (``f_max`` None = Nyquist).
-        crop: which part of a longer clip is kept: ``"start"`` or ``"center"``.
+        crop: which part of a longer clip is kept: ``"start"``, ``"center"`` or ``"random"`` (a window starting
+            anywhere in the clip, drawn per clip: a training augmentation).
+        seed: seed of the ``"random"`` windows' generator; None draws it from the OS, so an actor pool that is
+            made anew every epoch draws new windows every epoch.
         resample_quality: soxr quality, ``"HQ"`` (default), ``"VHQ"``, ``"MQ"``, ``"LQ"`` or ``"QQ"``.
         features: ``"log_mel"`` (``[n_mels, frames]``) or ``"mfcc"`` (``[n_mfcc, frames]``, x3 rows with deltas).
         n_mfcc, deltas: MFCC coefficients kept, and whether deltas and delta-deltas are appended (mfcc only).
@@ -80,9 +83,11 @@ class AudioPreprocessor:
         features: Features = "log_mel",
         n_mfcc: int = 20,
         deltas: bool = True,
+        seed: int | None = None,
     ):
-        if crop not in ("start", "center"):
-            raise ValueError(f"crop must be 'start' or 'center', got {crop!r}")
+        if crop not in ("start", "center", "random"):
+            raise ValueError(f"crop must be 'start', 'center' or 'random', got {crop!r}")
+        self._rng = np.random.default_rng(seed)
         self.num_samples = round(duration_s * sample_rate)
         if self.num_samples <= n_fft // 2:
             # Reflect padding of a centred STFT needs more samples than half a window.
@@ -166,7 +171,11 @@ class AudioPreprocessor:
             rate, total = f.samplerate, f.frames
             needed = math.ceil(self.num_samples * rate / self.sample_rate)
             margin = 0 if rate == self.sample_rate else math.ceil(_RESAMPLE_MARGIN_S * rate)
-            start = (total - needed) // 2 if self.crop == "center" and total > needed else 0
+            start = 0
+            if total > needed and self.crop == "center":
+                start = (total - needed) // 2
+            elif total > needed and self.crop == "random":
+                start = int(self._rng.integers(0, total - needed + 1))
             first = max(0, start - margin)
             if first:
                 f.seek(first)

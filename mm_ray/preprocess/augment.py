@@ -136,6 +136,7 @@ def build_augmenter(
     kwargs = dict(settings)
     if not kwargs.pop("enabled", False):
         return None
+    kwargs.pop("at_decode", None)  # where the crop is drawn: decided by the caller (LoopConfig.for_run)
     audio = audio or {}
     # Caches from before MFCC support have no ``features`` key: they hold log-mels.
     features = audio.get("features", "log_mel")

@@ -87,6 +87,12 @@ class ImagePreprocessor:
         formats: the only Pillow formats tried (``formats_for(data.members.image)`` in the pipeline): bytes
             of any other format (a TIFF, PSD or EPS named ``.jpg``) are ``CORRUPT_IMAGE``, never handed
             to that format's decoder. None tries every format Pillow knows.
+        random_crop: ``(min_scale, max_aspect)`` for a random resized crop drawn per image while decoding (a
+            training augmentation: ``crop_box``), cut from the full-resolution source and resized to ``size``
+            (``crop``/``stretch`` fill the frame, ``pad`` letterboxes the crop); None keeps ``resize``'s
+            fixed region.
+        seed: seed of the crops' random generator; None draws it from the OS, so an actor pool that is made
+            anew every epoch draws new crops every epoch.
     """
 
     def __init__(
@@ -96,11 +102,21 @@ class ImagePreprocessor:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         use_draft: bool = True,
         formats: Sequence[str] | None = None,
+        random_crop: tuple[float, float] | None = None,
+        seed: int | None = None,
     ):
         if size < 1:
             raise ValueError(f"size must be >= 1, got {size}")
         if resize not in ("crop", "stretch", "pad"):
             raise ValueError(f"resize must be 'crop', 'stretch' or 'pad', got {resize!r}")
+        if random_crop is not None:
+            min_scale, max_aspect = random_crop
+            if not 0 < min_scale <= 1 or max_aspect < 1:
+                raise ValueError(
+                    f"random_crop: need 0 < min_scale <= 1 and max_aspect >= 1, got {random_crop}"
+                )
+        self.random_crop = tuple(random_crop) if random_crop is not None else None
+        self._rng = np.random.default_rng(seed)
         self.size = size
         self.resize = resize
         self.max_pixels = max_pixels
@@ -146,8 +162,8 @@ class ImagePreprocessor:
             raise SampleError(
                 Reason.CORRUPT_IMAGE, f"decompression bomb: {width}x{height} > {self.max_pixels} pixels"
             )
-        out_w, out_h = self._output_size(width, height)
         box = self._source_box(width, height)
+        out_w, out_h = self._output_size(round(box[2] - box[0]), round(box[3] - box[1]))
         if self.use_draft and im.format == "JPEG":
             # Request the size the source box must keep so the draft never goes below the target.
             need_w = math.ceil(out_w * width / (box[2] - box[0]))
@@ -171,11 +187,35 @@ class ImagePreprocessor:
 
     def _source_box(self, width: int, height: int) -> tuple[float, float, float, float]:
         """The region of the source image that is resized into the output."""
+        if self.random_crop is not None:
+            return crop_box(width, height, *self.random_crop, self._rng)
         if self.resize != "crop":
             return (0, 0, width, height)
         side = min(width, height)
         left, top = (width - side) / 2, (height - side) / 2
         return (left, top, left + side, top + side)
+
+
+def crop_box(
+    width: int, height: int, min_scale: float, max_aspect: float, rng: np.random.Generator
+) -> tuple[float, float, float, float]:
+    """A random resized crop's source region ``(left, top, right, bottom)``, the way torchvision's
+    ``RandomResizedCrop`` draws it: area a uniform fraction in ``[min_scale, 1]`` of the image, aspect ratio
+    (width / height) log-uniform in ``[1/max_aspect, max_aspect]``, position uniform; up to 10 draws until the
+    box fits, else the largest centred box of the nearest allowed aspect."""
+    area = width * height
+    log_aspect = math.log(max_aspect)
+    for _ in range(10):
+        target = area * rng.uniform(min_scale, 1.0)
+        aspect = math.exp(rng.uniform(-log_aspect, log_aspect))
+        w, h = math.sqrt(target * aspect), math.sqrt(target / aspect)
+        if 0 < w <= width and 0 < h <= height:
+            left, top = rng.uniform(0, width - w), rng.uniform(0, height - h)
+            return (left, top, left + w, top + h)
+    aspect = min(max(width / height, 1 / max_aspect), max_aspect)
+    w, h = (width, width / aspect) if width / height < aspect else (height * aspect, height)
+    left, top = (width - w) / 2, (height - h) / 2
+    return (left, top, left + w, top + h)
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

@@ -51,6 +51,9 @@ class TrainInputs:
     preprocessing: Mapping[str, Any] | None
     streams: dict[str, Ingest] = dataclasses.field(default_factory=dict)
     """``shards`` only: the ingest run of each split (its ledger counts what was quarantined)."""
+    cropped_at_decode: bool = False
+    """The training pools draw ``train.augment``'s random resized crop: the batch augmentation must not crop
+    again."""
 
 
 def train_inputs(cfg: Config) -> TrainInputs:
@@ -194,6 +197,8 @@ def shard_inputs(cfg: Config) -> TrainInputs:
         )
     tokenizer_json = obtain_tokenizer(cfg, list(cfg.data.shards))
     reserved = t.num_workers * t.cpus_per_worker if t.num_workers else 1.0
+    # Only the training stream is augmented; validation scores the data as it is.
+    at_decode = t.augment.enabled and t.augment.at_decode
     context = ray.get_runtime_context()
     if context.get_actor_id() is not None:
         # Inside an actor (a Tune trial's function): the CPUs it holds are not free for pools either.
@@ -205,6 +210,7 @@ def shard_inputs(cfg: Config) -> TrainInputs:
         reserved_cpus=reserved,
         shuffle_seed=t.seed if t.shuffle else None,
         drop_columns=NOT_MODEL_INPUTS,
+        augment=at_decode,
     )
     streams = {"train": train}
     datasets = {"train": train.dataset}
@@ -244,6 +250,7 @@ def shard_inputs(cfg: Config) -> TrainInputs:
         rows=rows,
         preprocessing=preprocessing_of(cfg),
         streams=streams,
+        cropped_at_decode=at_decode,
     )
 
 

@@ -185,6 +185,7 @@ def build_trainer(
         rows=inputs.rows,
         has_val="val" in inputs.datasets,
         preprocessing=inputs.preprocessing,
+        cropped_at_decode=inputs.cropped_at_decode,
     )
     if loop.model.builder:  # here, naming the key, rather than first inside every worker
         resolve_builder(loop.model.builder)

@@ -71,10 +71,13 @@ class LoopConfig:
         rows: int,
         has_val: bool,
         preprocessing: Mapping[str, Any] | None = None,
+        cropped_at_decode: bool = False,
     ) -> LoopConfig:
         """The loop of run ``cfg`` on training data of ``rows`` samples whose model-ready ``shapes`` are
         ``{"image": [3, S, S], "input_ids": [L], "audio": [rows, frames]}`` (a cache manifest's ``shapes``);
-        ``preprocessing`` is the data's own ``image``/``audio``/``text_max_length`` settings, when known."""
+        ``preprocessing`` is the data's own ``image``/``audio``/``text_max_length`` settings, when known;
+        ``cropped_at_decode``: the image pools already drew the random resized crop (the batches are not
+        cropped again; flips, rotation and jitter stay)."""
         t, m = cfg.train, cfg.model
         if m.builder and (t.aux_loss_weight > 0 or t.align_loss_weight > 0):
             raise ConfigError(
@@ -130,7 +133,11 @@ class LoopConfig:
             torch_threads=t.torch_threads,
             subset_eval_every=t.subset_eval_every,
             fail_at_epoch=t.fail_at_epoch,
-            augment=t.augment,
+            augment=(
+                dataclasses.replace(t.augment, crop_min_scale=1.0, crop_max_aspect=1.0)
+                if cropped_at_decode
+                else t.augment
+            ),
             aux_loss_weight=t.aux_loss_weight,
             align_loss_weight=t.align_loss_weight,
             align_temperature=t.align_temperature,

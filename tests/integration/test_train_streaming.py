@@ -130,6 +130,36 @@ def test_stream_visits_shards_in_a_new_seeded_order_every_epoch(shards) -> None:
         ctx.execution_options.preserve_order = False
 
 
+def test_the_training_stream_draws_new_crops_and_audio_windows_every_epoch(shards) -> None:
+    cfg = load_config(
+        None,
+        [*SMALL, "train.augment.enabled=true", "text.tokenizer_train_samples=200", "text.vocab_size=200"],
+    )
+    specs = shards["val"]
+    tokenizer = obtain_tokenizer(cfg, specs)
+
+    def epochs(augment: bool, n: int = 2) -> list[dict[str, tuple[bytes, bytes]]]:
+        stream = Ingest.from_config(cfg, specs, tokenizer, augment=augment)
+        out = []
+        for _ in range(n):
+            rows = {}
+            for batch in stream.dataset.iter_batches(batch_format="numpy", batch_size=None):
+                for key, image, audio in zip(batch["__key__"], batch["image"], batch["audio"], strict=True):
+                    rows[str(key)] = (image.tobytes(), audio.tobytes())
+            out.append(rows)
+        return out
+
+    plain = epochs(augment=False)
+    assert plain[0] == plain[1], "without augmentation every epoch decodes the same arrays"
+    first, second = epochs(augment=True)
+    assert first.keys() == second.keys() == plain[0].keys()
+    changed_images = sum(first[k][0] != second[k][0] for k in first)
+    changed_audio = sum(first[k][1] != second[k][1] for k in first)
+    # 1 s demo clips, 0.5 s kept: every clip has a window to move; crops of >= 60 % of the area always differ.
+    assert changed_images == len(first) and changed_audio >= 0.9 * len(first)
+    assert all(first[k][0] != plain[0][k][0] for k in first), "the crop is not the plain centre crop"
+
+
 def test_stream_drops_key_columns_before_the_workers(shards) -> None:
     cfg = load_config(None, [*SMALL, "text.tokenizer_train_samples=200", "text.vocab_size=200"])
     tokenizer = obtain_tokenizer(cfg, shards["val"])

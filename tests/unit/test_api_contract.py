@@ -87,6 +87,21 @@ def test_the_loop_config_round_trips_as_plain_data() -> None:
     assert read_loop_config(state) == loop
     with pytest.raises(ValueError, match="unknown field"):
         read_loop_config({**state, "surprise": 1})
+    # Streaming with the crop drawn in the image pools: the batches are not cropped again, the rest stays.
+    decoded = LoopConfig.for_run(
+        cfg, shapes=shapes, vocab_size=100, num_classes=4, rows=100, has_val=True, cropped_at_decode=True
+    )
+    assert (loop.augment.crop_min_scale, decoded.augment.crop_min_scale, decoded.augment.crop_max_aspect) == (
+        0.6,
+        1.0,
+        1.0,
+    )
+    assert decoded.augment.flip == loop.augment.flip and decoded.augment.enabled
+    from mm_ray.data.pipeline import preprocessor_kwargs
+
+    assert "random_crop" not in preprocessor_kwargs(cfg, "")["image"]
+    augmenting = preprocessor_kwargs(cfg, "", augment=True)
+    assert augmenting["image"]["random_crop"] == (0.6, 1.333) and augmenting["audio"]["crop"] == "random"
 
 
 def test_the_public_api_resolves() -> None:

@@ -81,6 +81,7 @@ def test_same_seed_same_batches_other_epoch_or_rank_different() -> None:
     batches = [make_batch(), make_batch()]
     settings = as_dict(AugmentConfig())
     settings.pop("enabled")
+    settings.pop("at_decode")  # where the crop is drawn, not an Augmenter setting
 
     def run(seed: int, rank: int, epoch: int) -> list[torch.Tensor]:
         out = Augmenter(seed=seed, rank=rank, **settings).apply(batches, epoch)

@@ -140,3 +140,23 @@ def test_invalid_settings_are_errors():
         AudioPreprocessor(crop="end")
     with pytest.raises(ValueError, match="half a window"):
         AudioPreprocessor(duration_s=0.01)
+
+
+def test_a_random_window_is_a_contiguous_slice_starting_anywhere_in_a_longer_clip():
+    rate, seconds = 16000, 2.0
+    ramp = np.arange(round(rate * seconds), dtype=np.float32) / (rate * seconds)  # value = position in clip
+    data = encode(ramp, rate, subtype="FLOAT")
+    pre = AudioPreprocessor(sample_rate=rate, duration_s=0.5, crop="random", seed=0)
+    step = 1 / (rate * seconds)
+    starts = []
+    for _ in range(50):
+        window = pre.load_waveform(data)
+        start = round(float(window[0]) / step)
+        np.testing.assert_allclose(window, ramp[start : start + pre.num_samples], atol=1e-7)
+        starts.append(start)
+    assert min(starts) >= 0 and max(starts) <= ramp.size - pre.num_samples
+    assert len(set(starts)) > 40 and max(starts) - min(starts) > 0.5 * (ramp.size - pre.num_samples)
+    # A clip no longer than the window starts at 0 and is padded, as with the other crops.
+    short = pre.load_waveform(encode(ramp[: rate // 4], rate, subtype="FLOAT"))
+    np.testing.assert_allclose(short[: rate // 4], ramp[: rate // 4], atol=1e-7)
+    assert not short[rate // 4 :].any()

@@ -219,3 +219,47 @@ def test_only_the_configured_formats_are_decoded() -> None:
     assert err.value.reason == _Reason.CORRUPT_IMAGE
     assert ImagePreprocessor(size=4, formats=None).decode(tiff).shape == (3, 4, 4)
     assert formats_for(["jpg", "jpeg", "png", "webp", "nope"]) == ("JPEG", "PNG", "WEBP")
+
+
+def test_crop_box_draws_area_and_aspect_like_random_resized_crop():
+    from mm_ray.preprocess.image import crop_box
+
+    rng = np.random.default_rng(0)
+    width, height, min_scale, max_aspect = 400, 300, 0.3, 1.5
+    boxes = np.array([crop_box(width, height, min_scale, max_aspect, rng) for _ in range(4000)])
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
+    assert (boxes[:, 2] <= width + 1e-9).all() and (boxes[:, 3] <= height + 1e-9).all()
+    aspect = w / h
+    assert aspect.min() >= 1 / max_aspect - 1e-9 and aspect.max() <= max_aspect + 1e-9
+    area = w * h / (width * height)
+    assert area.min() >= min_scale - 1e-9 and area.max() <= 1 + 1e-9
+    # Large draws that do not fit are redrawn, so the kept areas lean small; still spread over the range.
+    assert area.min() < min_scale + 0.05 and area.max() > 0.9
+    # Positions spread over the whole image: left edges from 0 to near the right.
+    # (the narrowest box, 0.3 of the area at aspect 1/1.5, is 155 px wide: its left edge can reach 245)
+    assert boxes[:, 0].min() < 5 and boxes[:, 0].max() > 230
+
+
+def test_a_random_resized_crop_is_cut_from_the_source_before_resizing():
+    # x encoded in the red channel: a crop's first and last columns say where in the source it was cut.
+    ramp = np.zeros((256, 256, 3), dtype=np.uint8)
+    ramp[:, :, 0] = np.arange(256, dtype=np.uint8)[None, :]
+    data = encode(Image.fromarray(ramp), "PNG")
+    whole = ImagePreprocessor(size=32).decode(data)
+    cropper = ImagePreprocessor(size=32, random_crop=(0.25, 1.0), seed=1)
+    crops = [cropper.decode(data) for _ in range(20)]
+    spans = [(int(c[0, :, 0].mean()), int(c[0, :, -1].mean())) for c in crops]
+    full_span = int(whole[0, :, -1].mean()) - int(whole[0, :, 0].mean())
+    assert all(right - left < full_span for left, right in spans)  # every crop is narrower than the image
+    assert len(set(spans)) > 10  # and each is cut somewhere else
+    again = ImagePreprocessor(size=32, random_crop=(0.25, 1.0), seed=1)
+    assert all(np.array_equal(c, again.decode(data)) for c in crops)  # a seed repeats its crops
+    # The whole image at scale 1 and aspect 1 is the plain resize.
+    assert np.array_equal(ImagePreprocessor(size=32, random_crop=(1.0, 1.0)).decode(data), whole)
+
+
+@pytest.mark.parametrize("bad", [(0.0, 1.3), (1.2, 1.3), (0.5, 0.9)])
+def test_a_bad_random_crop_is_an_error(bad):
+    with pytest.raises(ValueError, match="random_crop"):
+        ImagePreprocessor(size=32, random_crop=bad)
