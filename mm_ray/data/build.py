@@ -72,7 +72,14 @@ def build_cache(
     try:
         with watch(progress, f"preprocess {name}", lambda: stream.summary()["samples_read"], expected):
             try:
-                stream.dataset.write_parquet(f"{root}/{DATA}", filesystem=fs, min_rows_per_file=2048)
+                stream.dataset.write_parquet(
+                    f"{root}/{DATA}",
+                    filesystem=fs,
+                    min_rows_per_file=2048,
+                    # The resource plan keeps CPUs for read tasks only; a write task asks for a read task's share
+                    # rather than Ray's default whole CPU, which the actor pools may leave no room for.
+                    ray_remote_args={"num_cpus": stream.plan.read_num_cpus},
+                )
             except ErrorBudgetExceeded as err:
                 # Raised inside a read task or pool as soon as the budget was certainly exceeded (the ledger
                 # decides): the same one-line message as the check after a complete write, not Ray's traceback.
