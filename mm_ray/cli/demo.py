@@ -99,7 +99,7 @@ def print_training(result: DemoResult) -> None:
     variants = any(name != r.preset for name, r in result.training.items())
     if len(subsets) > 1 and (result.ensemble is not None or variants):
         print("\nvalidation accuracy by modality subset, every run")
-        print(subset_comparison_table(subsets))
+        print(subset_comparison_table(subsets, caps=result.manifest.get("caps")))
     else:
         best = max(
             (r for r in result.learning if r.preset in result.training), key=lambda r: r.accuracy

@@ -193,8 +193,21 @@ def format_subset_table(results: Mapping[str, Mapping[str, float | int]]) -> str
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
-def subset_comparison_table(subsets: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
-    """Accuracy per modality subset (rows) of each run (columns); ``subsets[run][subset]["accuracy"]``."""
+def subset_comparison_table(
+    subsets: Mapping[str, Mapping[str, Mapping[str, Any]]], caps: Mapping[str, float] | None = None
+) -> str:
+    """Accuracy per modality subset (rows) of each run (columns); ``subsets[run][subset]["accuracy"]``, and
+    each subset's analytic cap in a second column when ``caps`` (a benchmark's ``dataset.json`` caps) is given.
+    A subset a run was not scored on is an empty cell."""
     names = list(subsets)
-    rows = [[subset, *(f"{subsets[n][subset]['accuracy']:.3f}" for n in names)] for subset in SUBSETS]
-    return format_table(["subset", *names], rows)
+
+    def cell(name: str, subset: str) -> str:
+        accuracy = subsets[name].get(subset, {}).get("accuracy")
+        return "" if accuracy is None else f"{accuracy:.3f}"
+
+    cap = [
+        ["" if caps is None or s not in caps else f"{caps[s]:.3f}"] if caps is not None else []
+        for s in SUBSETS
+    ]
+    rows = [[subset, *cap[i], *(cell(n, subset) for n in names)] for i, subset in enumerate(SUBSETS)]
+    return format_table(["subset", *(["cap"] if caps is not None else []), *names], rows)

@@ -125,3 +125,23 @@ def test_format_subset_table_is_aligned():
     assert lines[2].split() == ["image", "10", "0.5000", "1.2500"]
     assert lines[3].split() == ["image+audio+text", "1000", "0.9877", "0.0300"]
     assert lines[2].index("0.5000") == lines[3].index("0.9877")
+
+
+def test_subset_comparison_table_puts_each_subsets_cap_beside_the_runs():
+    from mm_ray.train.metrics import subset_comparison_table
+
+    runs = {
+        "film": {s: {"accuracy": 0.5} for s in SUBSETS},
+        "text_only": {"text": {"accuracy": 0.25}},
+    }
+    caps = {s: 0.75 for s in SUBSETS}
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    lines = subset_comparison_table(runs, caps=caps).splitlines()
+    assert cells(lines[0]) == ["subset", "cap", "film", "text_only"]
+    by_subset = {cells(line)[0]: cells(line) for line in lines[2:]}
+    assert by_subset["text"] == ["text", "0.750", "0.500", "0.250"]
+    assert by_subset["image+audio"] == ["image+audio", "0.750", "0.500", ""]  # not scored: an empty cell
+    assert cells(subset_comparison_table(runs).splitlines()[0]) == ["subset", "film", "text_only"]
