@@ -277,7 +277,10 @@ class ModelConfig:
     subset_dropout: float = 0.0
     """Per-sample probability of showing the model, while training, only a non-empty proper subset of the sample's
     modalities, drawn uniformly (with three modalities each of the six proper subsets gets ``p / 6``): one model
-    then scores near every subset's cap (the learning table's "every subset" verdict); 0.5 is a good start."""
+    then scores near every subset's cap (the learning table's "every subset" verdict)."""
+    subset_dropout_after: int = 0
+    """Epochs trained on every modality before ``subset_dropout`` starts: a fusion first learns the cross-modal
+    interaction from whole samples, then to do without each modality (``pipelines/subsets.yaml``)."""
     num_classes: int | None = None
     """Output classes; None = one more than the largest label in the training (and validation) cache."""
     text_encoder: TextEncoderName = "transformer"

@@ -53,6 +53,8 @@ class LoopConfig:
     prefetch_batches: int = 0
     torch_threads: int | None = None
     subset_eval_every: int = 1
+    subset_dropout_after: int = 0
+    """Epochs trained on every modality before the model's subset dropout starts (``subset_dropout_at``)."""
     fail_at_epoch: int = 0
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     aux_loss_weight: float = 0.0
@@ -132,6 +134,7 @@ class LoopConfig:
             prefetch_batches=t.prefetch_batches if t.prefetch_batches is not None else int(t.use_gpu),
             torch_threads=t.torch_threads,
             subset_eval_every=t.subset_eval_every,
+            subset_dropout_after=m.subset_dropout_after,
             fail_at_epoch=t.fail_at_epoch,
             augment=(
                 dataclasses.replace(t.augment, crop_min_scale=1.0, crop_max_aspect=1.0)
@@ -147,6 +150,10 @@ class LoopConfig:
     def shuffle_seed(self, epoch: int, rank: int) -> int:
         """The local shuffle buffer's seed of worker ``rank`` in epoch ``epoch`` (0-based)."""
         return (self.seed * 1_000_003 + epoch * 1009 + rank) % (2**31)
+
+    def subset_dropout_at(self, epoch: int) -> float:
+        """The model's subset dropout in epoch ``epoch`` (0-based): off for the first ``subset_dropout_after``."""
+        return self.model.subset_dropout if epoch >= self.subset_dropout_after else 0.0
 
     def subsets_at(self, epoch: int) -> bool:
         """Whether epoch ``epoch`` (1-based) scores every modality subset (else all modalities only)."""

@@ -83,6 +83,8 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
             local_shuffle_seed=loop.shuffle_seed(epoch, rank) if loop.shuffle_buffer else None,
         )
         batches = augment_split(batches, augmenter, split="train", epoch=epoch)
+        if hasattr(built, "subset_dropout"):  # a FusionModel; DDP wraps this very module
+            built.subset_dropout = loop.subset_dropout_at(epoch)
         if loop.fail_at_epoch == epoch + 1 and start_epoch == 0:
             batches = _fault_drill(batches, loop.fail_at_epoch)
         batches, first_batch = _first_batch_clock(batches)

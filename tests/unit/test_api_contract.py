@@ -87,6 +87,13 @@ def test_the_loop_config_round_trips_as_plain_data() -> None:
     assert read_loop_config(state) == loop
     with pytest.raises(ValueError, match="unknown field"):
         read_loop_config({**state, "surprise": 1})
+    # Subset dropout waits for its epochs of whole samples.
+    scheduled = LoopConfig.for_run(
+        load_config(None, ["model.subset_dropout=0.5", "model.subset_dropout_after=3"]),
+        shapes=shapes, vocab_size=100, num_classes=4, rows=100, has_val=True,
+    )  # fmt: skip
+    assert [scheduled.subset_dropout_at(e) for e in range(5)] == [0.0, 0.0, 0.0, 0.5, 0.5]
+    assert [loop.subset_dropout_at(e) for e in range(2)] == [0.0, 0.0]
     # Streaming with the crop drawn in the image pools: the batches are not cropped again, the rest stays.
     decoded = LoopConfig.for_run(
         cfg, shapes=shapes, vocab_size=100, num_classes=4, rows=100, has_val=True, cropped_at_decode=True
