@@ -24,6 +24,7 @@ from mm_ray.models.pretrained.backbones import build_encoder
 from mm_ray.preprocess.text import TextPreprocessor
 from mm_ray.preprocess.tokenizer import train_tokenizer
 from mm_ray.train.checkpoint import TOKENIZER_FILE, open_checkpoint, save_checkpoint
+from mm_ray.train.encoder_weights import with_image_weights_from_run
 from mm_ray.train.loop import loop_epoch, seed_everything
 from mm_ray.train.schedule import optimizer_and_schedule
 from mm_ray.train.spec import LoopConfig
@@ -226,6 +227,24 @@ def test_a_checkpoint_rebuilds_the_model_without_the_pretrained_files(zoo: Zoo, 
     batch = _tensors(_batch(zoo, seed=3))
     with torch.no_grad():
         assert torch.equal(restored(batch), model.eval()(batch))
+    # The run's image backbone as the starting weights of another run: a plain torchvision state dict.
+    fused = [
+        *_overrides(moved),
+        f"model.encoders.image.path={ckpt_dir}",
+        f"output_dir={tmp_path}",
+        "name=fused",
+    ]
+    path = with_image_weights_from_run(load_config(None, fused)).model.encoders.image.path
+    assert path == str(tmp_path / "fused" / "pretrained" / "image.pt")
+    saved = torch.load(path, weights_only=True)
+    assert saved.keys() == model.encoders["image"].backbone.model.state_dict().keys()
+    assert all(
+        torch.equal(saved[k], v) for k, v in model.encoders["image"].backbone.model.state_dict().items()
+    )
+    with pytest.raises(
+        ConfigError, match=r"model\.encoders\.image\.path: .* holds a torchvision resnet18, not"
+    ):
+        with_image_weights_from_run(load_config(None, [*fused, "model.encoders.image.arch=resnet34"]))
 
 
 def test_the_text_pool_tokenizes_with_the_models_own_tokenizer(zoo: Zoo, tmp_path: Path) -> None:
@@ -321,7 +340,7 @@ def test_errors_name_the_setting_at_fault(
 
 def test_importing_mm_ray_imports_neither_library() -> None:
     code = (
-        "import sys, mm_ray, mm_ray.models, mm_ray.train.spec, mm_ray.train.worker, mm_ray.data.stages\n"
+        "import sys, mm_ray, mm_ray.models, mm_ray.train.spec, mm_ray.train.checkpoint, mm_ray.data.stages\n"
         "print(sorted({'torchvision', 'transformers'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
