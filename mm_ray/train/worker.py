@@ -21,13 +21,12 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
 from mm_ray.config.load import as_dict
 from mm_ray.data.ledger import check_error_budget, ledger_get
-from mm_ray.models.pretrained import apply_epoch
 from mm_ray.preprocess.augment import augment_split, build_augmenter
-from mm_ray.train.checkpoint import TOKENIZER_FILE, load_checkpoint, restore_into, save_checkpoint, unwrap
+from mm_ray.train.checkpoint import TOKENIZER_FILE, load_checkpoint, restore_into, save_checkpoint
+from mm_ray.train.freezing import begin_epoch
 from mm_ray.train.loop import loop_epoch, seed_everything
 from mm_ray.train.metrics import SUBSETS, evaluate_subsets
 from mm_ray.train.schedule import optimizer_and_schedule
@@ -77,10 +76,12 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     placement = _placement_group_id()
     nodes = _worker_nodes()
     for epoch in range(start_epoch, loop.epochs):
-        if apply_epoch(unwrap(model), epoch) and isinstance(model, DistributedDataParallel):
-            # A backbone was frozen or unfrozen: DDP hooks the parameters that require gradients when it wraps
-            # the model, so wrap it again (every rank does, at the same epoch; the optimizer keeps its params).
-            model = ray.train.torch.prepare_model(unwrap(model), parallel_strategy_kwargs=ddp)
+        # A library encoder's backbone unfrozen now: a DDP model is wrapped again (mm_ray.train.freezing).
+        model = begin_epoch(
+            model,
+            epoch,
+            wrap=lambda inner: ray.train.torch.prepare_model(inner, parallel_strategy_kwargs=ddp),
+        )
         started_at, started = time.time(), time.perf_counter()
         batches = train_shard.iter_torch_batches(
             batch_size=loop.batch_size,
