@@ -271,7 +271,8 @@ class EncoderConfig:
     arch: str | None = None
     """torchvision: the architecture (``torchvision.models.list_models()``: resnet18, efficientnet_b0, ...)."""
     path: str | None = None
-    """torchvision: a state-dict file (``torch.save(model.state_dict(), F)``; None = random init); transformers: a
+    """torchvision: a state-dict file (``torch.save(model.state_dict(), F)``; None = random init), or an mm_ray run
+    directory / checkpoint whose image encoder is the same torchvision ``arch`` (its backbone); transformers: a
     directory with ``config.json`` and ``model.safetensors`` (``save_pretrained``, ``huggingface-cli download
     --local-dir``). Read when training starts; checkpoints hold the weights, so evaluation never needs it."""
     pool: Literal["default", "avg", "cls", "mean"] = "default"

@@ -84,7 +84,11 @@ class LoopConfig:
             )
         resolved = with_preprocessing(cfg, preprocessing)
         encoders = {}
-        if configured(m.encoders) and not m.builder:
+        if configured(m.encoders) and m.builder:
+            raise ConfigError(
+                f"model.encoders: model.builder={m.builder} builds its own encoders; unset one of them"
+            )
+        if configured(m.encoders):
             encoders = resolve_encoders(
                 m.encoders,
                 modalities=m.modalities,

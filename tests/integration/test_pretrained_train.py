@@ -23,7 +23,9 @@ from mm_ray.train.checkpoint import open_checkpoint
 from mm_ray.train.evaluate import evaluate
 from mm_ray.train.ray_trainer import fit
 
-pytestmark = pytest.mark.integration
+# slow: two caches, a Ray Train run and an evaluation with three library models (about 2.5 min on a loaded 2-core
+# machine), beyond what the default run can add; the unit tests cover the same parts without Ray.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CACHE = ("image.size=32", "audio.n_mels=16", "audio.duration_s=0.5", "text.max_length=16")
 FRAMES = 1 + 8000 // 160  # 0.5 s at 16 kHz, hop 160

@@ -316,6 +316,10 @@ def test_the_default_keeps_mm_rays_own_encoders_and_spec() -> None:
             r"model\.encoders\.image\.path: .* does not hold resnet34 weights",
         ),
         (
+            ["model.builder=builders:bag_of_features"],
+            r"model\.encoders: model\.builder=builders:bag_of_features",
+        ),
+        (
             ["model.encoders.image.path={bad_pickle}"],
             r"model\.encoders\.image\.path: cannot read .* as a state dict",
         ),
