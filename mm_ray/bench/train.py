@@ -132,12 +132,14 @@ def plain_epochs(
     """Run every epoch of ``trainer`` (``plain_trainer``) over ``epoch_batches(epoch)``; returns the rates."""
     import torch
 
+    from mm_ray.models.pretrained import apply_epoch
     from mm_ray.train.loop import loop_epoch
 
     loop, model, optimizer, scheduler = trainer
     autocast = torch.bfloat16 if loop.bf16 and device == "cuda" else None
     history = []
     for epoch in range(loop.epochs):
+        apply_epoch(model, epoch)  # library encoders' freeze schedule, as the Train workers apply it
         started_at, started = time.time(), time.perf_counter()
         stats = loop_epoch(
             model, epoch_batches(epoch), optimizer, scheduler, loop, device=device, autocast_dtype=autocast

@@ -254,6 +254,54 @@ class DemoConfig:
     retrieval (``embed.*``); [] = none."""
 
 
+EncoderSource = Literal["builtin", "torchvision", "transformers"]
+"""Where a modality's encoder comes from: mm_ray's own, a torchvision image model, a HF ``transformers`` model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+    """One modality's encoder (``mm_ray.models.pretrained``): mm_ray's own (``builtin``, the default) or a model of
+    an ecosystem library, built from files on local disk (nothing is ever downloaded), with a linear projection
+    to ``model.fusion_dim`` so every preset takes it. Images: ``torchvision``; text and audio: ``transformers``."""
+
+    source: EncoderSource = "builtin"
+    """builtin: mm_ray's encoder (``model.width``/``depth``); torchvision: ``arch`` with the weights in ``path``
+    (image only); transformers: the HF model directory ``path`` (text: a BERT-like encoder with its
+    ``tokenizer.json``, which the text pool then uses; audio: an Audio Spectrogram Transformer on log-mels)."""
+    arch: str | None = None
+    """torchvision: the architecture (``torchvision.models.list_models()``: resnet18, efficientnet_b0, ...)."""
+    path: str | None = None
+    """torchvision: a state-dict file (``torch.save(model.state_dict(), F)``; None = random init), or an mm_ray run
+    directory / checkpoint whose image encoder is the same torchvision ``arch`` (its backbone); transformers: a
+    directory with ``config.json`` and ``model.safetensors`` (``save_pretrained``, ``huggingface-cli download
+    --local-dir``). Read when training starts; checkpoints hold the weights, so evaluation never needs it."""
+    pool: Literal["default", "avg", "cls", "mean"] = "default"
+    """How the backbone's outputs become one vector: avg (torchvision's own global pooling; its default); cls (the
+    first token; AST: its pooler, the mean of its two leading tokens); mean (masked mean over tokens / patches;
+    the default for transformers)."""
+    freeze: bool = False
+    """Keep the backbone's weights fixed (its BatchNorm statistics too); the projection still trains."""
+    unfreeze_after: int | None = None
+    """With ``freeze``: train this many epochs frozen, then unfreeze at the start of the next; None = frozen for
+    the whole run."""
+    mean: list[float] | None = None
+    """Image normalisation mean per RGB channel (torchvision only); None = ImageNet's, as torchvision's weights."""
+    std: list[float] | None = None
+    """Image normalisation std per RGB channel (torchvision only); None = ImageNet's."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodersConfig:
+    """Per-modality encoder choice (``model.encoders.image.source=torchvision`` ...); unset = mm_ray's own."""
+
+    image: EncoderConfig = field(default_factory=EncoderConfig)
+    """The image encoder (``torchvision`` or ``builtin``)."""
+    text: EncoderConfig = field(default_factory=EncoderConfig)
+    """The text encoder (``transformers`` or ``builtin``)."""
+    audio: EncoderConfig = field(default_factory=EncoderConfig)
+    """The audio encoder (``transformers`` or ``builtin``)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """The fusion model: a named preset (``mm_ray.models.PRESETS``) plus a few size knobs."""
@@ -305,6 +353,9 @@ class ModelConfig:
     vae_beta: float = 1.0
     """KL weight of the ``mvae`` preset's ELBO (its reconstruction terms are per-element mean squared errors, so
     small values, 0.01-0.1, keep the latent informative); ``mvae`` uses ``fusion_dim`` as its latent size."""
+    encoders: EncodersConfig = field(default_factory=EncodersConfig)
+    """Encoders from torchvision / HF transformers per modality, built from local files (README "Pretrained
+    encoders"); unset = mm_ray's own encoders, as before."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mm_ray.columns import ATTENTION_MASK, AUDIO, IMAGE, INPUT_IDS, MODALITIES, PRESENCE_COLUMN
-from mm_ray.preprocess.image import normalize_images
+from mm_ray.preprocess.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
 
 Tensors = dict[str, torch.Tensor]
 
@@ -232,7 +232,11 @@ def encode(
     dtype = next(encoder.parameters()).dtype
     if modality == "image":
         images = _zero_missing(batch[IMAGE], present)
-        return encoder((normalize_images(images) if images.dtype == torch.uint8 else images).to(dtype))
+        if images.dtype == torch.uint8:
+            # An encoder from a library brings the constants its weights were trained with.
+            mean, std = getattr(encoder, "image_normalization", (IMAGENET_MEAN, IMAGENET_STD))
+            images = normalize_images(images, mean, std)
+        return encoder(images.to(dtype))
     return encoder(_zero_missing(batch[AUDIO], present).to(dtype))
 
 

@@ -101,6 +101,8 @@ def build_model(
     align_dim: int = 0,
     audio_frames: int = 0,
     vae_beta: float = 1.0,
+    encoders: Mapping[str, Mapping] | None = None,
+    load_pretrained: bool = True,
 ) -> nn.Module:
     """Build preset ``preset`` for ``modalities`` (a non-empty subset of image/text/audio).
 
@@ -113,7 +115,9 @@ def build_model(
     modality; ``align_dim`` > 0 adds a projection per modality to that size (only with 2+ modalities:
     alignment needs a pair). ``mvae`` (``mm_ray.models.mvae``) uses ``fusion_dim`` as its latent size,
     ``audio_frames`` (the log-mel's frames) for its audio decoder and ``vae_beta`` as its KL weight; ``cgan``
-    (``mm_ray.models.cgan``) needs image and text.
+    (``mm_ray.models.cgan``) needs image and text. ``encoders``: modality -> the spec of an encoder from a
+    library (``mm_ray.models.pretrained``) used instead of mm_ray's own; ``load_pretrained=False`` builds those
+    with random weights (a checkpoint's weights are loaded over them).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; known presets: {', '.join(PRESETS)}")
@@ -125,17 +129,24 @@ def build_model(
         raise ValueError(f"image_size {image_size} is too small for depth {depth}")
     weights = _fusion_weights(fusion_weights, chosen)
     text = {"kind": text_encoder, "bidirectional": bidirectional, "max_len": max_text_len}
+    library = _library_encoders(encoders or {}, chosen, fusion_dim, seed, load_pretrained)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         enc_depth = 0 if spec.shallow else depth
         if spec.family in GENERATIVE_FAMILIES:
             enc = {
-                m: _encoder(m, width, depth, fusion_dim, vocab_size, n_mels, text, dropout) for m in chosen
+                m: library[m]
+                if m in library
+                else _encoder(m, width, depth, fusion_dim, vocab_size, n_mels, text, dropout)
+                for m in chosen
             }
             return _generative(spec.family, enc, fusion_dim, num_classes, image_size, n_mels, audio_frames,
                                width, vae_beta)  # fmt: skip
         encoders = {
-            m: _encoder(m, width, enc_depth, fusion_dim, vocab_size, n_mels, text, dropout) for m in chosen
+            m: library[m]
+            if m in library
+            else _encoder(m, width, enc_depth, fusion_dim, vocab_size, n_mels, text, dropout)
+            for m in chosen
         }
         fusion = _fusion(
             spec.family, chosen, fusion_dim, num_classes, depth, rank, tensor_dim, dropout, weights
@@ -178,6 +189,21 @@ def _generative(
     return TextToImageGAN(
         text_encoder=encoders["text"], dim=dim, num_classes=num_classes, image_size=image_size, width=width
     )
+
+
+def _library_encoders(
+    specs: Mapping[str, Mapping], chosen: tuple[str, ...], dim: int, seed: int, load: bool
+) -> dict[str, nn.Module]:
+    """The chosen modalities' encoders from torchvision / transformers (none: {}, and nothing imported). Built
+    from their own random streams, so mm_ray's own encoders keep the initial weights of the seed."""
+    wanted = [m for m in chosen if m in specs]
+    if not wanted:
+        return {}
+    from mm_ray.models.pretrained.backbones import build_encoder
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 3)
+        return {m: build_encoder(m, specs[m], out_dim=dim, load_weights=load) for m in wanted}
 
 
 def _linears(modalities: tuple[str, ...], dim: int, out: int, seed: int) -> dict[str, nn.Module]:

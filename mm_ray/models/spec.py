@@ -59,35 +59,46 @@ class ModelSpec:
     """Frames of the audio features (the ``mvae`` audio decoder's output length); 0 = not recorded."""
     vae_beta: float = 1.0
     """KL weight of the ``mvae`` ELBO."""
+    encoders: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    """Modality -> the spec of its encoder from torchvision / transformers (``mm_ray.models.pretrained.resolve``);
+    {} = mm_ray's own encoders."""
 
     def __post_init__(self) -> None:
         # Lists from JSON/YAML become tuples, so equal specs compare equal whatever they were read from.
         object.__setattr__(self, "modalities", tuple(self.modalities))
         object.__setattr__(self, "fusion_weights", dict(self.fusion_weights))
         object.__setattr__(self, "builder_kwargs", dict(self.builder_kwargs))
+        object.__setattr__(self, "encoders", {m: dict(v) for m, v in self.encoders.items()})
 
     @property
     def name(self) -> str:
         """What builds the model: the builder when there is one, else the preset."""
         return self.builder or self.preset
 
-    def build(self) -> nn.Module:
+    def build(self, *, load_pretrained: bool = True) -> nn.Module:
         """The model this spec describes, with the spec's seed's initial weights (a ``FusionModel`` for presets).
 
         A spec with a ``builder`` imports and calls it: only build specs that came from your own settings (a
-        checkpoint's spec goes through ``LoadedCheckpoint.restore_model``, which checks the builder first)."""
+        checkpoint's spec goes through ``LoadedCheckpoint.restore_model``, which checks the builder first).
+        Library ``encoders`` read their pretrained weights from disk unless ``load_pretrained`` is False (a model
+        a checkpoint's weights will be loaded into needs no other)."""
         kwargs = self.as_dict()
+        kwargs.setdefault("encoders", {})
         builder, builder_kwargs = kwargs.pop("builder"), kwargs.pop("builder_kwargs")
         if builder:
             inputs = {name: kwargs[name] for name in INPUT_ARGUMENTS}
             return build_custom(builder, inputs, builder_kwargs, seed=self.seed)
-        return build_model(kwargs.pop("preset"), **kwargs)
+        return build_model(kwargs.pop("preset"), load_pretrained=load_pretrained, **kwargs)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data: lists, dicts, numbers and strings only."""
         out = dataclasses.asdict(self)
         out["modalities"] = list(self.modalities)
         out["builder_kwargs"] = dict(self.builder_kwargs)
+        if not self.encoders:
+            del out[
+                "encoders"
+            ]  # mm_ray's own encoders: the spec is written as before library encoders existed
         return out
 
     @classmethod

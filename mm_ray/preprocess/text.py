@@ -24,6 +24,10 @@ from mm_ray.preprocess.batch import decode_rows, reject_columns
 from mm_ray.preprocess.tokenizer import PAD, load_tokenizer
 from mm_ray.quarantine import Reason, SampleError
 
+PAD_TOKENS = (PAD, "<pad>")
+"""Padding tokens looked for, in order: mm_ray's and BERT's ``[PAD]``, then RoBERTa-style ``<pad>`` (a text
+encoder's own tokenizer, ``model.encoders.text``)."""
+
 
 class TextPreprocessor:
     """Tokenize UTF-8 text to ``input_ids`` int32 ``[max_length]`` and ``attention_mask`` int8.
@@ -41,11 +45,14 @@ class TextPreprocessor:
         source = tokenizer.to_str() if isinstance(tokenizer, Tokenizer) else tokenizer
         # A private copy: padding/truncation are settings on the tokenizer object itself.
         self._tokenizer = load_tokenizer(source)
-        pad_id = self._tokenizer.token_to_id(PAD)
-        if pad_id is None:
-            raise ValueError(f"the tokenizer has no {PAD} token")
+        pad_token = next((t for t in PAD_TOKENS if self._tokenizer.token_to_id(t) is not None), None)
+        if pad_token is None:
+            raise ValueError(f"the tokenizer has no padding token (one of {', '.join(PAD_TOKENS)})")
+        pad_id = self._tokenizer.token_to_id(pad_token)
         self._tokenizer.enable_truncation(max_length=max_length)
-        self._tokenizer.enable_padding(direction="right", pad_id=pad_id, pad_token=PAD, length=max_length)
+        self._tokenizer.enable_padding(
+            direction="right", pad_id=pad_id, pad_token=pad_token, length=max_length
+        )
         self.max_length = max_length
         self.max_caption_bytes = max_caption_bytes
         self.pad_id = pad_id

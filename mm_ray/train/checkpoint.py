@@ -187,7 +187,8 @@ class LoadedCheckpoint:
         to pass. Preset models import nothing and need no ``builder``.
         """
         self.check_builder(builder)
-        model = self.loop.model.build()
+        # Library encoders are rebuilt from the spec's architecture alone: the weights are the checkpoint's.
+        model = self.loop.model.build(load_pretrained=False)
         model.load_state_dict(self.state["model"])
         return model.to(device).eval()
 

@@ -41,10 +41,12 @@ from tokenizers import Tokenizer
 from mm_ray.cluster.storage import warn_if_unshared
 from mm_ray.config.load import ConfigError, as_dict
 from mm_ray.config.schema import Config
+from mm_ray.data.captions import check_encoder_tokenizer
 from mm_ray.models.builder import resolve_builder
 from mm_ray.runtime import init_ray
 from mm_ray.track.run import RunTracker
 from mm_ray.train.checkpoint import load_checkpoint
+from mm_ray.train.encoder_weights import with_image_weights_from_run
 from mm_ray.train.inputs import TrainInputs, train_inputs
 from mm_ray.train.outputs import write_run_outputs
 from mm_ray.train.progress import epoch_line
@@ -177,6 +179,8 @@ def build_trainer(
     if t.fail_at_epoch == 1 or t.fail_at_epoch < 0:
         raise ConfigError(f"train.fail_at_epoch: must be 0 (off) or >= 2, got {t.fail_at_epoch}")
     inputs = inputs or train_inputs(cfg)
+    check_encoder_tokenizer(cfg, inputs.tokenizer_json)
+    cfg = with_image_weights_from_run(cfg)
     loop = LoopConfig.for_run(
         cfg,
         shapes=inputs.shapes,

@@ -25,6 +25,7 @@ from typing import Any
 
 from mm_ray.config.load import ConfigError, as_dict, build, config_from_dict, persistable
 from mm_ray.config.schema import AugmentConfig, Config
+from mm_ray.models.pretrained.resolve import configured, resolve_encoders
 from mm_ray.models.spec import ModelSpec
 
 
@@ -86,6 +87,21 @@ class LoopConfig:
                 "train.aux_loss_weight/align_loss_weight: the auxiliary and alignment losses need a preset's "
                 f"FusionModel, not model.builder={m.builder}"
             )
+        resolved = with_preprocessing(cfg, preprocessing)
+        encoders = {}
+        if configured(m.encoders) and m.builder:
+            raise ConfigError(
+                f"model.encoders: model.builder={m.builder} builds its own encoders; unset one of them"
+            )
+        if configured(m.encoders):
+            encoders = resolve_encoders(
+                m.encoders,
+                modalities=m.modalities,
+                max_text_len=shapes["input_ids"][0],
+                n_mels=shapes["audio"][0],
+                vocab_size=vocab_size,
+                audio=resolved.audio,
+            )
         rows_per_worker = math.ceil(rows / max(1, t.num_workers))
         total_steps = max(1, math.ceil(rows_per_worker / t.batch_size) * t.epochs)
         spec = ModelSpec(
@@ -115,10 +131,11 @@ class LoopConfig:
             # Only the model that decodes audio needs its length; other specs stay as they were.
             audio_frames=shapes["audio"][-1] if m.preset == "mvae" else 0,
             vae_beta=m.vae_beta,
+            encoders=encoders,
         )
         return cls(
             model=spec,
-            resolved=with_preprocessing(cfg, preprocessing),
+            resolved=resolved,
             epochs=t.epochs,
             batch_size=t.batch_size,
             shuffle=t.shuffle,

@@ -26,6 +26,7 @@ from mm_ray.config.load import as_dict
 from mm_ray.data.ledger import check_error_budget, ledger_get
 from mm_ray.preprocess.augment import augment_split, build_augmenter
 from mm_ray.train.checkpoint import TOKENIZER_FILE, load_checkpoint, restore_into, save_checkpoint
+from mm_ray.train.freezing import begin_epoch
 from mm_ray.train.loop import loop_epoch, seed_everything
 from mm_ray.train.metrics import SUBSETS, evaluate_subsets
 from mm_ray.train.schedule import optimizer_and_schedule
@@ -59,7 +60,8 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     if loop.torch_threads:
         torch.set_num_threads(loop.torch_threads)
     device = ray.train.torch.get_device()
-    built = loop.model.build()
+    # A resumed run's weights come from its checkpoint: library encoders then skip reading their own.
+    built = loop.model.build(load_pretrained=ray.train.get_checkpoint() is None)
     # An adversarial model's discriminator half leaves the generator and classifier unused: DDP must look for them.
     ddp = {"find_unused_parameters": True} if getattr(built, "adversarial", False) else None
     model = ray.train.torch.prepare_model(built, parallel_strategy_kwargs=ddp)
@@ -74,6 +76,12 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     placement = _placement_group_id()
     nodes = _worker_nodes()
     for epoch in range(start_epoch, loop.epochs):
+        # A library encoder's backbone unfrozen now: a DDP model is wrapped again (mm_ray.train.freezing).
+        model = begin_epoch(
+            model,
+            epoch,
+            wrap=lambda inner: ray.train.torch.prepare_model(inner, parallel_strategy_kwargs=ddp),
+        )
         started_at, started = time.time(), time.perf_counter()
         batches = train_shard.iter_torch_batches(
             batch_size=loop.batch_size,
