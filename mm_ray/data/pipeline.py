@@ -30,6 +30,7 @@ from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import model_ready_shapes, row_bytes
 from mm_ray.data.datasource import ShardDatasource
+from mm_ray.data.epochs import shuffled_per_epoch
 from mm_ray.data.ledger import QuarantineLedger, check_error_budget, ledger_get, write_quarantine_log
 from mm_ray.data.members import MemberMap, member_map
 from mm_ray.data.resources import COST_SHARE, IngestPlan, plan_ingest
@@ -98,12 +99,14 @@ def build_dataset(
     storage_options: dict[str, str],
     rows_per_block: int,
     shuffle_seed: int | None = None,
+    first_epoch: int = 0,
     drop_columns: Sequence[str] = (),
 ) -> ray.data.Dataset:
     """The lazy Ray dataset of model-ready rows (nothing runs until it is consumed).
 
     ``shuffle_seed``: every execution (every training epoch) reads the shards in another order, reproducible
-    from the seed (shards read in the first pool only). ``drop_columns`` leave in the last pool's actors.
+    from the seed (shards read in the first pool only); the first execution takes the order of epoch
+    ``first_epoch`` (a resumed run). ``drop_columns`` leave in the last pool's actors.
     """
     if plan.reads_in_pool:
         # The first pool reads its shards itself: the input is only the list of shard URLs, one per block.
@@ -111,9 +114,7 @@ def build_dataset(
         if shuffle_seed is not None:
             # Shuffling URL blocks is cheap (the all-to-all step holds only the URLs) and, with reseeding,
             # gives each execution its own order.
-            ds = ds.randomize_block_order(
-                seed=ray.data.RandomSeedConfig(seed=shuffle_seed, reseed_after_execution=True)
-            )
+            ds = shuffled_per_epoch(ds, shuffle_seed, first_epoch)
     else:
         source = ShardDatasource(
             urls,
@@ -209,13 +210,14 @@ class Ingest:
         reserved_cpus: float = 0.0,
         repeat: int = 1,
         shuffle_seed: int | None = None,
+        first_epoch: int = 0,
         drop_columns: Sequence[str] = (),
     ) -> Ingest:
         """Plan and build the pipeline.
 
         ``reserved_cpus``: CPUs the pools must leave free (Train workers on the same cluster). ``repeat`` reads
-        the shard list that many times (benchmarks; the ledger counts each shard once). ``shuffle_seed`` and
-        ``drop_columns``: as in ``build_dataset`` (training streams).
+        the shard list that many times (benchmarks; the ledger counts each shard once). ``shuffle_seed``,
+        ``first_epoch`` and ``drop_columns``: as in ``build_dataset`` (training streams).
         """
         urls = expand_shards(shard_specs, storage_options=cfg.data.storage_options) * repeat
         cpus, gpus = cluster_resources()
@@ -250,6 +252,7 @@ class Ingest:
                 storage_options=cfg.data.storage_options,
                 rows_per_block=cfg.data.read_block_rows,
                 shuffle_seed=shuffle_seed,
+                first_epoch=first_epoch,
                 drop_columns=drop_columns,
             )
         return cls(dataset, ledger, urls, plan, cfg.data.error_budget, cfg.data.fail_on_unreadable_shard)

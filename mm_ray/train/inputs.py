@@ -29,6 +29,7 @@ from mm_ray.config.schema import Config
 from mm_ray.data.cache import Cache, model_ready_shapes, preprocessing_of, row_bytes
 from mm_ray.data.labels import with_classes
 from mm_ray.data.pipeline import Ingest
+from mm_ray.train.resume import finished_epochs
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def cache_inputs(cfg: Config) -> TrainInputs:
         check_same_tokenizer(caches["val"], tokenizer_json, cfg)
         check_same_classes(caches["val"].classes, caches["train"].classes, "train.val_cache", cfg)
     in_memory = fits_in_memory(caches.values())
+    first_epoch = finished_epochs(cfg) if t.shuffle else 0
     datasets = {
         # Only the training rows are shuffled (every epoch, from train.seed): validation scores them all anyway.
         name: cache.dataset(
@@ -87,6 +89,7 @@ def cache_inputs(cfg: Config) -> TrainInputs:
             in_memory=in_memory,
             shuffle_seed=t.seed if t.shuffle and name == "train" else None,
             limit=t.limit_samples if name == "train" else None,
+            first_epoch=first_epoch if name == "train" else 0,
         )
         for name, cache in caches.items()
     }
@@ -204,6 +207,8 @@ def shard_inputs(cfg: Config) -> TrainInputs:
         tokenizer_json,
         reserved_cpus=reserved,
         shuffle_seed=t.seed if t.shuffle else None,
+        # A resumed run reads epoch k's shards in the order an uninterrupted run would.
+        first_epoch=finished_epochs(cfg) if t.shuffle else 0,
         drop_columns=NOT_MODEL_INPUTS,
     )
     streams = {"train": train}

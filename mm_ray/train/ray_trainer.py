@@ -48,6 +48,7 @@ from mm_ray.train.checkpoint import load_checkpoint
 from mm_ray.train.inputs import TrainInputs, train_inputs
 from mm_ray.train.outputs import write_run_outputs
 from mm_ray.train.progress import epoch_line
+from mm_ray.train.resume import storage_path
 from mm_ray.train.spec import LoopConfig
 from mm_ray.train.worker import train_fn_per_worker, worker_config
 
@@ -269,11 +270,6 @@ def load_checkpoint_metrics(checkpoint: ray.train.Checkpoint | None) -> dict[str
         return {}
     with checkpoint.as_directory() as directory:
         return dict(load_checkpoint(directory)["metrics"])
-
-
-def storage_path(path: str) -> str:
-    """Ray Train wants an absolute local path or a URI; a relative path would resolve on each node."""
-    return path if "://" in path else str(Path(path).expanduser().resolve())
 
 
 class _RelayCallback(ray.train.UserCallback):
