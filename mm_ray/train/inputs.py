@@ -183,8 +183,8 @@ def shard_inputs(cfg: Config) -> TrainInputs:
     """Datasets that decode ``data.shards`` (and ``data.val_shards``, or ``train.val_cache``) every epoch.
 
     The ingest pools share the cluster with the Train workers: the resource plan reserves the workers' CPUs
-    first (``train.num_workers`` x ``train.cpus_per_worker``), so pools, shard reads and training never wait
-    on one another. ``model.num_classes`` is required: no manifest has counted the labels.
+    first (``train.num_workers`` x ``train.cpus_per_worker``, on the nodes ``train.worker_resources`` allows),
+    so pools, shard reads and training never wait on one another. ``model.num_classes`` is required: no manifest has counted the labels.
     """
     from mm_ray.data.captions import obtain_tokenizer
 
@@ -196,7 +196,10 @@ def shard_inputs(cfg: Config) -> TrainInputs:
             "labels); set it to the number of classes"
         )
     tokenizer_json = obtain_tokenizer(cfg, list(cfg.data.shards))
-    reserved = t.num_workers * t.cpus_per_worker if t.num_workers else 1.0
+    # The Train workers' CPUs are kept free where the workers can run (train.worker_resources); local mode
+    # trains in this driver, whose node the plan cannot tell: its CPU is kept free everywhere.
+    placement = {"train_cpus": t.num_workers * t.cpus_per_worker, "train_resources": t.worker_resources}
+    reserved = 0.0 if t.num_workers else 1.0
     context = ray.get_runtime_context()
     if context.get_actor_id() is not None:
         # Inside an actor (a Tune trial's function): the CPUs it holds are not free for pools either.
@@ -206,6 +209,7 @@ def shard_inputs(cfg: Config) -> TrainInputs:
         list(cfg.data.shards),
         tokenizer_json,
         reserved_cpus=reserved,
+        **placement,
         shuffle_seed=t.seed if t.shuffle else None,
         # A resumed run reads epoch k's shards in the order an uninterrupted run would.
         first_epoch=finished_epochs(cfg) if t.shuffle else 0,
@@ -227,6 +231,7 @@ def shard_inputs(cfg: Config) -> TrainInputs:
             list(cfg.data.val_shards),
             tokenizer_json,
             reserved_cpus=reserved,
+            **placement,
             drop_columns=NOT_MODEL_INPUTS,
         )
         streams["val"] = val

@@ -41,8 +41,9 @@ from tokenizers import Tokenizer
 from mm_ray.cluster.storage import warn_if_unshared
 from mm_ray.config.load import ConfigError, as_dict
 from mm_ray.config.schema import Config
+from mm_ray.data.placement import check_workers
 from mm_ray.models.builder import resolve_builder
-from mm_ray.runtime import init_ray
+from mm_ray.runtime import cluster_nodes, init_ray
 from mm_ray.track.run import RunTracker
 from mm_ray.train.checkpoint import load_checkpoint
 from mm_ray.train.inputs import TrainInputs, train_inputs
@@ -189,6 +190,10 @@ def build_trainer(
     )
     if loop.model.builder:  # here, naming the key, rather than first inside every worker
         resolve_builder(loop.model.builder)
+    if t.num_workers:  # here, naming the key, rather than a placement group pending forever
+        check_workers(
+            cluster_nodes(), t.worker_resources, t.cpus_per_worker, float(t.use_gpu), "train.worker_resources"
+        )
     train_stream = inputs.streams.get("train")
     return ray.train.torch.TorchTrainer(
         train_fn_per_worker,
@@ -202,7 +207,12 @@ def build_trainer(
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers,
             use_gpu=t.use_gpu,
-            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})},
+            # Custom resources (train.worker_resources) pin the workers to the nodes that declare them.
+            resources_per_worker={
+                "CPU": t.cpus_per_worker,
+                **({"GPU": 1} if t.use_gpu else {}),
+                **t.worker_resources,
+            },
         ),
         run_config=ray.train.RunConfig(
             name=cfg.name,
