@@ -118,21 +118,12 @@ def plan_ingest(
     train_nodes = usable_nodes(nodes, train_resources or {}, "train.worker_resources")
     if shares is None:
         shares = {m: 1.0 for m in pools} if len(pools) == 1 else {m: COST_SHARE.get(m, 0.1) for m in pools}
-    placed = {
-        m: usable_nodes(nodes, cfg.get("resources") or {}, f"pools.{m}.resources") for m, cfg in pools.items()
-    }
-    by_set: dict[frozenset[str], list[str]] = {}
-    for m, where in placed.items():
-        by_set.setdefault(frozenset(n.node_id for n in where), []).append(m)
-    # Smallest sets (the most pinned pools) first: a pool that may use every node is planned after the pinned
-    # ones, from what they left, so two pools never count the same CPUs.
-    order = sorted(by_set, key=lambda ids: (sum(n.cpus for n in nodes if n.node_id in ids), sorted(ids)))
+    node_sets = pools_by_node_set(pools, nodes)
     claimed: list[tuple[frozenset[str], float]] = []
     plans: dict[str, PoolPlan] = {}
     reads = read_num_cpus * read_slots
-    for ids in order:
-        members = by_set[ids]
-        where = [n for n in nodes if n.node_id in ids]
+    for where, members in node_sets:
+        ids = frozenset(n.node_id for n in where)
         cpus = sum(n.cpus for n in where)
         trainer = train_cpus if any(n.node_id in ids for n in train_nodes) else 0.0
         earlier = sum(c for other, c in claimed if other & ids)
@@ -145,7 +136,7 @@ def plan_ingest(
             )
         total_share = sum(shares[m] for m in members)
         for m in members:
-            share = shares[m] / total_share if len(by_set) > 1 else shares[m]
+            share = shares[m] / total_share if len(node_sets) > 1 else shares[m]
             plans[m] = _plan_pool(m, pools[m], budget * share, where)
         held = sum(plans[m].max_size * plans[m].num_cpus for m in members)
         if held > budget + 1e-9:
@@ -161,6 +152,18 @@ def plan_ingest(
     return IngestPlan(
         read_num_cpus, plans, total, reserved_cpus + train_cpus, dict(groups or {}), reads_in_pool
     )
+
+
+def pools_by_node_set(pools: dict[str, dict], nodes: Sequence[Node]) -> list[tuple[list[Node], list[str]]]:
+    """The pools grouped by the nodes they may use (their ``resources``), as ``(nodes, pool names)``; the
+    smallest sets (the most pinned pools) first: a pool that may use every node is planned after the pinned
+    ones, from what they left, so two pools never count the same CPUs."""
+    by_set: dict[frozenset[str], list[str]] = {}
+    for m, cfg in pools.items():
+        where = usable_nodes(nodes, cfg.get("resources") or {}, f"pools.{m}.resources")
+        by_set.setdefault(frozenset(n.node_id for n in where), []).append(m)
+    order = sorted(by_set, key=lambda ids: (sum(n.cpus for n in nodes if n.node_id in ids), sorted(ids)))
+    return [([n for n in nodes if n.node_id in ids], by_set[ids]) for ids in order]
 
 
 def _on(members: list[str], pools: dict[str, dict]) -> str:
