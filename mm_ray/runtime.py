@@ -14,6 +14,7 @@ import logging
 import os
 
 from mm_ray.config.schema import RayConfig
+from mm_ray.data.placement import Node
 
 # Settings for a Ray that mm_ray starts itself (a cluster's own settings are left alone):
 # - Ray keeps at most ``num_cpus`` idle worker processes and kills the rest after 1 s idle. With
@@ -89,6 +90,13 @@ def configure_data_context(target_block_mb: int = 16) -> None:
     # It would say "Progress bars disabled" once per run: deliberate here, the CLI draws its own bar.
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+
+
+def cluster_nodes() -> list[Node]:
+    """The connected cluster's alive nodes and their total resources (for placement and the resource plan)."""
+    import ray
+
+    return [Node(n["NodeID"], dict(n.get("Resources") or {})) for n in ray.nodes() if n.get("Alive")]
 
 
 def cluster_resources() -> tuple[float, float]:

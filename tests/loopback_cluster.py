@@ -67,8 +67,9 @@ class LoopbackCluster:
         return self.base / "auth_token"
 
     @classmethod
-    def start(cls, num_cpus: int = 1) -> LoopbackCluster:
-        """Start the head (``num_cpus`` CPUs, dashboard on loopback, token auth); raises if it fails."""
+    def start(cls, num_cpus: int = 1, resources: dict[str, float] | None = None) -> LoopbackCluster:
+        """Start the head (``num_cpus`` CPUs, custom ``resources``, dashboard on loopback, token auth); raises
+        if it fails."""
         base = Path(tempfile.mkdtemp(prefix="mmray-"))
         token = secrets.token_hex(32)
         (base / "auth_token").write_text(token)
@@ -92,6 +93,8 @@ class LoopbackCluster:
             f"--dashboard-port={dash}",
         ]
         head += ["--include-dashboard=true", f"--ray-client-server-port={ports[0]}"]
+        if resources:
+            head.append(f"--resources={json.dumps(resources)}")
         try:
             cluster._ray_start("head", head, num_cpus, ports[1:])
         except BaseException:
@@ -99,9 +102,10 @@ class LoopbackCluster:
             raise
         return cluster
 
-    def add_node(self, name: str, num_cpus: int = 1) -> None:
-        """Start a worker node with ``num_cpus`` CPUs and a custom resource ``{name: 1}``."""
-        start = [RAY, "start", f"--address=127.0.0.1:{self.gcs_port}", f"--resources={json.dumps({name: 1})}"]
+    def add_node(self, name: str, num_cpus: int = 1, resources: dict[str, float] | None = None) -> None:
+        """Start a worker node with ``num_cpus`` CPUs, a custom resource ``{name: 1}`` and ``resources``."""
+        declared = json.dumps({name: 1, **(resources or {})})
+        start = [RAY, "start", f"--address=127.0.0.1:{self.gcs_port}", f"--resources={declared}"]
         self._ray_start(name, start, num_cpus, free_ports(3))
         self.nodes.append(name)
 

@@ -54,6 +54,8 @@ class TreeMonitor:
         self._groups: dict[int, str] = {}
         self._start_cpu: dict[int, float] = {}
         self.peak_pss_mb = 0.0
+        self.peak_rss_mb = 0.0
+        """Peak of the tree's summed RSS: shared pages (the object store) counted once per process mapping them."""
         self._peak_by_pid: dict[int, tuple[float, str]] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -64,15 +66,17 @@ class TreeMonitor:
             return []
 
     def sample(self) -> None:
-        total = 0
+        total = rss_total = 0
         for proc in self._procs():
             try:
                 times = proc.cpu_times()
                 cpu = times.user + times.system
-                pss = proc.memory_full_info().pss
+                memory = proc.memory_full_info()
+                pss = memory.pss
             except (psutil.Error, OSError):
                 continue
             total += pss
+            rss_total += memory.rss
             # Re-read the name each time: a Ray worker renames itself (ray::IDLE -> ray::MapWorker...)
             # after it starts; its last name is the most telling.
             self._groups[proc.pid] = process_group(proc, self._root.pid)
@@ -83,6 +87,7 @@ class TreeMonitor:
             self._start_cpu.setdefault(proc.pid, cpu if proc.pid == self._root.pid else 0.0)
             self._cpu[proc.pid] = (self._groups[proc.pid], cpu)
         self.peak_pss_mb = max(self.peak_pss_mb, total / 2**20)
+        self.peak_rss_mb = max(self.peak_rss_mb, rss_total / 2**20)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -92,6 +97,13 @@ class TreeMonitor:
         """``(group, MB)`` of the single process whose PSS peaked highest while monitored."""
         mb, group = max(self._peak_by_pid.values())
         return group, mb
+
+    def peak_by_group(self) -> dict[str, float]:
+        """MB per process group: the sum of its processes' own PSS peaks (where the memory went), largest first."""
+        out: dict[str, float] = {}
+        for mb, group in self._peak_by_pid.values():
+            out[group] = out.get(group, 0.0) + mb
+        return dict(sorted(((g, round(mb, 1)) for g, mb in out.items()), key=lambda kv: -kv[1]))
 
     def cpu_by_group(self) -> dict[str, float]:
         """CPU seconds (user + system) spent per process group while monitored."""

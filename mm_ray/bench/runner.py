@@ -4,6 +4,7 @@ the results with their ratios; ``mm-ray bench`` prints them.
     results = bench_ingest(config_path=None, overrides=[], shard_specs=[], cores=2)      # (a), (b), (c)
     results = bench_memory(config_path=None, overrides=[], shard_specs=[], cores=2)      # 1x vs 10x data
     results = bench_train(config_path=None, overrides=[], shard_specs=[], cores=2)       # plain vs Ray Train
+    results = bench_stream_memory(config_path=None, overrides=[], shard_specs=[], cores=2)  # streaming, 1x vs 10x
 
 Without shard specs the demo benchmark's shards are generated once into ``<output_dir>/<name>/shards``
 (``BENCH_DEFAULTS``: 4,000 samples in 8 shards) and reused.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mm_ray.bench import ingest as ingest_bench
+from mm_ray.bench import stream_memory as stream_memory_bench
 from mm_ray.bench import train as train_bench
 from mm_ray.config.load import load_config
 from mm_ray.config.schema import Config
@@ -143,6 +145,77 @@ def bench_memory(
 def memory_table(results: dict[str, dict[str, Any]]) -> str:
     rows = [[k, r["samples"], r["samples_per_s"], r["peak_pss_mb"]] for k, r in results.items()]
     return format_table(["data", "samples", "samples/s", "peak PSS (MB)"], rows)
+
+
+STREAM_MEMORY_DEFAULTS = (
+    "name=bench-stream",
+    "demo.num_samples=2000",
+    "demo.samples_per_shard=250",
+    "demo.val_fraction=0.0",
+    "demo.min_image_px=96",
+    "demo.max_image_px=192",
+    "image.size=32",
+    "audio.n_mels=32",
+    "model.width=8",
+    "model.depth=1",
+    "model.fusion_dim=8",
+    "model.num_classes=4",
+    "train.cpus_per_worker=1",
+    "pools.fused.num_cpus=0.5",
+)
+"""bench stream-memory's generated data and run: 2,000 small demo samples (8 shards), a tiny model, one worker
+and two decoding actors sharing 2 cores."""
+
+
+def bench_stream_memory(
+    *,
+    config_path: str | None,
+    overrides: Sequence[str],
+    shard_specs: Sequence[str],
+    cores: int,
+    scale: int = 10,
+) -> dict[str, Any]:
+    """Streaming training over the shards once and ``scale`` times over (``mm_ray.bench.stream_memory``):
+    peak memory of each and their ratio."""
+    overrides = [*([] if config_path else STREAM_MEMORY_DEFAULTS), *overrides]
+    cfg = load_config(config_path, overrides)
+    urls = _shard_urls(cfg, shard_specs, split=None if shard_specs else "train")
+    results = {}
+    with tokenizer_file(cfg, urls) as tok, tempfile.TemporaryDirectory() as links:
+        # One tokenizer for both runs (trained once, not again on the 10x list of the same captions).
+        run_overrides = [*overrides, f"text.tokenizer={tok}"]
+        for times in (1, scale):
+            shards = urls if times == 1 else stream_memory_bench.repeated_shards(urls, times, Path(links))
+            logger.info("training from %dx the shards (%d shard files) ...", times, len(shards))
+            results[f"{times}x"] = stream_memory_bench.run_in_subprocess(
+                config_path, run_overrides, shards, cores
+            )
+    one, many = results["1x"], results[f"{scale}x"]
+    return {
+        "cores": cores,
+        "scale": scale,
+        "results": results,
+        "memory_ratio": round(many["peak_pss_mb"] / one["peak_pss_mb"], 3),
+        "rss_ratio": round(many["peak_rss_mb"] / one["peak_rss_mb"], 3),
+        "target": stream_memory_bench.TARGET,
+    }
+
+
+def stream_memory_table(results: dict[str, dict[str, Any]]) -> str:
+    rows = [
+        [
+            k,
+            r["samples"],
+            r["samples_per_s"],
+            r["seconds"],
+            r["peak_pss_mb"],
+            r["peak_rss_mb"],
+            f"{r['largest_process']['group']} {r['largest_process']['pss_mb']}",
+        ]
+        for k, r in results.items()
+    ]
+    headers = ["data", "samples", "train samples/s", "seconds", "peak PSS (MB)", "peak RSS sum (MB)"]
+    return format_table([*headers, "largest process (PSS MB)"], rows)
 
 
 def bench_train(

@@ -6,6 +6,7 @@ in the same run, printed as a table with ratios (and ``--json``).
     mm-ray bench ingest demo.num_samples=8000 --json bench.json
     mm-ray bench train                           # the same shards, preprocessed once into runs/bench/train_cache
     mm-ray bench train --cache DIR train.epochs=5 --json train.json --plot train.png
+    mm-ray bench stream-memory                   # streaming training over 2,000 and 20,000 samples: peak memory
     mm-ray bench hostile                         # a 2 GiB gzip bomb and giant captions: time and peak memory
     mm-ray bench generate --config pipelines/generate.yaml   # mvae / cgan: topic of images drawn from text
 """
@@ -27,12 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="benchmarks: `bench ingest` (decode floor vs DataLoader vs Ray pipeline), `bench memory` "
-        "(1x vs 10x data), `bench train` (plain PyTorch loop vs Ray Train with 1 and 2 workers), `bench hostile` "
+        "(1x vs 10x data), `bench stream-memory` (streaming training over 1x vs 10x data: peak memory), `bench train` (plain PyTorch loop vs Ray Train with 1 and 2 workers), `bench hostile` "
         "(time and peak memory of preprocess on a gzip bomb and giant captions, vs the same shard without), "
         "`bench generate` (mvae and cgan images drawn from text: topic recovered vs chance and real images, "
         "diversity)",
     )
-    p.add_argument("target", choices=["ingest", "memory", "train", "hostile", "generate"])
+    p.add_argument("target", choices=["ingest", "memory", "stream-memory", "train", "hostile", "generate"])
     p.add_argument("overrides", nargs="*", help="key=value overrides (demo.* sizes the generated data)")
     p.add_argument("--shards", nargs="+", help="benchmark these shards instead of generated demo data")
     p.add_argument(
@@ -70,6 +71,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="train: run every mode this many times; report each one's median",
     )
+    p.add_argument(
+        "--scale", type=int, default=10, help="stream-memory: the larger run reads the shards this many times"
+    )
     add_config_args(p)
     p.set_defaults(func=main)
 
@@ -106,6 +110,17 @@ def main(args: argparse.Namespace) -> int:
             **common, modes=modes, cache=args.cache, repeat=args.repeat, source=args.source
         )
         print_train(summary, args.plot)
+    elif args.target == "stream-memory":
+        summary = runner.bench_stream_memory(**common, scale=args.scale)
+        print(runner.stream_memory_table(summary["results"]))
+        verdict = "met" if summary["memory_ratio"] <= summary["target"] else "missed"
+        print(
+            f"peak PSS ratio {summary['scale']}x/1x = {summary['memory_ratio']:.2f} (target <= {summary['target']}: "
+            f"{verdict}); summed RSS ratio {summary['rss_ratio']:.2f}"
+        )
+        for scale, r in summary["results"].items():
+            top = ", ".join(f"{g} {mb:g}" for g, mb in list(r["peak_pss_mb_by_group"].items())[:6])
+            print(f"peak PSS by process group (MB), {scale}: {top}")
     elif args.target == "memory":
         summary = runner.bench_memory(**common)
         print(runner.memory_table(summary["results"]))

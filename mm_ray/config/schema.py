@@ -178,6 +178,10 @@ class PoolConfig:
     """Largest pool size (autoscaling between min and max); None = same as min_size."""
     batch_size: int = 64
     """Samples per call of the preprocessor."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources per actor, to pin the pool to the nodes that declare them (e.g. ``{preprocess:
+    0.001}`` with CPU nodes started with ``--resources='{"preprocess": 1}'``, as ``cluster/`` does). The pool is
+    then sized from those nodes' CPUs; a resource no node declares fails naming this key. {} = any node."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +191,8 @@ class PoolsConfig:
     layout: Literal["auto", "per_modality", "fused"] = "auto"
     """per_modality: one actor pool per modality (``image``, ``text``, ``audio`` below), each sized on its own;
     fused: one pool (``fused`` below) whose actors run every modality's preprocessor in turn; auto: fused for
-    the CPU stages, with a modality that asks for GPUs (``pools.<m>.num_gpus``) in a pool of its own. Fewer
+    the CPU stages, with a modality that asks for GPUs (``pools.<m>.num_gpus``) or for custom resources
+    (``pools.<m>.resources``: pinned elsewhere) in a pool of its own. Fewer
     processes is faster where resources are uniform: on 2 cores six actor processes contend for the caches and
     each pays its own start-up (``mm-ray bench ingest`` measures both layouts)."""
     read_num_cpus: float = 0.25
@@ -436,6 +441,11 @@ class TrainConfig:
     """One GPU per worker."""
     cpus_per_worker: float = 0.5
     """CPUs reserved per worker; keep it below 1 on small nodes so Ray Data still gets CPUs to feed them."""
+    worker_resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources per worker, to pin the workers to the nodes that declare them (e.g. ``{train_gpu:
+    0.001}`` with GPU nodes started with ``--resources='{"train_gpu": 1}'``, as ``cluster/`` does); the ingest
+    pools then keep the workers' CPUs free on those nodes only. A resource no node declares fails naming this
+    key. {} = any node."""
     checkpoints_to_keep: int = 2
     """Most recent checkpoints kept on storage."""
     max_failures: int = 0

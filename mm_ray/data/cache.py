@@ -35,6 +35,7 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from mm_ray.config.schema import AudioConfig, Config
+from mm_ray.data.epochs import shuffled_per_epoch, starting_at_epoch
 from mm_ray.data.sources import S3_PREFIX, filesystem_for
 from mm_ray.preprocess.mel import feature_rows
 
@@ -131,13 +132,15 @@ class Cache:
         shuffle_seed: int | None = None,
         limit: int | None = None,
         block_rows: int = 256,
+        first_epoch: int = 0,
     ) -> Any:
         """The cached rows as a Ray dataset: streamed from Parquet by Ray Data read tasks (lazy), or, with
         ``in_memory``, read here with pyarrow and put into the object store as blocks of ``block_rows`` rows.
 
         ``limit``: the first this many rows only. ``columns``: only these (read as such: no Ray Data map step, which would need a CPU of its own).
         ``shuffle_seed``: every execution (every epoch) visits the blocks (in memory) or files (streamed) in
-        another order, reproducible from the seed. In memory costs no Ray Data job or task: on a small machine that
+        another order, reproducible from the seed; ``first_epoch``: the first execution takes the order of that
+        epoch (a resumed run, ``mm_ray.data.epochs``). In memory costs no Ray Data job or task: on a small machine that
         is seconds per run (and per sweep trial) that a read-then-materialize would spend on read tasks."""
         import ray.data
 
@@ -147,16 +150,15 @@ class Cache:
             if shuffle_seed is not None:
                 shuffle = ray.data.FileShuffleConfig(seed=shuffle_seed, reseed_after_execution=True)
             ds = ray.data.read_parquet(f"{path}/{DATA}", filesystem=fs, columns=columns, shuffle=shuffle)
-            return ds.limit(limit) if limit is not None else ds
+            ds = ds.limit(limit) if limit is not None else ds
+            return starting_at_epoch(ds, first_epoch) if shuffle is not None else ds
         table = pads.dataset(f"{path}/{DATA}", format="parquet", filesystem=fs).to_table(columns=columns)
         if limit is not None:
             table = table.slice(0, limit)
         blocks = [table.slice(start, block_rows) for start in range(0, table.num_rows, block_rows)]
         ds = ray.data.from_arrow(blocks or [table])
         if shuffle_seed is not None:
-            ds = ds.randomize_block_order(
-                seed=ray.data.RandomSeedConfig(seed=shuffle_seed, reseed_after_execution=True)
-            )
+            ds = shuffled_per_epoch(ds, shuffle_seed, first_epoch)
         return ds
 
     def _fs(self) -> tuple[pafs.FileSystem, str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,14 @@ from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import model_ready_shapes, row_bytes
 from mm_ray.data.datasource import ShardDatasource
+from mm_ray.data.epochs import shuffled_per_epoch
 from mm_ray.data.ledger import QuarantineLedger, check_error_budget, ledger_get, write_quarantine_log
 from mm_ray.data.members import MemberMap, member_map
 from mm_ray.data.resources import COST_SHARE, IngestPlan, plan_ingest
 from mm_ray.data.sources import expand_shards
 from mm_ray.data.stages import SHARD_URL, STAGES, DroppingColumns, FusedStage, ShardStage
 from mm_ray.preprocess.image import formats_for
-from mm_ray.runtime import cluster_resources
+from mm_ray.runtime import cluster_nodes
 
 # Text first (cheapest: rows rejected there never reach the costly decoders); image last because its
 # output (150 KB per sample at 224 px) is the largest, so no other stage has to carry it.
@@ -55,9 +56,11 @@ def pool_groups(cfg: Config) -> dict[str, tuple[str, ...]]:
             f"pools.layout: fused puts every modality in one CPU pool, but pools.{gpu[0]}.num_gpus asks for "
             "GPUs; use layout auto (a GPU stage gets a pool of its own) or per_modality"
         )
-    cpu = tuple(m for m in STAGE_ORDER if m not in gpu)
+    # A stage pinned by resources of its own (pools.<m>.resources) runs where they are: a pool of its own too.
+    own = [m for m in STAGE_ORDER if m in gpu or (layout == "auto" and getattr(cfg.pools, m).resources)]
+    cpu = tuple(m for m in STAGE_ORDER if m not in own)
     groups: dict[str, tuple[str, ...]] = {"fused": cpu} if len(cpu) > 1 else {m: (m,) for m in cpu}
-    groups.update({m: (m,) for m in gpu})
+    groups.update({m: (m,) for m in own})
     return groups
 
 
@@ -102,12 +105,14 @@ def build_dataset(
     storage_options: dict[str, str],
     rows_per_block: int,
     shuffle_seed: int | None = None,
+    first_epoch: int = 0,
     drop_columns: Sequence[str] = (),
 ) -> ray.data.Dataset:
     """The lazy Ray dataset of model-ready rows (nothing runs until it is consumed).
 
     ``shuffle_seed``: every execution (every training epoch) reads the shards in another order, reproducible
-    from the seed (shards read in the first pool only). ``drop_columns`` leave in the last pool's actors.
+    from the seed (shards read in the first pool only); the first execution takes the order of epoch
+    ``first_epoch`` (a resumed run). ``drop_columns`` leave in the last pool's actors.
     """
     if plan.reads_in_pool:
         # The first pool reads its shards itself: the input is only the list of shard URLs, one per block.
@@ -115,9 +120,7 @@ def build_dataset(
         if shuffle_seed is not None:
             # Shuffling URL blocks is cheap (the all-to-all step holds only the URLs) and, with reseeding,
             # gives each execution its own order.
-            ds = ds.randomize_block_order(
-                seed=ray.data.RandomSeedConfig(seed=shuffle_seed, reseed_after_execution=True)
-            )
+            ds = shuffled_per_epoch(ds, shuffle_seed, first_epoch)
     else:
         source = ShardDatasource(
             urls,
@@ -152,6 +155,8 @@ def build_dataset(
             compute=ray.data.ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
             num_cpus=pool.num_cpus,
             num_gpus=pool.num_gpus,
+            # Custom resources pin the pool to the nodes that declare them (mm_ray.data.placement).
+            resources=pool.resources or None,
             batch_size=batch_size,
             batch_format="pyarrow",
             zero_copy_batch=True,
@@ -211,32 +216,37 @@ class Ingest:
         shard_specs: list[str],
         tokenizer_json: str,
         reserved_cpus: float = 0.0,
+        *,
+        train_cpus: float = 0.0,
+        train_resources: Mapping[str, float] | None = None,
         repeat: int = 1,
         shuffle_seed: int | None = None,
+        first_epoch: int = 0,
         drop_columns: Sequence[str] = (),
         augment: bool = False,
     ) -> Ingest:
         """Plan and build the pipeline.
 
-        ``reserved_cpus``: CPUs the pools must leave free (Train workers on the same cluster). ``repeat`` reads
-        the shard list that many times (benchmarks; the ledger counts each shard once). ``shuffle_seed`` and
-        ``drop_columns``: as in ``build_dataset`` (training streams). ``augment``: the pools draw
+        ``reserved_cpus``: CPUs the pools must leave free on every node set; ``train_cpus``: the Train workers'
+        CPUs, kept free only on the nodes their custom resources ``train_resources`` allow. ``repeat`` reads
+        the shard list that many times (benchmarks; the ledger counts each shard once). ``shuffle_seed``,
+        ``first_epoch`` and ``drop_columns``: as in ``build_dataset`` (training streams). ``augment``: the pools draw
         ``train.augment``'s crop and a random audio window while decoding (training streams).
         """
         urls = expand_shards(shard_specs, storage_options=cfg.data.storage_options) * repeat
-        cpus, gpus = cluster_resources()
         groups = pool_groups(cfg)
         pools = {name: dataclasses.asdict(getattr(cfg.pools, name)) for name in groups}
         shares = {name: sum(COST_SHARE[m] for m in modalities) for name, modalities in groups.items()}
         reads_in_pool = "fused" in groups and cfg.pools.layout != "per_modality"
         plan = plan_ingest(
             pools,
-            total_cpus=cpus,
-            total_gpus=gpus,
+            nodes=cluster_nodes(),
             read_num_cpus=cfg.pools.read_num_cpus,
             # The fused pool reads its shards itself: no read tasks to keep CPUs for.
             read_slots=0 if reads_in_pool else 2,
             reserved_cpus=reserved_cpus,
+            train_cpus=train_cpus,
+            train_resources=train_resources,
             shares={name: share / sum(shares.values()) for name, share in shares.items()},
             groups=groups,
             reads_in_pool=reads_in_pool,
@@ -256,6 +266,7 @@ class Ingest:
                 storage_options=cfg.data.storage_options,
                 rows_per_block=cfg.data.read_block_rows,
                 shuffle_seed=shuffle_seed,
+                first_epoch=first_epoch,
                 drop_columns=drop_columns,
             )
         return cls(dataset, ledger, urls, plan, cfg.data.error_budget, cfg.data.fail_on_unreadable_shard)

@@ -7,7 +7,9 @@ Why budgets matter: a Ray actor holds its ``num_cpus`` for its whole life. If th
 every CPU, the shard-read tasks that feed them can never be scheduled and the pipeline hangs
 (seen on a 2-CPU node with two 1-CPU actors). So the plan first reserves CPUs for
 ``read_slots`` concurrent read tasks (and for any trainer workers sharing the cluster), then
-splits the rest between the pools by the measured relative cost of each modality.
+splits the rest between the pools by the measured relative cost of each modality. On a heterogeneous
+cluster a pool pinned to some nodes (``pools.<name>.resources``, ``mm_ray.data.placement``) is budgeted
+from those nodes' CPUs only, and the trainer's CPUs are kept only where its workers can run.
 ``num_cpus`` is a scheduling budget, not a cap: fractional values let more actor processes
 than cores run and the OS shares the cores between them.
 """
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 
 from mm_ray.config.load import ConfigError
+from mm_ray.data.placement import Node, capacity, usable_nodes
 
 # Relative CPU cost per sample, measured with the demo data (256-512 px JPEG, 1 s FLAC/WAV at
 # mixed rates, short captions): image decode+resize ~2 ms, audio decode+resample+log-mel
@@ -34,6 +38,8 @@ class PoolPlan:
     num_cpus: float
     num_gpus: float
     batch_size: int
+    resources: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Custom Ray resources per actor (``pools.<name>.resources``): the pool runs where they are declared."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +68,7 @@ class IngestPlan:
         parts = [
             f"{m}{self._runs(m)}: {p.min_size}-{p.max_size} x {p.num_cpus:g} CPU"
             + (f" {p.num_gpus:g} GPU" if p.num_gpus else "")
+            + "".join(f" {v:g} {k}" for k, v in p.resources.items())
             for m, p in self.pools.items()
         ]
         reads = (
@@ -79,11 +86,14 @@ class IngestPlan:
 def plan_ingest(
     pools: dict[str, dict],
     *,
-    total_cpus: float,
+    total_cpus: float = 0.0,
     total_gpus: float = 0.0,
+    nodes: Sequence[Node] | None = None,
     read_num_cpus: float = 0.25,
     read_slots: int = 2,
     reserved_cpus: float = 0.0,
+    train_cpus: float = 0.0,
+    train_resources: Mapping[str, float] | None = None,
     shares: dict[str, float] | None = None,
     groups: dict[str, tuple[str, ...]] | None = None,
     reads_in_pool: bool = False,
@@ -92,44 +102,101 @@ def plan_ingest(
     ``fused`` for the pool that runs several), ``shares[name]`` its fraction of the CPU budget (default:
     ``COST_SHARE``, or the whole budget for a single pool).
 
-    Sizes left as None are derived: ``floor(share * budget / num_cpus)``, at least 1.
-    Raises ``ConfigError`` naming the ``pools.*`` key when the plan cannot fit the cluster.
+    ``nodes``: the cluster's alive nodes (``mm_ray.data.placement.Node``); without them the cluster is one node
+    of ``total_cpus``/``total_gpus``. A pool whose ``resources`` name custom resources runs only on the nodes
+    that declare them, so it is sized from those nodes' CPUs; pools sharing a set of nodes split its budget by
+    their shares. ``reserved_cpus`` is kept free on every set of nodes (e.g. a Tune trial's own driver), and
+    ``train_cpus`` (the Train workers) on those the workers can use (``train_resources``), so pools pinned to
+    CPU nodes are not shrunk for workers pinned to GPU nodes. Read tasks are not pinned: their CPUs are kept
+    free on every set.
+
+    Sizes left as None are derived: ``floor(share * budget / num_cpus)``, at least 1, and no more than the
+    pool's custom resources allow. Raises ``ConfigError`` naming the ``pools.*`` (or ``train.*``) key when the
+    plan cannot fit the cluster.
     """
-    budget = total_cpus - reserved_cpus - read_num_cpus * read_slots
-    if budget <= 0:
-        raise ConfigError(
-            f"pools: no CPU left for preprocessing actors: cluster has {total_cpus:g} CPUs, "
-            f"{reserved_cpus:g} reserved for training and {read_num_cpus * read_slots:g} for "
-            f"{read_slots} read tasks (pools.read_num_cpus={read_num_cpus:g})"
-        )
+    nodes = list(nodes) if nodes is not None else [Node("cluster", {"CPU": total_cpus, "GPU": total_gpus})]
+    train_nodes = usable_nodes(nodes, train_resources or {}, "train.worker_resources")
     if shares is None:
         shares = {m: 1.0 for m in pools} if len(pools) == 1 else {m: COST_SHARE.get(m, 0.1) for m in pools}
-    plans = {m: _plan_pool(m, cfg, budget * shares[m], total_gpus) for m, cfg in pools.items()}
-    plan = IngestPlan(read_num_cpus, plans, total_cpus, reserved_cpus, dict(groups or {}), reads_in_pool)
-    if plan.pool_cpus > budget + 1e-9:
-        worst = max(plans, key=lambda m: plans[m].max_size * plans[m].num_cpus)
-        raise ConfigError(
-            f"pools: actor pools need {plan.pool_cpus:g} CPUs at max size but only {budget:g} of the "
-            f"cluster's {total_cpus:g} are left after read tasks and training; this would deadlock. "
-            f"Lower pools.{worst}.max_size or pools.{worst}.num_cpus"
-        )
-    return plan
+    node_sets = pools_by_node_set(pools, nodes)
+    claimed: list[tuple[frozenset[str], float]] = []
+    plans: dict[str, PoolPlan] = {}
+    reads = read_num_cpus * read_slots
+    for where, members in node_sets:
+        ids = frozenset(n.node_id for n in where)
+        cpus = sum(n.cpus for n in where)
+        trainer = train_cpus if any(n.node_id in ids for n in train_nodes) else 0.0
+        earlier = sum(c for other, c in claimed if other & ids)
+        budget = cpus - reserved_cpus - trainer - reads - earlier
+        if budget <= 0:
+            raise ConfigError(
+                f"pools: no CPU left for preprocessing actors{_on(members, pools)}: {cpus:g} CPUs, "
+                f"{reserved_cpus + trainer:g} reserved for training, {earlier:g} held by other pools and "
+                f"{reads:g} for {read_slots} read tasks (pools.read_num_cpus={read_num_cpus:g})"
+            )
+        total_share = sum(shares[m] for m in members)
+        for m in members:
+            share = shares[m] / total_share if len(node_sets) > 1 else shares[m]
+            plans[m] = _plan_pool(m, pools[m], budget * share, where)
+        held = sum(plans[m].max_size * plans[m].num_cpus for m in members)
+        if held > budget + 1e-9:
+            worst = max(members, key=lambda m: plans[m].max_size * plans[m].num_cpus)
+            raise ConfigError(
+                f"pools: actor pools need {held:g} CPUs at max size but only {budget:g} of the "
+                f"{cpus:g}{_on(members, pools)} are left after read tasks and training; this would deadlock. "
+                f"Lower pools.{worst}.max_size or pools.{worst}.num_cpus"
+            )
+        claimed.append((ids, held))
+    plans = {m: plans[m] for m in pools}  # the config's order: it is the stages' order
+    total = sum(n.cpus for n in nodes)
+    return IngestPlan(
+        read_num_cpus, plans, total, reserved_cpus + train_cpus, dict(groups or {}), reads_in_pool
+    )
 
 
-def _plan_pool(modality: str, cfg: dict, budget: float, total_gpus: float) -> PoolPlan:
-    """``budget``: the CPUs this pool's share of the cluster allows."""
+def pools_by_node_set(pools: dict[str, dict], nodes: Sequence[Node]) -> list[tuple[list[Node], list[str]]]:
+    """The pools grouped by the nodes they may use (their ``resources``), as ``(nodes, pool names)``; the
+    smallest sets (the most pinned pools) first: a pool that may use every node is planned after the pinned
+    ones, from what they left, so two pools never count the same CPUs."""
+    by_set: dict[frozenset[str], list[str]] = {}
+    for m, cfg in pools.items():
+        where = usable_nodes(nodes, cfg.get("resources") or {}, f"pools.{m}.resources")
+        by_set.setdefault(frozenset(n.node_id for n in where), []).append(m)
+    order = sorted(by_set, key=lambda ids: (sum(n.cpus for n in nodes if n.node_id in ids), sorted(ids)))
+    return [([n for n in nodes if n.node_id in ids], by_set[ids]) for ids in order]
+
+
+def _on(members: list[str], pools: dict[str, dict]) -> str:
+    """`` on the nodes of pools.<m>.resources`` for pinned pools (nothing for unpinned ones)."""
+    pinned = [m for m in members if pools[m].get("resources")]
+    return f" on the nodes of pools.{pinned[0]}.resources" if pinned else " of the cluster"
+
+
+def _plan_pool(modality: str, cfg: dict, budget: float, nodes: Sequence[Node]) -> PoolPlan:
+    """``budget``: the CPUs this pool's share of its nodes allows."""
     num_cpus, num_gpus = float(cfg["num_cpus"]), float(cfg["num_gpus"])
+    resources = dict(cfg.get("resources") or {})
+    total_gpus = sum(n.gpus for n in nodes)
     if num_cpus <= 0 and num_gpus <= 0:
         raise ConfigError(f"pools.{modality}.num_cpus: must be > 0 for a CPU pool, got {num_cpus:g}")
     if num_gpus > 0 and total_gpus <= 0:
-        raise ConfigError(f"pools.{modality}.num_gpus={num_gpus:g} but the cluster has no GPUs")
+        where = "the nodes of its resources" if resources else "the cluster"
+        raise ConfigError(f"pools.{modality}.num_gpus={num_gpus:g} but {where} has no GPUs")
     auto = max(1, math.floor(budget / num_cpus + 1e-9)) if num_cpus else 1
     if num_gpus > 0:
         auto = max(1, min(auto, math.floor(total_gpus / num_gpus)))
+    fits = capacity(nodes, resources)
+    if fits is not None:
+        auto = max(1, min(auto, fits))
     min_size = cfg.get("min_size") or auto
     max_size = cfg.get("max_size") or max(min_size, cfg.get("min_size") or auto)
     if max_size < min_size:
         raise ConfigError(
             f"pools.{modality}.max_size={max_size} is below pools.{modality}.min_size={min_size}"
         )
-    return PoolPlan(min_size, max_size, num_cpus, num_gpus, int(cfg["batch_size"]))
+    if fits is not None and max_size > fits:
+        raise ConfigError(
+            f"pools.{modality}.resources: {max_size} actors of {resources} do not fit the {fits} that the "
+            f"nodes declaring them hold; this would deadlock. Lower the amounts or pools.{modality}.max_size"
+        )
+    return PoolPlan(min_size, max_size, num_cpus, num_gpus, int(cfg["batch_size"]), resources)

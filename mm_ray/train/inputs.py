@@ -29,6 +29,7 @@ from mm_ray.config.schema import Config
 from mm_ray.data.cache import Cache, model_ready_shapes, preprocessing_of, row_bytes
 from mm_ray.data.labels import with_classes
 from mm_ray.data.pipeline import Ingest
+from mm_ray.train.resume import finished_epochs
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def cache_inputs(cfg: Config) -> TrainInputs:
         check_same_tokenizer(caches["val"], tokenizer_json, cfg)
         check_same_classes(caches["val"].classes, caches["train"].classes, "train.val_cache", cfg)
     in_memory = fits_in_memory(caches.values())
+    first_epoch = finished_epochs(cfg) if t.shuffle else 0
     datasets = {
         # Only the training rows are shuffled (every epoch, from train.seed): validation scores them all anyway.
         name: cache.dataset(
@@ -90,6 +92,7 @@ def cache_inputs(cfg: Config) -> TrainInputs:
             in_memory=in_memory,
             shuffle_seed=t.seed if t.shuffle and name == "train" else None,
             limit=t.limit_samples if name == "train" else None,
+            first_epoch=first_epoch if name == "train" else 0,
         )
         for name, cache in caches.items()
     }
@@ -183,8 +186,8 @@ def shard_inputs(cfg: Config) -> TrainInputs:
     """Datasets that decode ``data.shards`` (and ``data.val_shards``, or ``train.val_cache``) every epoch.
 
     The ingest pools share the cluster with the Train workers: the resource plan reserves the workers' CPUs
-    first (``train.num_workers`` x ``train.cpus_per_worker``), so pools, shard reads and training never wait
-    on one another. ``model.num_classes`` is required: no manifest has counted the labels.
+    first (``train.num_workers`` x ``train.cpus_per_worker``, on the nodes ``train.worker_resources`` allows),
+    so pools, shard reads and training never wait on one another. ``model.num_classes`` is required: no manifest has counted the labels.
     """
     from mm_ray.data.captions import obtain_tokenizer
 
@@ -196,7 +199,10 @@ def shard_inputs(cfg: Config) -> TrainInputs:
             "labels); set it to the number of classes"
         )
     tokenizer_json = obtain_tokenizer(cfg, list(cfg.data.shards))
-    reserved = t.num_workers * t.cpus_per_worker if t.num_workers else 1.0
+    # The Train workers' CPUs are kept free where the workers can run (train.worker_resources); local mode
+    # trains in this driver, whose node the plan cannot tell: its CPU is kept free everywhere.
+    placement = {"train_cpus": t.num_workers * t.cpus_per_worker, "train_resources": t.worker_resources}
+    reserved = 0.0 if t.num_workers else 1.0
     # Only the training stream is augmented; validation scores the data as it is.
     at_decode = t.augment.enabled and t.augment.at_decode
     context = ray.get_runtime_context()
@@ -208,7 +214,10 @@ def shard_inputs(cfg: Config) -> TrainInputs:
         list(cfg.data.shards),
         tokenizer_json,
         reserved_cpus=reserved,
+        **placement,
         shuffle_seed=t.seed if t.shuffle else None,
+        # A resumed run reads epoch k's shards in the order an uninterrupted run would.
+        first_epoch=finished_epochs(cfg) if t.shuffle else 0,
         drop_columns=NOT_MODEL_INPUTS,
         augment=at_decode,
     )
@@ -228,6 +237,7 @@ def shard_inputs(cfg: Config) -> TrainInputs:
             list(cfg.data.val_shards),
             tokenizer_json,
             reserved_cpus=reserved,
+            **placement,
             drop_columns=NOT_MODEL_INPUTS,
         )
         streams["val"] = val

@@ -42,14 +42,16 @@ from mm_ray.cluster.storage import warn_if_unshared
 from mm_ray.config.load import ConfigError, as_dict
 from mm_ray.config.schema import Config
 from mm_ray.data.captions import check_encoder_tokenizer
+from mm_ray.data.placement import check_workers
 from mm_ray.models.builder import resolve_builder
-from mm_ray.runtime import init_ray
+from mm_ray.runtime import cluster_nodes, init_ray
 from mm_ray.track.run import RunTracker
 from mm_ray.train.checkpoint import load_checkpoint
 from mm_ray.train.encoder_weights import with_image_weights_from_run
 from mm_ray.train.inputs import TrainInputs, train_inputs
 from mm_ray.train.outputs import write_run_outputs
 from mm_ray.train.progress import epoch_line
+from mm_ray.train.resume import storage_path
 from mm_ray.train.spec import LoopConfig
 from mm_ray.train.worker import train_fn_per_worker, worker_config
 
@@ -193,6 +195,10 @@ def build_trainer(
     )
     if loop.model.builder:  # here, naming the key, rather than first inside every worker
         resolve_builder(loop.model.builder)
+    if t.num_workers:  # here, naming the key, rather than a placement group pending forever
+        check_workers(
+            cluster_nodes(), t.worker_resources, t.cpus_per_worker, float(t.use_gpu), "train.worker_resources"
+        )
     train_stream = inputs.streams.get("train")
     return ray.train.torch.TorchTrainer(
         train_fn_per_worker,
@@ -206,7 +212,12 @@ def build_trainer(
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers,
             use_gpu=t.use_gpu,
-            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})},
+            # Custom resources (train.worker_resources) pin the workers to the nodes that declare them.
+            resources_per_worker={
+                "CPU": t.cpus_per_worker,
+                **({"GPU": 1} if t.use_gpu else {}),
+                **t.worker_resources,
+            },
         ),
         run_config=ray.train.RunConfig(
             name=cfg.name,
@@ -274,11 +285,6 @@ def load_checkpoint_metrics(checkpoint: ray.train.Checkpoint | None) -> dict[str
         return {}
     with checkpoint.as_directory() as directory:
         return dict(load_checkpoint(directory)["metrics"])
-
-
-def storage_path(path: str) -> str:
-    """Ray Train wants an absolute local path or a URI; a relative path would resolve on each node."""
-    return path if "://" in path else str(Path(path).expanduser().resolve())
 
 
 class _RelayCallback(ray.train.UserCallback):

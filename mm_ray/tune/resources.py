@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 
 from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
@@ -32,11 +33,14 @@ class TrialResources:
     workers: int
     cpus_per_worker: float
     gpus_per_worker: float
+    worker_resources: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """Custom resources per worker (``train.worker_resources``): the nodes declaring them bound the trials too."""
 
     @classmethod
     def from_config(cls, cfg: Config) -> TrialResources:
         t = cfg.train
-        return cls(cfg.tune.driver_cpus, t.num_workers, t.cpus_per_worker, 1.0 if t.use_gpu else 0.0)
+        gpus = 1.0 if t.use_gpu else 0.0
+        return cls(cfg.tune.driver_cpus, t.num_workers, t.cpus_per_worker, gpus, dict(t.worker_resources))
 
     @property
     def cpus(self) -> float:
@@ -47,8 +51,16 @@ class TrialResources:
         return self.workers * self.gpus_per_worker
 
 
-def max_concurrent_trials(trial: TrialResources, *, cpus: float, gpus: float, data_cpus: float) -> int:
-    """Most trials whose drivers and worker groups all fit at once, leaving ``data_cpus`` free for Ray Data.
+def max_concurrent_trials(
+    trial: TrialResources,
+    *,
+    cpus: float,
+    gpus: float,
+    data_cpus: float,
+    custom: Mapping[str, float] | None = None,
+) -> int:
+    """Most trials whose drivers and worker groups all fit at once, leaving ``data_cpus`` free for Ray Data;
+    ``custom``: the cluster's totals of the custom resources the workers ask for (``train.worker_resources``).
 
     Raises ``ConfigError`` (naming the keys to change) when not even one trial fits.
     """
@@ -58,6 +70,15 @@ def max_concurrent_trials(trial: TrialResources, *, cpus: float, gpus: float, da
     limits = [math.floor((cpus - data_cpus) / trial.cpus + _EPS)]
     if trial.gpus > 0:
         limits.append(math.floor(gpus / trial.gpus + _EPS))
+    for name, amount in trial.worker_resources.items():
+        have = (custom or {}).get(name, 0.0)
+        if trial.workers and have < trial.workers * amount - _EPS:
+            raise ConfigError(
+                f"train.worker_resources: a trial's {trial.workers} workers need {trial.workers * amount:g} "
+                f"{name!r}, the cluster declares {have:g}"
+            )
+        if trial.workers:
+            limits.append(math.floor(have / (trial.workers * amount) + _EPS))
     fits = min(limits)
     if fits < 1:
         raise ConfigError(
@@ -68,9 +89,16 @@ def max_concurrent_trials(trial: TrialResources, *, cpus: float, gpus: float, da
     return fits
 
 
-def concurrency(cfg: Config, *, cpus: float, gpus: float, trials: int | None = None) -> int:
+def concurrency(
+    cfg: Config,
+    *,
+    cpus: float,
+    gpus: float,
+    trials: int | None = None,
+    custom: Mapping[str, float] | None = None,
+) -> int:
     """``tune.max_concurrent_trials`` when set, else the derived maximum (never more than the sweep's
-    ``trials``, by default ``tune.num_samples``)."""
+    ``trials``, by default ``tune.num_samples``); ``custom``: the cluster's custom resource totals."""
     if cfg.tune.max_concurrent_trials is not None:
         if cfg.tune.max_concurrent_trials < 1:
             raise ConfigError("tune.max_concurrent_trials: must be >= 1 (or null to derive it)")
@@ -80,6 +108,6 @@ def concurrency(cfg: Config, *, cpus: float, gpus: float, trials: int | None = N
         # two trials planning on the same free CPUs would each wait for actors the other holds.
         return 1
     derived = max_concurrent_trials(
-        TrialResources.from_config(cfg), cpus=cpus, gpus=gpus, data_cpus=cfg.tune.data_cpus
+        TrialResources.from_config(cfg), cpus=cpus, gpus=gpus, data_cpus=cfg.tune.data_cpus, custom=custom
     )
     return max(1, min(derived, trials or cfg.tune.num_samples))

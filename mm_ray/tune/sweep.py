@@ -159,7 +159,11 @@ def run_sweep(sweep: Sweep, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     save_sweep(sweep)
     resources = ray.cluster_resources()
     concurrent = concurrency(
-        cfg, cpus=resources.get("CPU", 0.0), gpus=resources.get("GPU", 0.0), trials=sweep.trials
+        cfg,
+        cpus=resources.get("CPU", 0.0),
+        gpus=resources.get("GPU", 0.0),
+        trials=sweep.trials,
+        custom=resources,
     )
     logger.info("sweep %s: %d trials, at most %d at a time", cfg.name, sweep.trials, concurrent)
     tuner = ray.tune.Tuner(

@@ -42,6 +42,26 @@ def test_bench_memory_runs_one_and_ten_times_the_data(tmp_path) -> None:
     assert summary["memory_ratio_10x_1x"] > 0
 
 
+def test_bench_stream_memory_trains_on_one_and_three_times_the_data(tmp_path, capsys) -> None:
+    out = tmp_path / "stream_memory.json"
+    argv = [
+        "bench",
+        "stream-memory",
+        f"output_dir={tmp_path}",
+        *TINY,
+        "demo.val_fraction=0.0",
+        "--scale",
+        "3",
+    ]
+    assert main([*argv, "--cores", "2", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    # Every sample trained once per run: 48, then the same shards under three names each.
+    assert summary["results"]["1x"]["samples"] == 48
+    assert summary["results"]["3x"]["samples"] == 144
+    assert summary["memory_ratio"] > 0 and summary["results"]["3x"]["peak_rss_mb"] > 0
+    assert "peak PSS ratio 3x/1x" in capsys.readouterr().out
+
+
 def test_bench_train_compares_the_plain_loop_with_one_and_two_ray_workers(tmp_path, capsys) -> None:
     out = tmp_path / "train.json"
     small = ["image.size=32", "audio.n_mels=16", "text.max_length=16", "train.batch_size=8", "train.epochs=2"]

@@ -16,10 +16,12 @@ from shardkit import good_sample, read_tar_samples, write_samples
 
 from mm_ray.config.load import load_config
 from mm_ray.data.captions import obtain_tokenizer
+from mm_ray.data.epochs import shuffled_per_epoch
 from mm_ray.data.pipeline import Ingest
 from mm_ray.demo.generate import make_shards
 from mm_ray.train.checkpoint import open_checkpoint
 from mm_ray.train.ray_trainer import fit
+from mm_ray.train.resume import finished_epochs
 
 pytestmark = pytest.mark.integration
 
@@ -108,8 +110,8 @@ def test_stream_visits_shards_in_a_new_seeded_order_every_epoch(shards) -> None:
     specs = shards["train"]
     tokenizer = obtain_tokenizer(cfg, specs)
 
-    def shard_orders(seed: int, epochs: int) -> list[list[str]]:
-        stream = Ingest.from_config(cfg, specs, tokenizer, shuffle_seed=seed)
+    def shard_orders(seed: int, epochs: int, first_epoch: int = 0) -> list[list[str]]:
+        stream = Ingest.from_config(cfg, specs, tokenizer, shuffle_seed=seed, first_epoch=first_epoch)
         orders = []
         for _ in range(epochs):
             seen: list[str] = []
@@ -126,6 +128,8 @@ def test_stream_visits_shards_in_a_new_seeded_order_every_epoch(shards) -> None:
         assert len({tuple(o) for o in a}) == 3, "every epoch reads the shards in another order"
         assert shard_orders(seed=3, epochs=3) == a, "the same seed gives the same orders"
         assert shard_orders(seed=4, epochs=1)[0] != a[0], "another seed, another order"
+        # A run resumed after epoch 1 (a new driver, a new dataset) reads epochs 2 and 3 as the run above did.
+        assert shard_orders(seed=3, epochs=2, first_epoch=1) == a[1:], "a resume keeps the epochs' orders"
     finally:
         ctx.execution_options.preserve_order = False
 
@@ -160,6 +164,18 @@ def test_the_training_stream_draws_new_crops_and_audio_windows_every_epoch(shard
     assert all(first[k][0] != plain[0][k][0] for k in first), "the crop is not the plain centre crop"
 
 
+def test_epoch_k_has_the_same_block_order_reached_fresh_or_after_a_resume() -> None:
+    def orders(first_epoch: int, epochs: int) -> list[list[int]]:
+        ds = ray.data.from_items([{"i": i} for i in range(12)], override_num_blocks=12)
+        ds = shuffled_per_epoch(ds, seed=5, first_epoch=first_epoch)
+        return [[row["i"] for row in ds.take_all()] for _ in range(epochs)]
+
+    fresh = orders(0, 4)
+    assert len({tuple(o) for o in fresh}) == 4
+    for k in (1, 3):
+        assert orders(k, 4 - k) == fresh[k:], f"resumed at epoch {k}"
+
+
 def test_stream_drops_key_columns_before_the_workers(shards) -> None:
     cfg = load_config(None, [*SMALL, "text.tokenizer_train_samples=200", "text.vocab_size=200"])
     tokenizer = obtain_tokenizer(cfg, shards["val"])
@@ -172,6 +188,8 @@ def test_stream_drops_key_columns_before_the_workers(shards) -> None:
 @pytest.mark.slow  # two runs, ~1.5 minutes on 2 cores
 def test_a_streaming_run_resumes_by_name(shards, tmp_path: Path) -> None:
     fit(_config(shards, tmp_path, "train.epochs=1"))
+    # What the driver reads before the workers start: the epochs the run's checkpoints already cover.
+    assert finished_epochs(_config(shards, tmp_path)) == 1
     resumed = fit(_config(shards, tmp_path, "train.epochs=2"))
     assert resumed.epochs_run == 2
     assert [m["epoch"] for m in resumed.history] == [1, 2]

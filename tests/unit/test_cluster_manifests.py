@@ -222,3 +222,42 @@ def test_the_systemd_unit_is_sandboxed() -> None:
     if score is None:
         pytest.skip(f"this systemd-analyze cannot score a unit file offline: {out.stderr.strip()[:200]}")
     assert float(score.group(1)) <= 2.0, out.stdout
+
+
+def _placement() -> dict[str, set[str]]:
+    """The custom resources ``pipelines/stream_cluster.yaml`` pins its pools and its Train workers with."""
+    from mm_ray.config.load import load_config
+
+    cfg = load_config(ROOT / "pipelines" / "stream_cluster.yaml")
+    pools = {
+        name
+        for pool in (cfg.pools.fused, cfg.pools.image, cfg.pools.text, cfg.pools.audio)
+        for name in pool.resources
+    }
+    return {"pools": pools, "workers": set(cfg.train.worker_resources)}
+
+
+def _kuberay_groups() -> dict[str, set[str]]:
+    import json
+
+    doc = yaml.safe_load((CLUSTER / "kuberay" / "raycluster.yaml").read_text())
+    groups = {}
+    for group in doc["spec"]["workerGroupSpecs"]:
+        declared = group.get("rayStartParams", {}).get("resources")
+        # KubeRay passes the value to `ray start --resources=...` as written: a quoted JSON object.
+        groups[group["groupName"]] = set(json.loads(json.loads(declared))) if declared else set()
+    return groups
+
+
+def test_the_node_groups_declare_the_resources_the_placement_pipeline_pins_to() -> None:
+    pins = _placement()
+    assert pins["pools"] and pins["workers"] and not pins["pools"] & pins["workers"]
+    types = launcher_config()["available_node_types"]
+    assert pins["pools"] <= set(types["cpu_preprocess"]["resources"])
+    assert pins["workers"] <= set(types["gpu_train"]["resources"])
+    assert types["cpu_preprocess"]["min_workers"] >= 1  # a type scaled to zero declares nothing
+    groups = _kuberay_groups()
+    assert pins["pools"] <= groups["cpu-preprocess"] and pins["workers"] <= groups["gpu-train"]
+    # Each marker on its own group only: pinned work cannot land on the wrong kind of node.
+    assert not pins["pools"] & groups["gpu-train"] and not pins["workers"] & groups["cpu-preprocess"]
+    assert not pins["workers"] & set(types["cpu_preprocess"]["resources"])

@@ -9,6 +9,7 @@ import pytest
 from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import PoolsConfig
 from mm_ray.data.ledger import ErrorBudgetExceeded, QuarantineLedger, check_error_budget, write_quarantine_log
+from mm_ray.data.placement import Node, check_workers
 from mm_ray.data.resources import plan_ingest
 from mm_ray.quarantine import QuarantineRecord, Reason
 
@@ -113,3 +114,81 @@ def test_gpu_pool_sized_by_gpus() -> None:
 def test_no_cpu_left_for_pools() -> None:
     with pytest.raises(ConfigError, match="no CPU left"):
         plan_ingest(_pools(), total_cpus=1, reserved_cpus=1)
+
+
+# ------------------------------------------------------------------------------- heterogeneous clusters
+
+CPU_NODE = Node("cpu", {"CPU": 16.0, "preprocess": 1.0})
+GPU_NODE = Node("gpu", {"CPU": 8.0, "GPU": 1.0, "train_gpu": 1.0})
+HEAD = Node("head", {"CPU": 0.0})
+
+
+def _fused(**changes) -> dict:
+    return {"fused": {**dataclasses.asdict(PoolsConfig().fused), **changes}}
+
+
+def test_a_pinned_pool_is_sized_from_its_nodes_cpus_only() -> None:
+    nodes = [HEAD, CPU_NODE, GPU_NODE]
+    pinned = plan_ingest(_fused(resources={"preprocess": 0.001}), nodes=nodes, read_slots=0)
+    anywhere = plan_ingest(_fused(), nodes=nodes, read_slots=0)
+    # 16 CPUs / 0.75 per actor = 21 actors on the CPU node; unpinned the pool may also use the GPU node's 8.
+    assert pinned.pools["fused"].max_size == 21
+    assert anywhere.pools["fused"].max_size == 32
+    assert pinned.pools["fused"].resources == {"preprocess": 0.001}
+
+
+def test_train_cpus_are_kept_only_where_the_workers_can_run() -> None:
+    nodes = [HEAD, CPU_NODE, GPU_NODE]
+    pool = _fused(resources={"preprocess": 0.001})
+    on_gpu_nodes = plan_ingest(
+        pool, nodes=nodes, read_slots=0, train_cpus=6, train_resources={"train_gpu": 0.001}
+    )
+    anywhere = plan_ingest(pool, nodes=nodes, read_slots=0, train_cpus=6)
+    assert on_gpu_nodes.pools["fused"].max_size == 21  # the workers take nothing from the CPU node
+    assert anywhere.pools["fused"].max_size == 13  # (16 - 6) / 0.75: they might land there
+
+
+def test_pools_on_overlapping_nodes_never_count_the_same_cpus() -> None:
+    nodes = [CPU_NODE, GPU_NODE]
+    pools = {
+        "fused": {**dataclasses.asdict(PoolsConfig().fused), "resources": {"preprocess": 0.001}},
+        "image": {**dataclasses.asdict(PoolsConfig().image), "num_cpus": 1.0},
+    }
+    plan = plan_ingest(pools, nodes=nodes, read_slots=0, shares={"fused": 0.5, "image": 0.5})
+    # The pinned pool is planned first on its 16 CPUs; the unpinned one gets what is left of all 24.
+    held_pinned = plan.pools["fused"].max_size * 0.75
+    assert plan.pools["image"].max_size * 1.0 + held_pinned <= 24
+
+
+def test_a_resource_no_node_declares_is_refused_naming_the_field() -> None:
+    nodes = [HEAD, CPU_NODE, GPU_NODE]
+    with pytest.raises(ConfigError, match=r"pools\.fused\.resources: no node .* 'ingest_node'.*preprocess"):
+        plan_ingest(_fused(resources={"ingest_node": 0.01}), nodes=nodes, read_slots=0)
+    with pytest.raises(ConfigError, match=r"train\.worker_resources: no node .* 'gpu_node'"):
+        plan_ingest(_fused(), nodes=nodes, read_slots=0, train_cpus=1, train_resources={"gpu_node": 1})
+    with pytest.raises(ConfigError, match=r"pools\.fused\.resources: 'CPU' is Ray's own"):
+        plan_ingest(_fused(resources={"CPU": 1}), nodes=nodes, read_slots=0)
+
+
+def test_a_pool_larger_than_its_custom_resources_hold_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"pools\.fused\.resources: 4 actors .* fit the 2"):
+        plan_ingest(
+            _fused(resources={"preprocess": 0.5}, max_size=4, min_size=1), nodes=[CPU_NODE], read_slots=0
+        )
+    sized = plan_ingest(_fused(resources={"preprocess": 0.5}), nodes=[CPU_NODE], read_slots=0)
+    assert sized.pools["fused"].max_size == 2
+
+
+def test_two_cpu_laptop_plan_is_unchanged_by_placement() -> None:
+    laptop = [Node("laptop", {"CPU": 2.0})]
+    by_nodes = plan_ingest(_pools(), nodes=laptop, train_cpus=0.5)
+    by_totals = plan_ingest(_pools(), total_cpus=2, reserved_cpus=0.5)
+    assert by_nodes.pools == by_totals.pools
+    assert by_nodes.pool_cpus + 2 * 0.25 + 0.5 <= 2
+
+
+def test_workers_that_fit_no_node_are_refused_naming_the_field() -> None:
+    nodes = [CPU_NODE, GPU_NODE]
+    check_workers(nodes, {"train_gpu": 0.001}, cpus=4, gpus=1, key="train.worker_resources")
+    with pytest.raises(ConfigError, match=r"train\.worker_resources: .* needs 12 CPUs"):
+        check_workers(nodes, {"train_gpu": 0.001}, cpus=12, gpus=1, key="train.worker_resources")

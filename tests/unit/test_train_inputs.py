@@ -50,3 +50,13 @@ def test_dropping_columns_removes_them_from_every_block_of_the_wrapped_stage() -
     blocks = list(stage(table))
     assert [b.column_names for b in blocks] == [["x"], ["x"]]
     assert [b.num_rows for b in blocks] == [2, 1]
+
+
+def test_a_run_with_no_storage_yet_has_finished_no_epoch(tmp_path) -> None:
+    from mm_ray.train.resume import finished_epochs, run_storage
+
+    cfg = load_config(None, [f"output_dir={tmp_path}", "name=fresh", "train.num_workers=1"])
+    assert run_storage(cfg) == f"{tmp_path.resolve()}/fresh"
+    assert finished_epochs(cfg) == 0
+    (tmp_path / "fresh").mkdir()  # a folder without Ray Train's checkpoint snapshot: nothing to resume
+    assert finished_epochs(cfg) == 0

@@ -52,3 +52,11 @@ def test_concurrency_from_config() -> None:
     gpu = load_config(None, ["train.use_gpu=true", "train.num_workers=1", "tune.num_samples=64"])
     assert TrialResources.from_config(gpu).gpus == 1
     assert concurrency(gpu, cpus=64, gpus=4) == 4
+
+
+def test_custom_worker_resources_bound_the_trials_and_a_missing_one_is_named() -> None:
+    pinned = TrialResources(1.0, 2, 1.0, 1.0, {"train_gpu": 0.5})
+    # 8 GPUs would fit 4 trials; the GPU nodes' markers (2 nodes x 1) fit 2 trials of 2 x 0.5.
+    assert max_concurrent_trials(pinned, cpus=64, gpus=8, data_cpus=2, custom={"train_gpu": 2.0}) == 2
+    with pytest.raises(ConfigError, match=r"train\.worker_resources: .* 'train_gpu', the cluster declares 0"):
+        max_concurrent_trials(pinned, cpus=64, gpus=8, data_cpus=2, custom={})
