@@ -173,11 +173,15 @@ def test_the_learning_table_shows_the_every_subset_column_only_when_judged() -> 
 
 def test_the_subsets_pipeline_trains_film_and_late_concat_with_and_without_subset_dropout(tmp_path) -> None:
     runs = run_configs(load_config(PIPELINES / "subsets.yaml"), tmp_path)
-    dropout = {name: (run.model.preset, run.model.subset_dropout) for name, run in runs.items()}
-    assert dropout == {
-        "film": ("film", 0.0),
-        "late_concat": ("late_concat", 0.0),
-        "film_subsets": ("film", 0.5),
-        "late_concat_subsets": ("late_concat", 0.5),
+    settings = {
+        name: (run.model.preset, run.model.subset_dropout, run.model.subset_dropout_after, run.train.epochs)
+        for name, run in runs.items()
+    }
+    assert settings == {
+        "film": ("film", 0.0, 0, 8),
+        "late_concat": ("late_concat", 0.0, 0, 8),
+        "late_concat_subsets": ("late_concat", 0.5, 8, 11),
+        "film_subsets": ("film", 0.5, 8, 11),
+        "late_concat_11": ("late_concat", 0.0, 0, 11),
     }
     assert all(run.train.subset_eval_every == 1 for run in runs.values())
