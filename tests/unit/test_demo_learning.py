@@ -183,5 +183,6 @@ def test_the_subsets_pipeline_trains_film_and_late_concat_with_and_without_subse
         "late_concat_subsets": ("late_concat", 0.5, 8, 11),
         "film_subsets": ("film", 0.5, 8, 11),
         "late_concat_11": ("late_concat", 0.0, 0, 11),
+        "film_11": ("film", 0.0, 0, 11),
     }
     assert all(run.train.subset_eval_every == 1 for run in runs.values())
