@@ -9,6 +9,7 @@ in the same run, printed as a table with ratios (and ``--json``).
     mm-ray bench stream-memory                   # streaming training over 2,000 and 20,000 samples: peak memory
     mm-ray bench hostile                         # a 2 GiB gzip bomb and giant captions: time and peak memory
     mm-ray bench generate --config pipelines/generate.yaml   # mvae / cgan: topic of images drawn from text
+    mm-ray bench generate --config pipelines/generate.yaml --modes cgan   # the reader and cgan only
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--modes",
         help=f"comma-separated subset of {','.join(ingest_bench.MODES)} "
         f"(train: {','.join(train_bench.MODES)}; train --source shards: {','.join(train_bench.SHARD_MODES)}; "
-        "default: all)",
+        "generate: a subset of mvae,cgan; default: all)",
     )
     p.add_argument("--cache", help="train: time this preprocessed cache instead of generated demo data")
     p.add_argument(
@@ -141,10 +142,11 @@ def main(args: argparse.Namespace) -> int:
 
 def bench_generate(args: argparse.Namespace, overrides: list[str]) -> int:
     # Imported here: torch is heavy, and the other benchmarks run their models in subprocesses.
-    from mm_ray.generation.bench import bench_generation, generation_table
+    from mm_ray.generation.bench import MODELS, bench_generation, generation_table
 
     cfg = config_from_args(args, overrides)
-    summary = bench_generation(cfg, Path(cfg.output_dir) / cfg.name, grid_path=args.plot)
+    presets = tuple(args.modes.split(",")) if args.modes else tuple(MODELS)
+    summary = bench_generation(cfg, Path(cfg.output_dir) / cfg.name, presets=presets, grid_path=args.plot)
     k = summary["topics"]
     print(f"\ncross-modal generation (text -> image), {k} topics: topic read back from the images")
     print(generation_table(summary["rows"]))

@@ -5,7 +5,8 @@
 ``mm_ray.train.loop.train_step`` calls this for any model with ``adversarial = True``, so a Ray Train worker,
 the benchmarks' plain loops and ``fit`` train a GAN with the code that trains every other preset. One step:
 
-1. ``model(batch, phase="discriminator")``, backward, update the discriminator only;
+1. ``model(batch, phase="discriminator")``, backward, update ``model.discriminator_side()`` only (the
+   discriminator, and the text encoder whose embedding it learns to match with images);
 2. ``model(batch, phase="generator")`` (the generator's loss plus the text classifier's cross-entropy),
    backward, update everything but the discriminator.
 
@@ -34,21 +35,23 @@ def adversarial_step(
     autocast_dtype: torch.dtype | None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """One discriminator and one generator update; returns the classifier's cross-entropy, its logits and the
-    batch's ``{"d_loss", "g_loss"}``, all detached."""
+    batch's loss terms (``{"d_loss", "g_loss"}`` and the model's others, e.g. ``d_match``), all detached."""
 
-    discriminator = {id(p) for p in unwrap(model).discriminator.parameters()}
-    device = next(unwrap(model).parameters()).device
+    inner = unwrap(model)
+    d_side = {id(p) for p in inner.discriminator_side()}
+    discriminator = {id(p) for p in inner.discriminator.parameters()}
+    device = next(inner.parameters()).device
     optimizer.zero_grad(set_to_none=True)
     with autocast_context(device, autocast_dtype):
         d_out = model(batch, phase="discriminator")
     d_out["d_loss"].backward()
-    _step_only(optimizer, lambda p: id(p) in discriminator, grad_clip)
+    _step_only(optimizer, lambda p: id(p) in d_side, grad_clip)
     optimizer.zero_grad(set_to_none=True)
     with autocast_context(device, autocast_dtype):
         g_out = model(batch, phase="generator")
     (g_out["g_loss"] + g_out["ce"]).backward()
     _step_only(optimizer, lambda p: id(p) not in discriminator, grad_clip)
-    terms = {"d_loss": d_out["d_loss"].detach(), "g_loss": g_out["g_loss"].detach()}
+    terms = {k: v.detach() for out in (d_out, g_out) for k, v in out.items() if k not in ("ce", "logits")}
     return g_out["ce"].detach(), g_out["logits"].detach(), terms
 
 

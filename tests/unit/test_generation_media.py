@@ -102,3 +102,11 @@ def test_only_generative_checkpoints_generate() -> None:
     check_can_generate(mvae, ("text", "image"), "image")
     # The checkpoint's spec carries the audio frames its decoder was built for.
     assert mvae.restore_model().decoders["audio"](torch.zeros(1, 8)).shape == (1, 8, 11)
+
+
+def test_bench_generate_refuses_an_unknown_preset_before_making_data(tmp_path) -> None:
+    from mm_ray.generation.bench import bench_generation
+
+    with pytest.raises(ValueError, match="presets must name some of"):
+        bench_generation(load_config("pipelines/generate.yaml"), tmp_path, presets=("gan",))
+    assert not any(tmp_path.iterdir())

@@ -161,3 +161,90 @@ def test_cgan_discriminator_half_leaves_the_generator_alone() -> None:
 def test_cgan_needs_image_and_text() -> None:
     with pytest.raises(ValueError, match="image and text"):
         _model("cgan", modalities=("text", "audio"))
+
+
+def test_cgan_losses_match_a_hand_computation() -> None:
+    from mm_ray.models.cgan import discriminator_loss, generator_loss
+
+    matched, wrong, fake = torch.tensor([2.0, 0.5]), torch.tensor([-3.0, 0.0]), torch.tensor([0.5, -1.5])
+    # hinge: relu(1 - m) + (relu(1 + w) + relu(1 + f)) / 2, row by row
+    expected = torch.tensor([0.0 + (0.0 + 1.5) / 2, 0.5 + (1.0 + 0.0) / 2])
+    torch.testing.assert_close(discriminator_loss(matched, wrong, fake, "hinge"), expected)
+    torch.testing.assert_close(generator_loss(fake, "hinge"), torch.tensor([-0.5, 1.5]))
+    logistic = discriminator_loss(matched, wrong, fake, "logistic")
+    sp = torch.nn.functional.softplus
+    torch.testing.assert_close(logistic, sp(-matched) + 0.5 * (sp(wrong) + sp(fake)))
+    torch.testing.assert_close(generator_loss(fake, "logistic"), sp(-fake))
+
+
+def test_cgan_discriminator_is_spectrally_normalised() -> None:
+    from torch.nn.utils import parametrize
+
+    torch.manual_seed(0)
+    model = _model("cgan", modalities=("image", "text"))
+    d = model.discriminator
+    layers = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    assert len(layers) == 5 and all(parametrize.is_parametrized(m, "weight") for m in layers)
+    for _ in range(30):  # power iteration converges as the discriminator is called in training mode
+        d(torch.rand(B, 3, SIZE, SIZE), torch.randn(B, 8))
+    assert abs(torch.linalg.matrix_norm(d.score.weight, ord=2).item() - 1.0) < 1e-3
+
+
+def test_cgan_matching_term_is_the_caption_cross_entropy_over_present_rows() -> None:
+    from mm_ray.models.cgan import _match_loss
+
+    rows = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    # Equal projections: every present caption equally likely, so ln(3) (the absent row is no candidate).
+    torch.testing.assert_close(_match_loss(torch.zeros(4, 4), rows), torch.tensor(3.0).log())
+    pairs = torch.eye(4) * 5.0  # each image projects onto its own caption
+    expected = -torch.log_softmax(torch.tensor([5.0, 0.0, 0.0]), 0)[0]
+    torch.testing.assert_close(_match_loss(pairs, rows), expected)
+
+
+def test_cgan_discriminator_half_trains_the_text_condition_only_when_asked() -> None:
+    for learn in (True, False):
+        torch.manual_seed(0)
+        model = _model("cgan", modalities=("image", "text"))
+        model.learn_condition = learn
+        out = model(_batch(0), phase="discriminator")
+        assert {"d_loss", "d_match"} <= set(out)
+        out["d_loss"].backward()
+        text = [p.grad for p in model.encoders["text"].parameters()]
+        assert all(g is not None for g in text) == learn and all(g is None for g in text) != learn
+        assert all(p.grad is None for p in model.generator.parameters())
+        side = {id(p) for p in model.discriminator_side()}
+        assert (id(next(model.encoders["text"].parameters())) in side) == learn
+
+
+def test_cgan_generator_is_rewarded_for_drawing_its_own_caption() -> None:
+    torch.manual_seed(0)
+    model = _model("cgan", modalities=("image", "text"))
+    out = model(_batch(0), phase="generator")
+    assert {"g_loss", "g_match", "ce", "logits"} <= set(out)
+    model.match_weight = 0.0
+    torch.manual_seed(1)
+    plain = model(_batch(0), phase="generator")
+    assert "g_match" not in plain
+
+
+def test_cgan_refuses_weights_of_the_old_discriminator() -> None:
+    torch.manual_seed(0)
+    model = _model("cgan", modalities=("image", "text"))
+    state = model.state_dict()
+    model.load_state_dict(state)  # its own weights load
+    state = {k.replace("score.parametrizations.weight.original", "score.weight"): v for k, v in state.items()}
+    with pytest.raises(ValueError, match="predates the spectrally normalised"):
+        model.load_state_dict(state)
+
+
+def test_cgan_mode_seeking_term_is_the_inverse_spread_of_two_draws() -> None:
+    torch.manual_seed(0)
+    model = _model("cgan", modalities=("image", "text"))
+    out = {}
+    for weight in (0.0, 0.5):
+        model.mode_seeking = weight
+        torch.manual_seed(1)  # the same first draw of noise, so the same adversarial and matching terms
+        out[weight] = model(_batch(0), phase="generator")
+    spread = out[0.5]["g_spread"]
+    assert "g_spread" not in out[0.0] and spread > 0
+    torch.testing.assert_close(out[0.5]["g_loss"] - out[0.0]["g_loss"], 0.5 / (spread + 1e-5))
