@@ -33,6 +33,21 @@ import psutil
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
+TINY_DEMO = [
+    "demo.num_samples=24",
+    "demo.samples_per_shard=8",
+    "demo.min_image_px=64",
+    "demo.max_image_px=96",
+    "image.size=32",
+    "audio.duration_s=0.5",
+    "audio.n_mels=32",
+    "text.max_length=40",
+    "model.width=8",
+    "model.depth=1",
+    "model.fusion_dim=8",
+]
+"""Demo settings small enough for jobs on a loopback cluster of one-CPU nodes: 24 samples, a width-8 model."""
+
 
 def free_ports(n: int) -> list[int]:
     """``n`` distinct ports free on 127.0.0.1 right now."""

@@ -91,6 +91,9 @@ def learning_rows(
     bayes = float(manifest["caps"][subset_key(modalities)])
     fusions = {p: a for p, a in plain.items() if not p.startswith(UNIMODAL_PREFIX) and p != "additive"}
     best_fusion = max(fusions, key=fusions.get) if fusions else None
+    best = (
+        fusions[best_fusion] if best_fusion else bayes
+    )  # what the every-subset verdict's full accuracy is held to
     rows = []
     for name, accuracy in accuracies.items():
         preset = presets.get(name, name)
@@ -106,7 +109,6 @@ def learning_rows(
         else:
             verdict = ""
         fusion = not preset.startswith(UNIMODAL_PREFIX) and preset != "additive"
-        best = fusions[best_fusion] if best_fusion else bayes
         every = every_subset_verdict(subsets[name], manifest, best) if fusion and name in subsets else ""
         rows.append(LearningRow(name, float(accuracy), reference, ref_acc, verdict, every))
     return rows

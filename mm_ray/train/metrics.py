@@ -205,9 +205,10 @@ def subset_comparison_table(
         accuracy = subsets[name].get(subset, {}).get("accuracy")
         return "" if accuracy is None else f"{accuracy:.3f}"
 
-    cap = [
-        ["" if caps is None or s not in caps else f"{caps[s]:.3f}"] if caps is not None else []
-        for s in SUBSETS
-    ]
-    rows = [[subset, *cap[i], *(cell(n, subset) for n in names)] for i, subset in enumerate(SUBSETS)]
+    def cap(subset: str) -> list[str]:
+        if caps is None:
+            return []
+        return [f"{caps[subset]:.3f}" if subset in caps else ""]
+
+    rows = [[subset, *cap(subset), *(cell(n, subset) for n in names)] for subset in SUBSETS]
     return format_table(["subset", *(["cap"] if caps is not None else []), *names], rows)

@@ -19,27 +19,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-from loopback_cluster import RAY, free_ports
+from loopback_cluster import RAY, TINY_DEMO, free_ports
 
 from mm_ray.cli.main import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TINY = [
-    "demo.num_samples=24",
-    "demo.samples_per_shard=8",
-    "demo.min_image_px=64",
-    "demo.max_image_px=96",
-    "image.size=32",
-    "audio.duration_s=0.5",
-    "audio.n_mels=32",
-    "text.max_length=40",
-    "train.epochs=2",
-    "train.batch_size=8",
-    "model.width=8",
-    "model.depth=1",
-    "model.fusion_dim=8",
-]
+TINY = [*TINY_DEMO, "train.epochs=2", "train.batch_size=8"]
 
 
 @pytest.fixture(scope="module")

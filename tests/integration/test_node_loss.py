@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from loopback_cluster import LoopbackCluster
+from loopback_cluster import TINY_DEMO, LoopbackCluster
 
 from mm_ray.cli.main import main
 
@@ -27,19 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EPOCHS = 40
 """Enough epochs of the tiny model that the run is still going when the node is killed after the first."""
-TINY = [
-    "demo.num_samples=24",
-    "demo.samples_per_shard=8",
-    "demo.min_image_px=64",
-    "demo.max_image_px=96",
-    "image.size=32",
-    "audio.duration_s=0.5",
-    "audio.n_mels=32",
-    "text.max_length=40",
-    "model.width=8",
-    "model.depth=1",
-    "model.fusion_dim=8",
-]
+TINY = TINY_DEMO
 JOB = "node-loss-drill"
 
 

@@ -122,12 +122,18 @@ def test_drop_modalities_rescues_a_uniformly_chosen_modality():
     assert torch.equal(drop_modalities(present, 0.0), present)
 
 
-def test_model_dropout_acts_in_training_and_is_off_in_eval():
-    model = tiny("gated", modality_dropout=0.7)
-    seen = []
+def presence_seen_by_fusion(model) -> list[torch.Tensor]:
+    """A list that collects, at every forward, the presence ``[B, M]`` the model's fusion is given."""
+    seen: list[torch.Tensor] = []
     model.fusion.register_forward_pre_hook(
         lambda _module, args: seen.append(torch.stack(list(args[1].values()), 1))
     )
+    return seen
+
+
+def test_model_dropout_acts_in_training_and_is_off_in_eval():
+    model = tiny("gated", modality_dropout=0.7)
+    seen = presence_seen_by_fusion(model)
     batch = make_batch()
     batch["has_text"] = torch.tensor([True, False, False, True])
     batch["has_audio"] = torch.tensor([False, False, True, True])
@@ -179,10 +185,7 @@ def test_drop_to_subsets_keeps_rows_with_one_or_no_modality_and_is_off_at_zero()
 
 def test_model_subset_dropout_shows_only_proper_subsets_in_training_and_is_off_in_eval():
     model = tiny("film", subset_dropout=1.0)
-    seen = []
-    model.fusion.register_forward_pre_hook(
-        lambda _module, args: seen.append(torch.stack(list(args[1].values()), 1))
-    )
+    seen = presence_seen_by_fusion(model)
     batch = make_batch()
     model.train()
     for _ in range(50):
