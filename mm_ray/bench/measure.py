@@ -123,6 +123,13 @@ class TreeMonitor:
         self.sample()
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of one mode's repeated runs, the one with the median steady samples/s (every run's rate kept in it)."""
+    ordered = sorted(runs, key=lambda r: r["steady_samples_per_s"])
+    rates = [r["steady_samples_per_s"] for r in runs]
+    return {**ordered[len(ordered) // 2], "steady_samples_per_s_runs": rates}
+
+
 def run_spec(module: str, spec: dict[str, Any], env: dict[str, str], *, what: str) -> dict[str, Any]:
     """Run ``python -m module SPEC_JSON`` in a fresh interpreter and return the JSON it writes.
 

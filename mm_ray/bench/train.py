@@ -350,13 +350,6 @@ def run_in_subprocess(
     return run_spec("mm_ray.bench.train", spec, env, what=f"bench train mode {mode}")
 
 
-def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Of one mode's repeated runs, the one with the median steady samples/s (every run's rate kept in it)."""
-    ordered = sorted(runs, key=lambda r: r["steady_samples_per_s"])
-    rates = [r["steady_samples_per_s"] for r in runs]
-    return {**ordered[len(ordered) // 2], "steady_samples_per_s_runs": rates}
-
-
 def ratios(results: dict[str, dict[str, Any]], baseline: str = "plain") -> dict[str, float]:
     """Every other mode over ``baseline``, steady and end to end (only for the modes that ran)."""
     base = results[baseline]

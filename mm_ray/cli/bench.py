@@ -70,7 +70,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--repeat",
         type=int,
         default=1,
-        help="train: run every mode this many times; report each one's median",
+        help="train, ingest: run every mode this many times, interleaved; report each one's median (ingest: and "
+        "the median of each round's ratios)",
     )
     p.add_argument(
         "--scale", type=int, default=10, help="stream-memory: the larger run reads the shards this many times"
@@ -130,11 +131,17 @@ def main(args: argparse.Namespace) -> int:
             "(streaming keeps it flat; 10.0 would mean memory grows with data)"
         )
     else:
-        summary = runner.bench_ingest(**common, modes=modes)
+        summary = runner.bench_ingest(**common, modes=modes, repeat=args.repeat)
         print(f"\ningest benchmark: {summary['shards']} shards, {args.cores} cores")
         print(runner.ingest_table(summary["results"]))
         if "ratios" in summary:
-            print("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in summary["ratios"].items()))
+            of = f"median of {summary['rounds']} rounds, " if summary["rounds"] > 1 else ""
+            print(
+                f"ratios ({of}c = mm_ray, b = DataLoader, a = decode floor): "
+                + ", ".join(f"{k} = {v:.2f}" for k, v in summary["ratios"].items())
+            )
+            for i, r in enumerate(summary["ratios_by_round"] if summary["rounds"] > 1 else []):
+                print(f"  round {i + 1}: " + ", ".join(f"{k} = {v:.2f}" for k, v in r.items()))
         print_cpu(summary["results"])
     write_json(args.json, summary)
     return 0

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from mm_ray.train.autocast import autocast_context
-from mm_ray.train.checkpoint import unwrap
+from mm_ray.train.wrapping import unwrap
 
 
 def adversarial_step(

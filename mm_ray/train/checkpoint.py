@@ -34,6 +34,7 @@ from mm_ray.config.schema import Config
 from mm_ray.data.cache import audio_feature_rows
 from mm_ray.data.sources import ShardSpecError
 from mm_ray.train.spec import LoopConfig, read_loop_config
+from mm_ray.train.wrapping import unwrap
 
 STATE_FILE = "state.pt"
 TOKENIZER_FILE = "tokenizer.json"
@@ -48,12 +49,6 @@ CHECKPOINT_GLOB = "checkpoint_*"
 
 class CheckpointError(ValueError):
     """A path is not a usable mm_ray checkpoint (nor a run directory holding one); the message names it."""
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DDP/FSDP-style wrapper (anything with ``.module``), else ``model`` itself."""
-    inner = getattr(model, "module", None)
-    return inner if isinstance(inner, torch.nn.Module) else model
 
 
 def save_checkpoint(

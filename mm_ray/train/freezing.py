@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mm_ray.models.pretrained import apply_epoch
-from mm_ray.train.checkpoint import unwrap
+from mm_ray.train.wrapping import unwrap
 
 
 def begin_epoch(model: nn.Module, epoch: int, *, wrap: Callable[[nn.Module], nn.Module]) -> nn.Module:

@@ -35,6 +35,7 @@ from mm_ray.columns import (
 from mm_ray.tables import format_table
 from mm_ray.train.autocast import autocast_context
 from mm_ray.train.loop import to_device
+from mm_ray.train.wrapping import unwrap
 
 DATA_COLUMNS = {"image": (IMAGE,), "audio": (AUDIO,), "text": (INPUT_IDS, ATTENTION_MASK)}
 """The model-ready columns of each modality (zeroed when the modality is masked out)."""
@@ -154,8 +155,11 @@ def evaluate_subsets(
 
     ``batches`` may be a one-shot iterator: each batch is moved to ``device`` once and scored under every
     subset. The model's train/eval mode is restored afterwards. ``per_class`` is updated with the scores
-    of the subset holding every modality (``SUBSETS[-1]``).
+    of the subset holding every modality (``SUBSETS[-1]``). A DDP-wrapped ``model`` is scored through its inner
+    module: the Train workers score on rank 0 alone, and the wrapper's forward would wait for the other ranks
+    to join its buffer broadcast (any model with buffers: BatchNorm, spectral norm) for ever.
     """
+    model = unwrap(model)
     keeps = {subset: parse_subset(subset) for subset in subsets}
     meters = {subset: SubsetMetrics() for subset in subsets}
     was_training = model.training

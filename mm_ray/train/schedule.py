@@ -59,7 +59,7 @@ def optimizer_and_schedule(model: torch.nn.Module, loop: LoopConfig) -> tuple[An
     """AdamW over the model's per-modality parameter groups and its warm-up + cosine schedule: what every
     trainer of a run builds from its ``LoopConfig`` (the Ray workers, ``mm-ray bench train``'s plain loop)."""
     from mm_ray.models import param_groups
-    from mm_ray.train.checkpoint import unwrap
+    from mm_ray.train.wrapping import unwrap
 
     optimizer = torch.optim.AdamW(
         param_groups(unwrap(model), lr=loop.lr, lr_by_modality=dict(loop.lr_by_modality)),

@@ -28,7 +28,21 @@ def test_bench_ingest_reports_all_three_pipelines_and_ratios(tmp_path, capsys) -
     assert {"c/b", "c/a", "c/b steady"} <= set(summary["ratios"])
     ray_cpu = summary["results"]["ray"]["cpu_s_by_process"]
     assert any("ShardStage" in group for group in ray_cpu), ray_cpu  # the pool really ran as actors
-    assert "ratios: c/b" in capsys.readouterr().out
+    assert "c/b = " in capsys.readouterr().out
+
+
+def test_bench_ingest_repeats_interleaved_rounds_and_reports_median_ratios(tmp_path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    args = ["bench", "ingest", f"output_dir={tmp_path}", *TINY, "image.size=32", "--modes", "dataloader,ray"]
+    assert main([*args, "--repeat", "3", "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["rounds"] == 3 and len(summary["ratios_by_round"]) == 3
+    for result in summary["results"].values():
+        assert len(result["steady_samples_per_s_runs"]) == 3
+    steady = sorted(r["c/b steady"] for r in summary["ratios_by_round"])
+    assert summary["ratios"]["c/b steady"] == steady[1]  # the median round, not a ratio of medians
+    assert "c/a" not in summary["ratios"]  # no decode floor ran
+    assert "round 3:" in capsys.readouterr().out
 
 
 def test_bench_memory_runs_one_and_ten_times_the_data(tmp_path) -> None:

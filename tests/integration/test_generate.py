@@ -1,8 +1,8 @@
 """Generative presets end to end on tiny demo data: ``cgan`` trains on Ray Train with two DDP workers (its
 alternating discriminator / generator steps), ``mvae`` with one, and ``mm-ray generate`` writes their images and
-audio through a Ray Data actor pool.
+audio through a Ray Data actor pool, run here and as a job submitted to a loopback cluster.
 
-Slow tier: two tiny training runs and three generate runs take about 3-4 minutes on 2 cores.
+Slow tier: two tiny training runs, three local generate runs and one job take about 5 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+from loopback_cluster import LoopbackCluster
 from PIL import Image
+from shardkit import read_tar_samples
 
 from mm_ray.cli.main import main
 from mm_ray.config.load import load_config
@@ -75,13 +77,19 @@ def test_cgan_trains_in_two_ddp_workers_and_generates_images(caches, tmp_path: P
     assert "it generates: image from text" in capsys.readouterr().err
 
 
-def test_mvae_generates_audio_as_mel_plots_and_wavs(caches, tmp_path: Path) -> None:
-    out, val_specs, _ = caches
-    summary = _fit(out, "mvae", "[image,text,audio]", workers=1)
-    metrics = summary["metrics"]
+@pytest.fixture(scope="module")
+def mvae_run(caches) -> dict:
+    """One tiny mvae training run on all three modalities (shared by the local and the submitted generate)."""
+    out, _, _ = caches
+    return _fit(out, "mvae", "[image,text,audio]", workers=1)
+
+
+def test_mvae_generates_audio_as_mel_plots_and_wavs(caches, mvae_run, tmp_path: Path) -> None:
+    _, val_specs, _ = caches
+    metrics = mvae_run["metrics"]
     assert {"train_recon_image", "train_recon_audio", "train_beta_kl", "train_subset_ce"} <= set(metrics)
     assert 0 <= metrics["val_accuracy"] <= 1
-    assert main(["generate", summary["run_path"], "--from", "text,image", "--to", "audio", "--out",
+    assert main(["generate", mvae_run["run_path"], "--from", "text,image", "--to", "audio", "--out",
                  str(tmp_path), val_specs[0]]) == 0  # fmt: skip
     wavs = sorted((tmp_path / "audio").glob("*.wav"))
     plots = sorted((tmp_path / "audio").glob("*.png"))
@@ -89,3 +97,23 @@ def test_mvae_generates_audio_as_mel_plots_and_wavs(caches, tmp_path: Path) -> N
     wave, rate = sf.read(io.BytesIO(wavs[0].read_bytes()))
     assert rate == 16000 and len(wave) == 8000
     assert Image.open(plots[0]).format == "PNG"
+
+
+def test_generate_runs_as_a_job_submitted_to_a_cluster(caches, mvae_run, tmp_path: Path) -> None:
+    """``mm-ray submit -- generate ...``: the command joins the cluster from inside the job (``RAY_ADDRESS``),
+    its actor pool runs there, and the files land where the job was told to write them."""
+    _, val_specs, val_samples = caches
+    target = tmp_path / "from-job"
+    report = tmp_path / "job.json"
+    generate = ["generate", mvae_run["run_path"], "--from", "text", "--to", "image", "--n", "1"]
+    generate += ["--out", str(target), *val_specs, "--json", str(report)]
+    with LoopbackCluster.start(num_cpus=2) as cluster:
+        auth = ["--address", cluster.address, "--token-file", str(cluster.token_file)]
+        assert main(["submit", *auth, "--wait", "--", *generate]) == 0
+    result = json.loads(report.read_text())
+    pngs = sorted((target / "image").glob("*.png"))
+    assert result["files"] == len(pngs) == result["inputs"] == val_samples
+    assert {Image.open(p).size for p in pngs} == {(32, 32)}
+    # Every validation sample's key names one generated file (the job saw every shard it was given).
+    keys = {key for spec in val_specs for key in read_tar_samples(spec)}
+    assert {p.stem.rsplit("_", 1)[0] for p in pngs} == keys

@@ -1,0 +1,29 @@
+"""How the ingest benchmark turns runs into ratios: c (mm_ray) over b (DataLoader) and a (decode floor), for
+whichever modes ran, and the median run of repeated ones."""
+
+from __future__ import annotations
+
+from mm_ray.bench.measure import median_run
+from mm_ray.bench.runner import ingest_ratios
+
+
+def _run(rate: float, steady: float, first: float) -> dict:
+    return {"samples_per_s": rate, "steady_samples_per_s": steady, "first_batch_s": first}
+
+
+def test_ratios_compare_mm_ray_with_each_baseline_that_ran() -> None:
+    runs = {"floor": _run(400, 400, 0), "dataloader": _run(320, 340, 2.5), "ray": _run(300, 323, 3.75)}
+    assert ingest_ratios(runs) == {"c/b": 0.938, "c/b steady": 0.95, "first batch c/b": 1.5, "c/a": 0.75}
+    assert ingest_ratios({"dataloader": runs["dataloader"], "ray": runs["ray"]}) == {
+        "c/b": 0.938,
+        "c/b steady": 0.95,
+        "first batch c/b": 1.5,
+    }
+    assert ingest_ratios({"floor": runs["floor"], "dataloader": runs["dataloader"]}) == {}
+
+
+def test_the_median_run_is_picked_by_steady_rate_and_keeps_every_rate() -> None:
+    runs = [_run(300, 330, 3), _run(290, 310, 4), _run(310, 350, 3)]
+    picked = median_run(runs)
+    assert picked["samples_per_s"] == 300
+    assert picked["steady_samples_per_s_runs"] == [330, 310, 350]
