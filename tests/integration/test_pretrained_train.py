@@ -1,6 +1,8 @@
 """Library encoders end to end: a tiny torchvision ResNet-18, BERT and Audio Spectrogram Transformer, saved to temp
-dirs as a user's downloaded copies would be, train a ``film`` model on Ray Train from caches tokenized with the
-BERT's own tokenizer (the image backbone frozen for the first epoch, the text backbone for the whole run); with the
+dirs as a user's downloaded copies would be, train a ``film`` model on Ray Train with two DDP workers from caches
+tokenized with the BERT's own tokenizer (the image backbone frozen for the first epoch, then re-wrapped and
+fine-tuned; the text backbone frozen for the whole run; rank 0 validates the ResNet, BatchNorm buffers and all,
+alone every epoch); with the
 pretrained files gone, ``evaluate`` rebuilds the model from the checkpoint alone and scores the raw val shards
 exactly as training scored the val cache."""
 
@@ -70,7 +72,7 @@ def test_train_on_library_encoders_then_evaluate_from_the_checkpoint_alone(
         f"train.val_cache={tmp_path / 'val'}",
         f"train.storage_path={tmp_path / 'runs'}",
         "train.epochs=2",
-        "train.num_workers=1",
+        "train.num_workers=2",
         "train.batch_size=8",
         "train.subset_eval_every=0",
     ]
