@@ -57,12 +57,16 @@ def chosen_modes(spec: str | None, known: Sequence[str]) -> list[str]:
 
 
 def _shard_urls(cfg: Config, shard_specs: Sequence[str], split: str | None = None) -> list[str]:
+    """``shard_specs`` resolved, or else the demo shards ``cfg.demo`` describes (``split``'s, or every split's):
+    the manifest's list, not the directory, which may still hold shards of an earlier, larger generation."""
     if shard_specs:
         specs = list(shard_specs)
     else:
         shard_dir = Path(cfg.output_dir) / cfg.name / "shards"
-        reuse_or_generate(cfg.demo, shard_dir)
-        specs = shard_paths(shard_dir, split) if split else [str(shard_dir)]
+        manifest = reuse_or_generate(cfg.demo, shard_dir)
+        specs = [
+            path for s in ([split] if split else manifest["shards"]) for path in shard_paths(shard_dir, s)
+        ]
     return ingest_bench.resolve_urls(cfg, specs)
 
 

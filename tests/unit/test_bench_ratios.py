@@ -27,3 +27,21 @@ def test_the_median_run_is_picked_by_steady_rate_and_keeps_every_rate() -> None:
     picked = median_run(runs)
     assert picked["samples_per_s"] == 300
     assert picked["steady_samples_per_s_runs"] == [330, 310, 350]
+
+
+def test_the_benchmark_reads_the_shards_its_manifest_lists_not_leftovers(tmp_path) -> None:
+    from mm_ray.bench.runner import _shard_urls
+    from mm_ray.config.load import load_config
+
+    small = [
+        "demo.min_image_px=32",
+        "demo.max_image_px=40",
+        "demo.samples_per_shard=4",
+        "demo.val_fraction=0",
+    ]
+    larger = load_config(None, [f"output_dir={tmp_path}", "name=b", "demo.num_samples=16", *small])
+    assert len(_shard_urls(larger, [])) == 4
+    # A smaller generation in the same directory leaves the larger one's later shards behind.
+    smaller = load_config(None, [f"output_dir={tmp_path}", "name=b", "demo.num_samples=8", *small])
+    assert len(_shard_urls(smaller, [])) == 2
+    assert len(list((tmp_path / "b" / "shards").glob("*.tar"))) == 4
