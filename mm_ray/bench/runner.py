@@ -96,6 +96,8 @@ def bench_ingest(
     reports their median (``ratios``) beside every round's (``ratios_by_round``). The table shows, per mode,
     the run with the median steady rate.
     """
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
     overrides = [*([] if config_path else BENCH_DEFAULTS), *overrides]
     cfg = load_config(config_path, overrides)
     urls = _shard_urls(cfg, shard_specs)

@@ -140,8 +140,9 @@ def main(args: argparse.Namespace) -> int:
                 f"ratios ({of}c = mm_ray, b = DataLoader, a = decode floor): "
                 + ", ".join(f"{k} = {v:.2f}" for k, v in summary["ratios"].items())
             )
-            for i, r in enumerate(summary["ratios_by_round"] if summary["rounds"] > 1 else []):
-                print(f"  round {i + 1}: " + ", ".join(f"{k} = {v:.2f}" for k, v in r.items()))
+            if summary["rounds"] > 1:
+                for i, r in enumerate(summary["ratios_by_round"], 1):
+                    print(f"  round {i}: " + ", ".join(f"{k} = {v:.2f}" for k, v in r.items()))
         print_cpu(summary["results"])
     write_json(args.json, summary)
     return 0
@@ -152,7 +153,10 @@ def bench_generate(args: argparse.Namespace, overrides: list[str]) -> int:
     from mm_ray.generation.bench import MODELS, bench_generation, generation_table
 
     cfg = config_from_args(args, overrides)
-    presets = tuple(args.modes.split(",")) if args.modes else tuple(MODELS)
+    try:
+        presets = tuple(runner.chosen_modes(args.modes, tuple(MODELS)))
+    except ValueError as err:
+        raise SystemExit(f"mm-ray bench: {err}") from None
     summary = bench_generation(cfg, Path(cfg.output_dir) / cfg.name, presets=presets, grid_path=args.plot)
     k = summary["topics"]
     print(f"\ncross-modal generation (text -> image), {k} topics: topic read back from the images")

@@ -91,9 +91,8 @@ def learning_rows(
     bayes = float(manifest["caps"][subset_key(modalities)])
     fusions = {p: a for p, a in plain.items() if not p.startswith(UNIMODAL_PREFIX) and p != "additive"}
     best_fusion = max(fusions, key=fusions.get) if fusions else None
-    best = (
-        fusions[best_fusion] if best_fusion else bayes
-    )  # what the every-subset verdict's full accuracy is held to
+    # What the every-subset verdict's full accuracy is held to.
+    best = fusions[best_fusion] if best_fusion else bayes
     rows = []
     for name, accuracy in accuracies.items():
         preset = presets.get(name, name)

@@ -187,7 +187,8 @@ def shard_inputs(cfg: Config) -> TrainInputs:
 
     The ingest pools share the cluster with the Train workers: the resource plan reserves the workers' CPUs
     first (``train.num_workers`` x ``train.cpus_per_worker``, on the nodes ``train.worker_resources`` allows),
-    so pools, shard reads and training never wait on one another. ``model.num_classes`` is required: no manifest has counted the labels.
+    so pools, shard reads and training never wait on one another. ``model.num_classes`` is required: no
+    manifest has counted the labels.
     """
     from mm_ray.data.captions import obtain_tokenizer
 

@@ -70,15 +70,14 @@ def max_concurrent_trials(
     limits = [math.floor((cpus - data_cpus) / trial.cpus + _EPS)]
     if trial.gpus > 0:
         limits.append(math.floor(gpus / trial.gpus + _EPS))
-    for name, amount in trial.worker_resources.items():
-        have = (custom or {}).get(name, 0.0)
-        if trial.workers and have < trial.workers * amount - _EPS:
+    for name, amount in trial.worker_resources.items() if trial.workers else ():
+        have, need = (custom or {}).get(name, 0.0), trial.workers * amount
+        if have < need - _EPS:
             raise ConfigError(
-                f"train.worker_resources: a trial's {trial.workers} workers need {trial.workers * amount:g} "
+                f"train.worker_resources: a trial's {trial.workers} workers need {need:g} "
                 f"{name!r}, the cluster declares {have:g}"
             )
-        if trial.workers:
-            limits.append(math.floor(have / (trial.workers * amount) + _EPS))
+        limits.append(math.floor(have / need + _EPS))
     fits = min(limits)
     if fits < 1:
         raise ConfigError(
