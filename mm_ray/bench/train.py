@@ -133,17 +133,20 @@ def plain_epochs(
     import torch
 
     from mm_ray.models.pretrained import apply_epoch
+    from mm_ray.train.autocast import autocast_dtype, grad_scaler
     from mm_ray.train.loop import loop_epoch
 
     loop, model, optimizer, scheduler = trainer
-    autocast = torch.bfloat16 if loop.bf16 and device == "cuda" else None
+    autocast = autocast_dtype(loop.precision, device, legacy_bf16=loop.bf16)
+    scaler = grad_scaler(loop.precision, device)
     history = []
     for epoch in range(loop.epochs):
         apply_epoch(model, epoch)  # library encoders' freeze schedule, as the Train workers apply it
         started_at, started = time.time(), time.perf_counter()
         stats = loop_epoch(
-            model, epoch_batches(epoch), optimizer, scheduler, loop, device=device, autocast_dtype=autocast
-        )
+            model, epoch_batches(epoch), optimizer, scheduler, loop, device=device, autocast_dtype=autocast,
+            scaler=scaler,
+        )  # fmt: skip
         seconds = time.perf_counter() - started
         history.append(
             {"train_samples": stats["samples"], "train_seconds": seconds, "train_started_at": started_at}

@@ -37,6 +37,12 @@ PresetName = Literal[
 """A fusion preset of the model zoo (``mm_ray.models.PRESETS``; a unit test keeps the two equal). Checked when the
 config is loaded, so ``model.preset=gatd`` fails on the driver, naming the key, before Ray starts."""
 
+Precision = Literal["fp32", "bf16", "fp16"]
+"""Forward-pass precision of training (``train.precision``)."""
+
+Strategy = Literal["ddp", "fsdp"]
+"""Data-parallel strategy of the Train workers (``train.strategy``)."""
+
 TextEncoderName = Literal["transformer", "lstm"]
 """A text encoder (``mm_ray.models.TEXT_ENCODERS``)."""
 
@@ -454,7 +460,35 @@ class TrainConfig:
     storage_path: str | None = None
     """Where runs and checkpoints are stored (local path or URI); None = ``output_dir``."""
     bf16: bool = False
-    """bfloat16 autocast for forward passes (GPU only; ignored on CPU)."""
+    """bfloat16 autocast for forward passes on GPU workers (ignored on CPU); kept for older configs:
+    ``precision`` says the same for every device."""
+    precision: Precision = "fp32"
+    """Forward-pass precision. fp32; bf16: bfloat16 autocast on GPU and on CPU (no loss scaling needed);
+    fp16: float16 autocast with a ``torch.amp.GradScaler`` (GPUs without bf16; needs ``use_gpu``). The loss
+    and the optimizer stay in float32 either way."""
+    grad_accum_steps: int = 1
+    """Micro-batches of ``batch_size`` per optimizer step: the effective batch is ``batch_size`` x this x
+    ``num_workers``. Gradients are synchronised across workers on the last micro-batch only (DDP ``no_sync``);
+    the LR schedule, ``checkpoint_every_steps`` and the step counts count optimizer steps."""
+    compile: bool = False
+    """``torch.compile`` the model in each worker (after DDP/FSDP wrapping); checkpoints keep the plain
+    state dict. The first steps pay the compilation. Off by default: on 2 CPU cores it does not pay off
+    (``mm-ray bench train --modes eager,compiled`` measures it)."""
+    strategy: Strategy = "ddp"
+    """Data parallelism: ddp replicates the model on every worker (gradients all-reduced); fsdp shards
+    parameters, gradients and optimizer state across the workers with FSDP2 (``fully_shard`` on each encoder,
+    then the whole model): for encoders too large to replicate. Checkpoints hold full state dicts either
+    way, so a run resumes under the other strategy or another worker count and ``mm-ray evaluate`` loads it
+    in one process."""
+    checkpoint_every_steps: int = 0
+    """Also checkpoint every this many optimizer steps (0 = at epoch ends only), with the exact data
+    position: the samples already trained this epoch (by id) and, streaming, the shards done. A resumed run
+    or a restarted worker group (``max_failures``) continues mid-epoch without repeating or skipping a
+    sample. Not in sweeps (Tune would count every report as an epoch)."""
+    sample_log: str | None = None
+    """Audit: a local directory where every worker appends the ids of the samples it trains on, one JSON
+    line per optimizer step (``mm_ray.data.sample_ids`` says how an id is made from shard and key). None =
+    off."""
     torch_threads: int | None = None
     """Intra-op threads of torch in each worker; None = what Ray sets from ``cpus_per_worker`` (at least 1).
     More threads than reserved CPUs pay off when nothing else runs beside training (a cache kept in memory on
@@ -470,6 +504,10 @@ class TrainConfig:
     """Fault drill: in a run started from scratch, rank 0's process dies half-way through this epoch, after
     its first training step (>= 2; 0 = off). With ``max_failures`` >= 1 the run restarts from the last
     checkpoint and finishes."""
+    fail_at_step: int = 0
+    """Fault drill: rank 0's process dies right after this optimizer step of the run (counted over epochs;
+    0 = off), once: a run restarted past it finishes. Pair with ``checkpoint_every_steps`` and
+    ``max_failures`` to see a mid-epoch restart."""
     aux_loss_weight: float = 0.0
     """Multi-task weight λ (0 = off): adds one linear head per modality and λ x the sum of their
     cross-entropies, each over the samples where its modality is present, to the fused loss."""

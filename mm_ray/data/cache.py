@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
+from mm_ray.columns import KEY, SHARD
 from mm_ray.config.schema import AudioConfig, Config
 from mm_ray.data.epochs import shuffled_per_epoch, starting_at_epoch
 from mm_ray.data.sources import S3_PREFIX, filesystem_for
@@ -133,6 +134,8 @@ class Cache:
         limit: int | None = None,
         block_rows: int = 256,
         first_epoch: int = 0,
+        sample_ids: bool = False,
+        resume: Any = None,
     ) -> Any:
         """The cached rows as a Ray dataset: streamed from Parquet by Ray Data read tasks (lazy), or, with
         ``in_memory``, read here with pyarrow and put into the object store as blocks of ``block_rows`` rows.
@@ -141,20 +144,32 @@ class Cache:
         ``shuffle_seed``: every execution (every epoch) visits the blocks (in memory) or files (streamed) in
         another order, reproducible from the seed; ``first_epoch``: the first execution takes the order of that
         epoch (a resumed run, ``mm_ray.data.epochs``). In memory costs no Ray Data job or task: on a small machine that
-        is seconds per run (and per sweep trial) that a read-then-materialize would spend on read tasks."""
+        is seconds per run (and per sweep trial) that a read-then-materialize would spend on read tasks.
+        ``sample_ids``: each row gets its ``sample_id`` (``mm_ray.data.sample_ids``, from its key and shard);
+        ``resume`` (``sample_ids.Resume``): the rows it lists as trained are left out (the rest of an
+        interrupted epoch)."""
         import ray.data
 
         fs, path = self._fs()
+        wanted = columns
+        if columns is not None and (sample_ids or resume):
+            columns = [*columns, *(c for c in (KEY, SHARD) if c not in columns)]
+        drop = [c for c in (KEY, SHARD) if wanted is not None and c not in wanted]
+        ids = _RowIds(sample_ids, resume, drop)
         if not in_memory:
             shuffle = None
             if shuffle_seed is not None:
                 shuffle = ray.data.FileShuffleConfig(seed=shuffle_seed, reseed_after_execution=True)
             ds = ray.data.read_parquet(f"{path}/{DATA}", filesystem=fs, columns=columns, shuffle=shuffle)
             ds = ds.limit(limit) if limit is not None else ds
+            if ids.needed:
+                ds = ds.map_batches(ids, batch_format="pyarrow", zero_copy_batch=True)
             return starting_at_epoch(ds, first_epoch) if shuffle is not None else ds
         table = pads.dataset(f"{path}/{DATA}", format="parquet", filesystem=fs).to_table(columns=columns)
         if limit is not None:
             table = table.slice(0, limit)
+        if ids.needed:
+            table = ids(table)
         blocks = [table.slice(start, block_rows) for start in range(0, table.num_rows, block_rows)]
         ds = ray.data.from_arrow(blocks or [table])
         if shuffle_seed is not None:
@@ -163,6 +178,29 @@ class Cache:
 
     def _fs(self) -> tuple[pafs.FileSystem, str]:
         return filesystem_for(self.uri, dict(self.storage_options))
+
+
+@dataclasses.dataclass(frozen=True)
+class _RowIds:
+    """Adds ``sample_id`` to an Arrow batch and/or leaves out a resumed epoch's trained rows, then drops the
+    key/shard strings the caller did not ask for (a map step over a streamed cache; once in memory)."""
+
+    sample_ids: bool
+    resume: Any
+    drop: list[str]
+
+    @property
+    def needed(self) -> bool:
+        return self.sample_ids or bool(self.resume)
+
+    def __call__(self, table: Any) -> Any:
+        from mm_ray.data.sample_ids import drop_trained, with_sample_ids
+
+        if self.sample_ids:
+            table = with_sample_ids(table)
+        if self.resume:
+            table = drop_trained(table, self.resume.trained)
+        return table.drop_columns(self.drop)
 
 
 def cache_uri(uri: str) -> str:

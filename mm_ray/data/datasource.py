@@ -28,6 +28,7 @@ from mm_ray import columns as C
 from mm_ray.data.ledger import raise_if_over_budget
 from mm_ray.data.members import MemberMap, assemble
 from mm_ray.data.raw import RawSample
+from mm_ray.data.sample_ids import drop_trained
 from mm_ray.data.tar_stream import iter_shard
 from mm_ray.quarantine import QuarantineRecord
 
@@ -57,9 +58,12 @@ class ShardDatasource(Datasource):
         ledger: Any = None,
         storage_options: dict[str, str] | None = None,
         rows_per_block: int = 64,
+        resume: Any = None,
     ):
         super().__init__()
-        self._shards = list(shards)
+        # A resumed epoch (mm_ray.data.sample_ids.Resume): finished shards are not read, trained samples dropped.
+        self._resume = resume
+        self._shards = [u for u in shards if resume is None or u not in resume.shards_done]
         self._members = members
         self._ledger = ledger
         self._storage_options = dict(storage_options or {})
@@ -82,15 +86,17 @@ class ShardDatasource(Datasource):
         ]
 
     def _read_fn(self, url: str):
-        members, ledger, options, rows = (
+        members, ledger, options, rows, resume = (
             self._members,
             self._ledger,
             self._storage_options,
             self._rows_per_block,
+            self._resume,
         )
 
         def read() -> Iterator[pa.Table]:
-            yield from read_shard_blocks(url, members, ledger, options, rows)
+            for block in read_shard_blocks(url, members, ledger, options, rows):
+                yield drop_trained(block, resume.trained) if resume else block
 
         return read
 

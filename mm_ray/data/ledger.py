@@ -142,6 +142,16 @@ class QuarantineLedger:
             "shards_empty": sorted(set(shard_problems.get(Reason.EMPTY_SHARD.value, []))),
         }
 
+    def good_samples(self) -> dict[str, int]:
+        """Samples that passed every check, per shard read to its end (a training run's data position tells
+        the shards it has finished by comparing these with the samples it trained from each)."""
+        bad = collections.Counter(
+            shard
+            for (shard, _key, reason, *_detail) in self._records
+            if Reason(reason) not in SHARD_LEVEL and Reason(reason) not in MEMBER_LEVEL
+        )
+        return {shard: self._samples_read.get(shard, 0) - bad[shard] for shard in sorted(self._shards_done)}
+
     def records(self) -> list[dict[str, str]]:
         """All records, in arrival order (capped at ``max_logged``)."""
         return list(self._records.values())[: self._max_logged]

@@ -107,12 +107,16 @@ def build_dataset(
     shuffle_seed: int | None = None,
     first_epoch: int = 0,
     drop_columns: Sequence[str] = (),
+    sample_ids: bool = False,
+    resume: Any = None,
 ) -> ray.data.Dataset:
     """The lazy Ray dataset of model-ready rows (nothing runs until it is consumed).
 
     ``shuffle_seed``: every execution (every training epoch) reads the shards in another order, reproducible
     from the seed (shards read in the first pool only); the first execution takes the order of epoch
-    ``first_epoch`` (a resumed run). ``drop_columns`` leave in the last pool's actors.
+    ``first_epoch`` (a resumed run). ``drop_columns`` leave in the last pool's actors, after ``sample_ids``
+    (numeric ``sample_id``/``shard_id`` columns) were made from them. ``resume`` (``sample_ids.Resume``): the
+    rest of an interrupted epoch: its finished shards are not read, its trained samples not decoded.
     """
     if plan.reads_in_pool:
         # The first pool reads its shards itself: the input is only the list of shard URLs, one per block.
@@ -128,6 +132,7 @@ def build_dataset(
             ledger=ledger,
             storage_options=storage_options,
             rows_per_block=rows_per_block,
+            resume=resume,
         )
         ds = ray.data.read_datasource(source, override_num_blocks=len(urls), num_cpus=plan.read_num_cpus)
     for i, (name, modalities) in enumerate(plan.groups.items()):
@@ -140,14 +145,20 @@ def build_dataset(
                 "storage_options": storage_options,
                 "rows_per_block": rows_per_block,
                 "kwargs": {m: kwargs[m] for m in modalities},
+                **({"resume": resume} if resume else {}),
             }
         elif len(modalities) == 1:
             stage, stage_kwargs = STAGES[modalities[0]], kwargs[modalities[0]]
         else:
             stage, stage_kwargs = FusedStage, {"kwargs": {m: kwargs[m] for m in modalities}}
-        if drop_columns and i == len(plan.groups) - 1:
+        if (drop_columns or sample_ids) and i == len(plan.groups) - 1:
             # In the last stage's actors: a map step of its own would need a CPU slot (and a copy).
-            stage_kwargs = {"stage": stage, "drop": tuple(drop_columns), **stage_kwargs}
+            stage_kwargs = {
+                "stage": stage,
+                "drop": tuple(drop_columns),
+                "sample_ids": sample_ids,
+                **stage_kwargs,
+            }
             stage = DroppingColumns
         ds = ds.map_batches(
             stage,
@@ -198,6 +209,46 @@ def limit_memory(memory_limit_mb: int | None) -> None:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class StreamRecipe:
+    """Everything ``build_dataset`` needs, so the same stream can be built again later and elsewhere: a
+    training run's datasets are rebuilt at each worker-group start from the run's latest data position
+    (``mm_ray.train.datasets``), in the Train controller. Picklable (the ledger is an actor handle)."""
+
+    urls: list[str]
+    members: MemberMap
+    kwargs: dict[str, dict[str, Any]]
+    plan: IngestPlan
+    ledger: Any
+    storage_options: dict[str, str]
+    rows_per_block: int
+    shapes: dict[str, list[int]]
+    memory_limit_mb: int | None
+    shuffle_seed: int | None = None
+    drop_columns: tuple[str, ...] = ()
+
+    def build(
+        self, first_epoch: int = 0, *, sample_ids: bool = False, resume: Any = None
+    ) -> ray.data.Dataset:
+        """The lazy dataset (see ``build_dataset``), made under this recipe's memory limit and block size."""
+        limit_memory(self.memory_limit_mb)
+        with blocks_of(self.rows_per_block, self.shapes):
+            return build_dataset(
+                self.urls,
+                members=self.members,
+                kwargs=self.kwargs,
+                plan=self.plan,
+                ledger=self.ledger,
+                storage_options=self.storage_options,
+                rows_per_block=self.rows_per_block,
+                shuffle_seed=self.shuffle_seed,
+                first_epoch=first_epoch,
+                drop_columns=self.drop_columns,
+                sample_ids=sample_ids,
+                resume=resume,
+            )
+
+
 @dataclasses.dataclass
 class Ingest:
     """A configured ingest run: the dataset plus the ledger that counts what was set aside."""
@@ -208,6 +259,8 @@ class Ingest:
     plan: IngestPlan
     error_budget: float
     fail_on_unreadable_shard: bool
+    recipe: StreamRecipe | None = None
+    """How to build ``dataset`` again (another first epoch, sample ids, the rest of an interrupted epoch)."""
 
     @classmethod
     def from_config(
@@ -251,25 +304,27 @@ class Ingest:
             groups=groups,
             reads_in_pool=reads_in_pool,
         )
-        limit_memory(cfg.data.memory_limit_mb)
         # Never restarted: a fresh ledger would have lost the counts so far (see mm_ray.data.ledger).
         ledger = ray.remote(num_cpus=0, max_restarts=0)(QuarantineLedger).remote(
             error_budget=cfg.data.error_budget, shards_total=len(set(urls))
         )
-        with blocks_of(cfg.data.read_block_rows, model_ready_shapes(cfg)):
-            dataset = build_dataset(
-                urls,
-                members=member_map(cfg),
-                kwargs=preprocessor_kwargs(cfg, tokenizer_json, augment=augment),
-                plan=plan,
-                ledger=ledger,
-                storage_options=cfg.data.storage_options,
-                rows_per_block=cfg.data.read_block_rows,
-                shuffle_seed=shuffle_seed,
-                first_epoch=first_epoch,
-                drop_columns=drop_columns,
-            )
-        return cls(dataset, ledger, urls, plan, cfg.data.error_budget, cfg.data.fail_on_unreadable_shard)
+        recipe = StreamRecipe(
+            urls,
+            members=member_map(cfg),
+            kwargs=preprocessor_kwargs(cfg, tokenizer_json, augment=augment),
+            plan=plan,
+            ledger=ledger,
+            storage_options=dict(cfg.data.storage_options),
+            rows_per_block=cfg.data.read_block_rows,
+            shapes=model_ready_shapes(cfg),
+            memory_limit_mb=cfg.data.memory_limit_mb,
+            shuffle_seed=shuffle_seed,
+            drop_columns=tuple(drop_columns),
+        )
+        dataset = recipe.build(first_epoch)
+        return cls(
+            dataset, ledger, urls, plan, cfg.data.error_budget, cfg.data.fail_on_unreadable_shard, recipe
+        )
 
     def summary(self) -> dict[str, Any]:
         """The ledger's current counts (cheap; safe to poll while the stream runs)."""

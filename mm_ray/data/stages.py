@@ -170,35 +170,60 @@ class ShardStage:
         storage_options: dict[str, str],
         rows_per_block: int,
         kwargs: dict[str, dict[str, Any]],
+        resume: Any = None,
     ):
         self._ledger = ledger
         self._members = members
         self._storage_options = storage_options
         self._rows_per_block = rows_per_block
         self._decode = FusedStage(ledger, kwargs=kwargs)
+        self._resume = resume
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         from mm_ray.data.datasource import read_shard_blocks
+        from mm_ray.data.sample_ids import drop_trained
 
+        resume = (
+            self._resume
+        )  # a resumed epoch (mm_ray.data.sample_ids.Resume): trained samples never decoded
         for url in batch.column(SHARD_URL).to_pylist():
+            if resume and url in resume.shards_done:
+                continue
             for raw in read_shard_blocks(
                 url, self._members, self._ledger, self._storage_options, self._rows_per_block
             ):
-                yield self._decode(raw)
+                raw = drop_trained(raw, resume.trained) if resume else raw
+                if raw.num_rows:
+                    yield self._decode(raw)
 
 
 class DroppingColumns:
     """Another stage (``stage``, built from the other keyword arguments) whose output loses the columns in
     ``drop``: how the pipeline's last actors remove what the consumer cannot use (key and shard strings
-    before Train workers make tensors) without a map step of its own."""
+    before Train workers make tensors) without a map step of its own. ``sample_ids``: first name each row by
+    numbers made from those strings (``mm_ray.data.sample_ids``: ``sample_id``, ``shard_id``), so a training
+    run can tell which samples it has trained."""
 
-    def __init__(self, ledger: Any = None, *, stage: type, drop: tuple[str, ...], **kwargs: Any):
+    def __init__(
+        self,
+        ledger: Any = None,
+        *,
+        stage: type,
+        drop: tuple[str, ...],
+        sample_ids: bool = False,
+        **kwargs: Any,
+    ):
         self._stage = stage(ledger, **kwargs)
         self._drop = drop
+        self._sample_ids = sample_ids
 
     def __call__(self, table: pa.Table) -> Iterator[pa.Table]:
+        from mm_ray.data.sample_ids import with_sample_ids
+
         out = self._stage(table)
         for block in [out] if isinstance(out, pa.Table) else out:
+            if self._sample_ids:
+                block = with_sample_ids(block, shard_column=True)
             yield block.drop_columns([c for c in self._drop if c in block.column_names])
 
 

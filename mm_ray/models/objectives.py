@@ -78,8 +78,12 @@ def training_loss(
     aux_weight: float = 0.0,
     align_weight: float = 0.0,
     temperature: float = 0.07,
+    fused: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(total loss to optimise, fused cross-entropy alone).
+
+    ``fused``: the fused prediction's loss computed by the caller (the training step's ``fused_loss``); None =
+    the cross-entropy of ``out.logits`` against ``labels``.
 
     total = fused CE + ``aux_weight`` * ``aux_loss`` + ``align_weight`` * ``alignment_loss`` + the model's own
     ``out.losses`` (a generative model's terms, weighted by the model); a term whose
@@ -87,7 +91,8 @@ def training_loss(
     ``aux_heads`` / ``align_dim``), otherwise it is an error rather than a silently missing term; the one
     exception is alignment in a one-modality model, where there is nothing to align.
     """
-    fused = F.cross_entropy(out.logits.float(), labels)
+    if fused is None:
+        fused = F.cross_entropy(out.logits.float(), labels)
     total = fused
     if aux_weight > 0:
         if not out.aux_logits:

@@ -12,9 +12,15 @@ The one owner of checkpoints: writing, reading, finding a run's latest, restorin
     ckpt.loop                    # its LoopConfig (mm_ray.train.spec): model spec, resolved config
     model = ckpt.restore_model() # weights loaded, eval mode
 
-``epoch`` is the number of epochs *finished*, so a resumed run starts at that epoch index. The model's
-state dict is taken from the unwrapped module (``DistributedDataParallel.module``), so its keys never
-carry a ``module.`` prefix and a checkpoint loads into a bare model as well as into a wrapped one.
+``epoch`` is the number of epochs *finished*, so a resumed run starts at that epoch index. Model and
+optimizer states are full state dicts keyed by parameter name (``mm_ray.train.parallel.full_states``): no
+``module.`` or ``_orig_mod.`` prefix, the same file whether the run used DDP, FSDP or one process, so a
+checkpoint loads into a bare model as well as into a wrapped or sharded one, under any worker count.
+
+A step checkpoint (``train.checkpoint_every_steps``) also holds ``position`` (``mm_ray.train.position``:
+the epoch in progress and the samples it has trained), every rank's RNG states (``rng``) and the fp16 loss
+scaler's state (``scaler``); ``position`` is written a second time as ``position.pt`` beside the state, so
+the driver side can read where a run stands without loading its weights.
 Pure PyTorch: the Ray Train adapter wraps the directory in a ``ray.train.Checkpoint``.
 """
 
@@ -33,15 +39,19 @@ from mm_ray.config.load import ConfigError, as_dict, config_from_dict
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import audio_feature_rows
 from mm_ray.data.sources import ShardSpecError
+from mm_ray.train.parallel import full_states, load_full_states
 from mm_ray.train.spec import LoopConfig, read_loop_config
 from mm_ray.train.wrapping import unwrap
 
 STATE_FILE = "state.pt"
+POSITION_FILE = "position.pt"
+"""The data position alone (``mm_ray.train.position``), beside the state."""
 TOKENIZER_FILE = "tokenizer.json"
 """Written beside the state by the Ray Train adapter, so a checkpoint can tokenize new shards itself."""
-FORMAT = 2
-"""Bumped when the layout of the saved dict changes. 2: ``config`` holds ``LoopConfig.to_state()``."""
-READABLE_FORMATS = (1, 2)
+FORMAT = 3
+"""Bumped when the layout of the saved dict changes. 2: ``config`` holds ``LoopConfig.to_state()``; 3: the
+optimizer state is keyed by parameter name (any strategy), and ``position``/``rng``/``scaler`` may be there."""
+READABLE_FORMATS = (1, 2, 3)
 """1: ``config`` held the trainer's flat dict (``preset``, ``model_kwargs``, ...); ``read_loop_config`` reads it."""
 CHECKPOINT_GLOB = "checkpoint_*"
 """How Ray Train names the checkpoint directories inside a run directory."""
@@ -61,26 +71,40 @@ def save_checkpoint(
     config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     history: list[dict[str, Any]] | None = None,
+    states: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the training state into ``directory`` (created if needed); returns the directory."""
+    """Write the training state into ``directory`` (created if needed); returns the directory.
+
+    ``states``: the model's and optimizer's full states already gathered (``parallel.full_states``, which
+    every rank of an FSDP run must call); None = taken from ``model`` and ``optimizer`` here. ``extra``:
+    more top-level entries (``position``, ``rng``, ``scaler``)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    states = states or full_states(unwrap(model), optimizer)
     state = {
         "format": FORMAT,
-        "model": unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": states["model"],
+        "optimizer": states["optimizer"],
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "epoch": int(epoch),
         "config": dict(config or {}),
         "metrics": dict(metrics or {}),
         # Every finished epoch's metrics: a resumed run's curves and metrics file start from epoch 1.
         "history": list(history or []),
+        **(extra or {}),
     }
-    # Write then rename: a crash mid-write must not leave a truncated file that looks like a checkpoint.
-    tmp = directory / (STATE_FILE + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(directory / STATE_FILE)
+    _atomic_save(state, directory / STATE_FILE)
+    if state.get("position") is not None:
+        _atomic_save(state["position"], directory / POSITION_FILE)
     return directory
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    # Write then rename: a crash mid-write must not leave a truncated file that looks like a checkpoint.
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
 
 
 def load_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -104,10 +128,15 @@ def restore_into(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> int:
-    """Load ``state`` into the given objects; returns the number of finished epochs to resume after."""
-    unwrap(model).load_state_dict(state["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
+    """Load ``state`` into the given objects (plain, DDP, FSDP or compiled model); returns the number of
+    finished epochs to resume after. Checkpoints of formats 1-2 (optimizer state keyed by position) load into
+    the model they were made with."""
+    optimizer_state = state["optimizer"] if optimizer is not None else None
+    if optimizer_state is not None and all(isinstance(k, int) for k in optimizer_state.get("state", {})):
+        unwrap(model).load_state_dict(state["model"])  # formats 1-2
+        optimizer.load_state_dict(optimizer_state)
+    else:
+        load_full_states(model, optimizer, state["model"], optimizer_state)
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     return int(state["epoch"])
@@ -253,10 +282,11 @@ def open_for_shards(
 
 
 def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
-    """The ``checkpoint_*`` directory of ``run_dir`` with the most finished epochs, and its state.
+    """The ``checkpoint_*`` directory of ``run_dir`` furthest into training, and its state.
 
-    Chosen by the epoch saved inside, not by name: names are timestamps, and a clock or a copied
-    directory can disagree with the training order. States are loaded one at a time.
+    Chosen by what is saved inside (finished epochs, then the optimizer steps of a step checkpoint), not by
+    name: names are timestamps, and a clock or a copied directory can disagree with the training order.
+    States are loaded one at a time.
     """
     run_dir = Path(run_dir)
     candidates = sorted(p for p in run_dir.glob(CHECKPOINT_GLOB) if (p / STATE_FILE).is_file())
@@ -269,10 +299,16 @@ def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     for directory in candidates:
         state = _load(directory)
         # >=: on a tie the later name (the later timestamp) wins.
-        if best is None or state["epoch"] >= best[1]["epoch"]:
+        if best is None or _progress(state) >= _progress(best[1]):
             best = (directory, state)
     assert best is not None
     return best
+
+
+def _progress(state: dict[str, Any]) -> tuple[int, int]:
+    """(finished epochs, optimizer steps of the run) of a checkpoint's state (steps 0 before format 3)."""
+    position = state.get("position") or {}
+    return int(state["epoch"]), int(position.get("global_step", 0))
 
 
 def _load(directory: Path) -> dict[str, Any]:

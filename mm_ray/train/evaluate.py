@@ -41,6 +41,7 @@ import torch
 from mm_ray.data.pipeline import Ingest
 from mm_ray.progress import ProgressFactory, watch
 from mm_ray.runtime import init_ray
+from mm_ray.train.autocast import scoring_dtype
 from mm_ray.train.checkpoint import LoadedCheckpoint, open_checkpoint, open_for_shards
 from mm_ray.train.ensemble import PredictionAverage, check_compatible
 from mm_ray.train.metrics import SUBSETS, ClassMetrics, evaluate_subsets
@@ -87,7 +88,7 @@ def evaluate(
         )
     loop = ckpt.loop
     # The same autocast as the training run's validation, so the scores are comparable.
-    autocast = torch.bfloat16 if loop.bf16 and device.type == "cuda" else None
+    autocast = scoring_dtype(loop.precision, device, legacy_bf16=loop.bf16)
     init_ray(cfg.ray)
     ingest = Ingest.from_config(cfg, specs, ckpt.tokenizer_json)
     with watch(progress, "evaluate", lambda: ingest.summary()["samples_read"]):

@@ -26,6 +26,10 @@ from mm_ray.train.wrapping import unwrap
 def begin_epoch(model: nn.Module, epoch: int, *, wrap: Callable[[nn.Module], nn.Module]) -> nn.Module:
     """``model`` with every library encoder set to its schedule's state for ``epoch`` (0-based); a DDP model
     whose trainable parameters changed comes back as ``wrap(the module inside)``."""
-    if apply_epoch(unwrap(model), epoch) and isinstance(model, DistributedDataParallel):
+    # Seen through torch.compile: a compiled DDP model is wrapped (and compiled) again too. FSDP2 needs no
+    # re-wrap: it reduces the gradients of whichever parameters have one at each backward.
+    if apply_epoch(unwrap(model), epoch) and isinstance(
+        getattr(model, "_orig_mod", model), DistributedDataParallel
+    ):
         return wrap(unwrap(model))
     return model

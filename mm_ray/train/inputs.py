@@ -23,13 +23,14 @@ from typing import Any, Literal
 import ray
 import ray.data
 
-from mm_ray.columns import KEY, LABEL, SHARD
+from mm_ray.columns import KEY, SHARD
 from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
-from mm_ray.data.cache import Cache, model_ready_shapes, preprocessing_of, row_bytes
+from mm_ray.data.cache import Cache, label_counts, model_ready_shapes, preprocessing_of, row_bytes
 from mm_ray.data.labels import with_classes
 from mm_ray.data.pipeline import Ingest
-from mm_ray.train.resume import finished_epochs
+from mm_ray.train.datasets import CacheRecipe, Recipe, TrainDatasets
+from mm_ray.train.resume import run_storage
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,9 @@ class TrainInputs:
     """The datasets a run trains and validates on, and what the model is sized from."""
 
     source: Literal["cache", "shards"]
-    datasets: dict[str, ray.data.Dataset]
+    datasets: dict[str, Any]
+    """``val`` a dataset; ``train`` and ``train_resume`` functions that build theirs when a worker group
+    starts (``mm_ray.train.datasets``)."""
     tokenizer_json: str
     shapes: Mapping[str, list[int]]
     """Model-ready shapes: ``image`` [3, S, S], ``input_ids`` [L], ``audio`` [feature rows, frames]."""
@@ -84,28 +87,41 @@ def cache_inputs(cfg: Config) -> TrainInputs:
         check_same_tokenizer(caches["val"], tokenizer_json, cfg)
         check_same_classes(caches["val"].classes, caches["train"].classes, "train.val_cache", cfg)
     in_memory = fits_in_memory(caches.values())
-    first_epoch = finished_epochs(cfg) if t.shuffle else 0
-    datasets = {
-        # Only the training rows are shuffled (every epoch, from train.seed): validation scores them all anyway.
-        name: cache.dataset(
-            columns=model_ready_columns(cache),
-            in_memory=in_memory,
-            shuffle_seed=t.seed if t.shuffle and name == "train" else None,
-            limit=t.limit_samples if name == "train" else None,
-            first_epoch=first_epoch if name == "train" else 0,
-        )
-        for name, cache in caches.items()
-    }
     train = caches["train"]
+    # Only the training rows are shuffled (every epoch, from train.seed): validation scores them all anyway.
+    recipe = CacheRecipe(
+        train,
+        columns=model_ready_columns(train),
+        in_memory=in_memory,
+        shuffle_seed=t.seed if t.shuffle else None,
+        limit=t.limit_samples,
+    )
+    datasets = positioned(recipe, cfg)
+    if "val" in caches:
+        datasets["val"] = caches["val"].dataset(
+            columns=model_ready_columns(caches["val"]), in_memory=in_memory
+        )
     return TrainInputs(
         source="cache",
         datasets=datasets,
         tokenizer_json=tokenizer_json,
         shapes=train.shapes,
-        num_classes=class_count(cfg, train.classes) or _num_classes(caches.values(), datasets.values()),
+        num_classes=class_count(cfg, train.classes) or _num_classes(caches.values()),
         rows=min(train.samples, t.limit_samples or train.samples),
         preprocessing=train.preprocessing,
     )
+
+
+def needs_sample_ids(cfg: Config) -> bool:
+    """Whether the training rows must carry their ``sample_id``: step checkpoints record which samples an
+    epoch has trained, and the sample log writes them. Off, the data path is as it always was."""
+    return cfg.train.checkpoint_every_steps > 0 or bool(cfg.train.sample_log)
+
+
+def positioned(recipe: Recipe, cfg: Config, *, limit: int | None = None) -> dict[str, Any]:
+    """``train`` and ``train_resume`` as functions of the run's latest data position (``TrainDatasets``)."""
+    storage = run_storage(cfg) if cfg.train.num_workers else None  # local mode keeps no checkpoints
+    return TrainDatasets(recipe, storage, sample_ids=needs_sample_ids(cfg), limit=limit).for_trainer()
 
 
 def open_cache(uri: str, key: str, cfg: Config) -> Cache:
@@ -171,12 +187,13 @@ def fits_in_memory(caches: Iterable[Cache]) -> bool:
     return needed <= IN_MEMORY_FRACTION * ray.cluster_resources().get("object_store_memory", 0.0)
 
 
-def _num_classes(caches: Iterable[Cache], datasets: Iterable[ray.data.Dataset]) -> int:
+def _num_classes(caches: Iterable[Cache]) -> int:
     """From the caches' label counts; caches written before labels were counted need a scan of the labels."""
+    caches = list(caches)
     known = [cache.num_classes for cache in caches]
     if all(n is not None for n in known):
         return max(known)  # type: ignore[type-var]
-    return 1 + max(int(ds.max(LABEL)) for ds in datasets)
+    return 1 + max(int(label) for cache in caches for label in label_counts(cache.uri, cache.storage_options))
 
 
 # -------------------------------------------------------------------------------------------- shards
@@ -217,15 +234,13 @@ def shard_inputs(cfg: Config) -> TrainInputs:
         reserved_cpus=reserved,
         **placement,
         shuffle_seed=t.seed if t.shuffle else None,
-        # A resumed run reads epoch k's shards in the order an uninterrupted run would.
-        first_epoch=finished_epochs(cfg) if t.shuffle else 0,
         drop_columns=NOT_MODEL_INPUTS,
         augment=at_decode,
     )
     streams = {"train": train}
-    datasets = {"train": train.dataset}
-    if t.limit_samples:
-        datasets["train"] = datasets["train"].limit(t.limit_samples)
+    # Built at each worker-group start: a resumed run reads epoch k's shards in the order an uninterrupted
+    # run would, and the rest of an interrupted epoch without its trained samples.
+    datasets = positioned(train.recipe, cfg, limit=t.limit_samples)
     classes = list(cfg.data.classes) if cfg.data.labels == "names" else None
     if t.val_cache:
         val_cache = open_cache(t.val_cache, "train.val_cache", cfg)

@@ -12,8 +12,12 @@ Usage::
 
 ``batches`` is any iterable of dicts (the data plane's columns, see ``mm_ray.columns``) holding numpy arrays
 or tensors; non-numeric columns such as ``__key__``/``__shard__`` are dropped on the way to the device. The
-model is any ``nn.Module`` whose ``forward(batch)`` returns logits ``[B, C]``; the loss is cross-entropy on
-the ``label`` column.
+model is any ``nn.Module`` whose ``forward(batch)`` returns logits ``[B, C]``; the loss is ``fused_loss``
+(cross-entropy on the ``label`` column), the one function to replace for another task.
+
+Large runs: ``grad_accum_steps`` micro-batches per optimizer step (``forward_backward`` each, gradients synced
+on the last, then ``apply_gradients``), fp16 through a ``GradScaler`` (``mm_ray.train.autocast``), and an
+``on_step`` hook after every optimizer step (the Train worker's step checkpoints and data position).
 
 With ``aux_loss_weight`` or ``align_loss_weight`` > 0 the model must be a ``FusionModel`` built with the
 matching heads (``aux_heads`` / ``align_dim``): the step then calls ``model(batch, with_aux=True)`` and
@@ -28,9 +32,10 @@ sample-weighted mean beside the loss (``recon_image``, ``beta_kl``, ``d_loss``, 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +45,8 @@ import torch.nn.functional as F
 from mm_ray.columns import LABEL
 from mm_ray.models.objectives import training_loss
 from mm_ray.train.autocast import autocast_context
+from mm_ray.train.parallel import gradient_sync
+from mm_ray.train.wrapping import unwrap
 
 if TYPE_CHECKING:
     from mm_ray.train.spec import LoopConfig
@@ -75,6 +82,97 @@ def to_device(batch: Mapping[str, Any], device: str | torch.device) -> dict[str,
     return out
 
 
+def fused_loss(logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The fused prediction's loss on one device batch: what every training step optimises (plus any auxiliary
+    terms) and reports. The one place the task's loss lives: mean cross-entropy against ``label``, computed in
+    float32 even under autocast (a bf16/fp16 log-softmax loses too much precision)."""
+    return F.cross_entropy(logits.float(), batch[LABEL].long())
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """How a step trains: clipping, precision, auxiliary losses, gradient accumulation (``LoopConfig`` fields)."""
+
+    grad_clip: float | None = 1.0
+    autocast_dtype: torch.dtype | None = None
+    aux_loss_weight: float = 0.0
+    align_loss_weight: float = 0.0
+    align_temperature: float = 0.07
+    grad_accum_steps: int = 1
+
+
+def forward_backward(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    settings: StepSettings,
+    *,
+    weight: float = 1.0,
+    sync: bool = True,
+    scaler: torch.amp.GradScaler | None = None,
+    terms: dict[str, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward of one micro-batch, its loss times ``weight``; gradients add up in ``.grad``.
+    ``sync=False`` keeps them local (the micro-batches before an optimizer step's last, ``gradient_sync``).
+    Returns (mean fused loss, logits), both detached; a generative model's own loss terms, times the batch
+    size, are added to ``terms`` when given."""
+    inner = unwrap(model)
+    extra = (
+        settings.aux_loss_weight > 0
+        or settings.align_loss_weight > 0
+        or getattr(inner, "needs_output", False)
+    )
+    device = batch[LABEL].device
+    # The forward too: DDP decides in its forward whether the coming backward all-reduces.
+    with gradient_sync(model, sync):
+        with autocast_context(device, settings.autocast_dtype):
+            # A keyword of forward, not another method, so a DDP-wrapped model still syncs its gradients.
+            out = model(batch, with_aux=True) if extra else model(batch)
+        logits = out.logits if extra else out
+        fused = fused_loss(logits, batch)
+        loss = fused
+        if extra:
+            # The objectives compute in float32 themselves.
+            loss, _ = training_loss(
+                out,
+                batch[LABEL].long(),
+                aux_weight=settings.aux_loss_weight,
+                align_weight=settings.align_loss_weight,
+                temperature=settings.align_temperature,
+                fused=fused,
+            )
+            _add_terms(terms, {k: v.detach() for k, v in out.losses.items()}, logits.shape[0])
+        loss = loss * weight if weight != 1.0 else loss
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+    return fused.detach(), logits.detach()
+
+
+def apply_gradients(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    grad_clip: float | None,
+    scaler: torch.amp.GradScaler | None = None,
+    divide_by: float | None = None,
+) -> None:
+    """The optimizer step on the gradients gathered so far: unscale (fp16), divide by ``divide_by`` (the
+    samples of an accumulated step, whose micro-batch losses were summed), clip, step. The gradients stay
+    (zeroed when the next step begins), so a caller can inspect them."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if divide_by:
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.div_(divide_by)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)  # skipped when the unscaled gradients hold inf/NaN
+        scaler.update()
+    else:
+        optimizer.step()
+
+
 def train_step(
     model: torch.nn.Module,
     batch: dict[str, torch.Tensor],
@@ -86,48 +184,28 @@ def train_step(
     align_loss_weight: float = 0.0,
     align_temperature: float = 0.07,
     terms: dict[str, torch.Tensor] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on a device batch; returns (mean fused cross-entropy, logits), both detached.
+    """One optimizer step on one device batch; returns (mean fused loss, logits), both detached.
 
-    The step optimises the fused cross-entropy plus, where their weights are > 0, the auxiliary-head and
+    The step optimises ``fused_loss`` plus, where their weights are > 0, the auxiliary-head and
     contrastive-alignment losses (``mm_ray.models.objectives``), plus a generative model's own terms; each of
-    those terms, times the batch size, is added to ``terms`` when given (detached, on the device).
+    those terms, times the batch size, is added to ``terms`` when given (detached, on the device). An
+    adversarial model (``cgan``) takes its two-phase step (``mm_ray.train.adversarial``).
     """
-    labels = batch[LABEL].long()
-    inner = getattr(model, "module", model)  # the model inside a DDP wrapper
-    if getattr(inner, "adversarial", False):
+    if getattr(unwrap(model), "adversarial", False):
         from mm_ray.train.adversarial import adversarial_step
 
         fused, logits, own = adversarial_step(
             model, batch, optimizer, grad_clip=grad_clip, autocast_dtype=autocast_dtype
         )
-        _add_terms(terms, own, labels.shape[0])
+        _add_terms(terms, own, logits.shape[0])
         return fused, logits
+    settings = StepSettings(grad_clip, autocast_dtype, aux_loss_weight, align_loss_weight, align_temperature)
     optimizer.zero_grad(set_to_none=True)
-    extra = aux_loss_weight > 0 or align_loss_weight > 0 or getattr(inner, "needs_output", False)
-    with autocast_context(labels.device, autocast_dtype):
-        # A keyword of forward, not another method, so a DDP-wrapped model still syncs its gradients.
-        out = model(batch, with_aux=True) if extra else model(batch)
-    if extra:
-        # The objectives compute in float32 themselves.
-        loss, fused = training_loss(
-            out,
-            labels,
-            aux_weight=aux_loss_weight,
-            align_weight=align_loss_weight,
-            temperature=align_temperature,
-        )
-        logits = out.logits
-        _add_terms(terms, {k: v.detach() for k, v in out.losses.items()}, labels.shape[0])
-    else:
-        logits = out
-        # The loss in float32 even under autocast: bf16 log-softmax loses too much precision.
-        loss = fused = F.cross_entropy(logits.float(), labels)
-    loss.backward()
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    return fused.detach(), logits.detach()
+    fused, logits = forward_backward(model, batch, settings, scaler=scaler, terms=terms)
+    apply_gradients(model, optimizer, grad_clip=grad_clip, scaler=scaler)
+    return fused, logits
 
 
 def _add_terms(
@@ -137,6 +215,11 @@ def _add_terms(
         return
     for name, value in batch_terms.items():
         terms[name] = terms.get(name, 0.0) + value.double() * n
+
+
+StepCallback = Callable[[int, list[Mapping[str, Any]], Callable[[], dict[str, float]]], None]
+"""``on_step(optimizer steps so far this epoch, the raw batches of the step just taken, running)``; calling
+``running()`` gives this process's epoch sums so far (``samples``, ``loss_sum``, ``correct``; a device sync)."""
 
 
 def train_epoch(
@@ -152,40 +235,67 @@ def train_epoch(
     aux_loss_weight: float = 0.0,
     align_loss_weight: float = 0.0,
     align_temperature: float = 0.07,
+    grad_accum_steps: int = 1,
+    scaler: torch.amp.GradScaler | None = None,
+    on_step: StepCallback | None = None,
 ) -> dict[str, float | int]:
     """Train ``model`` for one pass over ``batches``; returns the epoch's mean loss, accuracy, samples, steps.
 
-    ``grad_clip`` clips the total gradient norm (None or 0 = off); ``scheduler`` is stepped after every
-    optimizer step; ``log_every`` > 0 logs the running loss every that many steps. Loss and accuracy are
-    sample-weighted means (NaN when ``batches`` was empty); the loss is the fused cross-entropy. The
-    ``aux_loss_weight``/``align_loss_weight``/``align_temperature`` go to ``train_step`` (0 = off).
+    ``grad_accum_steps`` micro-batches make one optimizer step (the epoch's last step may have fewer): their
+    losses are summed, each times its size, and the gradients divided by the step's samples, so N
+    micro-batches of B give the gradient of one batch of N x B (DDP syncs on the last micro-batch only).
+    ``grad_clip`` clips the total gradient norm (None or 0 = off); ``scaler`` scales fp16 losses;
+    ``scheduler`` is stepped after every optimizer step, then ``on_step`` is called; ``log_every`` > 0 logs
+    the running loss every that many optimizer steps. Loss and accuracy are sample-weighted means (NaN when
+    ``batches`` was empty); the loss is ``fused_loss``. ``steps`` counts optimizer steps.
     """
     model.train()
+    settings = StepSettings(
+        grad_clip, autocast_dtype, aux_loss_weight, align_loss_weight, align_temperature, grad_accum_steps
+    )
+    adversarial = getattr(unwrap(model), "adversarial", False)
+    if adversarial and (grad_accum_steps > 1 or scaler is not None):
+        raise ValueError("an adversarial model (cgan) trains without gradient accumulation and fp16 scaling")
     # Running sums stay on the device: calling .item() every step would force a CPU-GPU sync per step.
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     samples = steps = 0
     terms: dict[str, torch.Tensor] = {}
-    for raw in batches:
+    group: list[Mapping[str, Any]] = []
+    group_samples = 0
+    for raw, last in _with_last(batches):
         batch = to_device(raw, device)
-        loss, logits = train_step(
-            model,
-            batch,
-            optimizer,
-            grad_clip=grad_clip,
-            autocast_dtype=autocast_dtype,
-            aux_loss_weight=aux_loss_weight,
-            align_loss_weight=align_loss_weight,
-            align_temperature=align_temperature,
-            terms=terms,
-        )
-        if scheduler is not None:
-            scheduler.step()
-        n = logits.shape[0]
+        if not group:
+            optimizer.zero_grad(set_to_none=True)
+        group.append(raw)
+        n = batch[LABEL].shape[0]
+        group_samples += n
+        closes = last or len(group) == grad_accum_steps
+        if adversarial:
+            loss, logits = train_step(
+                model, batch, optimizer, grad_clip=grad_clip, autocast_dtype=autocast_dtype, terms=terms
+            )
+        else:
+            # Accumulating: each loss weighted by its size, the sum divided out at the step.
+            weight = float(n) if grad_accum_steps > 1 else 1.0
+            loss, logits = forward_backward(
+                model, batch, settings, weight=weight, sync=closes, scaler=scaler, terms=terms
+            )
+            if closes:
+                divide = float(group_samples) if grad_accum_steps > 1 else None
+                apply_gradients(model, optimizer, grad_clip=grad_clip, scaler=scaler, divide_by=divide)
         loss_sum += loss.double() * n
         correct += (logits.argmax(dim=-1) == batch[LABEL]).sum()
         samples += n
+        if not closes:
+            continue
         steps += 1
+        if scheduler is not None:
+            scheduler.step()
+        if on_step is not None:
+            sums = {"samples": samples, "loss_sum": loss_sum, "correct": correct}
+            on_step(steps, group, lambda sums=sums: {k: float(v) for k, v in sums.items()})
+        group, group_samples = [], 0
         if log_every and steps % log_every == 0:
             lr = optimizer.param_groups[0]["lr"]
             logger.info("step %d  loss %.4f  lr %.3g", steps, loss_sum.item() / samples, lr)
@@ -200,6 +310,19 @@ def train_epoch(
     }
 
 
+def _with_last(items: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
+    """``(item, is_last)`` pairs: one item of look-ahead, so the epoch's last micro-batch closes its step."""
+    iterator = iter(items)
+    try:
+        current = next(iterator)
+    except StopIteration:
+        return
+    for following in iterator:
+        yield current, False
+        current = following
+    yield current, True
+
+
 def loop_epoch(
     model: torch.nn.Module,
     batches: Iterable[Mapping[str, Any]],
@@ -209,9 +332,11 @@ def loop_epoch(
     *,
     device: str | torch.device,
     autocast_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    on_step: StepCallback | None = None,
 ) -> dict[str, float | int]:
-    """``train_epoch`` with a run's ``LoopConfig`` settings (clipping, auxiliary and alignment losses): what a
-    Ray Train worker and the benchmarks' plain loops run, so they train the same way."""
+    """``train_epoch`` with a run's ``LoopConfig`` settings (clipping, auxiliary and alignment losses, gradient
+    accumulation): what a Ray Train worker and the benchmarks' plain loops run, so they train the same way."""
     return train_epoch(
         model,
         batches,
@@ -223,4 +348,7 @@ def loop_epoch(
         aux_loss_weight=loop.aux_loss_weight,
         align_loss_weight=loop.align_loss_weight,
         align_temperature=loop.align_temperature,
+        grad_accum_steps=loop.grad_accum_steps,
+        scaler=scaler,
+        on_step=on_step,
     )

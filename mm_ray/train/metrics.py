@@ -65,47 +65,61 @@ def mask_modalities(batch: Mapping[str, torch.Tensor], keep: Iterable[str]) -> d
 
 
 class SubsetMetrics:
-    """Accumulates sample-weighted cross-entropy and accuracy over batches of logits.
+    """Accumulates sample-weighted cross-entropy and accuracy over batches of logits (``Mergeable``).
 
-    ``update(logits, labels)`` per batch, ``result()`` at the end. Sums stay on the logits' device so
-    updating never forces a device sync; ``result()`` syncs once.
+    ``update(logits, labels)`` per batch, ``result()`` at the end. The sums stay on the logits' device so
+    updating never forces a device sync; ``result()`` syncs once. ``state()``/``load_state()`` expose the sums
+    so ranks scoring parts of one set can add them up (``mm_ray.train.mergeable.all_reduce_metrics``).
     """
 
     def __init__(self) -> None:
-        self._loss_sum: torch.Tensor | None = None
-        self._correct: torch.Tensor | None = None
-        self.samples = 0
+        self._loss_sum = torch.zeros((), dtype=torch.float64)
+        self._correct = torch.zeros((), dtype=torch.int64)
+        self._samples = torch.zeros((), dtype=torch.int64)
+
+    @property
+    def samples(self) -> int:
+        return int(self._samples.item())
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         logits = logits.detach().float()
         labels = labels.to(logits.device).long()
         loss_sum = F.cross_entropy(logits, labels, reduction="sum").double()
         correct = (logits.argmax(dim=-1) == labels).sum()
-        if self._loss_sum is None:
-            self._loss_sum, self._correct = loss_sum, correct
-        else:
-            self._loss_sum = self._loss_sum + loss_sum
-            self._correct = self._correct + correct
-        self.samples += labels.shape[0]
+        device = logits.device
+        self._loss_sum = self._loss_sum.to(device) + loss_sum
+        self._correct = self._correct.to(device) + correct
+        self._samples = self._samples.to(device) + labels.shape[0]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"loss_sum": self._loss_sum, "correct": self._correct, "samples": self._samples}
+
+    def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        self._loss_sum, self._correct, self._samples = state["loss_sum"], state["correct"], state["samples"]
 
     def result(self) -> dict[str, float | int]:
         """``{"loss", "accuracy", "samples"}``; loss and accuracy are NaN when nothing was seen."""
-        if not self.samples:
+        samples = self.samples
+        if not samples:
             return {"loss": float("nan"), "accuracy": float("nan"), "samples": 0}
         return {
-            "loss": self._loss_sum.item() / self.samples,
-            "accuracy": self._correct.item() / self.samples,
-            "samples": self.samples,
+            "loss": self._loss_sum.item() / samples,
+            "accuracy": self._correct.item() / samples,
+            "samples": samples,
         }
 
 
 class ClassMetrics:
     """Samples and correct predictions per true class (``update(logits, labels)`` per batch), on the device
-    until ``result`` syncs once."""
+    until ``result`` syncs once (``Mergeable``). ``num_classes`` fixes the state's length (needed to merge
+    ranks, one of which may not see every class); None = sized from the first batch's logits."""
 
-    def __init__(self) -> None:
+    def __init__(self, num_classes: int | None = None) -> None:
         self._samples: torch.Tensor | None = None
         self._correct: torch.Tensor | None = None
+        if num_classes is not None:
+            self._samples = torch.zeros(num_classes, dtype=torch.int64)
+            self._correct = torch.zeros(num_classes, dtype=torch.int64)
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         labels = labels.to(logits.device).long()
@@ -115,7 +129,16 @@ class ClassMetrics:
         if self._samples is None:
             self._samples, self._correct = samples, correct
         else:
-            self._samples, self._correct = self._samples + samples, self._correct + correct
+            self._samples = self._samples.to(samples.device) + samples
+            self._correct = self._correct.to(correct.device) + correct
+
+    def state(self) -> dict[str, torch.Tensor]:
+        if self._samples is None:
+            raise ValueError("ClassMetrics: give num_classes to merge a meter that may have seen no batch")
+        return {"samples": self._samples, "correct": self._correct}
+
+    def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        self._samples, self._correct = state["samples"], state["correct"]
 
     def result(self, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """One row per class seen: ``{"class": name (or the id), "id", "samples", "accuracy"}``."""
@@ -142,6 +165,47 @@ def format_class_table(rows: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+class Padding:
+    """A batch that a rank scores only to keep in step with the others (an FSDP model's forward gathers from
+    every rank): the model runs on ``batch``, no meter counts it (``lockstep``)."""
+
+    def __init__(self, batch: Mapping[str, Any]) -> None:
+        self.batch = batch
+
+
+def score_subsets(
+    model: torch.nn.Module,
+    batches: Iterable[Mapping[str, Any] | Padding],
+    subsets: Sequence[str] = SUBSETS,
+    device: str | torch.device = "cpu",
+    *,
+    autocast_dtype: torch.dtype | None = None,
+    per_class: ClassMetrics | None = None,
+) -> dict[str, SubsetMetrics]:
+    """``evaluate_subsets``'s pass, returning the meters (``Mergeable``) instead of their results: what a rank
+    scoring its part of a split validation set merges with the others' (``all_reduce_metrics``).
+    ``Padding`` items are run but not counted."""
+    keeps = {subset: parse_subset(subset) for subset in subsets}
+    meters = {subset: SubsetMetrics() for subset in subsets}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), autocast_context(device, autocast_dtype):
+            for raw in batches:
+                padding = isinstance(raw, Padding)
+                batch = to_device(raw.batch if padding else raw, device)
+                for subset, keep in keeps.items():
+                    logits = model(mask_modalities(batch, keep))
+                    if padding:
+                        continue
+                    meters[subset].update(logits, batch[LABEL])
+                    if per_class is not None and subset == SUBSETS[-1]:
+                        per_class.update(logits, batch[LABEL])
+    finally:
+        model.train(was_training)
+    return meters
+
+
 def evaluate_subsets(
     model: torch.nn.Module,
     batches: Iterable[Mapping[str, Any]],
@@ -156,25 +220,12 @@ def evaluate_subsets(
     ``batches`` may be a one-shot iterator: each batch is moved to ``device`` once and scored under every
     subset. The model's train/eval mode is restored afterwards. ``per_class`` is updated with the scores
     of the subset holding every modality (``SUBSETS[-1]``). A DDP-wrapped ``model`` is scored through its inner
-    module: the Train workers score on rank 0 alone, and the wrapper's forward would wait for the other ranks
-    to join its buffer broadcast (any model with buffers: BatchNorm, spectral norm) for ever.
+    module: a rank scoring alone would otherwise wait for ever in the wrapper's buffer broadcast (any model
+    with buffers: BatchNorm, spectral norm) for the other ranks.
     """
-    model = unwrap(model)
-    keeps = {subset: parse_subset(subset) for subset in subsets}
-    meters = {subset: SubsetMetrics() for subset in subsets}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), autocast_context(device, autocast_dtype):
-            for raw in batches:
-                batch = to_device(raw, device)
-                for subset, keep in keeps.items():
-                    logits = model(mask_modalities(batch, keep))
-                    meters[subset].update(logits, batch[LABEL])
-                    if per_class is not None and subset == SUBSETS[-1]:
-                        per_class.update(logits, batch[LABEL])
-    finally:
-        model.train(was_training)
+    meters = score_subsets(
+        unwrap(model), batches, subsets, device, autocast_dtype=autocast_dtype, per_class=per_class
+    )
     return {subset: meter.result() for subset, meter in meters.items()}
 
 

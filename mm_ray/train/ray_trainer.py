@@ -47,6 +47,8 @@ from mm_ray.models.builder import resolve_builder
 from mm_ray.runtime import cluster_nodes, init_ray
 from mm_ray.track.run import RunTracker
 from mm_ray.train.checkpoint import load_checkpoint
+from mm_ray.train.data_config import SplitConfig
+from mm_ray.train.datasets import RESUME_DATASET
 from mm_ray.train.encoder_weights import with_image_weights_from_run
 from mm_ray.train.inputs import TrainInputs, train_inputs
 from mm_ray.train.outputs import write_run_outputs
@@ -180,6 +182,7 @@ def build_trainer(
     t = cfg.train
     if t.fail_at_epoch == 1 or t.fail_at_epoch < 0:
         raise ConfigError(f"train.fail_at_epoch: must be 0 (off) or >= 2, got {t.fail_at_epoch}")
+    check_large_run_options(cfg)
     inputs = inputs or train_inputs(cfg)
     check_encoder_tokenizer(cfg, inputs.tokenizer_json)
     cfg = with_image_weights_from_run(cfg)
@@ -227,11 +230,38 @@ def build_trainer(
             callbacks=list(callbacks),
         ),
         datasets=inputs.datasets,
-        # Only train is split across workers: rank 0 validates on the whole val set. One worker needs no
-        # split: it iterates the dataset itself, without a split coordinator actor (a process less to start,
-        # an RPC less per block).
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"] if t.num_workers > 1 else []),
+        # Training splits equally (the workers step together), validation row for row (every worker scores
+        # its part: distributed validation). One worker needs no split: it iterates the dataset itself,
+        # without a split coordinator actor (a process less to start, an RPC less per block).
+        dataset_config=(
+            SplitConfig(split=["train", RESUME_DATASET], whole_rows=["val"])
+            if t.num_workers > 1
+            else SplitConfig()
+        ),
     )
+
+
+def check_large_run_options(cfg: Config) -> None:
+    """``ConfigError`` naming the key for ``train.*`` large-run settings that cannot work together, before
+    any worker starts."""
+    t = cfg.train
+    if t.grad_accum_steps < 1:
+        raise ConfigError(f"train.grad_accum_steps: must be >= 1, got {t.grad_accum_steps}")
+    if t.checkpoint_every_steps < 0 or t.fail_at_step < 0:
+        raise ConfigError("train.checkpoint_every_steps / train.fail_at_step: must be >= 0")
+    if t.precision == "fp16" and not t.use_gpu:
+        raise ConfigError("train.precision: fp16 needs GPU workers (train.use_gpu=true); use bf16 on CPU")
+    if cfg.model.preset == "cgan" and (
+        t.grad_accum_steps > 1 or t.precision == "fp16" or t.strategy == "fsdp"
+    ):
+        raise ConfigError(
+            "train.grad_accum_steps/precision/strategy: the adversarial cgan trains with its own two-phase step, "
+            "without accumulation, fp16 loss scaling or FSDP"
+        )
+    if t.checkpoint_every_steps and not t.num_workers:
+        raise ConfigError(
+            "train.checkpoint_every_steps: local mode (train.num_workers=0) keeps no checkpoints"
+        )
 
 
 def _summary(result: Any) -> dict[str, Any]:
@@ -294,7 +324,8 @@ class _RelayCallback(ray.train.UserCallback):
         self.queue = queue
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        if metrics:
+        # Epoch reports only: a step checkpoint's report carries no "epoch" (mm_ray.train.worker).
+        if metrics and "epoch" in metrics[0]:
             self.queue.put(metrics[0])
 
 

@@ -25,14 +25,11 @@ def run_storage(cfg: Config) -> str:
 
 
 def finished_epochs(cfg: Config) -> int:
-    """The epoch of the run's latest registered checkpoint (0 when the run has none: a new run, or local mode)."""
-    import ray.train
+    """The epochs finished at the run's latest registered checkpoint (0 when the run has none: a new run, or
+    local mode); a step checkpoint counts the epoch it interrupted as not finished."""
+    from mm_ray.train.datasets import latest_position
 
     if not cfg.train.num_workers:
         return 0  # local mode keeps no checkpoints
-    try:
-        # Raises when the folder or Ray Train's checkpoint-manager snapshot in it does not exist yet.
-        result = ray.train.Result.from_path(run_storage(cfg))
-    except (RuntimeError, FileNotFoundError):
-        return 0
-    return int((result.metrics or {}).get("epoch", 0))
+    position = latest_position(run_storage(cfg))
+    return 0 if position is None else position.epoch

@@ -51,6 +51,13 @@ class LoopConfig:
     grad_clip: float = 1.0
     seed: int = 0
     bf16: bool = False
+    precision: str = "fp32"
+    grad_accum_steps: int = 1
+    compile: bool = False
+    strategy: str = "ddp"
+    checkpoint_every_steps: int = 0
+    sample_log: str | None = None
+    fail_at_step: int = 0
     prefetch_batches: int = 0
     torch_threads: int | None = None
     subset_eval_every: int = 1
@@ -103,7 +110,9 @@ class LoopConfig:
                 audio=resolved.audio,
             )
         rows_per_worker = math.ceil(rows / max(1, t.num_workers))
-        total_steps = max(1, math.ceil(rows_per_worker / t.batch_size) * t.epochs)
+        # Optimizer steps: every grad_accum_steps micro-batches, and one for a short group at an epoch's end.
+        batches_per_epoch = math.ceil(rows_per_worker / t.batch_size)
+        total_steps = max(1, math.ceil(batches_per_epoch / t.grad_accum_steps) * t.epochs)
         spec = ModelSpec(
             preset=m.preset,
             modalities=tuple(m.modalities),
@@ -148,6 +157,13 @@ class LoopConfig:
             grad_clip=t.grad_clip,
             seed=t.seed,
             bf16=t.bf16,
+            precision=t.precision,
+            grad_accum_steps=t.grad_accum_steps,
+            compile=t.compile,
+            strategy=t.strategy,
+            checkpoint_every_steps=t.checkpoint_every_steps,
+            sample_log=t.sample_log,
+            fail_at_step=t.fail_at_step,
             prefetch_batches=t.prefetch_batches if t.prefetch_batches is not None else int(t.use_gpu),
             torch_threads=t.torch_threads,
             subset_eval_every=t.subset_eval_every,

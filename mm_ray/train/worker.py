@@ -2,15 +2,17 @@
 
     TorchTrainer(train_fn_per_worker, train_loop_config=worker_config(loop, tokenizer_json), ...)
 
-Each worker builds the model from its ``LoopConfig`` (``mm_ray.train.spec``), resumes from the latest
-checkpoint if the run has one, and for every remaining epoch trains on its shard of ``train``, evaluates
-every modality subset on ``val`` (rank 0 only: ``val`` is not split, so rank 0 sees all of it), and reports
-metrics with a checkpoint (``mm_ray.train.checkpoint``) written by rank 0.
+Each worker builds the model from its ``LoopConfig`` (``mm_ray.train.spec``), wraps it (DDP or FSDP2,
+``train.compile``), resumes from the latest checkpoint if the run has one (mid-epoch after a step
+checkpoint: then it reads ``train_resume``, the rest of that epoch, ``mm_ray.train.datasets``), and for every
+remaining epoch trains on its shard of ``train``, scores every modality subset on its part of ``val`` (the
+sums added up over all workers: distributed validation), and reports metrics with a checkpoint
+(``mm_ray.train.checkpoint``) whose full states every rank helps gather and rank 0 writes. Every
+``train.checkpoint_every_steps`` optimizer steps it also reports a step checkpoint (``StepHook``).
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -25,12 +27,19 @@ import torch.distributed as dist
 from mm_ray.config.load import as_dict
 from mm_ray.data.ledger import check_error_budget, ledger_get
 from mm_ray.preprocess.augment import augment_split, build_augmenter
+from mm_ray.train.autocast import autocast_dtype, grad_scaler
 from mm_ray.train.checkpoint import TOKENIZER_FILE, load_checkpoint, restore_into, save_checkpoint
+from mm_ray.train.datasets import RESUME_DATASET
 from mm_ray.train.freezing import begin_epoch
 from mm_ray.train.loop import loop_epoch, seed_everything
-from mm_ray.train.metrics import SUBSETS, evaluate_subsets
+from mm_ray.train.mergeable import all_reduce_metrics, lockstep
+from mm_ray.train.metrics import SUBSETS, ClassMetrics, score_subsets
+from mm_ray.train.parallel import full_states, is_fsdp, local_param_fraction, shard_fsdp
+from mm_ray.train.position import DataPosition, PositionTracker, rng_state, set_rng_state
 from mm_ray.train.schedule import optimizer_and_schedule
 from mm_ray.train.spec import LoopConfig
+from mm_ray.train.step_hook import StepHook, fault_drill
+from mm_ray.train.wrapping import unwrap
 
 FULL_SUBSET = SUBSETS[-1]
 """The subset with every modality: its accuracy is the headline ``val_accuracy``."""
@@ -60,15 +69,17 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     if loop.torch_threads:
         torch.set_num_threads(loop.torch_threads)
     device = ray.train.torch.get_device()
+    checkpoint = ray.train.get_checkpoint()
     # A resumed run's weights come from its checkpoint: library encoders then skip reading their own.
-    built = loop.model.build(load_pretrained=ray.train.get_checkpoint() is None)
+    built = loop.model.build(load_pretrained=checkpoint is None)
     # An adversarial model's discriminator half leaves the generator and classifier unused: DDP must look for them.
     ddp = {"find_unused_parameters": True} if getattr(built, "adversarial", False) else None
-    model = ray.train.torch.prepare_model(built, parallel_strategy_kwargs=ddp)
+    model = prepare(built, loop, ddp)
     optimizer, scheduler = optimizer_and_schedule(model, loop)
-    start_epoch, history = _resume(model, optimizer, scheduler, device)
-    autocast = torch.bfloat16 if loop.bf16 and device.type == "cuda" else None
-    train_shard = ray.train.get_dataset_shard("train")
+    scaler = grad_scaler(loop.precision, device)
+    autocast = autocast_dtype(loop.precision, device, legacy_bf16=loop.bf16)
+    start_epoch, history, position = _resume(checkpoint, model, optimizer, scheduler, scaler, device)
+    attempt_step = int(scheduler.last_epoch)
     # The audio settings the data was made with say how a random gain shows in its features.
     augmenter = build_augmenter(
         as_dict(loop.augment), seed=loop.seed, rank=rank, audio=as_dict(loop.resolved.audio)
@@ -77,13 +88,12 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     nodes = _worker_nodes()
     for epoch in range(start_epoch, loop.epochs):
         # A library encoder's backbone unfrozen now: a DDP model is wrapped again (mm_ray.train.freezing).
-        model = begin_epoch(
-            model,
-            epoch,
-            wrap=lambda inner: ray.train.torch.prepare_model(inner, parallel_strategy_kwargs=ddp),
-        )
+        model = begin_epoch(model, epoch, wrap=lambda inner: prepare(inner, loop, ddp))
+        # A step checkpoint inside this epoch: read the rest of it (mm_ray.train.datasets), not all of it.
+        interrupted = position if position is not None and position.epoch == epoch else None
+        name = RESUME_DATASET if interrupted is not None and interrupted.steps_in_epoch else "train"
         started_at, started = time.time(), time.perf_counter()
-        batches = train_shard.iter_torch_batches(
+        batches = ray.train.get_dataset_shard(name).iter_torch_batches(
             batch_size=loop.batch_size,
             dtypes=None,
             prefetch_batches=loop.prefetch_batches,
@@ -93,17 +103,33 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         batches = augment_split(batches, augmenter, split="train", epoch=epoch)
         if hasattr(built, "subset_dropout"):  # a FusionModel; DDP wraps this very module
             built.subset_dropout = loop.subset_dropout_at(epoch)
-        if loop.fail_at_epoch == epoch + 1 and start_epoch == 0:
+        if loop.fail_at_epoch == epoch + 1 and start_epoch == 0 and attempt_step == 0:
             batches = _fault_drill(batches, loop.fail_at_epoch)
         batches, first_batch = _first_batch_clock(batches)
-        stats = loop_epoch(model, batches, optimizer, scheduler, loop, device=device, autocast_dtype=autocast)
+        hook = StepHook(
+            loop,
+            epoch=epoch,
+            tracker=PositionTracker(epoch, interrupted),
+            scheduler=scheduler,
+            rank=rank,
+            attempt_step=attempt_step,
+            save=lambda pos, m=model: _report_step(pos, m, optimizer, scheduler, scaler, config, history),
+            good_samples=_good_samples(config) if rank == 0 else None,
+            started=started,
+        )
+        stats = loop_epoch(
+            model, batches, optimizer, scheduler, loop, device=device, autocast_dtype=autocast, scaler=scaler,
+            on_step=hook,
+        )  # fmt: skip
         stats["seconds"] = time.perf_counter() - started
-        stats = _global_mean(stats, device)
+        stats = _with_interrupted(_global_mean(stats, device), interrupted)
+        position = None
         # resumed_from: the epochs this attempt restored from a checkpoint (a restart shows as a jump).
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
             "step": scheduler.last_epoch,
             "resumed_from": start_epoch,
+            "resumed_from_step": attempt_step,
             **{f"train_{k}": v for k, v in stats.items()},
         }
         metrics["train_samples_per_s"] = stats["samples"] / max(stats["seconds"], 1e-9)
@@ -115,18 +141,35 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         metrics["worker_entered_at"] = entered_at
         metrics["first_batch_at"] = first_batch.get("at", started_at)
         metrics["train_torch_threads"] = torch.get_num_threads()
+        # Under FSDP each worker holds about 1/workers of the parameters (1.0 replicated).
+        metrics["train_params_local_fraction"] = local_param_fraction(model)
         # Strings, not lists: Tune's TensorBoard logger skips strings silently and warns on lists.
         metrics["worker_nodes"] = ",".join(nodes)
         if placement:
             metrics[PLACEMENT_GROUP_METRIC] = placement
-        if rank == 0 and loop.has_val:
+        if loop.has_val:
             subsets = SUBSETS if loop.subsets_at(epoch + 1) else (FULL_SUBSET,)
-            metrics.update(_validate(model, loop.batch_size, device, autocast, subsets))
+            metrics.update(_validate(model, loop, device, autocast, subsets))
         if config.get("ledger") is not None:
             metrics.update(quarantine_metrics(config["ledger"], config["error_budget"]))
         history.append(metrics)
-        _report(metrics, history, model, optimizer, scheduler, config)
+        end = DataPosition(epoch=epoch + 1, global_step=int(scheduler.last_epoch), steps_in_epoch=0)
+        _report(metrics, history, model, optimizer, scheduler, scaler, config, end)
     return history
+
+
+def prepare(model: torch.nn.Module, loop: LoopConfig, ddp_kwargs: dict[str, Any] | None) -> torch.nn.Module:
+    """``model`` on the worker's device, data parallel by ``train.strategy``, compiled by ``train.compile``.
+
+    DDP goes through Ray Train's ``prepare_model`` (it moves the model and sets the CUDA device); FSDP2 is
+    ours (``mm_ray.train.parallel`` says why): the model is moved by ``prepare_model`` without a wrapper,
+    then sharded per encoder. ``torch.compile`` comes last, over the wrapper, as PyTorch recommends for
+    DDP and FSDP2; checkpoints read through it (``full_states``)."""
+    if loop.strategy == "fsdp" and ray.train.get_context().get_world_size() > 1:
+        model = shard_fsdp(ray.train.torch.prepare_model(model, parallel_strategy=None))
+    else:
+        model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs)
+    return torch.compile(model) if loop.compile else model
 
 
 def quarantine_metrics(ledger: Any, error_budget: float) -> dict[str, Any]:
@@ -169,29 +212,59 @@ def _fault_drill(batches, fail_at_epoch: int):
     Only a run that started from scratch is wrapped: the restarted attempt resumes from a checkpoint, so it
     passes the same epoch and the run finishes.
     """
-    if ray.train.get_context().get_world_rank() != 0:
-        yield from batches
-        return
+    rank = ray.train.get_context().get_world_rank()
     for taken, batch in enumerate(batches):
         if taken == 1:  # the first batch has been trained on
-            # Ray Train's controller collects reports every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s): a
-            # process that dies sooner after report() loses that checkpoint, as a real crash would. Wait
-            # for the previous epoch's checkpoint to be registered so the drill always tests the restart.
-            time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0)))
-            print(f"fault drill: rank 0 exits half-way through epoch {fail_at_epoch}", flush=True)
-            os._exit(1)
+            fault_drill(rank, f"half-way through epoch {fail_at_epoch}")
         yield batch
 
 
-def _resume(model, optimizer, scheduler, device: torch.device) -> tuple[int, list[dict[str, Any]]]:
-    """Load the run's latest checkpoint, if any; returns (epochs already finished, their metrics)."""
-    checkpoint = ray.train.get_checkpoint()
+def _resume(
+    checkpoint: Any, model, optimizer, scheduler, scaler, device: torch.device
+) -> tuple[int, list[dict[str, Any]], DataPosition | None]:
+    """Load the run's latest checkpoint, if any; returns (epochs already finished, their metrics, the data
+    position of a step checkpoint). A step checkpoint also brings back this rank's RNG states (when the
+    worker count is the one it was saved with) and the fp16 loss scale."""
     if checkpoint is None:
-        return 0, []
+        return 0, [], None
     with checkpoint.as_directory() as directory:
         state = load_checkpoint(directory, map_location=device)
     epochs = restore_into(state, model=model, optimizer=optimizer, scheduler=scheduler)
-    return epochs, list(state.get("history", []))
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    rngs = state.get("rng") or []
+    ctx = ray.train.get_context()
+    if len(rngs) == ctx.get_world_size():
+        set_rng_state(rngs[ctx.get_world_rank()])
+    position = DataPosition.from_state(state["position"]) if state.get("position") else None
+    return epochs, list(state.get("history", [])), position
+
+
+def _with_interrupted(stats: dict[str, Any], interrupted: DataPosition | None) -> dict[str, Any]:
+    """The epoch's global stats, over the samples trained before its step checkpoint too."""
+    if interrupted is None or not interrupted.sums.get("samples"):
+        return stats
+    before = interrupted.sums
+    n = stats["samples"]
+    total = n + before["samples"]
+    loss = stats["loss"] * n if n else 0.0
+    accuracy = stats["accuracy"] * n if n else 0.0
+    return {
+        **stats,
+        "loss": (loss + before["loss_sum"]) / total,
+        "accuracy": (accuracy + before["correct"]) / total,
+        "samples": int(total),
+        "steps": stats["steps"] + interrupted.steps_in_epoch,
+        "seconds": stats["seconds"] + before.get("seconds", 0.0),
+    }
+
+
+def _good_samples(config: dict[str, Any]):
+    """Rank 0's view of the ledger's good samples per finished shard (streaming), for the data position."""
+    ledger = config.get("ledger")
+    if ledger is None:
+        return None
+    return lambda: ledger_get(ledger.good_samples.remote())
 
 
 def _worker_nodes() -> list[str]:
@@ -231,13 +304,37 @@ def _global_mean(stats: dict[str, float | int], device: torch.device) -> dict[st
     }
 
 
-def _validate(model, batch_size: int, device: torch.device, autocast, subsets) -> dict[str, float | int]:
-    val = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=max(batch_size, 256), dtypes=None)
-    results = evaluate_subsets(model, val, subsets, device=device, autocast_dtype=autocast)
+def _validate(model, loop: LoopConfig, device: torch.device, autocast, subsets) -> dict[str, float | int]:
+    """Every rank scores its part of ``val`` (split row for row across the workers); the sums are added up
+    over the ranks (``all_reduce_metrics``), so each metric equals one process scoring the whole set. A DDP
+    model is scored through its inner module (no collective in its forward, any part size); an FSDP model
+    gathers its parameters in every forward, so the ranks score in step (``lockstep``)."""
+    started = time.perf_counter()
+    val = ray.train.get_dataset_shard("val").iter_torch_batches(
+        batch_size=max(loop.batch_size, 256), dtypes=None
+    )
+    sharded = is_fsdp(model)
+    per_class = ClassMetrics(loop.model.num_classes)
+    meters = score_subsets(
+        model if sharded else unwrap(model),
+        lockstep(val, device) if sharded else val,
+        subsets,
+        device,
+        autocast_dtype=autocast,
+        per_class=per_class,
+    )
+    all_reduce_metrics([*meters.values(), per_class], device=device)
+    results = {subset: meter.result() for subset, meter in meters.items()}
+    classes = per_class.result()
     metrics: dict[str, float | int] = {
         "val_loss": results[FULL_SUBSET]["loss"],
         "val_accuracy": results[FULL_SUBSET]["accuracy"],
         "val_samples": results[FULL_SUBSET]["samples"],
+        # The mean of the per-class accuracies: the accuracy a class-balanced set would show.
+        "val_balanced_accuracy": sum(c["accuracy"] for c in classes) / len(classes)
+        if classes
+        else float("nan"),
+        "val_seconds": _max_over_ranks(time.perf_counter() - started, device),
     }
     for subset, r in results.items():
         metrics[f"subset/{subset}/accuracy"] = r["accuracy"]
@@ -246,19 +343,37 @@ def _validate(model, batch_size: int, device: torch.device, autocast, subsets) -
     return metrics
 
 
-def _report(
-    metrics: dict[str, Any],
-    history: list[dict[str, Any]],
-    model,
-    optimizer,
-    scheduler,
-    config: dict[str, Any],
+def _max_over_ranks(value: float, device: torch.device) -> float:
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.item()
+
+
+def _checkpoint_state(model, optimizer, scaler, position: DataPosition) -> dict[str, Any]:
+    """The full model and optimizer states and every rank's RNG states (collective: all ranks call it)."""
+    gathered: list[Any] = [rng_state()]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, rng_state())
+    extra = {
+        "position": position.to_state(),
+        "rng": gathered,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+    }
+    return {"states": full_states(model, optimizer), "extra": extra}
+
+
+def _write_and_report(
+    metrics: dict[str, Any], history, model, optimizer, scheduler, scaler, config, position: DataPosition
 ) -> None:
-    """Every rank reports; only rank 0 attaches a checkpoint (the model is the same on all ranks).
+    """Every rank reports; only rank 0 attaches a checkpoint (the full states, gathered from every rank).
 
     The checkpoint is self-contained for ``mm-ray evaluate``: the loop config (its resolved config included)
     is in its state and the tokenizer sits beside it as ``tokenizer.json``.
     """
+    saved = _checkpoint_state(model, optimizer, scaler, position)
     if ray.train.get_context().get_world_rank() != 0:
         ray.train.report(metrics, checkpoint=None)
         return
@@ -268,11 +383,34 @@ def _report(
             model=model,
             optimizer=optimizer,
             scheduler=scheduler,
-            epoch=metrics["epoch"],
+            epoch=position.epoch if position.steps_in_epoch else metrics["epoch"],
             config=config["loop"].to_state(),
             metrics=metrics,
             history=history,
+            states=saved["states"],
+            extra=saved["extra"],
         )
         Path(tmp, TOKENIZER_FILE).write_text(config["tokenizer_json"])
         # report() copies the directory to run storage before returning, so the temp dir can go.
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _report(metrics, history, model, optimizer, scheduler, scaler, config, position: DataPosition) -> None:
+    """The epoch's metrics and checkpoint (an epoch-end position: the next epoch starts fresh)."""
+    _write_and_report(metrics, history, model, optimizer, scheduler, scaler, config, position)
+
+
+STEP_REPORT = "step_checkpoint"
+"""Metric marking a step checkpoint's report: it has no ``epoch`` (the driver's per-epoch relay, the best
+checkpoint's choice and Tune see only epoch reports), only where it stands."""
+
+
+def _report_step(position: DataPosition, model, optimizer, scheduler, scaler, config, history) -> None:
+    """A step checkpoint (``train.checkpoint_every_steps``): the states, the RNGs and the data position."""
+    metrics = {
+        STEP_REPORT: 1,
+        "step": position.global_step,
+        "epoch_in_progress": position.epoch + 1,
+        "steps_in_epoch": position.steps_in_epoch,
+    }
+    _write_and_report(metrics, history, model, optimizer, scheduler, scaler, config, position)

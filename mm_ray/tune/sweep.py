@@ -131,6 +131,9 @@ def _check(cfg: Config) -> None:
         raise ConfigError(
             "train.num_workers: a trial needs >= 1 Ray Train worker (local mode reports no epochs)"
         )
+    if t.checkpoint_every_steps:
+        # Tune's callback turns every Train report into a result: step checkpoints would count as epochs.
+        raise ConfigError("train.checkpoint_every_steps: not in sweeps (trials checkpoint at epoch ends)")
     if tu.num_samples < 1:
         raise ConfigError("tune.num_samples: must be >= 1")
     if not 1 <= tu.grace_period <= t.epochs:

@@ -153,7 +153,7 @@ def test_a_checkpoint_never_supplies_the_cluster_or_storage_credentials(tmp_path
 
 def test_a_checkpoint_of_the_first_format_still_loads_and_predicts_as_saved() -> None:
     # Written by the trainer before the typed LoopConfig (a flat dict with preset and model_kwargs).
-    assert load_checkpoint(FIXTURE)["format"] == 1 and FORMAT == 2
+    assert load_checkpoint(FIXTURE)["format"] == 1 and FORMAT == 3
     ckpt = open_checkpoint(FIXTURE)
     loop = ckpt.loop
     assert (loop.model.preset, loop.model.image_size, loop.model.n_mels, loop.model.num_classes) == (
@@ -167,7 +167,7 @@ def test_a_checkpoint_of_the_first_format_still_loads_and_predicts_as_saved() ->
     expected = torch.load(FIXTURE / "expected_logits.pt", weights_only=True)
     with torch.no_grad():
         logits = ckpt.restore_model()(expected["batch"])
-    assert torch.equal(logits, expected["logits"])
+    torch.testing.assert_close(logits, expected["logits"], rtol=1e-5, atol=1e-6)  # saved on another machine
 
 
 def test_the_loop_config_round_trips_through_a_checkpoint(tmp_path: Path) -> None:

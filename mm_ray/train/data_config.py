@@ -1,0 +1,48 @@
+"""How the Train workers split the datasets: training equally, validation row for row.
+
+    TorchTrainer(..., dataset_config=SplitConfig(split=["train", "train_resume"], whole_rows=["val"]))
+
+Training splits must be equal (``streaming_split(equal=True)``, Ray's default): DDP and FSDP workers take
+their optimizer steps together, so every worker needs as many batches; Ray may leave up to ``workers - 1``
+rows of an epoch out for that. Validation is scored by every worker on its part and the sums added up
+(``mm_ray.train.mergeable``), so it must see every row exactly once: ``equal=False``, parts of any size.
+Overriding ``DataConfig.configure`` is the documented way to change the split (a DeveloperAPI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import ray.train
+
+
+class SplitConfig(ray.train.DataConfig):
+    """``split`` datasets equally across the workers, ``whole_rows`` datasets into parts holding every row
+    once; the others unsplit (every worker iterates all of it)."""
+
+    def __init__(self, split: Sequence[str] = (), whole_rows: Sequence[str] = ()) -> None:
+        super().__init__(datasets_to_split=[*split, *whole_rows])
+        self._whole_rows = set(whole_rows)
+
+    def configure(
+        self,
+        datasets: dict[str, Any],
+        world_size: int,
+        worker_handles: Any,
+        worker_node_ids: Any,
+        **kwargs: Any,
+    ) -> list[dict[str, Any]]:
+        equal = {name: ds for name, ds in datasets.items() if name not in self._whole_rows}
+        output = super().configure(equal, world_size, worker_handles, worker_node_ids, **kwargs)
+        hints = worker_node_ids if self._enable_shard_locality else None
+        for name, ds in datasets.items():
+            if name not in self._whole_rows:
+                continue
+            if ds.name is None:
+                ds.set_name(name)
+            ds = ds.copy(ds)
+            ds.context.execution_options = self._resolve_execution_options(name)
+            for rank, part in enumerate(ds.streaming_split(world_size, equal=False, locality_hints=hints)):
+                output[rank][name] = part
+        return output
