@@ -287,8 +287,10 @@ def bench_train(
         "results": results,
     }
     baseline = train_bench.BASELINE[source]
-    if baseline in results and len(results) > 1:
-        summary["ratios"] = train_bench.ratios(results, baseline)
+    ratios = train_bench.ratios(results, baseline) if baseline in results and len(results) > 1 else {}
+    ratios.update(train_bench.large_ratios(results))
+    if ratios:
+        summary["ratios"] = ratios
     return summary
 
 
@@ -296,7 +298,7 @@ def train_table(results: dict[str, dict[str, Any]], cores: int) -> str:
     rows = [
         [
             train_bench.LABELS[m],
-            f"{train_bench.WORKERS[m]} x {cores / train_bench.WORKERS[m]:g}",
+            f"{train_bench.WORKERS[m]} x {1 if m in ('val1', 'val2') else cores / train_bench.WORKERS[m]:g}",
             r["torch_threads"],
             r["steady_samples_per_s"],
             r["samples_per_s"],
@@ -307,7 +309,12 @@ def train_table(results: dict[str, dict[str, Any]], cores: int) -> str:
         for m, r in results.items()
     ]
     headers = ["mode", "workers x CPUs", "torch threads", "steady samples/s", "end-to-end samples/s"]
-    return format_table([*headers, "start-up (s)", "epoch seconds", "peak PSS (MB)"], rows)
+    headers = [*headers, "start-up (s)", "epoch seconds", "peak PSS (MB)"]
+    if any("steady_val_seconds" in r for r in results.values()):
+        headers.append("validation s (epochs >= 2)")
+        for row, r in zip(rows, results.values(), strict=True):
+            row.append(r.get("steady_val_seconds", ""))
+    return format_table(headers, rows)
 
 
 def startup_table(results: dict[str, dict[str, Any]]) -> str:

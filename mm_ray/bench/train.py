@@ -44,17 +44,41 @@ from mm_ray.config.schema import Config
 MODES = ("plain", "ray1", "ray2")
 SHARD_MODES = ("loader", "stream1", "ray1")
 """``--source shards``: the DataLoader loop and mm_ray streaming from the shards, and mm_ray on their cache."""
+LARGE_MODES = ("eager", "compiled", "ckpt200", "val1", "val2")
+"""The large-run options, each against its baseline in the same run (``--modes eager,compiled``,
+``--modes eager,ckpt200``, ``--modes val1,val2``): 1 Ray Train worker on all the cores, the same with
+``train.compile``, the same with a step checkpoint every 200 optimizer steps; validation on the cache itself
+by 1 and by 2 workers of 1 CPU each (each worker scoring its part)."""
 LABELS = {
     "plain": "plain PyTorch loop, in-memory batches",
     "ray1": "mm_ray fit, 1 Ray Train worker",
     "ray2": "mm_ray fit, 2 Ray Train workers",
     "loader": "plain PyTorch loop, webdataset + DataLoader from shards",
     "stream1": "mm_ray fit from shards, 1 Ray Train worker",
+    "eager": "mm_ray fit, 1 worker, eager",
+    "compiled": "mm_ray fit, 1 worker, train.compile=true",
+    "ckpt200": "mm_ray fit, 1 worker, step checkpoint every 200 steps",
+    "val1": "mm_ray fit + validation, 1 worker x 1 CPU",
+    "val2": "mm_ray fit + validation, 2 workers x 1 CPU",
 }
-WORKERS = {"plain": 1, "ray1": 1, "ray2": 2, "loader": 1, "stream1": 1}
+WORKERS = {
+    "plain": 1, "ray1": 1, "ray2": 2, "loader": 1, "stream1": 1,
+    "eager": 1, "compiled": 1, "ckpt200": 1, "val1": 1, "val2": 2,
+}  # fmt: skip
 BASELINE = {"cache": "plain", "shards": "loader"}
 TARGET = 0.9
 """The issue's goal: one Ray Train worker reaches this fraction of the plain loop's steady samples/s."""
+LARGE_TARGETS = {
+    "val2/val1 validation seconds": ("<=", 0.6),
+    "compiled/eager steady": (">=", 1.0),
+    "ckpt200/eager steady": (">=", 0.95),
+}
+"""Issue 25's goals, ratios measured in one run."""
+MODE_OVERRIDES = {
+    "compiled": ["train.compile=true"],
+    "ckpt200": ["train.checkpoint_every_steps=200"],
+}
+"""What a large-run mode adds to its baseline's config."""
 
 
 def cache_columns(cache_dir: str | Path) -> dict[str, Any]:
@@ -202,6 +226,7 @@ def fit_on_fresh_ray(cfg: Config, workers: int, *, ray_cpus: int, t0: float) -> 
     end = time.time()
     return {
         **epoch_rates(history, t0, end),
+        **validation_seconds(history),
         "ray_start_s": round(ray_start_s, 2),
         "torch_threads": history[0].get("train_torch_threads"),
         "workers": workers,
@@ -263,6 +288,18 @@ def startup_parts(first: dict[str, Any], t0: float) -> dict[str, float]:
     return {"to_worker_s": round(entered - t0, 2), "worker_to_first_batch_s": round(first_batch - entered, 2)}
 
 
+def validation_seconds(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The validation passes' wall seconds (the slowest worker's) per epoch, and their mean over epochs >= 2."""
+    seconds = [h["val_seconds"] for h in history if "val_seconds" in h]
+    if not seconds:
+        return {}
+    later = seconds[1:] or seconds
+    return {
+        "val_seconds": [round(s, 2) for s in seconds],
+        "steady_val_seconds": round(sum(later) / len(later), 2),
+    }
+
+
 def epoch_rates(history: list[dict[str, Any]], t0: float, end: float) -> dict[str, Any]:
     """Steady (epochs >= 2), end-to-end samples/s and start-up seconds from a run's per-epoch history."""
     later = history[1:] or history  # a one-epoch run has no steady state: report its only epoch
@@ -303,6 +340,20 @@ def mode_overrides(mode: str, cores: int, cache: str, storage: str, shards: list
             "train.checkpoints_to_keep=1",
             "train.fail_at_epoch=0",
         ]
+    if mode in ("val1", "val2"):
+        # Every worker one CPU, whatever --cores says: the question is what a second worker buys validation.
+        return [
+            f"name=bench-train-{mode}",
+            f"train.cache={cache}",
+            f"train.val_cache={cache}",
+            "train.subset_eval_every=1",
+            f"train.storage_path={storage}",
+            f"output_dir={storage}",
+            f"train.num_workers={workers}",
+            "train.cpus_per_worker=1",
+            "train.checkpoints_to_keep=1",
+            "train.fail_at_epoch=0",
+        ]
     return [
         f"name=bench-train-{mode}",
         f"train.cache={cache}",
@@ -313,6 +364,7 @@ def mode_overrides(mode: str, cores: int, cache: str, storage: str, shards: list
         f"train.cpus_per_worker={cores / workers}",
         "train.checkpoints_to_keep=1",
         "train.fail_at_epoch=0",
+        *MODE_OVERRIDES.get(mode, []),
     ]
 
 
@@ -353,12 +405,28 @@ def run_in_subprocess(
     return run_spec("mm_ray.bench.train", spec, env, what=f"bench train mode {mode}")
 
 
+def large_ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The large-run options' ratios, for the pairs of modes that ran: compiled and ckpt200 over eager (steady
+    samples/s), val2 over val1 (steady validation seconds)."""
+    out = {}
+    for mode in ("compiled", "ckpt200"):
+        if mode in results and "eager" in results:
+            out[f"{mode}/eager steady"] = round(
+                results[mode]["steady_samples_per_s"] / results["eager"]["steady_samples_per_s"], 3
+            )
+    if "val1" in results and "val2" in results:
+        out["val2/val1 validation seconds"] = round(
+            results["val2"]["steady_val_seconds"] / results["val1"]["steady_val_seconds"], 3
+        )
+    return out
+
+
 def ratios(results: dict[str, dict[str, Any]], baseline: str = "plain") -> dict[str, float]:
     """Every other mode over ``baseline``, steady and end to end (only for the modes that ran)."""
     base = results[baseline]
     out = {}
     for mode, r in results.items():
-        if mode != baseline:
+        if mode != baseline and mode not in LARGE_MODES:
             out[f"{mode}/{baseline} steady"] = round(
                 r["steady_samples_per_s"] / base["steady_samples_per_s"], 3
             )

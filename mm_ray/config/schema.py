@@ -505,8 +505,8 @@ class TrainConfig:
     its first training step (>= 2; 0 = off). With ``max_failures`` >= 1 the run restarts from the last
     checkpoint and finishes."""
     fail_at_step: int = 0
-    """Fault drill: rank 0's process dies right after this optimizer step of the run (counted over epochs;
-    0 = off), once: a run restarted past it finishes. Pair with ``checkpoint_every_steps`` and
+    """Fault drill: in a run started from scratch, rank 0's process dies right after this optimizer step
+    (counted over epochs; 0 = off); the restarted attempt passes it. Pair with ``checkpoint_every_steps`` and
     ``max_failures`` to see a mid-epoch restart."""
     aux_loss_weight: float = 0.0
     """Multi-task weight λ (0 = off): adds one linear head per modality and λ x the sum of their

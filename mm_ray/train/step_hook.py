@@ -62,11 +62,8 @@ class StepHook:
         every = self.loop.checkpoint_every_steps
         if every and global_step % every == 0:
             self.save(self.position(global_step, steps_in_epoch, running()))
-        if (
-            self.loop.fail_at_step
-            and global_step == self.loop.fail_at_step
-            and self.attempt_step < global_step
-        ):
+        # Once, in the attempt that started from scratch: the restarted one passes the step.
+        if self.loop.fail_at_step and global_step == self.loop.fail_at_step and self.attempt_step == 0:
             fault_drill(self.rank, f"step {global_step}")
 
     def position(self, global_step: int, steps_in_epoch: int, local: Mapping[str, float]) -> DataPosition:

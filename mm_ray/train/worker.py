@@ -34,7 +34,7 @@ from mm_ray.train.freezing import begin_epoch
 from mm_ray.train.loop import loop_epoch, seed_everything
 from mm_ray.train.mergeable import all_reduce_metrics, lockstep
 from mm_ray.train.metrics import SUBSETS, ClassMetrics, score_subsets
-from mm_ray.train.parallel import full_states, is_fsdp, local_param_fraction, shard_fsdp
+from mm_ray.train.parallel import full_states, is_fsdp, local_param_fraction, parallelize
 from mm_ray.train.position import DataPosition, PositionTracker, rng_state, set_rng_state
 from mm_ray.train.schedule import optimizer_and_schedule
 from mm_ray.train.spec import LoopConfig
@@ -159,17 +159,18 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def prepare(model: torch.nn.Module, loop: LoopConfig, ddp_kwargs: dict[str, Any] | None) -> torch.nn.Module:
-    """``model`` on the worker's device, data parallel by ``train.strategy``, compiled by ``train.compile``.
+    """``model`` on the worker's device, data parallel by ``train.strategy``, compiled by ``train.compile``
+    (``mm_ray.train.parallel.parallelize``). DDP goes through Ray Train's ``prepare_model`` (it moves the
+    model and sets the CUDA device); FSDP2 is ours (``mm_ray.train.parallel`` says why)."""
 
-    DDP goes through Ray Train's ``prepare_model`` (it moves the model and sets the CUDA device); FSDP2 is
-    ours (``mm_ray.train.parallel`` says why): the model is moved by ``prepare_model`` without a wrapper,
-    then sharded per encoder. ``torch.compile`` comes last, over the wrapper, as PyTorch recommends for
-    DDP and FSDP2; checkpoints read through it (``full_states``)."""
-    if loop.strategy == "fsdp" and ray.train.get_context().get_world_size() > 1:
-        model = shard_fsdp(ray.train.torch.prepare_model(model, parallel_strategy=None))
-    else:
-        model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=ddp_kwargs)
-    return torch.compile(model) if loop.compile else model
+    def place(inner: torch.nn.Module, ddp: bool) -> torch.nn.Module:
+        strategy = "ddp" if ddp else None
+        return ray.train.torch.prepare_model(
+            inner, parallel_strategy=strategy, parallel_strategy_kwargs=ddp_kwargs
+        )
+
+    world = ray.train.get_context().get_world_size()
+    return parallelize(model, strategy=loop.strategy, compile=loop.compile, world_size=world, place=place)
 
 
 def quarantine_metrics(ledger: Any, error_budget: float) -> dict[str, Any]:
