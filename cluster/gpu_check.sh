@@ -10,6 +10,10 @@
 # 2. `mm-ray bench ingest` on all cores (decode floor vs webdataset + DataLoader vs mm_ray)
 # 3. `mm-ray bench train --source shards` with the model on the GPU, while `nvidia-smi` samples how busy
 #    the GPU is once a second
+# 4. large runs: the `gpu`-marked fp16 tests (a GradScaler step on CUDA; fp16 on a Ray Train GPU worker) and FSDP
+#    over NCCL (2 workers: skipped with fewer than 2 GPUs); then `mm-ray bench train --modes eager,bf16` with a
+#    GPU-bound model (a torchvision ResNet-18 image encoder at 224 px, random weights: nothing is downloaded),
+#    fp32 against bf16 in one run, with the GPU's busy % sampled as in 3.
 set -uo pipefail
 OUT=${1:-gpu-check}
 PY=${PYTHON:-python3}
@@ -41,4 +45,19 @@ step bench_train 220 $PY -m mm_ray.cli.main bench train --source shards --cores 
 kill $DMON 2>/dev/null
 echo "GPU busy (% of 1 s samples, sm column) while bench train ran:"
 awk '$1 !~ /^#/ && NF > 2 {n++; s += $2; if ($2 > 0) busy++} END {if (n) printf "mean sm %.1f%%, samples with sm > 0: %d of %d\n", s/n, busy, n}' "$OUT/gpu_util.txt"
+
+step large_gpu_tests 300 $PY -m pytest -q -m gpu -p no:cacheprovider --durations=5 \
+    tests/unit/test_precision.py tests/integration/test_large_runs_gpu.py
+
+# 224 px images from the bench shards (preprocessed once into their own cache), a ResNet-18 that keeps the GPU busy:
+# the question is what bf16 buys a GPU-bound step, and whether the input path keeps up.
+nvidia-smi dmon -s u -d 1 >"$OUT/gpu_util_resnet.txt" 2>&1 &
+DMON=$!
+step bench_train_resnet 900 $PY -m mm_ray.cli.main bench train --cores "$CORES" --modes eager,bf16 \
+    name=bench-resnet224 train.use_gpu=true image.size=224 model.preset=late_concat \
+    model.encoders.image.source=torchvision model.encoders.image.arch=resnet18 \
+    train.batch_size=128 train.epochs=5 --json "$OUT/bench_train_resnet.json"
+kill $DMON 2>/dev/null
+echo "GPU busy (% of 1 s samples, sm column) while the ResNet-18 bench ran:"
+awk '$1 !~ /^#/ && NF > 2 {n++; s += $2; if ($2 > 0) busy++} END {if (n) printf "mean sm %.1f%%, samples with sm > 0: %d of %d\n", s/n, busy, n}' "$OUT/gpu_util_resnet.txt"
 cat "$OUT/steps.txt"

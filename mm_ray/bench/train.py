@@ -44,10 +44,11 @@ from mm_ray.config.schema import Config
 MODES = ("plain", "ray1", "ray2")
 SHARD_MODES = ("loader", "stream1", "ray1")
 """``--source shards``: the DataLoader loop and mm_ray streaming from the shards, and mm_ray on their cache."""
-LARGE_MODES = ("eager", "compiled", "ckpt200", "val1", "val2")
+LARGE_MODES = ("eager", "compiled", "bf16", "ckpt200", "val1", "val2")
 """The large-run options, each against its baseline in the same run (``--modes eager,compiled``,
-``--modes eager,ckpt200``, ``--modes val1,val2``): 1 Ray Train worker on all the cores, the same with
-``train.compile``, the same with a step checkpoint every 200 optimizer steps; validation on the cache itself
+``--modes eager,bf16``, ``--modes eager,ckpt200``, ``--modes val1,val2``): 1 Ray Train worker on all the
+cores, the same with ``train.compile``, with ``train.precision=bf16``, with a step checkpoint every 200
+optimizer steps; validation on the cache itself
 by 1 and by 2 workers of 1 CPU each (each worker scoring its part)."""
 LABELS = {
     "plain": "plain PyTorch loop, in-memory batches",
@@ -57,13 +58,14 @@ LABELS = {
     "stream1": "mm_ray fit from shards, 1 Ray Train worker",
     "eager": "mm_ray fit, 1 worker, eager",
     "compiled": "mm_ray fit, 1 worker, train.compile=true",
+    "bf16": "mm_ray fit, 1 worker, train.precision=bf16",
     "ckpt200": "mm_ray fit, 1 worker, step checkpoint every 200 steps",
     "val1": "mm_ray fit + validation, 1 worker x 1 CPU",
     "val2": "mm_ray fit + validation, 2 workers x 1 CPU",
 }
 WORKERS = {
     "plain": 1, "ray1": 1, "ray2": 2, "loader": 1, "stream1": 1,
-    "eager": 1, "compiled": 1, "ckpt200": 1, "val1": 1, "val2": 2,
+    "eager": 1, "compiled": 1, "bf16": 1, "ckpt200": 1, "val1": 1, "val2": 2,
 }  # fmt: skip
 BASELINE = {"cache": "plain", "shards": "loader"}
 TARGET = 0.9
@@ -76,6 +78,7 @@ LARGE_TARGETS = {
 """Issue 25's goals, ratios measured in one run."""
 MODE_OVERRIDES = {
     "compiled": ["train.compile=true"],
+    "bf16": ["train.precision=bf16"],
     "ckpt200": ["train.checkpoint_every_steps=200"],
 }
 """What a large-run mode adds to its baseline's config."""
@@ -406,10 +409,10 @@ def run_in_subprocess(
 
 
 def large_ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """The large-run options' ratios, for the pairs of modes that ran: compiled and ckpt200 over eager (steady
-    samples/s), val2 over val1 (steady validation seconds)."""
+    """The large-run options' ratios, for the pairs of modes that ran: compiled, bf16 and ckpt200 over eager
+    (steady samples/s), val2 over val1 (steady validation seconds)."""
     out = {}
-    for mode in ("compiled", "ckpt200"):
+    for mode in ("compiled", "bf16", "ckpt200"):
         if mode in results and "eager" in results:
             out[f"{mode}/eager steady"] = round(
                 results[mode]["steady_samples_per_s"] / results["eager"]["steady_samples_per_s"], 3

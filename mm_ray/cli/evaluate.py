@@ -3,6 +3,7 @@
     mm-ray evaluate runs/demo/checkpoint_2025-01-01_12-00-00.000000 shards/val-{000000..000001}.tar
     mm-ray evaluate runs/demo shards/ pools.image.num_cpus=0.5 --json eval.json   # a run dir: its latest
     mm-ray evaluate runs/u_image shards/ --ensemble runs/u_audio runs/u_text      # averaged predictions
+    mm-ray evaluate runs/demo shards/ --workers 4      # 4 scoring actors, each on its part of the shards
 
 Calls ``mm_ray.evaluate``: the shards are decoded and tokenized with the checkpoint's own settings and
 tokenizer (see ``mm_ray.train.evaluate``); ``--config FILE`` and ``key=value`` overrides are laid over the checkpoint's
@@ -39,6 +40,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="average the predictions of these checkpoints with CHECKPOINT's (model-level fusion, e.g. the "
         "three unimodal baselines); they must be trained on the same cache",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="score on this many Ray actors, each on its part of the shards, the sums added up (the path of a "
+        "training run's distributed validation; train.cpus_per_worker CPUs each, a GPU with train.use_gpu); "
+        "0 = in this process",
+    )
     add_config_args(p)
     p.set_defaults(func=main)
 
@@ -54,6 +63,7 @@ def main(args: argparse.Namespace) -> int:
         quarantine_log=args.quarantine_log,
         progress=PolledProgress,
         ensemble=args.ensemble,
+        workers=args.workers,
     )
     if result["picked_from"]:
         print(

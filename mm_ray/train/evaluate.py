@@ -64,11 +64,15 @@ def evaluate(
     quarantine_log: str | Path | None = None,
     progress: ProgressFactory | None = None,
     ensemble: Sequence[str | Path] = (),
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Score the checkpoint on the shards ``specs`` (default: the config's ``data.val_shards``).
 
     ``ensemble``: more checkpoints (or run directories) whose predicted probabilities are averaged with this
     one's (model-level fusion, ``mm_ray.train.ensemble``); they must share its tokenizer and input shapes.
+    ``workers`` > 0: score on that many Ray actors instead of this process, each on its part of the stream,
+    the sums added up (``mm_ray.train.score_workers``: the path of a training run's distributed validation);
+    each actor reserves ``train.cpus_per_worker`` CPUs and a GPU with ``train.use_gpu``. Not with ``ensemble``.
 
     ``batch_size`` defaults to the training batch size; ``device`` to CUDA when available. ``progress`` draws
     progress (``mm_ray.progress``).
@@ -77,6 +81,10 @@ def evaluate(
     """
     started = time.perf_counter()
     ckpt, cfg, specs = open_for_shards(checkpoint_dir, specs, overrides, config_file, purpose="evaluate on")
+    if workers and ensemble:
+        raise ValueError("evaluate: --workers scores one checkpoint; score an ensemble in one process")
+    if workers:
+        return _evaluate_on_workers(ckpt, cfg, specs, workers, batch_size, quarantine_log, progress, started)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     builder = cfg.model.builder  # the caller's own setting: the only builder a checkpoint may import
     model = ckpt.restore_model(device, builder=builder)
@@ -99,11 +107,49 @@ def evaluate(
             model, batches, SUBSETS, device=device, autocast_dtype=autocast, per_class=per_class
         )
     summary = ingest.finish(quarantine_log=quarantine_log)  # after the stream: the ledger's counts are final
+    preset = loop.model.name if not members else "ensemble of " + " + ".join(_presets([ckpt, *members]))
+    return _result(ckpt, preset, members, subsets, per_class, summary, str(device), started)
+
+
+def _evaluate_on_workers(
+    ckpt, cfg, specs, workers, batch_size, quarantine_log, progress, started
+) -> dict[str, Any]:
+    """``evaluate`` with ``workers`` scoring actors (``score_on_workers``), their CPUs kept free of the pools."""
+    from mm_ray.train.score_workers import score_on_workers
+
+    ckpt.check_builder(cfg.model.builder)  # the actors build the model: the same trust rule as restore_model
+    t = cfg.train
+    init_ray(cfg.ray)
+    ingest = Ingest.from_config(
+        cfg,
+        specs,
+        ckpt.tokenizer_json,
+        train_cpus=workers * t.cpus_per_worker,
+        train_resources=t.worker_resources,
+    )
+    with watch(progress, "evaluate", lambda: ingest.summary()["samples_read"]):
+        meters, per_class = score_on_workers(
+            ckpt,
+            ingest.dataset,
+            workers=workers,
+            batch_size=batch_size or ckpt.loop.batch_size,
+            num_cpus=t.cpus_per_worker,
+            num_gpus=1 if t.use_gpu else 0,
+        )
+    subsets = {subset: meter.result() for subset, meter in meters.items()}
+    summary = ingest.finish(quarantine_log=quarantine_log)
+    device = f"{workers} scoring actors ({'GPU' if t.use_gpu else 'CPU'})"
+    return _result(ckpt, ckpt.loop.model.name, [], subsets, per_class, summary, device, started)
+
+
+def _result(
+    ckpt, preset, members, subsets, per_class, summary, device: str, started: float
+) -> dict[str, Any]:
     return {
         "checkpoint": str(ckpt.directory),
         "picked_from": str(ckpt.picked_from) if ckpt.picked_from is not None else None,
         "epoch": ckpt.epoch,
-        "preset": loop.model.name if not members else "ensemble of " + " + ".join(_presets([ckpt, *members])),
+        "preset": preset,
         "ensemble": [str(m.directory) for m in members] or None,
         "samples": subsets[FULL_SUBSET]["samples"],
         "quarantined": summary["samples_quarantined"],
@@ -111,7 +157,7 @@ def evaluate(
         "shards": summary["shards"],
         "shards_unreadable": summary["shards_unreadable"],
         "pools": summary["pools"],
-        "device": str(device),
+        "device": device,
         "seconds": round(time.perf_counter() - started, 2),
         "subsets": subsets,
         # Accuracy per true class with every modality; named when the run was trained on string labels.

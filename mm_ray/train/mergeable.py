@@ -78,9 +78,10 @@ def merge_states(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torc
 
 
 def lockstep(batches: Iterable[Any], device: str | torch.device) -> Iterator[Any]:
-    """``batches``, then ``Padding`` copies of the last one until every rank has run out: for a model whose
-    forward is collective (FSDP gathers parameters from every rank), the ranks scoring parts of different
-    sizes must call it equally often. One small all-reduce per batch; a no-op outside a process group."""
+    """``batches``, then ``Padding`` copies of a batch until every rank has run out: for a model whose forward
+    is collective (FSDP gathers parameters from every rank), the ranks scoring parts of different sizes must
+    call it equally often. A rank whose part is empty pads with a batch another rank sends it once. One
+    small all-reduce per batch; a no-op outside a process group."""
     import torch.distributed as dist
 
     from mm_ray.train.metrics import Padding
@@ -89,20 +90,31 @@ def lockstep(batches: Iterable[Any], device: str | torch.device) -> Iterator[Any
         yield from batches
         return
     iterator = iter(batches)
-    last = None
+    item = next(iterator, None)
+    spare = _spare_batch(item, device)
     while True:
-        item = next(iterator, None)
         more = torch.tensor([int(item is not None)], device=device)
         dist.all_reduce(more, op=dist.ReduceOp.MAX)
         if not more.item():
             return
         if item is not None:
-            last = item
+            spare = item
             yield item
-        elif last is None:
-            raise RuntimeError(
-                "a worker got no validation batch while others did: a sharded (FSDP) model cannot be scored "
-                "in step; give the validation set at least one block per worker"
-            )
         else:
-            yield Padding(last)
+            yield Padding(spare)
+        item = next(iterator, None)
+
+
+def _spare_batch(first: Any, device: str | torch.device) -> Any:
+    """``first``, or (for a rank with an empty part) the first batch of the lowest rank that has one."""
+    import torch.distributed as dist
+
+    has = torch.tensor([int(first is not None)], device=device)
+    flags = [torch.zeros_like(has) for _ in range(dist.get_world_size())]
+    dist.all_gather(flags, has)
+    owners = [rank for rank, flag in enumerate(flags) if flag.item()]
+    if not owners or len(owners) == len(flags):
+        return first
+    shared = [first if dist.get_rank() == owners[0] else None]
+    dist.broadcast_object_list(shared, src=owners[0])
+    return first if first is not None else shared[0]

@@ -137,3 +137,17 @@ def test_cli_ensemble_of_a_checkpoint_with_its_earlier_self(trained: Trained, tm
     full, alone = result["subsets"]["image+audio+text"], trained.summary["subsets"]["image+audio+text"]
     assert full["samples"] == alone["samples"] and math.isfinite(full["loss"])
     assert full["loss"] != pytest.approx(alone["loss"], rel=1e-6)
+
+
+def test_scoring_actors_give_the_numbers_of_one_process(trained: Trained) -> None:
+    # evaluate --workers: 2 actors, each on its part of the stream, their sums added up (as distributed
+    # validation does in training) equal one process scoring the same shards.
+    one = evaluate(trained.summary["checkpoint"], trained.val_specs, overrides=["train.cpus_per_worker=0.25"])
+    two = evaluate(
+        trained.summary["checkpoint"], trained.val_specs, overrides=["train.cpus_per_worker=0.25"], workers=2
+    )
+    assert two["samples"] == one["samples"] > 0 and two["device"].startswith("2 scoring actors")
+    for subset in SUBSETS:
+        assert two["subsets"][subset]["accuracy"] == one["subsets"][subset]["accuracy"]
+        assert math.isclose(two["subsets"][subset]["loss"], one["subsets"][subset]["loss"], rel_tol=1e-6)
+    assert two["classes"] == one["classes"]

@@ -160,7 +160,7 @@ def test_a_streamed_epoch_interrupted_mid_way_resumes_without_repeating_or_skipp
 
 
 def test_fsdp_run_validates_split_and_its_checkpoint_moves_across_strategies(odd, tmp_path: Path) -> None:
-    shards, manifest, (train, val) = odd
+    _shards, _manifest, (train, val) = odd
     data = [f"train.cache={train}", f"train.val_cache={val}"]
     sharded = fit(_config(tmp_path, "fsdp", *data, "train.epochs=1", "train.strategy=fsdp"))
     metrics = sharded.metrics

@@ -102,6 +102,9 @@ def _worker(rank: int, store: str, out: str) -> None:
     per_class = ClassMetrics(3)
     results["val_fsdp"] = _scores(sharded_scorer, parts, per_class, in_step=True)
     results["val_fsdp_classes"] = per_class.result()
+    # A set smaller than one batch per worker: rank 1 gets nothing, and pads with a batch rank 0 sends it.
+    tiny = batches(rows(5, seed=6), 8) if rank == 0 else []
+    results["val_fsdp_empty_part"] = _scores(sharded_scorer, tiny, ClassMetrics(3), in_step=True)
     if rank == 0:
         torch.save(results, out)
     dist.destroy_process_group()
@@ -158,6 +161,12 @@ def test_split_validation_equals_one_process_on_an_odd_sized_set(results, strate
         assert got[subset]["accuracy"] == expected[subset]["accuracy"]  # counts: exact
         assert abs(got[subset]["loss"] - expected[subset]["loss"]) < 1e-6
     assert results[f"val_{strategy}_classes"] == per_class.result()
+
+
+def test_a_worker_with_an_empty_part_still_scores_in_step(results):
+    expected = evaluate_subsets(tiny_model(seed=7), batches(rows(5, seed=6), 8), SUBSETS)
+    got = results["val_fsdp_empty_part"]
+    assert got["image"]["samples"] == 5 and got["image"]["accuracy"] == expected["image"]["accuracy"]
 
 
 def test_scoring_is_not_fooled_by_a_single_batch_path(tmp_path: Path):

@@ -36,7 +36,7 @@ def test_the_precision_names_resolve_per_device():
 
 
 def test_fp16_without_gpu_workers_fails_naming_the_key():
-    with pytest.raises(ConfigError, match="train.precision"):
+    with pytest.raises(ConfigError, match=r"train\.precision"):
         check_large_run_options(load_config(None, ["train.precision=fp16"]))
 
 

@@ -1,0 +1,82 @@
+"""Scoring a checkpoint on a cluster: N scoring actors, each on its part of the stream, their sums added up.
+
+    meters, per_class = score_on_workers(ckpt, dataset, workers=4, batch_size=256, num_cpus=1.0, num_gpus=0)
+
+The path a training run's distributed validation takes (``mm_ray.train.worker``), outside Ray Train: the
+dataset is split row for row (``streaming_split(equal=False)``: every sample scored once), each actor
+holds one copy of the model and scores its part with ``score_subsets``, and returns its accumulators'
+states (``mm_ray.train.mergeable``); the driver adds them up. The numbers equal one process scoring the
+whole set (up to float summation order); the time divides by the actors, which may sit on any node (a GPU
+each where ``num_gpus`` says so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from mm_ray.train.mergeable import merge_states
+from mm_ray.train.metrics import SUBSETS, ClassMetrics, SubsetMetrics
+
+
+class SubsetScorer:
+    """One scoring actor's work (a plain class; Ray runs it as an actor): the model built from a run's
+    ``LoopConfig`` and weights, scoring the batches of one part of a split dataset."""
+
+    def __init__(self, loop: Any, weights: dict[str, torch.Tensor], device: str) -> None:
+        from mm_ray.train.autocast import scoring_dtype
+
+        self.model = loop.model.build(load_pretrained=False)
+        self.model.load_state_dict(weights)
+        self.model = self.model.to(device).eval()
+        self.device = device
+        self.autocast = scoring_dtype(loop.precision, device, legacy_bf16=loop.bf16)
+        self.num_classes = loop.model.num_classes
+
+    def score(self, part: Any, subsets: Sequence[str], batch_size: int) -> dict[str, Any]:
+        """The accumulators' states over ``part`` (a ``DataIterator``): ``{subset: state, "per_class": state}``."""
+        from mm_ray.train.metrics import score_subsets
+
+        per_class = ClassMetrics(self.num_classes)
+        batches = part.iter_batches(batch_size=batch_size, batch_format="numpy")
+        meters = score_subsets(
+            self.model, batches, subsets, self.device, autocast_dtype=self.autocast, per_class=per_class
+        )
+        cpu = {name: {k: v.cpu() for k, v in meter.state().items()} for name, meter in meters.items()}
+        return {**cpu, "per_class": {k: v.cpu() for k, v in per_class.state().items()}}
+
+
+def score_on_workers(
+    ckpt: Any,
+    dataset: Any,
+    *,
+    workers: int,
+    batch_size: int,
+    num_cpus: float,
+    num_gpus: float,
+    subsets: Sequence[str] = SUBSETS,
+) -> tuple[dict[str, SubsetMetrics], ClassMetrics]:
+    """Score ``ckpt`` (a ``LoadedCheckpoint``) on ``dataset`` with ``workers`` actors; returns the merged
+    meters (``result()`` gives the numbers) and the per-class meter."""
+    import ray
+
+    device = "cuda" if num_gpus else "cpu"
+    weights = ray.put(ckpt.state["model"])
+    actor = ray.remote(SubsetScorer).options(num_cpus=num_cpus, num_gpus=num_gpus)
+    actors = [actor.remote(ckpt.loop, weights, device) for _ in range(workers)]
+    parts = dataset.streaming_split(workers, equal=False)
+    try:
+        states = ray.get(
+            [a.score.remote(p, list(subsets), batch_size) for a, p in zip(actors, parts, strict=True)]
+        )
+    finally:
+        for a in actors:
+            ray.kill(a)
+    meters = {subset: SubsetMetrics() for subset in subsets}
+    for subset, meter in meters.items():
+        meter.load_state(merge_states([s[subset] for s in states]))
+    per_class = ClassMetrics(ckpt.loop.model.num_classes)
+    per_class.load_state(merge_states([s["per_class"] for s in states]))
+    return meters, per_class
