@@ -1,4 +1,5 @@
-"""What every Ray Train worker runs: ``train_fn_per_worker``, the only code here that calls ``ray.train``.
+"""What every Ray Train worker runs: ``train_fn_per_worker``. With ``validation.py`` (distributed validation)
+and ``reports.py`` (metrics and checkpoints), the only code here that calls ``ray.train`` from a worker.
 
     TorchTrainer(train_fn_per_worker, train_loop_config=worker_config(loop, tokenizer_json), ...)
 
@@ -13,9 +14,7 @@ sums added up over all workers: distributed validation), and reports metrics wit
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -28,21 +27,18 @@ from mm_ray.config.load import as_dict
 from mm_ray.data.ledger import check_error_budget, ledger_get
 from mm_ray.preprocess.augment import augment_split, build_augmenter
 from mm_ray.train.autocast import autocast_dtype, grad_scaler
-from mm_ray.train.checkpoint import TOKENIZER_FILE, load_checkpoint, restore_into, save_checkpoint
+from mm_ray.train.checkpoint import load_checkpoint, restore_into
 from mm_ray.train.datasets import RESUME_DATASET
 from mm_ray.train.freezing import begin_epoch
 from mm_ray.train.loop import loop_epoch, seed_everything
-from mm_ray.train.mergeable import all_reduce_metrics, lockstep
-from mm_ray.train.metrics import SUBSETS, ClassMetrics, score_subsets
-from mm_ray.train.parallel import full_states, is_fsdp, local_param_fraction, parallelize
-from mm_ray.train.position import DataPosition, PositionTracker, rng_state, set_rng_state
+from mm_ray.train.metrics import SUBSETS
+from mm_ray.train.parallel import local_param_fraction, parallelize
+from mm_ray.train.position import DataPosition, PositionTracker, set_rng_state
+from mm_ray.train.reports import report_epoch, report_step
 from mm_ray.train.schedule import optimizer_and_schedule
 from mm_ray.train.spec import LoopConfig
 from mm_ray.train.step_hook import StepHook, fault_drill
-from mm_ray.train.wrapping import unwrap
-
-FULL_SUBSET = SUBSETS[-1]
-"""The subset with every modality: its accuracy is the headline ``val_accuracy``."""
+from mm_ray.train.validation import FULL_SUBSET, validate
 
 PLACEMENT_GROUP_METRIC = "train_placement_group"
 """Metric carrying the hex id of the worker group's placement group (``mm_ray.tune.cleanup`` reads it)."""
@@ -113,7 +109,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
             scheduler=scheduler,
             rank=rank,
             attempt_step=attempt_step,
-            save=lambda pos, m=model: _report_step(pos, m, optimizer, scheduler, scaler, config, history),
+            save=lambda pos, m=model: report_step(pos, m, optimizer, scheduler, scaler, config, history),
             good_samples=_good_samples(config) if rank == 0 else None,
             started=started,
         )
@@ -149,12 +145,12 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
             metrics[PLACEMENT_GROUP_METRIC] = placement
         if loop.has_val:
             subsets = SUBSETS if loop.subsets_at(epoch + 1) else (FULL_SUBSET,)
-            metrics.update(_validate(model, loop, device, autocast, subsets))
+            metrics.update(validate(model, loop, device, autocast, subsets))
         if config.get("ledger") is not None:
             metrics.update(quarantine_metrics(config["ledger"], config["error_budget"]))
         history.append(metrics)
         end = DataPosition(epoch=epoch + 1, global_step=int(scheduler.last_epoch), steps_in_epoch=0)
-        _report(metrics, history, model, optimizer, scheduler, scaler, config, end)
+        report_epoch(metrics, history, model, optimizer, scheduler, scaler, config, end)
     return history
 
 
@@ -303,115 +299,3 @@ def _global_mean(stats: dict[str, float | int], device: torch.device) -> dict[st
         "seconds": seconds.item(),
         **{t: sums[4 + i].item() / total for i, t in enumerate(terms)},
     }
-
-
-def _validate(model, loop: LoopConfig, device: torch.device, autocast, subsets) -> dict[str, float | int]:
-    """Every rank scores its part of ``val`` (split row for row across the workers); the sums are added up
-    over the ranks (``all_reduce_metrics``), so each metric equals one process scoring the whole set. A DDP
-    model is scored through its inner module (no collective in its forward, any part size); an FSDP model
-    gathers its parameters in every forward, so the ranks score in step (``lockstep``)."""
-    started = time.perf_counter()
-    val = ray.train.get_dataset_shard("val").iter_torch_batches(
-        batch_size=max(loop.batch_size, 256), dtypes=None
-    )
-    sharded = is_fsdp(model)
-    per_class = ClassMetrics(loop.model.num_classes)
-    meters = score_subsets(
-        model if sharded else unwrap(model),
-        lockstep(val, device) if sharded else val,
-        subsets,
-        device,
-        autocast_dtype=autocast,
-        per_class=per_class,
-    )
-    all_reduce_metrics([*meters.values(), per_class], device=device)
-    results = {subset: meter.result() for subset, meter in meters.items()}
-    classes = per_class.result()
-    metrics: dict[str, float | int] = {
-        "val_loss": results[FULL_SUBSET]["loss"],
-        "val_accuracy": results[FULL_SUBSET]["accuracy"],
-        "val_samples": results[FULL_SUBSET]["samples"],
-        # The mean of the per-class accuracies: the accuracy a class-balanced set would show.
-        "val_balanced_accuracy": sum(c["accuracy"] for c in classes) / len(classes)
-        if classes
-        else float("nan"),
-        "val_seconds": _max_over_ranks(time.perf_counter() - started, device),
-    }
-    for subset, r in results.items():
-        metrics[f"subset/{subset}/accuracy"] = r["accuracy"]
-        metrics[f"subset/{subset}/loss"] = r["loss"]
-        metrics[f"subset/{subset}/samples"] = r["samples"]
-    return metrics
-
-
-def _max_over_ranks(value: float, device: torch.device) -> float:
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tensor.item()
-
-
-def _checkpoint_state(model, optimizer, scaler, position: DataPosition) -> dict[str, Any]:
-    """The full model and optimizer states and every rank's RNG states (collective: all ranks call it)."""
-    gathered: list[Any] = [rng_state()]
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, rng_state())
-    extra = {
-        "position": position.to_state(),
-        "rng": gathered,
-        "scaler": scaler.state_dict() if scaler is not None else None,
-    }
-    return {"states": full_states(model, optimizer), "extra": extra}
-
-
-def _write_and_report(
-    metrics: dict[str, Any], history, model, optimizer, scheduler, scaler, config, position: DataPosition
-) -> None:
-    """Every rank reports; only rank 0 attaches a checkpoint (the full states, gathered from every rank).
-
-    The checkpoint is self-contained for ``mm-ray evaluate``: the loop config (its resolved config included)
-    is in its state and the tokenizer sits beside it as ``tokenizer.json``.
-    """
-    saved = _checkpoint_state(model, optimizer, scaler, position)
-    if ray.train.get_context().get_world_rank() != 0:
-        ray.train.report(metrics, checkpoint=None)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        save_checkpoint(
-            tmp,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            epoch=position.epoch if position.steps_in_epoch else metrics["epoch"],
-            config=config["loop"].to_state(),
-            metrics=metrics,
-            history=history,
-            states=saved["states"],
-            extra=saved["extra"],
-        )
-        Path(tmp, TOKENIZER_FILE).write_text(config["tokenizer_json"])
-        # report() copies the directory to run storage before returning, so the temp dir can go.
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-
-def _report(metrics, history, model, optimizer, scheduler, scaler, config, position: DataPosition) -> None:
-    """The epoch's metrics and checkpoint (an epoch-end position: the next epoch starts fresh)."""
-    _write_and_report(metrics, history, model, optimizer, scheduler, scaler, config, position)
-
-
-STEP_REPORT = "step_checkpoint"
-"""Metric marking a step checkpoint's report: it has no ``epoch`` (the driver's per-epoch relay, the best
-checkpoint's choice and Tune see only epoch reports), only where it stands."""
-
-
-def _report_step(position: DataPosition, model, optimizer, scheduler, scaler, config, history) -> None:
-    """A step checkpoint (``train.checkpoint_every_steps``): the states, the RNGs and the data position."""
-    metrics = {
-        STEP_REPORT: 1,
-        "step": position.global_step,
-        "epoch_in_progress": position.epoch + 1,
-        "steps_in_epoch": position.steps_in_epoch,
-    }
-    _write_and_report(metrics, history, model, optimizer, scheduler, scaler, config, position)
