@@ -284,11 +284,16 @@ def bench_train(
         "epochs": cfg.train.epochs,
         "model": {"preset": cfg.model.preset, "width": cfg.model.width, "depth": cfg.model.depth},
         "batch_size": cfg.train.batch_size,
+        "rounds": repeat,
         "results": results,
     }
     baseline = train_bench.BASELINE[source]
     ratios = train_bench.ratios(results, baseline) if baseline in results and len(results) > 1 else {}
-    ratios.update(train_bench.large_ratios(results))
+    # The large-run options: the ratio of each round's pair, then their median (paired rounds).
+    by_round = [train_bench.large_ratios({m: r[i] for m, r in runs.items()}) for i in range(repeat)]
+    if by_round and by_round[0]:
+        ratios.update({k: statistics.median(r[k] for r in by_round) for k in by_round[0]})
+        summary["large_ratios_by_round"] = by_round
     if ratios:
         summary["ratios"] = ratios
     return summary

@@ -189,6 +189,10 @@ def print_train(summary: dict, plot: str | None) -> None:
     if target in ratios:
         verdict = "met" if ratios[target] >= train_bench.TARGET else "missed"
         print(f"target {target} >= {train_bench.TARGET}: {verdict} ({ratios[target]:.2f})")
+    for i, by_round in enumerate(
+        summary.get("large_ratios_by_round", []) if summary.get("rounds", 1) > 1 else []
+    ):
+        print(f"  round {i + 1}: " + ", ".join(f"{k} = {v:.3f}" for k, v in by_round.items()))
     for name, (sign, goal) in train_bench.LARGE_TARGETS.items():
         if name in ratios:
             met = ratios[name] <= goal if sign == "<=" else ratios[name] >= goal

@@ -78,11 +78,9 @@ class TrainDatasets:
         return self._limited(self.recipe.build(first, sample_ids=self.sample_ids), 0)
 
     def train_resume(self) -> Any:
-        import ray.data
-
         position = latest_position(self.run_storage)
         if position is None or not position.steps_in_epoch:
-            return ray.data.from_items([])
+            return empty_dataset()
         resume = Resume(position.trained, position.shards_done)
         ds = self.recipe.build(position.epoch, sample_ids=self.sample_ids, resume=resume)
         return self._limited(ds, int(position.sums.get("samples", 0)))
@@ -93,6 +91,13 @@ class TrainDatasets:
     def for_trainer(self) -> dict[str, Any]:
         """The ``datasets`` entries for ``TorchTrainer`` (bound methods: Ray calls them at each start)."""
         return {"train": self.train, RESUME_DATASET: self.train_resume}
+
+
+def empty_dataset() -> Any:
+    """What ``train_resume`` is when no epoch was interrupted (the workers never read it)."""
+    import ray.data
+
+    return ray.data.from_items([])
 
 
 def latest_position(run_storage: str | None) -> DataPosition | None:
