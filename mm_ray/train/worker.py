@@ -120,25 +120,9 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         stats["seconds"] = time.perf_counter() - started
         stats = _with_interrupted(_global_mean(stats, device), interrupted)
         position = None
-        # resumed_from: the epochs this attempt restored from a checkpoint (a restart shows as a jump).
-        metrics: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": scheduler.last_epoch,
-            "resumed_from": start_epoch,
-            "resumed_from_step": attempt_step,
-            **{f"train_{k}": v for k, v in stats.items()},
-        }
-        metrics["train_samples_per_s"] = stats["samples"] / max(stats["seconds"], 1e-9)
-        # For `mm-ray bench train`: when the epoch began (start-up = run start to this) and the intra-op
-        # threads torch really uses (Ray derives OMP_NUM_THREADS from the worker's CPUs).
-        metrics["train_started_at"] = started_at
-        # Where a run's start-up goes (`mm-ray bench train` prints it): the worker's function entered, and the
-        # first batch of this epoch reached the model.
-        metrics["worker_entered_at"] = entered_at
+        metrics = _epoch_metrics(epoch, stats, scheduler, start_epoch, attempt_step, model)
+        metrics.update(train_started_at=started_at, worker_entered_at=entered_at)
         metrics["first_batch_at"] = first_batch.get("at", started_at)
-        metrics["train_torch_threads"] = torch.get_num_threads()
-        # Under FSDP each worker holds about 1/workers of the parameters (1.0 replicated).
-        metrics["train_params_local_fraction"] = local_param_fraction(model)
         # Strings, not lists: Tune's TensorBoard logger skips strings silently and warns on lists.
         metrics["worker_nodes"] = ",".join(nodes)
         if placement:
@@ -152,6 +136,29 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         end = DataPosition(epoch=epoch + 1, global_step=int(scheduler.last_epoch), steps_in_epoch=0)
         report_epoch(metrics, history, model, optimizer, scheduler, scaler, config, end)
     return history
+
+
+def _epoch_metrics(
+    epoch: int, stats, scheduler, start_epoch: int, attempt_step: int, model
+) -> dict[str, Any]:
+    """An epoch's training metrics (the global ``stats``) and where the attempt that ran it started."""
+    # resumed_from(_step): the epochs (optimizer steps) this attempt restored from a checkpoint: a restart
+    # shows as a jump.
+    metrics: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "step": scheduler.last_epoch,
+        "resumed_from": start_epoch,
+        "resumed_from_step": attempt_step,
+        **{f"train_{k}": v for k, v in stats.items()},
+    }
+    metrics["train_samples_per_s"] = stats["samples"] / max(stats["seconds"], 1e-9)
+    # For `mm-ray bench train`: when the epoch began (start-up = run start to this), when the worker's function
+    # was entered and the first batch reached the model (where start-up goes), and the intra-op threads torch
+    # really uses (Ray derives OMP_NUM_THREADS from the worker's CPUs).
+    metrics["train_torch_threads"] = torch.get_num_threads()
+    # Under FSDP each worker holds about 1/workers of the parameters (1.0 replicated).
+    metrics["train_params_local_fraction"] = local_param_fraction(model)
+    return metrics
 
 
 def prepare(model: torch.nn.Module, loop: LoopConfig, ddp_kwargs: dict[str, Any] | None) -> torch.nn.Module:
