@@ -3,6 +3,7 @@
     mm-ray bench train                                  # 4,000 generated demo samples, preprocessed once
     mm-ray bench train --cache runs/demo/cache/train train.epochs=5 --json train.json --plot train.png
     mm-ray bench train --repeat 3                       # every mode 3 times, interleaved; medians shown
+    mm-ray bench train --modes val1,val2 --repeat 2     # a large-run option against its baseline (LARGE_MODES)
 
 Three modes, each in a fresh subprocess so that one's memory, threads and Ray cannot disturb another:
 

@@ -5,7 +5,9 @@
 Training splits must be equal (``streaming_split(equal=True)``, Ray's default): DDP and FSDP workers take
 their optimizer steps together, so every worker needs as many batches; Ray may leave up to ``workers - 1``
 rows of an epoch out for that. Validation is scored by every worker on its part and the sums added up
-(``mm_ray.train.mergeable``), so it must see every row exactly once: ``equal=False``, parts of any size.
+(``mm_ray.train.mergeable``), so it must see every row exactly once: ``equal=False``, parts of any size. A
+validation set already in memory is split by blocks once (``split``: each worker iterates its own blocks, no
+coordinator actor between); a streamed one with ``streaming_split``.
 Overriding ``DataConfig.configure`` is the documented way to change the split (a DeveloperAPI).
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import ray.data
 import ray.train
 
 
@@ -41,8 +44,14 @@ class SplitConfig(ray.train.DataConfig):
                 continue
             if ds.name is None:
                 ds.set_name(name)
-            ds = ds.copy(ds)
-            ds.context.execution_options = self._resolve_execution_options(name)
-            for rank, part in enumerate(ds.streaming_split(world_size, equal=False, locality_hints=hints)):
+            if isinstance(ds, ray.data.MaterializedDataset):
+                # Blocks already in the object store (a cache kept in memory): each worker gets a fixed run of
+                # them and iterates it itself, with no split coordinator between it and the blocks.
+                parts = [part.iterator() for part in ds.split(world_size, equal=False)]
+            else:
+                ds = ds.copy(ds)
+                ds.context.execution_options = self._resolve_execution_options(name)
+                parts = ds.streaming_split(world_size, equal=False, locality_hints=hints)
+            for rank, part in enumerate(parts):
                 output[rank][name] = part
         return output

@@ -22,6 +22,7 @@ from mm_ray.data.build import build_cache
 from mm_ray.data.sample_ids import sample_ids
 from mm_ray.demo.generate import make_shards
 from mm_ray.train.checkpoint import latest_checkpoint, open_checkpoint
+from mm_ray.train.evaluate import evaluate
 from mm_ray.train.metrics import SUBSETS, evaluate_subsets
 from mm_ray.train.position import DataPosition
 from mm_ray.train.ray_trainer import fit
@@ -160,7 +161,7 @@ def test_a_streamed_epoch_interrupted_mid_way_resumes_without_repeating_or_skipp
 
 
 def test_fsdp_run_validates_split_and_its_checkpoint_moves_across_strategies(odd, tmp_path: Path) -> None:
-    _shards, _manifest, (train, val) = odd
+    shards, manifest, (train, val) = odd
     data = [f"train.cache={train}", f"train.val_cache={val}"]
     sharded = fit(_config(tmp_path, "fsdp", *data, "train.epochs=1", "train.strategy=fsdp"))
     metrics = sharded.metrics
@@ -178,6 +179,12 @@ def test_fsdp_run_validates_split_and_its_checkpoint_moves_across_strategies(odd
     for subset in SUBSETS:
         assert sharded.subsets[subset]["accuracy"] == expected[subset]["accuracy"]
         assert abs(sharded.subsets[subset]["loss"] - expected[subset]["loss"]) < 1e-5
+    # mm-ray evaluate scores the sharded run's checkpoint in this one CPU process, from the raw val shards.
+    scored = evaluate(sharded.checkpoint, [str(shards / s) for s in manifest["shards"]["val"]], device="cpu")
+    assert (
+        scored["samples"] == 9
+        and scored["subsets"]["image+audio+text"]["accuracy"] == metrics["val_accuracy"]
+    )
     # The FSDP checkpoint resumes under DDP on one worker (another strategy, another worker count).
     resumed = fit(_config(tmp_path, "fsdp", *data, "train.epochs=2", "train.num_workers=1"))
     assert [m["resumed_from"] for m in resumed.history] == [0, 1]
