@@ -231,6 +231,7 @@ def fit_on_fresh_ray(cfg: Config, workers: int, *, ray_cpus: int, t0: float) -> 
     return {
         **epoch_rates(history, t0, end),
         **validation_seconds(history),
+        **step_checkpoint_share(history),
         "ray_start_s": round(ray_start_s, 2),
         "torch_threads": history[0].get("train_torch_threads"),
         "workers": workers,
@@ -290,6 +291,21 @@ def startup_parts(first: dict[str, Any], t0: float) -> dict[str, float]:
     if entered is None or first_batch is None:
         return {}
     return {"to_worker_s": round(entered - t0, 2), "worker_to_first_batch_s": round(first_batch - entered, 2)}
+
+
+def step_checkpoint_share(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Step checkpoints of epochs >= 2: how many, their mean seconds, and their share of those epochs' time
+    (measured inside the worker around each checkpoint: the direct cost, free of run-to-run noise)."""
+    later = [h for h in history[1:] or history if "train_step_checkpoints" in h]
+    count = sum(h["train_step_checkpoints"] for h in later)
+    if not count:
+        return {}
+    seconds = sum(h["train_step_checkpoint_s"] for h in later)
+    return {
+        "step_checkpoints": count,
+        "step_checkpoint_s": round(seconds / count, 3),
+        "step_checkpoint_share": round(seconds / sum(h["train_seconds"] for h in later), 4),
+    }
 
 
 def validation_seconds(history: list[dict[str, Any]]) -> dict[str, Any]:

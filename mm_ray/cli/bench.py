@@ -193,6 +193,12 @@ def print_train(summary: dict, plot: str | None) -> None:
         summary.get("large_ratios_by_round", []) if summary.get("rounds", 1) > 1 else []
     ):
         print(f"  round {i + 1}: " + ", ".join(f"{k} = {v:.3f}" for k, v in by_round.items()))
+    for mode, r in results.items():
+        if "step_checkpoint_share" in r:
+            print(
+                f"{mode}: {r['step_checkpoints']} step checkpoints in epochs >= 2, {r['step_checkpoint_s']:.3f} s "
+                f"each, {r['step_checkpoint_share']:.2%} of those epochs' time (timed in the worker)"
+            )
     for name, (sign, goal) in train_bench.LARGE_TARGETS.items():
         if name in ratios:
             met = ratios[name] <= goal if sign == "<=" else ratios[name] >= goal

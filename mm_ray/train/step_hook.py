@@ -53,6 +53,10 @@ class StepHook:
         self.save = save
         self.good_samples = good_samples
         self.started = time.perf_counter() if started is None else started
+        self.checkpoints = 0
+        self.checkpoint_seconds = 0.0
+        """Step checkpoints taken this epoch and the wall seconds they cost this rank (gathering, writing,
+        reporting): the epoch's metrics carry them, ``mm-ray bench train --modes eager,ckpt200`` sums them."""
 
     def __call__(self, steps_in_epoch: int, batches: list[Mapping[str, Any]], running: Callable) -> None:
         self.tracker.add(batches)
@@ -61,7 +65,10 @@ class StepHook:
             self._log(global_step, batches)
         every = self.loop.checkpoint_every_steps
         if every and global_step % every == 0:
+            began = time.perf_counter()
             self.save(self.position(global_step, steps_in_epoch, running()))
+            self.checkpoints += 1
+            self.checkpoint_seconds += time.perf_counter() - began
         # Once, in the attempt that started from scratch: the restarted one passes the step.
         if self.loop.fail_at_step and global_step == self.loop.fail_at_step and self.attempt_step == 0:
             fault_drill(self.rank, f"step {global_step}")

@@ -121,6 +121,10 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         stats = _with_interrupted(_global_mean(stats, device), interrupted)
         position = None
         metrics = _epoch_metrics(epoch, stats, scheduler, start_epoch, attempt_step, model)
+        if loop.checkpoint_every_steps:
+            metrics.update(
+                train_step_checkpoints=hook.checkpoints, train_step_checkpoint_s=hook.checkpoint_seconds
+            )
         metrics.update(train_started_at=started_at, worker_entered_at=entered_at)
         metrics["first_batch_at"] = first_batch.get("at", started_at)
         # Strings, not lists: Tune's TensorBoard logger skips strings silently and warns on lists.
