@@ -472,8 +472,9 @@ class TrainConfig:
     the LR schedule, ``checkpoint_every_steps`` and the step counts count optimizer steps."""
     compile: bool = False
     """``torch.compile`` the model in each worker (after DDP/FSDP wrapping); checkpoints keep the plain
-    state dict. The first steps pay the compilation. Off by default: on 2 CPU cores it does not pay off
-    (``mm-ray bench train --modes eager,compiled`` measures it)."""
+    state dict; validation runs the module eagerly. The first steps pay the compilation (60-90 s for the
+    demo model on 2 CPU cores). Off by default: on CPU it did not pay off (a convolution-bound model; README
+    "Large runs"); measure yours with ``mm-ray bench train --modes eager,compiled``."""
     strategy: Strategy = "ddp"
     """Data parallelism: ddp replicates the model on every worker (gradients all-reduced); fsdp shards
     parameters, gradients and optimizer state across the workers with FSDP2 (``fully_shard`` on each encoder,
