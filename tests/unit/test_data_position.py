@@ -134,3 +134,14 @@ def test_the_step_hook_checkpoints_every_n_optimizer_steps_and_logs_the_ids(tmp_
     assert saved[-1].sums["samples"] == 8.0
     lines = [json.loads(x) for x in (tmp_path / "log" / "rank0.jsonl").read_text().splitlines()]
     assert [line["ids"] for line in lines][:2] == [[10, 11], [20, 21]] and len(lines) == 5
+
+
+def test_cache_rows_get_their_ids_and_a_resumed_epoch_leaves_out_the_trained_ones():
+    from mm_ray.data.cache import _RowIds
+
+    table = pa.table({KEY: ["1", "2", "3"], SHARD: ["s.tar"] * 3, "label": [0, 1, 2]})
+    trained = sample_ids(["s.tar"], ["2"])
+    out = _RowIds(sample_ids=True, resume=Resume(trained), drop=[KEY, SHARD])(table)
+    assert out.column_names == ["label", SAMPLE_ID]  # the strings leave, the numeric id stays
+    assert out.column("label").to_pylist() == [0, 2]
+    assert out.column(SAMPLE_ID).to_pylist() == sample_ids(["s.tar", "s.tar"], ["1", "3"]).tolist()
