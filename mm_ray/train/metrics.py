@@ -16,7 +16,7 @@ presence, so a sample that had no audio still has none under ``"audio"``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -181,12 +181,14 @@ def score_subsets(
     *,
     autocast_dtype: torch.dtype | None = None,
     per_class: ClassMetrics | None = None,
-) -> dict[str, SubsetMetrics]:
+    meter: Callable[[], Any] = SubsetMetrics,
+) -> dict[str, Any]:
     """``evaluate_subsets``'s pass, returning the meters (``Mergeable``) instead of their results: what a rank
     scoring its part of a split validation set merges with the others' (``all_reduce_metrics``).
-    ``Padding`` items are run but not counted."""
+    ``Padding`` items are run but not counted. ``meter`` makes each subset's accumulator (anything with
+    ``update(logits, labels)`` and the ``Mergeable`` methods: a task's own metrics)."""
     keeps = {subset: parse_subset(subset) for subset in subsets}
-    meters = {subset: SubsetMetrics() for subset in subsets}
+    meters = {subset: meter() for subset in subsets}
     was_training = model.training
     model.eval()
     try:
