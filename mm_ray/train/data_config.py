@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import ray.data
 import ray.train
+from ray.data.dataset import MaterializedDataset
 
 
 class SplitConfig(ray.train.DataConfig):
@@ -44,7 +44,7 @@ class SplitConfig(ray.train.DataConfig):
                 continue
             if ds.name is None:
                 ds.set_name(name)
-            if isinstance(ds, ray.data.MaterializedDataset):
+            if isinstance(ds, MaterializedDataset):
                 # Blocks already in the object store (a cache kept in memory): each worker gets a fixed run of
                 # them and iterates it itself, with no split coordinator between it and the blocks.
                 parts = [part.iterator() for part in ds.split(world_size, equal=False)]
