@@ -32,8 +32,10 @@ def validate(model, loop: LoopConfig, device: torch.device, autocast, subsets) -
     model is scored through its inner module (no collective in its forward, any part size); an FSDP model
     gathers its parameters in every forward, so the ranks score in step (``lockstep``)."""
     started = time.perf_counter()
+    # The iterator's prefetch thread as in training (none on CPU workers: it would compete with torch's thread
+    # for the worker's core; measured with `mm-ray bench train --modes val1,val2`).
     val = ray.train.get_dataset_shard("val").iter_torch_batches(
-        batch_size=max(loop.batch_size, 256), dtypes=None
+        batch_size=max(loop.batch_size, 256), dtypes=None, prefetch_batches=loop.prefetch_batches
     )
     sharded = is_fsdp(model)
     per_class = ClassMetrics(loop.model.num_classes)
