@@ -37,7 +37,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "load_config": "mm_ray.config.load",
+    "load_config": "mm_ray.settings",
     "ConfigError": "mm_ray.config.load",
     "Config": "mm_ray.config.schema",
     "init_ray": "mm_ray.runtime",

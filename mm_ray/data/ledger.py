@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mm_ray.quarantine import MEMBER_LEVEL, SHARD_LEVEL, Reason
+from mm_ray.quarantine import Reason, is_member_level, is_sample_level
 
 
 def record_identity(rec: dict[str, str]) -> tuple[str, ...]:
@@ -29,7 +29,7 @@ def record_identity(rec: dict[str, str]) -> tuple[str, ...]:
     says (a decoder's message may hold a memory address); a member-level record names its member in its
     detail, so each member counts once."""
     identity = (rec["shard"], rec["key"], rec["reason"])
-    return (*identity, rec.get("detail", "")) if Reason(rec["reason"]) in MEMBER_LEVEL else identity
+    return (*identity, rec.get("detail", "")) if is_member_level(rec["reason"]) else identity
 
 
 class ErrorBudgetExceeded(RuntimeError):
@@ -89,8 +89,7 @@ class QuarantineLedger:
             identity = record_identity(rec)
             if identity not in self._records:
                 self._records[identity] = rec
-                reason = Reason(rec["reason"])
-                self._samples_bad += reason not in SHARD_LEVEL and reason not in MEMBER_LEVEL
+                self._samples_bad += is_sample_level(rec["reason"])
         return self.budget_exceeded()
 
     def shard_progress(self, shard: str, samples_read: int, done: bool = False) -> str | None:
@@ -124,11 +123,10 @@ class QuarantineLedger:
         members = collections.Counter()
         shard_problems: dict[str, list[str]] = collections.defaultdict(list)
         for (shard, _key, reason, *_detail), _rec in self._records.items():
-            code = Reason(reason)
-            if code in SHARD_LEVEL:
-                shard_problems[reason].append(shard)
-            elif code in MEMBER_LEVEL:
+            if is_member_level(reason):
                 members[reason] += 1
+            elif not is_sample_level(reason):
+                shard_problems[reason].append(shard)
             else:
                 samples[reason] += 1
         return {

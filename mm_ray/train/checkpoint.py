@@ -31,8 +31,9 @@ import torch
 
 from mm_ray.config.load import ConfigError, as_dict, config_from_dict
 from mm_ray.config.schema import Config
-from mm_ray.data.cache import audio_feature_rows
+from mm_ray.data.cache import model_ready_shapes
 from mm_ray.data.sources import ShardSpecError
+from mm_ray.modalities.registry import modalities_of, settings_of
 from mm_ray.train.spec import LoopConfig, read_loop_config
 from mm_ray.train.wrapping import unwrap
 
@@ -149,19 +150,7 @@ class LoadedCheckpoint:
         # model.builder is only ever what the caller passed (``restore_model`` compares the two).
         raw["model"] = {**raw["model"], "builder": None}
         cfg = config_from_dict(raw, overrides, path=config_file)
-        trained = self.loop.model
-        for argument, (key, value) in input_shapes(cfg).items():
-            expected = getattr(trained, argument)
-            if value != expected:
-                # Also catches a run trained on a cache preprocessed with other settings than its own config.
-                if "/" in key:  # several keys set the size (MFCC rows): name the sizes, not one key's value
-                    got, fix = f"{value} audio feature rows", f"the training cache's {key}"
-                else:
-                    got, fix = str(value), f"{key}={expected}"
-                raise ConfigError(
-                    f"{key}: {got}, but the checkpoint's model was trained on inputs of size {expected}; "
-                    f"pass {fix} (and match the rest of the training cache's preprocessing)"
-                )
+        check_inputs(cfg, self.loop)
         return cfg
 
     @property
@@ -223,15 +212,38 @@ def open_checkpoint(path: str | Path) -> LoadedCheckpoint:
     return loaded
 
 
-def input_shapes(cfg: Config) -> dict[str, tuple[str, int]]:
-    """Model argument -> (the config keys that set it, its value under ``cfg``): what a checkpoint must match."""
-    a = cfg.audio
-    audio_keys = "audio.n_mels" if a.features == "log_mel" else "audio.features/n_mfcc/deltas"
-    return {
-        "image_size": ("image.size", cfg.image.size),
-        "max_text_len": ("text.max_length", cfg.text.max_length),
-        "n_mels": (audio_keys, audio_feature_rows(a)),
-    }
+def check_inputs(cfg: Config, loop: LoopConfig) -> None:
+    """``ConfigError`` when ``cfg``'s preprocessing makes columns of another shape than the checkpoint's model was
+    trained on, naming the settings that differ from the training run's (``loop.resolved``). Also catches a run
+    trained on a cache preprocessed with other settings than its own config. Axes the modality lets vary
+    (``ModalitySpec.variable_axes``: an audio clip's frames) are not compared."""
+    trained = loop.model
+    registry = modalities_of(cfg)
+    shapes = model_ready_shapes(cfg, registry)
+    for name in trained.modalities:
+        if name not in registry:
+            raise ConfigError(f"data.modalities: the checkpoint's model reads {name!r}; keep it among them")
+        spec = registry[name]
+        for column in spec.column_names:
+            want, got = trained.shapes.get(column), shapes[column]
+            free = {axis for name, axis in spec.variable_axes if name == column}
+            if want is None or _same_shape(want, got, free):
+                continue
+            theirs = dataclasses.asdict(settings_of(loop.resolved, spec))
+            yours = dataclasses.asdict(settings_of(cfg, spec))
+            prefix = spec.name if hasattr(cfg, spec.name) else f"modalities.settings.{spec.name}"
+            fix = " ".join(f"{prefix}.{k}={theirs[k]}" for k in theirs if theirs[k] != yours.get(k))
+            raise ConfigError(
+                f"{prefix}: these settings make {column} {list(got)}, but the checkpoint's model was trained on "
+                f"{list(want)}; pass {fix or 'the training data own ' + prefix + ' settings'} (and match the rest "
+                "of the training cache's preprocessing)"
+            )
+
+
+def _same_shape(want: Sequence[int], got: Sequence[int], free: set[int]) -> bool:
+    return len(want) == len(got) and all(
+        w == g or i in free for i, (w, g) in enumerate(zip(want, got, strict=True))
+    )
 
 
 def open_for_shards(

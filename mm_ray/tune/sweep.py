@@ -41,6 +41,7 @@ from mm_ray.cluster.storage import warn_if_unshared
 from mm_ray.config.load import ConfigError, as_dict, config_from_dict, persistable
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import Cache
+from mm_ray.modalities.registry import registry_with
 from mm_ray.runtime import init_ray
 from mm_ray.train.outputs import json_safe
 from mm_ray.tune import plots, results
@@ -83,7 +84,7 @@ def plan_sweep(
         path = space_path or cfg.tune.space
         if not path:
             raise ConfigError("tune.space: required (a search space YAML, or `mm-ray tune --space FILE`)")
-        space = load_space(path)
+        space = load_space(path, registry_with(tuple(cfg.modalities.plugins)))
         cfg = dataclasses.replace(cfg, tune=dataclasses.replace(cfg.tune, space=str(Path(path).resolve())))
     _check(cfg)
     t = cfg.train
@@ -276,6 +277,7 @@ def load_sweep(results_dir: str | Path) -> Sweep:
     if not path.is_file():
         raise ConfigError(f"--resume: {path} not found (not a sweep's results directory)")
     saved = yaml.safe_load(path.read_text())
+    # A sweep's file is data: the plug-ins it names are not imported to read it (built-in modalities only).
     return Sweep(config_from_dict(saved["config"]), parse_space(saved["space"]))
 
 

@@ -64,10 +64,10 @@ def test_manifest_counts_files_and_progress(dataset):
         "text",
         "image+audio",
         "image+text",
-        "audio+text",
-        "image+audio+text",
+        "text+audio",
+        "image+text+audio",
     }
-    assert manifest["bayes_accuracy"] == caps["image+audio+text"] > manifest["additive_fusion"]
+    assert manifest["bayes_accuracy"] == caps["image+text+audio"] > manifest["additive_fusion"]
     assert manifest["chance_accuracy"] == pytest.approx(0.25)
     assert "label = (shape + pitch) mod 4" in manifest["label_rule"]
 

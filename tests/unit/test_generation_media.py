@@ -17,8 +17,8 @@ from mm_ray.demo.render_image import make_noise_bank, render_image
 from mm_ray.generation.media import griffin_lim, image_grid, image_png, mel_png, wav_bytes
 from mm_ray.generation.run import check_can_generate
 from mm_ray.generation.topics import colour_topics, pairwise_distance
-from mm_ray.preprocess.audio import AudioPreprocessor
-from mm_ray.preprocess.image import ImagePreprocessor
+from mm_ray.modalities.audio_decode import AudioPreprocessor
+from mm_ray.modalities.image_decode import ImagePreprocessor
 from mm_ray.train.checkpoint import CheckpointError, LoadedCheckpoint
 from mm_ray.train.spec import LoopConfig
 
