@@ -35,7 +35,7 @@ from mm_ray.data.captions import obtain_tokenizer
 from mm_ray.demo.bayes import MODALITY_ORDER, subset_key
 from mm_ray.demo.generate import reuse_or_generate, shard_paths
 from mm_ray.demo.learning import LearningRow, expectations_met, learning_rows
-from mm_ray.modalities.registry import checked
+from mm_ray.modalities.registry import checked, modalities_of, model_modalities
 from mm_ray.progress import ProgressFactory
 from mm_ray.runtime import init_ray
 from mm_ray.tables import format_table
@@ -121,7 +121,11 @@ def run_demo(cfg: Config, *, progress: ProgressFactory | None = None) -> DemoRes
         presets[ensemble["name"]] = "additive"
     subsets = {name: r.subsets for name, r in trained.items()}
     rows = learning_rows(
-        accuracies, manifest, modalities=cfg.model.modalities, presets=presets, subsets=subsets
+        accuracies,
+        manifest,
+        modalities=model_modalities(cfg, modalities_of(cfg)),
+        presets=presets,
+        subsets=subsets,
     )
     return DemoResult(str(run_dir), manifest, caches, trained, ensemble, retrieval, rows, swept)
 

@@ -48,9 +48,14 @@ def sizes_from_shapes(shapes: Shapes, vocab_size: int) -> dict[str, int]:
     }
 
 
-def encoder_kind(modality: str, source: str) -> str:
-    """The backbone kind of a library encoder spec saved before specs recorded one."""
-    return BUILTIN[modality].library_kinds[source]
+def encoder_spec(modality: str, saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A library encoder's spec as a checkpoint saved it, in today's words: the backbone ``kind`` that the first
+    format left to the modality's name, and an audio model's feature statistics, once saved as ``features``."""
+    spec = dict(saved)
+    spec.setdefault("kind", BUILTIN[modality].library_kinds[spec["source"]])
+    if "features" in spec:
+        spec["feature_stats"] = spec.pop("features")
+    return spec
 
 
 def preprocessing_sections(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -17,6 +17,7 @@ user's own).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import itertools
@@ -32,6 +33,9 @@ from mm_ray.modalities.spec import ModalitySpec
 from mm_ray.modalities.text import TEXT
 
 SUBSET_SEPARATOR = "+"
+
+_CONFIG_SECTIONS = frozenset(f.name for f in dataclasses.fields(Config))
+"""Top-level config keys: a plug-in named like one would read as a built-in section."""
 
 UNIMODAL_PREFIX = "unimodal_"
 """``unimodal_<m>``: the baseline preset of modality ``m`` (``mm_ray.models.presets``)."""
@@ -170,7 +174,7 @@ def load_plugin(path: str, key: str = "modalities.plugins") -> ModalitySpec:
     spec = getattr(module, attr, None)
     if not isinstance(spec, ModalitySpec):
         raise ConfigError(f"{key}: {path} is not a ModalitySpec (got {type(spec).__name__})")
-    if spec.name in BUILTIN or spec.name in RESERVED_NAMES or hasattr(Config, spec.name):
+    if spec.name in BUILTIN or spec.name in RESERVED_NAMES or spec.name in _CONFIG_SECTIONS:
         raise ConfigError(f"{key}: {path} is named {spec.name!r}, which mm_ray uses already; rename it")
     return spec
 
@@ -260,7 +264,7 @@ def check_config(cfg: Config, everything: Registry, active: Registry) -> None:
                     f"a built-in modality's settings are {name}.*, data.members.{name}, pools.{name})"
                 )
     for spec in active:
-        settings_of(cfg, spec)
+        spec.shapes(settings_of(cfg, spec))  # a modality checks its own settings here (features.shape)
 
 
 def checked(cfg: Config) -> Config:

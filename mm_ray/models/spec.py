@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from mm_ray.modalities.legacy import SIZE_FIELDS, encoder_kind, shapes_from_sizes, sizes_from_shapes
+from mm_ray.modalities.legacy import SIZE_FIELDS, encoder_spec, shapes_from_sizes, sizes_from_shapes
 from mm_ray.modalities.registry import Registry, registry_with
 from mm_ray.models.builder import build_custom
 from mm_ray.models.presets import build_model
@@ -130,9 +130,7 @@ class ModelSpec:
         if "shapes" not in data:  # the first format: one size field per built-in modality
             sizes = {name: data.pop(name) for name in SIZE_FIELDS if name in data}
             data["shapes"] = shapes_from_sizes(**sizes)
-        encoders = {m: dict(v) for m, v in data.get("encoders", {}).items()}
-        for modality, enc in encoders.items():
-            enc.setdefault("kind", encoder_kind(modality, enc["source"]))
+        encoders = {m: encoder_spec(m, v) for m, v in data.get("encoders", {}).items()}
         if encoders:
             data["encoders"] = encoders
         known = {f.name for f in dataclasses.fields(cls)}

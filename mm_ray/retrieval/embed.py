@@ -59,11 +59,11 @@ class CheckpointEmbedder:
     checkpoint need not be readable from the actor's node.
     """
 
-    def __init__(self, checkpoint: LoadedCheckpoint, builder: str | None = None):
+    def __init__(self, checkpoint: LoadedCheckpoint, builder: str | None = None, plugins: Sequence[str] = ()):
         import torch
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = checkpoint.restore_model(self.device, builder=builder)
+        self.model = checkpoint.restore_model(self.device, builder=builder, plugins=plugins)
         if not callable(getattr(self.model, "embed", None)):
             raise TypeError(
                 f"the model built by {checkpoint.loop.model.name!r} has no embed(batch) method (see FusionModel.embed)"
@@ -122,7 +122,11 @@ def embed(
     ingest = Ingest.from_config(cfg, specs, ckpt.tokenizer_json, reserved_cpus=reserved)
     embedded = ingest.dataset.map_batches(
         CheckpointEmbedder,
-        fn_constructor_kwargs={"checkpoint": ckpt, "builder": cfg.model.builder},
+        fn_constructor_kwargs={
+            "checkpoint": ckpt,
+            "builder": cfg.model.builder,
+            "plugins": cfg.modalities.plugins,
+        },
         compute=ray.data.ActorPoolStrategy(size=cfg.embed.actors),
         batch_size=cfg.embed.batch_size,
         batch_format="numpy",

@@ -33,7 +33,7 @@ from mm_ray.config.load import ConfigError, as_dict, config_from_dict
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import model_ready_shapes
 from mm_ray.data.sources import ShardSpecError
-from mm_ray.modalities.registry import modalities_of, settings_of
+from mm_ray.modalities.registry import BUILTIN, modalities_of, settings_of
 from mm_ray.train.spec import LoopConfig, read_loop_config
 from mm_ray.train.wrapping import unwrap
 
@@ -149,7 +149,10 @@ class LoadedCheckpoint:
         # Code to import is a setting too: the builder named inside the file is dropped here, so the config's
         # model.builder is only ever what the caller passed (``restore_model`` compares the two).
         raw["model"] = {**raw["model"], "builder": None}
+        # Plug-in modalities are code as well: only the caller's own are ever imported (``check_plugins``).
+        raw["modalities"] = {**raw.get("modalities", {}), "plugins": []}
         cfg = config_from_dict(raw, overrides, path=config_file)
+        self.check_plugins(cfg.modalities.plugins)
         check_inputs(cfg, self.loop)
         return cfg
 
@@ -160,7 +163,7 @@ class LoadedCheckpoint:
         return list(data.classes) if data.labels == "names" and data.classes else None
 
     def restore_model(
-        self, device: str | torch.device = "cpu", *, builder: str | None = None
+        self, device: str | torch.device = "cpu", *, builder: str | None = None, plugins: Sequence[str] = ()
     ) -> torch.nn.Module:
         """The checkpoint's model rebuilt from its spec, weights loaded, in eval mode.
 
@@ -168,9 +171,11 @@ class LoadedCheckpoint:
         names, which runs that module's code. A checkpoint is data (downloaded, shared, copied from someone's
         bucket) and must not choose code to run: the function is imported only when the caller names the same
         one (``builder``, from the caller's own ``model.builder`` setting), else ``CheckpointError`` says what
-        to pass. Preset models import nothing and need no ``builder``.
+        to pass. Preset models import nothing and need no ``builder``. Likewise the plug-in modalities the model
+        reads (``modalities.plugins``) are imported only when the caller names them too (``plugins``).
         """
         self.check_builder(builder)
+        self.check_plugins(plugins)
         # Library encoders are rebuilt from the spec's architecture alone: the weights are the checkpoint's.
         model = self.loop.model.build(load_pretrained=False)
         model.load_state_dict(self.state["model"])
@@ -185,6 +190,18 @@ class LoadedCheckpoint:
                 f"{self.directory}: its model is built by {spec.builder!r}, code named inside the checkpoint; "
                 f"it is imported only when you name it yourself ({given} given): pass model.builder={spec.builder} "
                 "if you trust that module"
+            )
+
+    def check_plugins(self, plugins: Sequence[str]) -> None:
+        """``CheckpointError`` unless every plug-in modality the checkpoint's run named is among ``plugins``
+        (the caller's own ``modalities.plugins``)."""
+        named = [*self.loop.model.plugins, *self.loop.resolved.modalities.plugins]
+        foreign = [p for p in dict.fromkeys(named) if p not in plugins]
+        if foreign:
+            raise CheckpointError(
+                f"{self.directory}: its model reads the plug-in modality {foreign[0]!r}, code named inside the "
+                f"checkpoint; it is imported only when you name it yourself: pass "
+                f"modalities.plugins=[{', '.join(dict.fromkeys(named))}] if you trust it"
             )
 
 
@@ -231,12 +248,16 @@ def check_inputs(cfg: Config, loop: LoopConfig) -> None:
                 continue
             theirs = dataclasses.asdict(settings_of(loop.resolved, spec))
             yours = dataclasses.asdict(settings_of(cfg, spec))
-            prefix = spec.name if hasattr(cfg, spec.name) else f"modalities.settings.{spec.name}"
-            fix = " ".join(f"{prefix}.{k}={theirs[k]}" for k in theirs if theirs[k] != yours.get(k))
+            prefix = spec.name if spec.name in BUILTIN else f"modalities.settings.{spec.name}"
+            differ = [k for k in theirs if theirs[k] != yours.get(k)]
+            given = ", ".join(f"{prefix}.{k}: {yours.get(k)!r}" for k in differ) or f"{prefix} settings"
+            fix = (
+                " ".join(f"{prefix}.{k}={theirs[k]}" for k in differ)
+                or f"the training data's {prefix} settings"
+            )
             raise ConfigError(
-                f"{prefix}: these settings make {column} {list(got)}, but the checkpoint's model was trained on "
-                f"{list(want)}; pass {fix or 'the training data own ' + prefix + ' settings'} (and match the rest "
-                "of the training cache's preprocessing)"
+                f"{given} make {column} {list(got)}, but the checkpoint's model was trained on {list(want)}; "
+                f"pass {fix} (and match the rest of the training cache's preprocessing)"
             )
 
 

@@ -102,7 +102,7 @@ def test_cli_on_the_run_directory_uses_its_latest_checkpoint(
     result = json.loads(json_path.read_text())
     assert result["checkpoint"] == trained.summary["checkpoint"] and result["epoch"] == 2
     assert result["picked_from"] == run_dir
-    assert re.search(r"fused \(text\+audio\+image\): \S+ x 0\.2 CPU", result["pools"]), result["pools"]
+    assert re.search(r"fused \(text\+image\+audio\): \S+ x 0\.2 CPU", result["pools"]), result["pools"]
     assert f"latest checkpoint of {run_dir}" in out
     _assert_same_scores(result["subsets"], trained.summary["subsets"])
     # The per-subset table: a header and one row per subset with its sample count and accuracy.

@@ -198,7 +198,7 @@ def _assert_tracked(printed: dict, out: str, *, mlruns: Path, run_dir: Path) -> 
     # Logged live, as the epoch ended, not after the run: before the curves were drawn.
     first = client.get_metric_history(run.info.run_id, "val_accuracy")[0]
     assert first.timestamp / 1000 < (run_dir / "curves.png").stat().st_mtime
-    subset = client.get_metric_history(run.info.run_id, "subset/image_audio_text/accuracy")
+    subset = client.get_metric_history(run.info.run_id, "subset/image_text_audio/accuracy")
     assert [m.value for m in subset] == [
         pytest.approx(r["subset/image+text+audio/accuracy"]) for r in history
     ]

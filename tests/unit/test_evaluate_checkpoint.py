@@ -102,14 +102,16 @@ def test_config_comes_back_with_overrides_and_guards_input_sizes(tmp_path: Path)
     assert (cfg.image.size, cfg.text.max_length, cfg.audio.n_mels) == (16, 8, 8)
     assert cfg.pools.image.num_cpus == 0.2
     with pytest.raises(
-        ConfigError, match=r"image: .* \[3, 32, 32\], .* trained on \[3, 16, 16\]; pass image\.size=16"
+        ConfigError,
+        match=r"image\.size: 32 make image \[3, 32, 32\], .* trained on \[3, 16, 16\]; pass image\.size=16",
     ):
         ckpt.config(["image.size=32"])
     with pytest.raises(ConfigError, match=r"audio\.n_mels"):
         ckpt.config(["audio.n_mels=64"])
     # MFCC features are 3 x n_mfcc rows with deltas: a log-mel model of 8 mel bands does not take 24 rows.
     with pytest.raises(
-        ConfigError, match=r"audio: .* audio \[24, \d+\].* pass audio\.features=log_mel audio\.n_mfcc=20"
+        ConfigError,
+        match=r"audio\.features: 'mfcc', audio\.n_mfcc: 8 make audio \[24, \d+\].* pass audio\.features=log_mel audio\.n_mfcc=20",
     ):
         ckpt.config(["audio.features=mfcc", "audio.n_mfcc=8"])
     assert ckpt.config(["audio.features=mfcc", "audio.n_mfcc=8", "audio.deltas=false"])

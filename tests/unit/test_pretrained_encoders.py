@@ -154,7 +154,7 @@ def test_text_pooling(zoo: Zoo, pool: str) -> None:
 
 def test_audio_frames_are_padded_normalised_and_pooled(zoo: Zoo) -> None:
     spec = _loop(zoo).model.encoders["audio"]
-    assert spec["features"] == {"mean": -4.2677393, "std": 4.5689974, "do_normalize": True}
+    assert spec["feature_stats"] == {"mean": -4.2677393, "std": 4.5689974, "do_normalize": True}
     encoder = build_encoder("audio", {**spec, "pool": "cls"}, out_dim=8).eval()
     mels = torch.randn(2, N_MELS, FRAMES)
     seen = []

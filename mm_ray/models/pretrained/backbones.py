@@ -118,7 +118,9 @@ def build_encoder(
     if spec["kind"] == HF_TEXT:
         backbone: nn.Module = HFTextBackbone(model, spec["pool"], int(model.config.max_position_embeddings))
     else:
-        backbone = ASTBackbone(model, spec["pool"], int(model.config.max_length), spec.get("features") or {})
+        backbone = ASTBackbone(
+            model, spec["pool"], int(model.config.max_length), spec.get("feature_stats") or {}
+        )
     return PretrainedEncoder(backbone, feature_dim=hidden, out_dim=out_dim, **schedule)
 
 

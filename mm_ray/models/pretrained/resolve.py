@@ -9,7 +9,7 @@ model directory, a model directory whose ``config.json`` names a model type the 
 not have (no remote code is ever run), a text model without ``tokenizer.json``, an audio model whose mel bins or
 sample rate differ from ``audio.*``. Which library serves which modality is the modality's own word
 (``ModalitySpec.library``: source -> kind: ``torchvision_image``, ``hf_text``, ``hf_audio``). A spec holds what rebuilding the encoder needs besides its weights: the
-``config.json`` content (``hf_config``) and the audio feature statistics, so a checkpoint is self-contained.
+``config.json`` content (``hf_config``) and the audio feature statistics (``feature_stats``), so a checkpoint is self-contained.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def resolve_encoders(requests: Iterable[EncoderRequest], *, vocab_size: int) -> 
             if kind == HF_TEXT:
                 _check_text(spec, key, request.modality, request.shape[0], vocab_size)
             elif kind == HF_AUDIO:
-                spec["features"] = _check_audio(spec, enc, key, request)
+                spec["feature_stats"] = _check_audio(spec, enc, key, request)
         specs[request.modality] = spec
     return specs
 
