@@ -60,7 +60,7 @@ _API = {
     "SweepResult": "mm_ray.tune.sweep",
     "submit": "mm_ray.cluster.submit",
     "SubmitError": "mm_ray.cluster.submit",
-    "make_shards": "mm_ray.demo.generate",
+    "make_shards": "mm_ray.demo.dataset",
     "run_demo": "mm_ray.demo.run",
     "DEMO_DEFAULTS": "mm_ray.demo.run",
 }

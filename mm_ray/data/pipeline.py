@@ -166,7 +166,7 @@ def build_dataset(
             compute=ray.data.ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
             num_cpus=pool.num_cpus,
             num_gpus=pool.num_gpus,
-            # Custom resources pin the pool to the nodes that declare them (mm_ray.data.placement).
+            # Custom resources pin the pool to the nodes that declare them (mm_ray.placement).
             resources=pool.resources or None,
             batch_size=batch_size,
             batch_format="pyarrow",

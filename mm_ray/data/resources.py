@@ -8,7 +8,7 @@ every CPU, the shard-read tasks that feed them can never be scheduled and the pi
 (seen on a 2-CPU node with two 1-CPU actors). So the plan first reserves CPUs for
 ``read_slots`` concurrent read tasks (and for any trainer workers sharing the cluster), then
 splits the rest between the pools by the measured relative cost of each modality. On a heterogeneous
-cluster a pool pinned to some nodes (``pools.<name>.resources``, ``mm_ray.data.placement``) is budgeted
+cluster a pool pinned to some nodes (``pools.<name>.resources``, ``mm_ray.placement``) is budgeted
 from those nodes' CPUs only, and the trainer's CPUs are kept only where its workers can run.
 ``num_cpus`` is a scheduling budget, not a cap: fractional values let more actor processes
 than cores run and the OS shares the cores between them.
@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from mm_ray.config.load import ConfigError
-from mm_ray.data.placement import Node, capacity, usable_nodes
+from mm_ray.placement import Node, capacity, usable_nodes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +99,7 @@ def plan_ingest(
     derives it from the modalities' ``ModalitySpec.cost_share``; default: equal shares). ``keys[name]``: the config
     key of that pool in messages (default ``pools.<name>``).
 
-    ``nodes``: the cluster's alive nodes (``mm_ray.data.placement.Node``); without them the cluster is one node
+    ``nodes``: the cluster's alive nodes (``mm_ray.placement.Node``); without them the cluster is one node
     of ``total_cpus``/``total_gpus``. A pool whose ``resources`` name custom resources runs only on the nodes
     that declare them, so it is sized from those nodes' CPUs; pools sharing a set of nodes split its budget by
     their shares. ``reserved_cpus`` is kept free on every set of nodes (e.g. a Tune trial's own driver), and

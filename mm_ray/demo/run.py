@@ -33,7 +33,7 @@ from mm_ray.data.build import build_cache
 from mm_ray.data.cache import Cache, preprocess_config_hash
 from mm_ray.data.captions import obtain_tokenizer
 from mm_ray.demo.bayes import MODALITY_ORDER, subset_key
-from mm_ray.demo.generate import reuse_or_generate, shard_paths
+from mm_ray.demo.dataset import reuse_or_write, shard_paths
 from mm_ray.demo.learning import LearningRow, expectations_met, learning_rows
 from mm_ray.modalities.registry import checked, modalities_of, model_modalities
 from mm_ray.progress import ProgressFactory
@@ -104,7 +104,7 @@ def run_demo(cfg: Config, *, progress: ProgressFactory | None = None) -> DemoRes
 
     run_dir = Path(cfg.output_dir) / cfg.name
     runs = run_configs(cfg, run_dir)
-    manifest = reuse_or_generate(cfg.demo, run_dir / "shards", progress)
+    manifest = reuse_or_write(cfg.demo, run_dir / "shards", progress)
     init_ray(cfg.ray)
     warn_if_unshared(cfg.output_dir)
     train, val = shard_paths(run_dir / "shards", "train"), shard_paths(run_dir / "shards", "val")

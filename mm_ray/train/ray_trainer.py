@@ -42,8 +42,8 @@ from mm_ray.cluster.storage import warn_if_unshared
 from mm_ray.config.load import ConfigError, as_dict
 from mm_ray.config.schema import Config
 from mm_ray.data.captions import check_encoder_tokenizer
-from mm_ray.data.placement import check_workers
 from mm_ray.models.builder import resolve_builder
+from mm_ray.placement import check_workers
 from mm_ray.runtime import cluster_nodes, init_ray
 from mm_ray.track.run import RunTracker
 from mm_ray.train.checkpoint import load_checkpoint

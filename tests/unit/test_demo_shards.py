@@ -14,7 +14,7 @@ import soundfile as sf
 import webdataset as wds
 from PIL import Image
 
-from mm_ray.demo.generate import load_manifest, make_shards, plan_splits, shard_paths
+from mm_ray.demo.dataset import load_manifest, make_shards, plan_splits, shard_paths
 from mm_ray.demo.latents import label_rule
 from mm_ray.demo.render_audio import pitch_frequencies
 from mm_ray.demo.render_image import PALETTE

@@ -9,9 +9,9 @@ import pytest
 from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import PoolsConfig
 from mm_ray.data.ledger import ErrorBudgetExceeded, QuarantineLedger, check_error_budget, write_quarantine_log
-from mm_ray.data.placement import Node, check_workers
 from mm_ray.data.resources import plan_ingest
 from mm_ray.modalities import BUILTIN
+from mm_ray.placement import Node, check_workers
 from mm_ray.quarantine import QuarantineRecord, Reason
 
 

@@ -12,7 +12,7 @@ every trainer shares (``loop_epoch``; one process, no Ray Train):
 - ``mvae`` and ``cgan`` on the usual label (their classifiers) and their generative losses.
 
 For every validation caption it draws one image from the text alone and reads its topic back (a) from the
-background colour (``mm_ray.generation.topics``, independent of any model) and (b) with the topic reader; the
+background colour (``mm_ray.bench.topics``, independent of any model) and (b) with the topic reader; the
 reference is the topic the caption names. Real validation images are scored the same way (their colour is
 itself corrupted at the benchmark's rate, so they agree with their caption less than perfectly), and chance is
 1/K. Diversity: the mean pairwise distance of ``samples`` draws for one caption per topic (RMS per pixel, 0..1),
@@ -32,13 +32,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from mm_ray.bench.topics import colour_topics, pairwise_distance
 from mm_ray.bench.train import cache_columns, plain_trainer, shuffled_batches
 from mm_ray.columns import KEY, LABEL
 from mm_ray.config.schema import Config
-from mm_ray.demo.generate import shard_paths
+from mm_ray.demo.dataset import shard_paths
 from mm_ray.demo.shards import shard_file_name, shard_latents
 from mm_ray.generation.media import image_grid
-from mm_ray.generation.topics import colour_topics, pairwise_distance
 from mm_ray.modalities.image import IMAGE
 from mm_ray.modalities.text import TEXT
 from mm_ray.progress import ProgressFactory
@@ -72,7 +72,7 @@ def bench_generation(
     the reader always are). Returns
     ``{"rows": [...], "topics": K, "train": {model: {...}}, "grid": path}``.
     """
-    from mm_ray.demo.generate import reuse_or_generate
+    from mm_ray.demo.dataset import reuse_or_write
     from mm_ray.demo.run import demo_caches
 
     unknown = sorted(set(presets) - set(MODELS))
@@ -80,7 +80,7 @@ def bench_generation(
         raise ValueError(f"presets must name some of {list(MODELS)}, got {list(presets)}")
     presets = tuple(m for m in MODELS if m in presets)
     work_dir = Path(work_dir)
-    manifest = reuse_or_generate(cfg.demo, work_dir / "shards", progress)
+    manifest = reuse_or_write(cfg.demo, work_dir / "shards", progress)
     shards = {split: shard_paths(work_dir / "shards", split) for split in ("train", "val")}
     caches = demo_caches(cfg, work_dir, shards, manifest, progress)
     data = {split: _columns(cache.uri) for split, cache in caches.items()}
