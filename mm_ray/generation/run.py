@@ -183,7 +183,7 @@ def check_can_generate(ckpt: LoadedCheckpoint, sources: tuple[str, ...], target:
             f"{ckpt.directory}: preset {preset!r} cannot generate; train a generative preset "
             f"({', '.join(GENERATIVE_FAMILIES)}: model.preset=mvae or model.preset=cgan)"
         )
-    can = ckpt.loop.model.build(load_pretrained=False).generates
+    can = ckpt.restore_model().generates  # the one way to a checkpoint's model: it checks the builder
     if target not in can or not sources or not set(sources) <= set(can[target]):
         offered = "; ".join(f"{t} from {'/'.join(s)}" for t, s in can.items())
         raise CheckpointError(
