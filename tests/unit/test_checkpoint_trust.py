@@ -100,6 +100,8 @@ def test_every_command_taking_a_checkpoint_is_in_the_table() -> None:
         (name, action.dest)
         for name, sub in commands.items()
         for action in sub._actions
-        if action.dest == "checkpoint" or action.metavar == "CKPT" or "checkpoint" in (action.help or "").lower()
+        if action.dest == "checkpoint"
+        or action.metavar == "CKPT"
+        or "checkpoint" in (action.help or "").lower()
     }
     assert taking == set(CHECKPOINT_COMMANDS)
