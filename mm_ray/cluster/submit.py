@@ -20,9 +20,9 @@ files, ``pipelines/``'s YAML, ``pyproject.toml`` and ``README.md``, the files th
 ``--space``, ``tune.space``) and what ``include`` adds. They are copied into a staging directory that is
 uploaded as the job's ``working_dir``, so a ``.env``, a key file or a dataset lying in the checkout never
 leaves the machine. A runtime env of the caller's is merged with it (``mm_ray.cluster.runtime_env``).
-Storage credentials (``data.storage_options`` access and secret keys, session tokens) never travel either,
-neither in the entrypoint nor in an uploaded YAML file: the cluster's nodes read object storage with their
-own credentials (``mm_ray.cluster.secrets``).
+Credentials (``data.storage_options`` access and secret keys, session tokens, a password in a URL) never
+travel: a command or an uploaded file holding one is refused, naming the key (``mm_ray.cluster.secrets``); the
+cluster's nodes read object storage with their own credentials.
 
 Before anything is sent the command's config is loaded (unknown keys fail here) and every file it names
 must exist inside the project directory: mistakes fail at once with the argument named, not minutes later
@@ -32,7 +32,6 @@ on the cluster. (``mm-ray submit`` also parses the command with the real command
 from __future__ import annotations
 
 import dataclasses
-import logging
 import re
 import shlex
 import shutil
@@ -43,9 +42,7 @@ from typing import Any
 
 from mm_ray.cluster.auth import HOW_TO_AUTHENTICATE, TokenError, auth_headers, resolve_token
 from mm_ray.cluster.runtime_env import RuntimeEnvError, merge_runtime_env
-from mm_ray.cluster.secrets import scrub_config_text, scrub_overrides
-
-logger = logging.getLogger(__name__)
+from mm_ray.cluster.secrets import credentials_in_argv, credentials_in_file, refusal
 
 UPLOAD_ALLOW = (
     ("mm_ray", ("*.py",)),
@@ -56,6 +53,10 @@ UPLOAD_ALLOW = (
 
 UPLOAD_LIMIT_BYTES = 100 * 1024 * 1024
 """Ray refuses a ``working_dir`` above 100 MiB."""
+
+CONFIG_SCAN_BYTES = 4 * 1024 * 1024
+"""Uploaded files up to this size are read as configs for credentials (a config file the command names always
+is): larger ones that ``--include`` adds are data, not settings."""
 
 # Jobs stream their logs; without this Python buffers a job's stdout and `mm-ray jobs logs --follow`
 # shows nothing until a 4 KiB buffer fills.
@@ -96,10 +97,6 @@ class Job:
     files: list[str]
     """Project-relative paths copied into the job's working directory."""
     env_vars: dict[str, str]
-    rewritten: dict[str, str] = dataclasses.field(default_factory=dict)
-    """Project-relative YAML files uploaded with their storage credentials taken out (path -> new text)."""
-    withheld: list[str] = dataclasses.field(default_factory=list)
-    """Storage credentials left behind (``mm_ray.cluster.secrets``): the cluster supplies its own."""
 
     def runtime_env(self, working_dir: str) -> dict[str, Any]:
         return {"working_dir": working_dir, "env_vars": dict(self.env_vars)}
@@ -110,8 +107,6 @@ def plan_job(argv: Sequence[str], *, project_root: Path, include: Sequence[str] 
     argv = list(argv)
     if argv[:1] == ["--"]:
         argv = argv[1:]
-    # Credentials never travel: the entrypoint is shown by the cluster to everyone who can list its jobs.
-    argv, withheld = scrub_overrides(argv)
     if not argv:
         raise SubmitError("no command to submit: put an mm-ray command after `--`, e.g. `-- demo`")
     if argv[0] in LOCAL_ONLY:
@@ -130,15 +125,17 @@ def plan_job(argv: Sequence[str], *, project_root: Path, include: Sequence[str] 
     for path in include:
         extra += _included(path, root)
     files = sorted({*allowed_files(root), *(_relative(p, root) for _, p in named), *extra})
-    rewritten = {}
+    # Credentials never travel: the entrypoint is shown to everyone who can list the cluster's jobs.
+    found = credentials_in_argv(argv)
+    configs = {_relative(p, root) for _, p in named}
     for relative in files:
-        if relative.endswith((".yaml", ".yml")):
-            text, dropped = scrub_config_text((root / relative).read_text(errors="replace"), relative)
-            if text is not None:
-                rewritten[relative] = text
-                withheld += dropped
+        path = root / relative
+        if relative in configs or (not relative.endswith(".py") and path.stat().st_size <= CONFIG_SCAN_BYTES):
+            found += credentials_in_file(path.read_text(errors="replace"), relative)
+    if found:
+        raise SubmitError(refusal(found))
     entrypoint = shlex.join(["python", "-m", "mm_ray.cli.main", *argv])
-    return Job(argv, entrypoint, files, dict(JOB_ENV_VARS), rewritten, withheld)
+    return Job(argv, entrypoint, files, dict(JOB_ENV_VARS))
 
 
 def named_files(argv: Sequence[str]) -> list[tuple[str, str]]:
@@ -232,10 +229,7 @@ def stage(job: Job, root: Path, into: Path) -> Path:
     for relative in job.files:
         source, target = root / relative, into / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        if relative in job.rewritten:
-            target.write_text(job.rewritten[relative])
-        else:
-            shutil.copy2(source, target)
+        shutil.copy2(source, target)
         total += target.stat().st_size
     if total > UPLOAD_LIMIT_BYTES:
         raise SubmitError(f"the upload is {total / 2**20:.0f} MiB, over Ray's 100 MiB working_dir limit")
@@ -284,13 +278,11 @@ def submit(
     ``entrypoint_*`` reserve resources for the job's driver (memory in bytes), as in ``ray job submit``.
     ``runtime_env`` is merged with the project's upload by ``mm_ray.cluster.runtime_env``'s rules.
     Raises ``SubmitError`` (the command or runtime env, naming the argument or key) or ``ClusterError``
-    (the cluster) before anything runs remotely. Storage credentials in the command or its YAML files stay
-    here (a warning names them): the cluster's nodes supply their own (``mm_ray.cluster.secrets``).
+    (the cluster) before anything runs remotely; a credential in the command or its files is a ``SubmitError``
+    naming it: the cluster's nodes supply their own (``mm_ray.cluster.secrets``).
     """
     root = Path(project_root).resolve()
     job = plan_job(command, project_root=root, include=include)
-    if job.withheld:
-        logger.warning("%s", withheld_note(job.withheld))
     with tempfile.TemporaryDirectory(prefix="mm_ray-job-") as staging:
         try:
             env = merge_runtime_env(runtime_env or {}, job.runtime_env(str(stage(job, root, Path(staging)))))
@@ -307,16 +299,6 @@ def submit(
             entrypoint_memory=entrypoint_memory,
             entrypoint_resources=dict(entrypoint_resources) if entrypoint_resources else None,
         )
-
-
-def withheld_note(withheld: Sequence[str]) -> str:
-    """What to tell someone whose storage credentials were left out of a job."""
-    return (
-        "not sent to the cluster (credentials stay on this machine): "
-        + ", ".join(withheld)
-        + "; the cluster's nodes read S3 with their own credentials "
-        "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN in their environment, or an instance role)"
-    )
 
 
 def first_line(err: BaseException) -> str:
