@@ -17,7 +17,9 @@ entrypoint is ``python -m mm_ray.cli.main``, run from the job's working director
 
 What travels is an allow-list, never "the checkout minus some patterns": the ``mm_ray`` package's Python
 files, ``pipelines/``'s YAML, ``pyproject.toml`` and ``README.md``, the files the command names (``--config``,
-``--space``, ``tune.space``) and what ``include`` adds. They are copied into a staging directory that is
+``--space``, ``tune.space``) and what ``include`` adds. Symbolic links are never followed: a link (to a file
+or a directory, inside the project or out of it) does not travel, nor what it points at, and a named file
+that is a link, or lies under one, is refused. They are copied into a staging directory that is
 uploaded as the job's ``working_dir``, so a ``.env``, a key file or a dataset lying in the checkout never
 leaves the machine. A runtime env of the caller's is merged with it (``mm_ray.cluster.runtime_env``).
 Credentials (``data.storage_options`` access and secret keys, session tokens, a password in a URL) never
@@ -32,6 +34,7 @@ on the cluster. (``mm-ray submit`` also parses the command with the real command
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shlex
 import shutil
@@ -186,7 +189,8 @@ def space_in_config(argv: Sequence[str], root: Path, config: str | None) -> str 
 
 
 def check_file(name: str, path: str, root: Path) -> None:
-    """``path`` (relative to the project root, as the job will see it) must be a file inside the project."""
+    """``path`` (relative to the project root, as the job will see it) must be a file inside the project,
+    reached without a symbolic link."""
     resolved = (root / path).resolve()
     if not resolved.is_relative_to(root):
         raise SubmitError(
@@ -195,18 +199,19 @@ def check_file(name: str, path: str, root: Path) -> None:
         )
     if not resolved.is_file():
         raise SubmitError(f"{name} {path}: no such file in the project directory {root}")
+    _refuse_links(name, path, root)
 
 
 def allowed_files(root: Path) -> list[str]:
-    """The project files every job gets (``UPLOAD_ALLOW``), relative to ``root``."""
+    """The project files every job gets (``UPLOAD_ALLOW``), relative to ``root``; links are left out."""
     found = []
     for directory, patterns in UPLOAD_ALLOW:
         base = root / directory
-        for pattern in patterns:
-            paths = base.rglob(pattern) if directory != "." else base.glob(pattern)
-            found += [
-                p.relative_to(root).as_posix() for p in paths if p.is_file() and "__pycache__" not in p.parts
-            ]
+        if base.is_symlink() or not base.is_dir():  # a linked pipelines/ may point anywhere
+            continue
+        for path in _plain_files(base) if directory != "." else (p for p in base.iterdir() if _plain(p)):
+            if any(path.match(pattern) for pattern in patterns) and "__pycache__" not in path.parts:
+                found.append(path.relative_to(root).as_posix())
     return found
 
 
@@ -214,9 +219,32 @@ def _included(path: str, root: Path) -> list[str]:
     resolved = (root / path).resolve()
     if not resolved.is_relative_to(root) or not resolved.exists():
         raise SubmitError(f"--include {path}: not a file or directory inside the project directory {root}")
+    _refuse_links("--include", path, root)
     if resolved.is_file():
         return [resolved.relative_to(root).as_posix()]
-    return [p.relative_to(root).as_posix() for p in resolved.rglob("*") if p.is_file()]
+    return [p.relative_to(root).as_posix() for p in _plain_files(resolved)]
+
+
+def _plain_files(directory: Path) -> list[Path]:
+    """The regular files under ``directory``, never through a link (links to files are left out too)."""
+    out = []
+    for parent, _dirs, files in os.walk(directory, followlinks=False):  # a linked directory is not entered
+        out += [Path(parent) / name for name in files if _plain(Path(parent) / name)]
+    return out
+
+
+def _plain(path: Path) -> bool:
+    return not path.is_symlink() and path.is_file()
+
+
+def _refuse_links(name: str, path: str, root: Path) -> None:
+    """``SubmitError`` when ``path`` (inside the resolved ``root``) is a symbolic link or lies under one."""
+    plain = Path(os.path.normpath(root / path))
+    if plain.resolve() != plain:  # root is resolved: only a link below it makes the two differ
+        raise SubmitError(
+            f"{name} {path}: a symbolic link, or under one; links are never followed into the upload (they "
+            "may point anywhere): copy the file into the project instead"
+        )
 
 
 def _relative(path: str, root: Path) -> str:
@@ -229,7 +257,7 @@ def stage(job: Job, root: Path, into: Path) -> Path:
     for relative in job.files:
         source, target = root / relative, into / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
+        shutil.copy2(source, target, follow_symlinks=False)  # plan_job lists no link; never copy a target
         total += target.stat().st_size
     if total > UPLOAD_LIMIT_BYTES:
         raise SubmitError(f"the upload is {total / 2**20:.0f} MiB, over Ray's 100 MiB working_dir limit")
