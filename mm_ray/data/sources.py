@@ -16,6 +16,9 @@ a plain file, or a list of those; any of them may be an ``s3://bucket/key`` URL.
 come back absolute, S3 shards as ``s3://bucket/key``. Brace-expanded names are *not* checked for
 existence here (that would cost one request per shard): a missing one surfaces by name when it is
 opened. Globs and directories are listed, and a spec that matches nothing is a ``ShardSpecError`` (a ``ValueError``).
+A local file whose name is not valid UTF-8 (a latin-1 byte, say) is listed with the byte escaped
+(``caf\\xe9.tar``): no reader can open it by a text name, so it becomes an unreadable shard named in the
+summary, and the other shards are read as usual.
 
 ``storage_options`` is a plain dict of ``pyarrow.fs.S3FileSystem`` keyword arguments
 (``endpoint_override``, ``scheme``, ``region``, ``access_key``, ``secret_key``, ``session_token``,
@@ -124,7 +127,12 @@ def open_shard(
             return ResumingStream(fs, path, buffer_size=buffer_size, retry=retry)
         return fs.open_input_stream(path, compression=None, buffer_size=buffer_size)
     except (OSError, ValueError, TypeError, pyarrow.ArrowException) as e:
-        raise ShardOpenError(f"cannot open shard {url!r}: {e}") from e
+        hint = (
+            "; a file name that is not valid UTF-8 is listed escaped (\\xNN): rename it"
+            if "\\x" in url
+            else ""
+        )
+        raise ShardOpenError(f"cannot open shard {url!r}: {e}{hint}") from e
 
 
 class ResumingStream:
@@ -204,9 +212,34 @@ def _file_or_directory(fs: pafs.FileSystem, path: str) -> list[str]:
     if info.type == pafs.FileType.File:
         return [path]
     if info.type == pafs.FileType.Directory:
-        listing = fs.get_file_info(pafs.FileSelector(path, recursive=False))
-        return [f.path for f in listing if f.type == pafs.FileType.File and _is_shard_name(f.base_name)]
+        return [f for f in _files_below(fs, path, recursive=False) if _is_shard_name(f.rsplit("/", 1)[-1])]
     return []
+
+
+def _files_below(fs: pafs.FileSystem, base: str, *, recursive: bool) -> list[str]:
+    """Paths of the files under ``base`` (``allow_not_found``). Local names are read as bytes: pyarrow raises
+    ``UnicodeDecodeError`` for the whole listing on one name that is not UTF-8 (object store keys always are)."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        selector = pafs.FileSelector(base, recursive=recursive, allow_not_found=True)
+        return [f.path for f in fs.get_file_info(selector) if f.type == pafs.FileType.File]
+    if not os.path.isdir(base):
+        return []
+    found = []
+    for directory, _dirs, files in os.walk(os.fsencode(base)) if recursive else [_one_level(base)]:
+        for name in files:
+            if os.path.isfile(os.path.join(directory, name)):
+                found.append(_text_path(os.path.join(directory, name)))
+    return found
+
+
+def _one_level(base: str) -> tuple[bytes, list[bytes], list[bytes]]:
+    with os.scandir(os.fsencode(base)) as entries:
+        return os.fsencode(base), [], [e.name for e in entries]
+
+
+def _text_path(path: bytes) -> str:
+    """A local path as text; a byte that is not UTF-8 is shown as ``\\xNN``, never a raw decode error."""
+    return path.decode("utf-8", "backslashreplace")
 
 
 def _glob(fs: pafs.FileSystem, pattern: str) -> list[str]:
@@ -219,14 +252,11 @@ def _glob(fs: pafs.FileSystem, pattern: str) -> list[str]:
         )
     base = "/".join(parts[:first_glob]) or "/"
     wanted = parts[first_glob:]
-    selector = pafs.FileSelector(base, recursive=len(wanted) > 1, allow_not_found=True)
     matches = []
-    for info in fs.get_file_info(selector):
-        if info.type != pafs.FileType.File:
-            continue
-        rel = info.path[len(base) :].lstrip("/").split("/")
+    for path in _files_below(fs, base, recursive=len(wanted) > 1):
+        rel = path[len(base) :].lstrip("/").split("/")
         if len(rel) == len(wanted) and all(map(fnmatchcase, rel, wanted)):
-            matches.append(info.path)
+            matches.append(path)
     return matches
 
 
