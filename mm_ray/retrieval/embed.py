@@ -166,7 +166,13 @@ def read_embeddings(directory: str | Path) -> dict[str, np.ndarray]:
 
 
 def _clear(out: Path) -> None:
-    """Remove what an earlier run wrote to ``out`` (Ray Data adds files beside existing ones)."""
-    shutil.rmtree(out / DATA_DIR, ignore_errors=True)
-    (out / RETRIEVAL_FILE).unlink(missing_ok=True)
+    """Remove what an earlier run wrote to ``out`` (Ray Data adds files beside existing ones), never following a
+    link: a ``data`` or ``retrieval.json`` that is a link (a run directory may come from anywhere) is removed
+    itself, its target left alone, and ``rmtree`` does not follow links inside ``data``."""
+    data = out / DATA_DIR
+    if data.is_symlink() or data.is_file():
+        data.unlink()
+    elif data.exists():
+        shutil.rmtree(data)
+    (out / RETRIEVAL_FILE).unlink(missing_ok=True)  # a link is removed, not its target
     out.mkdir(parents=True, exist_ok=True)
