@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mm_ray.cli.main import build_parser, main
+import mm_ray.cli.main as cli
 from mm_ray.config.load import ConfigError, load_config
 from mm_ray.models import ModelSpec, build_model
 from mm_ray.train.checkpoint import TOKENIZER_FILE, save_checkpoint
@@ -64,7 +64,7 @@ def test_no_command_imports_the_builder_a_checkpoint_names(planted, tmp_path: Pa
     hostile, clean, module, marker = planted
     fill = {"{PLANTED}": str(hostile), "{CLEAN}": str(clean), "{SHARDS}": str(tmp_path / "shards")}
     argv = [fill.get(word, word) for word in CHECKPOINT_COMMANDS[command]]
-    assert main(argv) == 2
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err
     # Refused for the right reason (not some earlier failure that never reached the model), in one line.
     assert f"its model is built by '{module}:make', code named inside the checkpoint" in err
@@ -94,7 +94,7 @@ def test_a_checkpoint_given_as_pretrained_encoder_weights_is_refused_too(planted
 
 def test_every_command_taking_a_checkpoint_is_in_the_table() -> None:
     """A new command (or option) that takes a checkpoint fails here until it joins ``CHECKPOINT_COMMANDS``."""
-    parser = build_parser()
+    parser = cli.build_parser()  # the command line's own parser: what each command accepts
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     taking = {
         (name, action.dest)
