@@ -185,3 +185,20 @@ def test_a_bare_name_is_looked_up_under_output_dir_never_in_the_working_director
     _saved_sweep(tmp_path / "s")  # ./s/sweep.yaml, which someone's archive could have put here
     assert main(["tune", "--resume", "s", f"output_dir={tmp_path / 'runs'}"]) == 2
     assert f"{tmp_path / 'runs' / 's' / SWEEP_FILE} not found" in capsys.readouterr().err
+
+
+def test_the_demos_own_resume_checks_the_experiment_too(tmp_path) -> None:
+    """``mm-ray demo`` continues its sweep by itself (``continue_experiment`` with its own plan, no saved file
+    read): a planted, world-writable experiment there is refused before Ray starts or anything is unpickled."""
+    from mm_ray.tune.space import parse_space
+    from mm_ray.tune.sweep import Sweep, continue_experiment
+
+    marker, experiment = tmp_path / "unpickled", tmp_path / "run" / "sweep"
+    experiment.mkdir(parents=True)
+    (experiment / TUNER_STATE).write_bytes(pickle.dumps(Planted(marker)))
+    os.chmod(experiment / TUNER_STATE, 0o666)
+    plan = Sweep(load_config(None, [f"output_dir={tmp_path / 'run'}", "name=sweep"]),
+                 parse_space({"model.preset": {"grid": ["film", "additive"]}}))  # fmt: skip
+    with pytest.raises(ConfigError, match=f"{experiment / TUNER_STATE} is writable by other users"):
+        continue_experiment(plan)
+    assert not marker.exists()
