@@ -77,14 +77,12 @@ def evaluate(
     started = time.perf_counter()
     ckpt, cfg, specs = open_for_shards(checkpoint_dir, specs, overrides, config_file, purpose="evaluate on")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    builder = cfg.model.builder  # the caller's own setting: the only builder a checkpoint may import
-    model = ckpt.restore_model(device, builder=builder)
-    members = [open_checkpoint(path) for path in ensemble]
+    # The caller's own model.builder is the only code any of the checkpoints may name (checked on opening).
+    members = [open_checkpoint(path, builder=ckpt.trusted_builder) for path in ensemble]
+    model = ckpt.restore_model(device)
     if members:
         check_compatible([ckpt, *members])
-        model = PredictionAverage([model, *(m.restore_model(device, builder=builder) for m in members)]).to(
-            device
-        )
+        model = PredictionAverage([model, *(m.restore_model(device) for m in members)]).to(device)
     loop = ckpt.loop
     # The same autocast as the training run's validation, so the scores are comparable.
     autocast = torch.bfloat16 if loop.bf16 and device.type == "cuda" else None
