@@ -17,8 +17,6 @@ import logging
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any
 from mm_ray.bench import ingest as ingest_bench
 from mm_ray.bench import stream_memory as stream_memory_bench
 from mm_ray.bench import train as train_bench
-from mm_ray.bench.measure import median_run
+from mm_ray.bench.measure import median_run, run_spec
 from mm_ray.config.load import load_config
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import MANIFEST, Cache, CacheError, preprocess_config_hash
@@ -344,10 +342,12 @@ def bench_cache(
         return cache
     shutil.rmtree(cache, ignore_errors=True)  # a stale cache's Parquet files would mix with the new ones
     logger.info("preprocessing %d shards into %s ...", len(urls), cache)
-    # In its own process: the benchmark's modes must each start with no Ray running.
-    command = [sys.executable, "-m", "mm_ray.cli.main", "preprocess", *urls, "--out", str(cache)]
-    config = ["--config", config_path] if config_path else []
-    subprocess.run([*command, *config, *overrides, f"ray.num_cpus={cores}"], check=True)
+    # In its own process: the benchmark's modes must each start with no Ray running. The overrides (credentials
+    # among them) go in its spec file, never in its command line, which every user of the machine can read.
+    spec = {"config": config_path, "overrides": [*overrides, f"ray.num_cpus={cores}"], "urls": urls}
+    run_spec(
+        "mm_ray.bench.cache_child", {**spec, "cache": str(cache)}, dict(os.environ), what="preprocessing"
+    )
     return cache
 
 

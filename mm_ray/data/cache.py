@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -82,7 +83,11 @@ class Cache:
     def tokenizer_json(self) -> str:
         """The tokenizer (JSON) the text column was made with."""
         fs, path = self._fs()
-        return read_text(fs, f"{path}/{self.manifest.get('tokenizer', TOKENIZER)}")
+        name = self.manifest.get("tokenizer", TOKENIZER)
+        # The manifest is data: its field names a file of this cache, never a path to somewhere else.
+        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+            raise CacheError(f"{self.uri}/{MANIFEST}: tokenizer {name!r} is not a file name inside the cache")
+        return read_text(fs, f"{path}/{name}")
 
     @property
     def samples(self) -> int:
@@ -182,8 +187,16 @@ def read_text(fs: pafs.FileSystem, path: str) -> str:
 
 
 def write_text(fs: pafs.FileSystem, path: str, text: str) -> None:
+    """Write ``path`` whole or not at all: a local file is written beside it and renamed over it (a crash or an
+    error mid-write leaves the old file); an object store's PUT is all-or-nothing already."""
+    data = text.encode()
+    target = path
+    if isinstance(fs, pafs.LocalFileSystem):
+        path = f"{path}.tmp-{os.getpid()}"
     with fs.open_output_stream(path) as f:
-        f.write(text.encode())
+        f.write(data)
+    if path != target:
+        fs.move(path, target)
 
 
 def label_counts(uri: str, storage_options: Mapping[str, str] | None = None) -> dict[str, int]:

@@ -311,7 +311,7 @@ def demo_sweep(cfg: Config, run_dir: Path) -> Any:
     plan = plan_sweep(sweep_cfg, space=space)
     logger.info("sweeping %d presets with Ray Tune -> %s", len(cfg.demo.sweep_presets), plan.results_dir)
     if ray.tune.Tuner.can_restore(plan.experiment_path):
-        summary = continue_experiment(plan.results_dir)
+        summary = continue_experiment(plan)  # the demo's own plan: no saved file is read
     else:
         log = TrialLog(plan.space, metric=plan.cfg.tune.metric, max_epochs=plan.cfg.train.epochs)
         summary = run_sweep(plan, callbacks=[log])

@@ -12,6 +12,9 @@ may be object storage that no worker mounts:
 
     <out>/image/<key>_<draw>.png
     <out>/audio/<key>_<draw>.png   <out>/audio/<key>_<draw>.wav
+
+(``<key>`` as ``mm_ray.data.keys.key_file_name`` makes it one safe file name: a key such as ``../../x`` or
+``a/b`` is written inside its folder, with a short hash of the key appended.)
     <out>/generated.json           the summary below
 
 Only generative presets can do this (``mvae``: image or audio from any subset of its modalities; ``cgan``: image
@@ -32,6 +35,7 @@ import ray
 import ray.data
 
 from mm_ray.columns import KEY, LABEL
+from mm_ray.data.keys import key_file_name
 from mm_ray.data.pipeline import Ingest, preprocessor_kwargs
 from mm_ray.generation.targets import DEFAULT_SOURCES, TARGETS
 from mm_ray.modalities.audio import AUDIO
@@ -184,7 +188,7 @@ def check_can_generate(ckpt: LoadedCheckpoint, sources: tuple[str, ...], target:
             f"{ckpt.directory}: preset {preset!r} cannot generate; train a generative preset "
             f"({', '.join(GENERATIVE_FAMILIES)}: model.preset=mvae or model.preset=cgan)"
         )
-    can = ckpt.loop.model.build(load_pretrained=False).generates
+    can = ckpt.restore_model().generates  # the one way to a checkpoint's model: it checks the builder
     if target not in can or not sources or not set(sources) <= set(can[target]):
         offered = "; ".join(f"{t} from {'/'.join(s)}" for t, s in can.items())
         raise CheckpointError(
@@ -204,10 +208,11 @@ def output_filesystem(out: str) -> tuple[pafs.FileSystem, str]:
 def _write_batch(fs: pafs.FileSystem, folder: str, batch: dict[str, np.ndarray]) -> int:
     written = 0
     for i, key in enumerate(batch[KEY]):
-        stem = f"{folder}/{key}_{int(batch['draw'][i])}"
+        draw = int(batch["draw"][i])
         for column, suffix in (("png", ".png"), ("wav", ".wav")):
             if column in batch:
-                with fs.open_output_stream(stem + suffix) as f:
+                # The key is shard data: it names one file in ``folder``, never a path (mm_ray.data.keys).
+                with fs.open_output_stream(f"{folder}/{key_file_name(str(key), f'_{draw}{suffix}')}") as f:
                     f.write(bytes(batch[column][i]))
                 written += 1
     return written

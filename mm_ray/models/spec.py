@@ -87,8 +87,9 @@ class ModelSpec:
     def build(self, *, load_pretrained: bool = True) -> nn.Module:
         """The model this spec describes, with the spec's seed's initial weights (a ``FusionModel`` for presets).
 
-        A spec with a ``builder`` imports and calls it: only build specs that came from your own settings (a
-        checkpoint's spec goes through ``LoadedCheckpoint.restore_model``, which checks the builder first).
+        A spec with a ``builder`` imports and calls it: only build specs that came from your own settings. Never
+        build a checkpoint's spec (``LoadedCheckpoint.loop.model``) here: ``LoadedCheckpoint.restore_model`` is
+        the one way to a checkpoint's model, and it builds only a builder the caller named itself.
         Library ``encoders`` read their pretrained weights from disk unless ``load_pretrained`` is False (a model
         a checkpoint's weights will be loaded into needs no other)."""
         if self.builder:

@@ -59,11 +59,11 @@ class CheckpointEmbedder:
     checkpoint need not be readable from the actor's node.
     """
 
-    def __init__(self, checkpoint: LoadedCheckpoint, builder: str | None = None, plugins: Sequence[str] = ()):
+    def __init__(self, checkpoint: LoadedCheckpoint):
         import torch
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = checkpoint.restore_model(self.device, builder=builder, plugins=plugins)
+        self.model = checkpoint.restore_model(self.device)
         if not callable(getattr(self.model, "embed", None)):
             raise TypeError(
                 f"the model built by {checkpoint.loop.model.name!r} has no embed(batch) method (see FusionModel.embed)"
@@ -109,7 +109,6 @@ def embed(
     """
     started = time.perf_counter()
     ckpt, cfg, specs = open_for_shards(checkpoint, specs, overrides, config_file, purpose="embed")
-    ckpt.check_builder(cfg.model.builder)  # here, not first in an actor
     if embed_config is not None:
         cfg = dataclasses.replace(cfg, embed=embed_config)
     pairs = parse_pairs(cfg.embed.pairs)
@@ -122,11 +121,7 @@ def embed(
     ingest = Ingest.from_config(cfg, specs, ckpt.tokenizer_json, reserved_cpus=reserved)
     embedded = ingest.dataset.map_batches(
         CheckpointEmbedder,
-        fn_constructor_kwargs={
-            "checkpoint": ckpt,
-            "builder": cfg.model.builder,
-            "plugins": cfg.modalities.plugins,
-        },
+        fn_constructor_kwargs={"checkpoint": ckpt},
         compute=ray.data.ActorPoolStrategy(size=cfg.embed.actors),
         batch_size=cfg.embed.batch_size,
         batch_format="numpy",
@@ -173,7 +168,13 @@ def read_embeddings(directory: str | Path) -> dict[str, np.ndarray]:
 
 
 def _clear(out: Path) -> None:
-    """Remove what an earlier run wrote to ``out`` (Ray Data adds files beside existing ones)."""
-    shutil.rmtree(out / DATA_DIR, ignore_errors=True)
-    (out / RETRIEVAL_FILE).unlink(missing_ok=True)
+    """Remove what an earlier run wrote to ``out`` (Ray Data adds files beside existing ones), never following a
+    link: a ``data`` or ``retrieval.json`` that is a link (a run directory may come from anywhere) is removed
+    itself, its target left alone, and ``rmtree`` does not follow links inside ``data``."""
+    data = out / DATA_DIR
+    if data.is_symlink() or data.is_file():
+        data.unlink()
+    elif data.exists():
+        shutil.rmtree(data)
+    (out / RETRIEVAL_FILE).unlink(missing_ok=True)  # a link is removed, not its target
     out.mkdir(parents=True, exist_ok=True)

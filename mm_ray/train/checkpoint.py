@@ -12,6 +12,12 @@ The one owner of checkpoints: writing, reading, finding a run's latest, restorin
     ckpt.loop                    # its LoopConfig (mm_ray.train.spec): model spec, resolved config
     model = ckpt.restore_model() # weights loaded, eval mode
 
+A checkpoint is data (downloaded, shared, copied from someone's bucket), never code to run or settings: its model
+may be made by a ``model.builder`` function it names, and that is imported only when the caller names the same
+function itself. The rule is enforced where a checkpoint is opened: ``open_checkpoint(path, builder=...)`` and
+``open_for_shards`` (the caller's own ``model.builder``) refuse a checkpoint naming any other builder, so every
+``LoadedCheckpoint`` a caller holds has passed it, and ``restore_model`` checks it again before building.
+
 ``epoch`` is the number of epochs *finished*, so a resumed run starts at that epoch index. The model's
 state dict is taken from the unwrapped module (``DistributedDataParallel.module``), so its keys never
 carry a ``module.`` prefix and a checkpoint loads into a bare model as well as into a wrapped one.
@@ -123,6 +129,10 @@ class LoadedCheckpoint:
     tokenizer_json: str
     picked_from: Path | None = None
     """The run directory it was chosen from, when a run directory was given."""
+    trusted_builder: str | None = None
+    """The ``model.builder`` the caller named itself: the only code this checkpoint's model may be built by."""
+    trusted_plugins: tuple[str, ...] = ()
+    """The plug-in modalities the caller named itself (``modalities.plugins``): the only ones it may import."""
 
     @functools.cached_property
     def loop(self) -> LoopConfig:
@@ -162,24 +172,28 @@ class LoadedCheckpoint:
         data = self.loop.resolved.data
         return list(data.classes) if data.labels == "names" and data.classes else None
 
-    def restore_model(
-        self, device: str | torch.device = "cpu", *, builder: str | None = None, plugins: Sequence[str] = ()
-    ) -> torch.nn.Module:
+    def restore_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The checkpoint's model rebuilt from its spec, weights loaded, in eval mode.
 
-        A model made by ``model.builder`` is rebuilt by importing and calling the function the checkpoint
-        names, which runs that module's code. A checkpoint is data (downloaded, shared, copied from someone's
-        bucket) and must not choose code to run: the function is imported only when the caller names the same
-        one (``builder``, from the caller's own ``model.builder`` setting), else ``CheckpointError`` says what
-        to pass. Preset models import nothing and need no ``builder``. Likewise the plug-in modalities the model
-        reads (``modalities.plugins``) are imported only when the caller names them too (``plugins``).
+        The one way a checkpoint becomes a model (``evaluate``, ``embed``, ``--ensemble``, ``generate``): a model
+        made by ``model.builder`` is rebuilt by importing and calling the function the checkpoint names, which
+        runs that module's code, so it is built only when that is the caller's ``trusted_builder`` (given to
+        ``open_checkpoint``); else ``CheckpointError`` says what to pass. Preset models import nothing. Likewise
+        the plug-in modalities its model reads are imported only when they are among ``trusted_plugins``.
         """
-        self.check_builder(builder)
-        self.check_plugins(plugins)
+        self.check_builder(self.trusted_builder)
+        self.check_plugins(self.trusted_plugins)
         # Library encoders are rebuilt from the spec's architecture alone: the weights are the checkpoint's.
         model = self.loop.model.build(load_pretrained=False)
         model.load_state_dict(self.state["model"])
         return model.to(device).eval()
+
+    def trust(self, builder: str | None, plugins: Sequence[str]) -> None:
+        """Check the caller's own ``builder`` and ``plugins`` against the code the checkpoint names, and remember
+        them as the only code ``restore_model`` may import."""
+        self.check_builder(builder)
+        self.check_plugins(plugins)
+        self.trusted_builder, self.trusted_plugins = builder, tuple(plugins)
 
     def check_builder(self, builder: str | None) -> None:
         """``CheckpointError`` unless the checkpoint's model is a preset or its builder is ``builder``."""
@@ -205,12 +219,23 @@ class LoadedCheckpoint:
             )
 
 
-def open_checkpoint(path: str | Path) -> LoadedCheckpoint:
+def open_checkpoint(
+    path: str | Path, *, builder: str | None = None, plugins: Sequence[str] = ()
+) -> LoadedCheckpoint:
     """The checkpoint at ``path``, or the latest checkpoint of the run directory ``path``, with its tokenizer.
 
-    The optimizer and scheduler states are dropped (evaluation needs neither: the Adam moments alone are
-    twice the model's size). Raises ``CheckpointError`` naming the path.
+    ``builder``: the ``model.builder`` the caller trusts (its own setting, never the checkpoint's); ``plugins``:
+    the plug-in modalities it trusts (its own ``modalities.plugins``). A checkpoint whose model is built by any
+    other code is refused here. The optimizer and scheduler states are dropped (evaluation needs neither: the
+    Adam moments alone are twice the model's size). Raises ``CheckpointError`` naming the path.
     """
+    loaded = _open_unchecked(path)
+    loaded.trust(builder, plugins)
+    return loaded
+
+
+def _open_unchecked(path: str | Path) -> LoadedCheckpoint:
+    # Only ``open_checkpoint`` and ``open_for_shards`` call this: both check the builder before handing it out.
     path = Path(path)
     picked_from = None
     if (path / STATE_FILE).is_file():
@@ -276,9 +301,14 @@ def open_for_shards(
     purpose: str,
 ) -> tuple[LoadedCheckpoint, Config, list[str]]:
     """The checkpoint, its config with ``config_file``/``overrides`` over it, and the shard specs to run it on
-    (``specs``, else the config's ``data.val_shards``; ``ShardSpecError`` naming ``purpose`` when neither)."""
-    ckpt = open_checkpoint(checkpoint)
-    cfg = ckpt.config(overrides, config_file=config_file)
+    (``specs``, else the config's ``data.val_shards``; ``ShardSpecError`` naming ``purpose`` when neither).
+
+    The checkpoint is refused (``CheckpointError``) when its model is built by code the caller's own
+    ``model.builder`` and ``modalities.plugins`` (from ``config_file``/``overrides``) do not name, as
+    ``open_checkpoint`` does."""
+    ckpt = _open_unchecked(checkpoint)
+    cfg = ckpt.config(overrides, config_file=config_file)  # its builder and plug-ins are the caller's alone
+    ckpt.trust(cfg.model.builder, cfg.modalities.plugins)
     specs = [specs] if isinstance(specs, str) else list(specs or cfg.data.val_shards)
     if not specs:
         raise ShardSpecError(f"no shards to {purpose}: pass shard specs or set data.val_shards")

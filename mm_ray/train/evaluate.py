@@ -76,15 +76,14 @@ def evaluate(
     started = time.perf_counter()
     ckpt, cfg, specs = open_for_shards(checkpoint_dir, specs, overrides, config_file, purpose="evaluate on")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    builder = cfg.model.builder  # the caller's own setting: the only builder a checkpoint may import
-    plugins = cfg.modalities.plugins  # the caller's own: the only plug-ins a checkpoint's model may import
-    model = ckpt.restore_model(device, builder=builder, plugins=plugins)
-    members = [open_checkpoint(path) for path in ensemble]
+    # The caller's own model.builder and plug-ins are the only code any of the checkpoints may name (checked on
+    # opening).
+    trusted = {"builder": ckpt.trusted_builder, "plugins": ckpt.trusted_plugins}
+    members = [open_checkpoint(path, **trusted) for path in ensemble]
+    model = ckpt.restore_model(device)
     if members:
         check_compatible([ckpt, *members])
-        model = PredictionAverage(
-            [model, *(m.restore_model(device, builder=builder, plugins=plugins) for m in members)]
-        ).to(device)
+        model = PredictionAverage([model, *(m.restore_model(device) for m in members)]).to(device)
     loop = ckpt.loop
     # The same autocast as the training run's validation, so the scores are comparable.
     autocast = torch.bfloat16 if loop.bf16 and device.type == "cuda" else None
