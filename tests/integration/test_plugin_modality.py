@@ -108,8 +108,10 @@ def test_a_plugin_modality_is_preprocessed_trained_and_evaluated_like_a_built_in
     result = json.loads((tmp_path / "eval.json").read_text())
     assert set(result["subsets"]) == {"image", "depth", "image+depth"}
     assert result["samples"] == len(val)
-    # The depth map names the class (a tilt direction): the plug-in's encoder learned it in two epochs.
-    assert result["subsets"]["depth"]["accuracy"] > 1 / CLASSES + 0.2
+    # The depth map names the class (a distance and a tilt), the image barely: with the plug-in's encoder the
+    # model is far better than on the image alone, so that encoder learned in two epochs.
+    full, image = result["subsets"]["image+depth"]["accuracy"], result["subsets"]["image"]["accuracy"]
+    assert full > 0.8 and full > image + 0.2
     # The checkpoint names the plug-in; without the caller naming it too, its code is never imported.
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "runs" / "depth"), str(tmp_path / "val")]) == 2
