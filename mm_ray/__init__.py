@@ -37,7 +37,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "load_config": "mm_ray.config.load",
+    "load_config": "mm_ray.settings",
     "ConfigError": "mm_ray.config.load",
     "Config": "mm_ray.config.schema",
     "init_ray": "mm_ray.runtime",
@@ -60,7 +60,7 @@ _API = {
     "SweepResult": "mm_ray.tune.sweep",
     "submit": "mm_ray.cluster.submit",
     "SubmitError": "mm_ray.cluster.submit",
-    "make_shards": "mm_ray.demo.generate",
+    "make_shards": "mm_ray.demo.dataset",
     "run_demo": "mm_ray.demo.run",
     "DEMO_DEFAULTS": "mm_ray.demo.run",
 }

@@ -30,7 +30,7 @@ from mm_ray.config.load import load_config
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import MANIFEST, Cache, CacheError, preprocess_config_hash
 from mm_ray.data.captions import obtain_tokenizer
-from mm_ray.demo.generate import reuse_or_generate, shard_paths
+from mm_ray.demo.dataset import reuse_or_write, shard_paths
 from mm_ray.tables import format_table
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def _shard_urls(cfg: Config, shard_specs: Sequence[str], split: str | None = Non
         specs = list(shard_specs)
     else:
         shard_dir = Path(cfg.output_dir) / cfg.name / "shards"
-        manifest = reuse_or_generate(cfg.demo, shard_dir)
+        manifest = reuse_or_write(cfg.demo, shard_dir)
         specs = [
             path for s in ([split] if split else manifest["shards"]) for path in shard_paths(shard_dir, s)
         ]

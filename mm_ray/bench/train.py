@@ -223,7 +223,7 @@ def run_loader(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, An
     from mm_ray.data.cache import model_ready_shapes, preprocessing_of
     from mm_ray.data.captions import obtain_tokenizer
     from mm_ray.data.members import member_map
-    from mm_ray.data.pipeline import preprocessor_kwargs
+    from mm_ray.data.pipeline import decoders_of
     from mm_ray.data.sources import expand_shards
     from mm_ray.train.inputs import estimate_rows
 
@@ -241,12 +241,12 @@ def run_loader(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, An
         preprocessing=preprocessing_of(cfg),
         device=device,
     )
-    kwargs, members = preprocessor_kwargs(cfg, tokenizer_json), member_map(cfg)
+    decoders, members = decoders_of(cfg, tokenizer_json), member_map(cfg)
     batch_size, seed = trainer[0].batch_size, trainer[0].seed
 
     def epoch_batches(epoch: int) -> Iterable[dict[str, Any]]:
         order = random.Random(seed + epoch).sample(urls, len(urls))
-        return dataloader_batches(order, kwargs, members, batch_size, loader_workers(cores))
+        return dataloader_batches(order, decoders, members, batch_size, loader_workers(cores))
 
     return plain_epochs(trainer, epoch_batches, device=device, t0=t0)
 

@@ -19,8 +19,8 @@ from typing import Any
 from tqdm import tqdm
 
 from mm_ray.cli.console import stderr_is_terminal
-from mm_ray.config.load import load_config
 from mm_ray.config.schema import Config
+from mm_ray.settings import load_config
 
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
 
@@ -37,6 +37,7 @@ def split_overrides(words: list[str]) -> tuple[list[str], list[str]]:
 
 
 def config_from_args(args: argparse.Namespace, overrides: list[str]) -> Config:
+    """The command's config, every name in it checked (``mm_ray.settings``) before Ray starts."""
     return load_config(args.config, overrides)
 
 

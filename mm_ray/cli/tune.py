@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
-RESUME_KEYS = ("ray.", "data.storage_options", "model.builder=", "output_dir=")
+RESUME_KEYS = ("ray.", "data.storage_options", "model.builder=", "modalities.plugins=", "output_dir=")
 """The overrides ``--resume`` takes: where to find the sweep, and what a saved ``sweep.yaml`` may not choose
 (the cluster, the storage credentials and endpoint, code to import)."""
 
@@ -69,7 +69,8 @@ def main(args: argparse.Namespace) -> int:
         if args.space or kept:
             raise ConfigError(
                 "--resume: the sweep keeps its saved config and space; drop --space and overrides "
-                f"{' '.join(kept)} (on resume only ray.*, data.storage_options, model.builder and output_dir "
+                f"{' '.join(kept)} (on resume only ray.*, data.storage_options, model.builder, modalities.plugins and "
+                "output_dir "
                 "are taken, and from you alone: the saved sweep never chooses them)"
             )
         results_dir = results_dir_of(args.resume, cfg.output_dir)
@@ -79,6 +80,7 @@ def main(args: argparse.Namespace) -> int:
             ray=cfg.ray,
             storage_options=cfg.data.storage_options,
             builders=[cfg.model.builder] if cfg.model.builder else [],
+            plugins=cfg.modalities.plugins,
         )
     else:
         space_path = args.space or cfg.tune.space

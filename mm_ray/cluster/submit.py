@@ -177,7 +177,8 @@ def space_in_config(argv: Sequence[str], root: Path, config: str | None) -> str 
 
     Loading the config here also fails unknown keys and bad values before submission.
     """
-    from mm_ray.config.load import ConfigError, load_config
+    from mm_ray.config.load import ConfigError
+    from mm_ray.settings import load_config
 
     overrides = overrides_of(argv)
     try:

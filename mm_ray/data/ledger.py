@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mm_ray.quarantine import MEMBER_LEVEL, SHARD_LEVEL, Reason
+from mm_ray.quarantine import Reason, is_member_level, is_sample_level
 
 
 def identity_digest(identity: tuple[str, ...]) -> bytes:
@@ -41,7 +41,7 @@ def record_identity(rec: dict[str, str]) -> tuple[str, ...]:
     says (a decoder's message may hold a memory address); a member-level record names its member in its
     detail, so each member counts once."""
     identity = (rec["shard"], rec["key"], rec["reason"])
-    return (*identity, rec.get("detail", "")) if Reason(rec["reason"]) in MEMBER_LEVEL else identity
+    return (*identity, rec.get("detail", "")) if is_member_level(rec["reason"]) else identity
 
 
 class ErrorBudgetExceeded(RuntimeError):
@@ -107,13 +107,14 @@ class QuarantineLedger:
             self._seen.add(digest)
             if len(self._logged) < self._max_logged:
                 self._logged.append(rec)
-            reason = Reason(rec["reason"])
-            if reason in SHARD_LEVEL:
-                self._shard_problems[reason.value].add(rec["shard"])
-            elif reason in MEMBER_LEVEL:
-                self._members[reason.value] += 1
+            reason = rec["reason"]
+            # A plug-in modality's decoder writes reason codes of its own: sample level, like every decode.
+            if is_member_level(reason):
+                self._members[reason] += 1
+            elif is_sample_level(reason):
+                self._samples[reason] += 1
             else:
-                self._samples[reason.value] += 1
+                self._shard_problems[reason].add(rec["shard"])
         return self.budget_exceeded()
 
     def shard_progress(self, shard: str, samples_read: int, done: bool = False) -> str | None:

@@ -37,12 +37,13 @@ import ray.data
 from mm_ray.columns import KEY, LABEL
 from mm_ray.data.keys import key_file_name
 from mm_ray.data.pipeline import Ingest, preprocessor_kwargs
+from mm_ray.generation.targets import DEFAULT_SOURCES, TARGETS
+from mm_ray.modalities.audio import AUDIO
 from mm_ray.progress import ProgressFactory, watch
 from mm_ray.runtime import init_ray
 from mm_ray.train.checkpoint import CheckpointError, LoadedCheckpoint, open_for_shards
 
 SUMMARY_FILE = "generated.json"
-TARGETS = ("image", "audio")
 
 
 class CheckpointGenerator:
@@ -63,13 +64,13 @@ class CheckpointGenerator:
     ):
         import torch
 
-        from mm_ray.preprocess.audio import AudioPreprocessor
+        from mm_ray.modalities.audio_decode import AudioPreprocessor
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = checkpoint.restore_model(self.device)
         self.sources, self.target, self.samples = sources, target, samples
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
-        self.audio = AudioPreprocessor(**audio_kwargs) if target == "audio" else None
+        self.audio = AudioPreprocessor(**audio_kwargs) if target == AUDIO.name else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -108,8 +109,8 @@ def generate(
     checkpoint: str | Path,
     specs: str | Sequence[str] = (),
     *,
-    sources: Sequence[str] = ("text",),
-    target: str = "image",
+    sources: Sequence[str] = DEFAULT_SOURCES,
+    target: str = TARGETS[0],
     samples: int = 1,
     out_dir: str | None = None,
     actors: int = 1,
@@ -133,7 +134,7 @@ def generate(
         raise ValueError(f"samples must be >= 1, got {samples}")
     ckpt, cfg, specs = open_for_shards(checkpoint, specs, overrides, config_file, purpose="generate")
     check_can_generate(ckpt, sources, target)
-    if target == "audio" and cfg.audio.features != "log_mel":
+    if target == AUDIO.name and cfg.audio.features != "log_mel":
         raise CheckpointError(
             f"{ckpt.directory}: audio is generated as log-mels; this model reads {cfg.audio.features}"
         )
@@ -143,7 +144,7 @@ def generate(
     gpus = 1.0 if ray.cluster_resources().get("GPU", 0.0) >= 1 else 0.0
     ingest = Ingest.from_config(cfg, specs, ckpt.tokenizer_json, reserved_cpus=float(actors))
     kwargs = {"sources": sources, "target": target, "samples": samples, "seed": seed,
-              "audio_kwargs": preprocessor_kwargs(cfg, ckpt.tokenizer_json)["audio"]}  # fmt: skip
+              "audio_kwargs": preprocessor_kwargs(cfg, ckpt.tokenizer_json)[AUDIO.name]}  # fmt: skip
     generated = ingest.dataset.map_batches(
         CheckpointGenerator,
         fn_constructor_kwargs={"checkpoint": ckpt, **kwargs},

@@ -32,10 +32,12 @@ import numpy as np
 import ray
 import ray.data
 
-from mm_ray.columns import KEY, LABEL, PRESENCE_COLUMN
+from mm_ray.columns import KEY, LABEL
 from mm_ray.config.schema import EmbedConfig
 from mm_ray.data.pipeline import Ingest
 from mm_ray.data.sources import ShardSpecError
+from mm_ray.modalities.registry import modalities_of
+from mm_ray.modalities.spec import presence_column
 from mm_ray.progress import ProgressFactory, watch
 from mm_ray.retrieval.metrics import parse_pairs, retrieval_scores
 from mm_ray.runtime import init_ray
@@ -77,7 +79,7 @@ class CheckpointEmbedder:
         out = {KEY: batch[KEY], LABEL: batch[LABEL]}
         for modality, embedding in embeddings.items():
             out[embedding_column(modality)] = embedding.float().cpu().numpy()
-            out[PRESENCE_COLUMN[modality]] = present[modality].cpu().numpy()
+            out[presence_column(modality)] = present[modality].cpu().numpy()
         return out
 
 
@@ -129,10 +131,10 @@ def embed(
         embedded.write_parquet(str(out / DATA_DIR))
     summary = ingest.finish()
     rows = read_embeddings(out / DATA_DIR)
-    modalities = [m for m in PRESENCE_COLUMN if embedding_column(m) in rows]
+    modalities = [m for m in modalities_of(cfg).names if embedding_column(m) in rows]
     scores = retrieval_scores(
         {m: rows[embedding_column(m)] for m in modalities},
-        {m: rows[PRESENCE_COLUMN[m]] for m in modalities},
+        {m: rows[presence_column(m)] for m in modalities},
         rows[LABEL],
         pairs=pairs,
         ks=cfg.embed.ks,

@@ -10,14 +10,14 @@ Usage (``mm-ray evaluate CHECKPOINT SHARDS...`` is the command-line form)::
     result["classes"]                    # [{"class": "cat", "id": 0, "samples": 120, "accuracy": 0.9}, ...]
 
 A checkpoint written by the Ray Train adapter is self-contained: its state holds the weights, the
-model spec (``LoopConfig.model``), and the run's resolved config (image size, tokenizer length, mel settings,
-member mapping ...); ``tokenizer.json`` sits beside it. The shards go through the same per-modality actor
+model spec (``LoopConfig.model``), and the run's resolved config (each modality's settings, the member
+mapping ...); ``tokenizer.json`` sits beside it. The shards go through the same per-modality actor
 pools as ``mm-ray preprocess`` with those settings, so a checkpoint scores new shards exactly as its
 training run scored its validation cache. ``overrides`` (dotted ``key=value``) and a YAML ``config_file``
 are laid over the saved config: meant for the cluster at hand (``pools.*``, ``ray.*``, ``data.*``). A
 checkpoint is data, not settings: its saved ``ray.*`` and ``data.storage_options`` are never used. An
-input size the model was not trained on (``image.size``, ``text.max_length``, the audio feature rows) is refused
-with a ``ConfigError`` naming the key.
+input size the model was not trained on (``image.size``, ``text.max_length``, the audio feature rows, ...) is
+refused with a ``ConfigError`` naming the keys.
 
 ``checkpoint_dir`` may also be a run directory (``<storage>/<name>``, Ray Train's ``checkpoint_<timestamp>``
 directories inside): the checkpoint with the most finished epochs is used (the later name on a tie).
@@ -39,13 +39,12 @@ from typing import Any
 import torch
 
 from mm_ray.data.pipeline import Ingest
+from mm_ray.modalities.registry import modalities_of
 from mm_ray.progress import ProgressFactory, watch
 from mm_ray.runtime import init_ray
 from mm_ray.train.checkpoint import LoadedCheckpoint, open_checkpoint, open_for_shards
 from mm_ray.train.ensemble import PredictionAverage, check_compatible
-from mm_ray.train.metrics import SUBSETS, ClassMetrics, evaluate_subsets
-
-FULL_SUBSET = SUBSETS[-1]
+from mm_ray.train.metrics import ClassMetrics, evaluate_subsets
 
 
 def _presets(checkpoints: Sequence[LoadedCheckpoint]) -> list[str]:
@@ -77,8 +76,10 @@ def evaluate(
     started = time.perf_counter()
     ckpt, cfg, specs = open_for_shards(checkpoint_dir, specs, overrides, config_file, purpose="evaluate on")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    # The caller's own model.builder is the only code any of the checkpoints may name (checked on opening).
-    members = [open_checkpoint(path, builder=ckpt.trusted_builder) for path in ensemble]
+    # The caller's own model.builder and plug-ins are the only code any of the checkpoints may name (checked on
+    # opening).
+    trusted = {"builder": ckpt.trusted_builder, "plugins": ckpt.trusted_plugins}
+    members = [open_checkpoint(path, **trusted) for path in ensemble]
     model = ckpt.restore_model(device)
     if members:
         check_compatible([ckpt, *members])
@@ -92,8 +93,9 @@ def evaluate(
         # __key__/__shard__ are strings: to_device (inside evaluate_subsets) drops them.
         batches = ingest.dataset.iter_batches(batch_size=batch_size or loop.batch_size, batch_format="numpy")
         per_class = ClassMetrics()
+        registry = modalities_of(cfg)
         subsets = evaluate_subsets(
-            model, batches, SUBSETS, device=device, autocast_dtype=autocast, per_class=per_class
+            model, batches, device=device, registry=registry, autocast_dtype=autocast, per_class=per_class
         )
     summary = ingest.finish(quarantine_log=quarantine_log)  # after the stream: the ledger's counts are final
     return {
@@ -102,7 +104,7 @@ def evaluate(
         "epoch": ckpt.epoch,
         "preset": loop.model.name if not members else "ensemble of " + " + ".join(_presets([ckpt, *members])),
         "ensemble": [str(m.directory) for m in members] or None,
-        "samples": subsets[FULL_SUBSET]["samples"],
+        "samples": subsets[registry.full_subset]["samples"],
         "quarantined": summary["samples_quarantined"],
         "quarantine_reasons": summary["quarantine_reasons"],
         "shards": summary["shards"],

@@ -29,6 +29,7 @@ from mm_ray.config.schema import Config
 from mm_ray.data.cache import Cache, model_ready_shapes, preprocessing_of, row_bytes
 from mm_ray.data.labels import with_classes
 from mm_ray.data.pipeline import Ingest
+from mm_ray.modalities.registry import BUILTIN, Registry, registry_with
 from mm_ray.train.resume import finished_epochs
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class TrainInputs:
     datasets: dict[str, ray.data.Dataset]
     tokenizer_json: str
     shapes: Mapping[str, list[int]]
-    """Model-ready shapes: ``image`` [3, S, S], ``input_ids`` [L], ``audio`` [feature rows, frames]."""
+    """Model-ready column -> per-row shape (``image`` [3, S, S], ``input_ids`` [L], ...)."""
     num_classes: int
     rows: int
     """Training samples per epoch (known for a cache, estimated for shards): sizes the LR schedule."""
@@ -83,7 +84,7 @@ def cache_inputs(cfg: Config) -> TrainInputs:
     if "val" in caches:
         check_same_tokenizer(caches["val"], tokenizer_json, cfg)
         check_same_classes(caches["val"].classes, caches["train"].classes, "train.val_cache", cfg)
-    in_memory = fits_in_memory(caches.values())
+    in_memory = fits_in_memory(caches.values(), registry_with(tuple(cfg.modalities.plugins)))
     first_epoch = finished_epochs(cfg) if t.shuffle else 0
     datasets = {
         # Only the training rows are shuffled (every epoch, from train.seed): validation scores them all anyway.
@@ -159,7 +160,7 @@ IN_MEMORY_FRACTION = 0.25
 """Caches whose rows fit in this fraction of the cluster's object store are read once, before training."""
 
 
-def fits_in_memory(caches: Iterable[Cache]) -> bool:
+def fits_in_memory(caches: Iterable[Cache], registry: Registry = BUILTIN) -> bool:
     """Whether the caches' rows all fit in ``IN_MEMORY_FRACTION`` of the object store.
 
     Streamed from Parquet, every epoch re-reads and re-decodes the cache in Ray Data tasks that compete with
@@ -167,7 +168,7 @@ def fits_in_memory(caches: Iterable[Cache]) -> bool:
     only hands existing blocks to the workers (measured with `mm-ray bench train`). A cache larger than the
     budget still streams.
     """
-    needed = sum(cache.samples * row_bytes(cache.shapes) for cache in caches)
+    needed = sum(cache.samples * row_bytes(cache.shapes, registry) for cache in caches)
     return needed <= IN_MEMORY_FRACTION * ray.cluster_resources().get("object_store_memory", 0.0)
 
 

@@ -22,18 +22,15 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from mm_ray.config.load import as_dict
 from mm_ray.data.ledger import check_error_budget, ledger_get
-from mm_ray.preprocess.augment import augment_split, build_augmenter
+from mm_ray.modalities.augment import augment_split, build_augmenter
+from mm_ray.modalities.registry import modalities_of
 from mm_ray.train.checkpoint import TOKENIZER_FILE, load_checkpoint, restore_into, save_checkpoint
 from mm_ray.train.freezing import begin_epoch
 from mm_ray.train.loop import loop_epoch, seed_everything
-from mm_ray.train.metrics import SUBSETS, evaluate_subsets
+from mm_ray.train.metrics import evaluate_subsets
 from mm_ray.train.schedule import optimizer_and_schedule
 from mm_ray.train.spec import LoopConfig
-
-FULL_SUBSET = SUBSETS[-1]
-"""The subset with every modality: its accuracy is the headline ``val_accuracy``."""
 
 PLACEMENT_GROUP_METRIC = "train_placement_group"
 """Metric carrying the hex id of the worker group's placement group (``mm_ray.tune.cleanup`` reads it)."""
@@ -69,10 +66,9 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     start_epoch, history = _resume(model, optimizer, scheduler, device)
     autocast = torch.bfloat16 if loop.bf16 and device.type == "cuda" else None
     train_shard = ray.train.get_dataset_shard("train")
-    # The audio settings the data was made with say how a random gain shows in its features.
-    augmenter = build_augmenter(
-        as_dict(loop.augment), seed=loop.seed, rank=rank, audio=as_dict(loop.resolved.audio)
-    )
+    # The settings the data was made with say how augmentation acts on it (a random gain in MFCCs).
+    augmenter = build_augmenter(loop.augment, loop.resolved, seed=loop.seed, rank=rank)
+    registry = modalities_of(loop.resolved)
     placement = _placement_group_id()
     nodes = _worker_nodes()
     for epoch in range(start_epoch, loop.epochs):
@@ -120,8 +116,8 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         if placement:
             metrics[PLACEMENT_GROUP_METRIC] = placement
         if rank == 0 and loop.has_val:
-            subsets = SUBSETS if loop.subsets_at(epoch + 1) else (FULL_SUBSET,)
-            metrics.update(_validate(model, loop.batch_size, device, autocast, subsets))
+            subsets = registry.subsets() if loop.subsets_at(epoch + 1) else (registry.full_subset,)
+            metrics.update(_validate(model, loop.batch_size, device, autocast, subsets, registry))
         if config.get("ledger") is not None:
             metrics.update(quarantine_metrics(config["ledger"], config["error_budget"]))
         history.append(metrics)
@@ -231,13 +227,17 @@ def _global_mean(stats: dict[str, float | int], device: torch.device) -> dict[st
     }
 
 
-def _validate(model, batch_size: int, device: torch.device, autocast, subsets) -> dict[str, float | int]:
+def _validate(
+    model, batch_size: int, device: torch.device, autocast, subsets, registry
+) -> dict[str, float | int]:
     val = ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=max(batch_size, 256), dtypes=None)
-    results = evaluate_subsets(model, val, subsets, device=device, autocast_dtype=autocast)
+    results = evaluate_subsets(model, val, subsets, device=device, registry=registry, autocast_dtype=autocast)
+    # The subset with every modality: its accuracy is the headline val_accuracy.
+    full = results[registry.full_subset]
     metrics: dict[str, float | int] = {
-        "val_loss": results[FULL_SUBSET]["loss"],
-        "val_accuracy": results[FULL_SUBSET]["accuracy"],
-        "val_samples": results[FULL_SUBSET]["samples"],
+        "val_loss": full["loss"],
+        "val_accuracy": full["accuracy"],
+        "val_samples": full["samples"],
     }
     for subset, r in results.items():
         metrics[f"subset/{subset}/accuracy"] = r["accuracy"]

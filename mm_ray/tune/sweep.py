@@ -41,6 +41,7 @@ from mm_ray.cluster.storage import warn_if_unshared
 from mm_ray.config.load import ConfigError, as_dict, config_from_dict, persistable
 from mm_ray.config.schema import Config, RayConfig
 from mm_ray.data.cache import Cache
+from mm_ray.modalities.registry import registry_with
 from mm_ray.runtime import init_ray
 from mm_ray.train.outputs import json_safe
 from mm_ray.tune import plots, results
@@ -84,7 +85,7 @@ def plan_sweep(
         path = space_path or cfg.tune.space
         if not path:
             raise ConfigError("tune.space: required (a search space YAML, or `mm-ray tune --space FILE`)")
-        space = load_space(path)
+        space = load_space(path, registry_with(tuple(cfg.modalities.plugins)))
         cfg = dataclasses.replace(cfg, tune=dataclasses.replace(cfg.tune, space=str(Path(path).resolve())))
     _check(cfg)
     t = cfg.train
@@ -252,12 +253,13 @@ def load_sweep(
     ray: RayConfig | None = None,
     storage_options: Mapping[str, Any] | None = None,
     builders: Sequence[str] = (),
+    plugins: Sequence[str] = (),
 ) -> Sweep:
     """The ``Sweep`` saved in ``results_dir/sweep.yaml`` by ``run_sweep``, to resume it.
 
     The file is data, not settings: the cluster to join (``ray``) and the storage options (credentials,
     endpoint) are the caller's, never the file's; a ``model.builder`` it names (in the config or the space) is
-    code, run only when the caller names it in ``builders``. The directory must be this user's alone
+    code, run only when the caller names it in ``builders``, and so is a plug-in modality (``plugins``). The directory must be this user's alone
     (``mm_ray.tune.trust``). ``ConfigError`` naming the file otherwise.
     """
     results_dir = Path(results_dir)
@@ -266,7 +268,15 @@ def load_sweep(
         raise ConfigError(f"--resume: {path} not found (not a sweep's results directory)")
     check_trusted_results(results_dir)
     saved = yaml.safe_load(path.read_text())
-    cfg, space = config_from_dict(saved["config"]), parse_space(saved["space"])
+    cfg = config_from_dict(saved["config"])
+    foreign = [p for p in cfg.modalities.plugins if p not in plugins]
+    if foreign:
+        raise ConfigError(
+            f"--resume: {path} names the plug-in modality {foreign[0]}: code named in a saved file is run only "
+            f"when you name it yourself; pass modalities.plugins=[{', '.join(cfg.modalities.plugins)}] if you "
+            "trust it"
+        )
+    space = parse_space(saved["space"], registry_with(tuple(cfg.modalities.plugins)))
     named = {cfg.model.builder} | {v for p in space.params if p.key == "model.builder" for v in p.args}
     untrusted = sorted(b for b in named if b and b not in builders)
     if untrusted:
@@ -509,13 +519,16 @@ def resume_sweep(
     ray: RayConfig | None = None,
     storage_options: Mapping[str, Any] | None = None,
     builders: Sequence[str] = (),
+    plugins: Sequence[str] = (),
 ) -> SweepResult:
     """Continue the interrupted sweep whose results directory is ``results_dir`` (``<output_dir>/<name>``,
     holding ``sweep.yaml``); its saved config and space are used, but not its ``ray`` section nor its storage
     options: ``ray`` (default: a local Ray, or ``RAY_ADDRESS``) and ``storage_options`` (default: credentials
-    from the environment) are the caller's. ``builders``: the ``model.builder`` functions the caller trusts
-    (see ``load_sweep``)."""
-    plan = load_sweep(results_dir, ray=ray, storage_options=storage_options, builders=builders)
+    from the environment) are the caller's. ``builders``/``plugins``: the ``model.builder`` functions and plug-in
+    modalities the caller trusts (see ``load_sweep``)."""
+    plan = load_sweep(
+        results_dir, ray=ray, storage_options=storage_options, builders=builders, plugins=plugins
+    )
     summary = continue_experiment(plan)
     summary["decoded"]["this_run"] = 0
     return SweepResult(plan, {k: v for k, v in summary.items() if k != "records"}, summary["records"])

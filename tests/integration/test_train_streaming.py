@@ -20,7 +20,7 @@ from mm_ray.config.load import load_config
 from mm_ray.data.captions import obtain_tokenizer
 from mm_ray.data.epochs import shuffled_per_epoch
 from mm_ray.data.pipeline import Ingest
-from mm_ray.demo.generate import make_shards
+from mm_ray.demo.dataset import make_shards
 from mm_ray.train.checkpoint import open_checkpoint
 from mm_ray.train.ray_trainer import fit
 from mm_ray.train.resume import finished_epochs

@@ -11,23 +11,22 @@ from pathlib import Path
 import pytest
 
 import mm_ray
-from mm_ray.columns import MODALITIES
-from mm_ray.config.load import ConfigError, load_config
-from mm_ray.config.schema import Modality, PresetName, RetrievalPair, TextEncoderName
-from mm_ray.models import PRESETS, TEXT_ENCODERS, ModelSpec
-from mm_ray.retrieval.metrics import parse_pairs
+from mm_ray.config.load import ConfigError
+from mm_ray.config.schema import FUSION_PRESET_NAMES, TextEncoderName
+from mm_ray.models import FUSION_PRESETS, PRESETS, TEXT_ENCODERS, ModelSpec
+from mm_ray.settings import load_config
 from mm_ray.train.spec import LoopConfig, read_loop_config
 
 PACKAGE = Path(mm_ray.__file__).parent
 
 
 def test_closed_vocabularies_are_exactly_the_registries() -> None:
-    assert typing.get_args(PresetName) == tuple(PRESETS)
+    assert tuple(FUSION_PRESETS) == FUSION_PRESET_NAMES
     assert typing.get_args(TextEncoderName) == TEXT_ENCODERS
-    assert set(typing.get_args(Modality)) == set(MODALITIES)
-    # Every direction between two different modalities, and nothing else.
-    pairs = {tuple(p) for p in parse_pairs(typing.get_args(RetrievalPair))}
-    assert pairs == {(a, b) for a in MODALITIES for b in MODALITIES if a != b}
+    # One unimodal baseline per built-in modality, then the fusion presets.
+    assert list(PRESETS) == [f"unimodal_{m}" for m in ("image", "text", "audio", "features")] + list(
+        FUSION_PRESETS
+    )
 
 
 @pytest.mark.parametrize(
@@ -38,6 +37,8 @@ def test_closed_vocabularies_are_exactly_the_registries() -> None:
         ("train.lr_by_modality={txt: 0.1}", "train.lr_by_modality.txt"),
         ("model.fusion_weights={video: 1.0}", "model.fusion_weights.video"),
         ("embed.pairs=[image->video]", "embed.pairs[0]"),
+        ("data.modalities=[image, imgae]", "data.modalities"),
+        ("model.modalities=[image, features]", "model.modalities[1]"),
         ("demo.sweep_presets=[film, nope]", "demo.sweep_presets[1]"),
     ],
 )
@@ -69,16 +70,14 @@ def test_the_loop_config_round_trips_as_plain_data() -> None:
     cfg = load_config(
         None, ["model.preset=film", "train.lr_by_modality={text: 0.0001}", "train.augment.enabled=true"]
     )
-    shapes = {"image": [3, 32, 32], "input_ids": [16], "audio": [20, 51]}
+    shapes = {"image": [3, 32, 32], "input_ids": [16], "attention_mask": [16], "audio": [20, 51]}
     loop = LoopConfig.for_run(cfg, shapes=shapes, vocab_size=100, num_classes=4, rows=100, has_val=True)
     assert loop.model == ModelSpec(
         preset="film",
         modalities=("image", "text", "audio"),
         num_classes=4,
-        image_size=32,
+        shapes={"image": (3, 32, 32), "input_ids": (16,), "attention_mask": (16,), "audio": (20, 51)},
         vocab_size=100,
-        n_mels=20,
-        max_text_len=16,
     )
     # ceil(100 rows / 64) steps x 10 epochs; the warm-up (100) is capped at the run's length.
     assert (loop.total_steps, loop.warmup_steps) == (20, 20)

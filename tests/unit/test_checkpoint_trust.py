@@ -16,7 +16,7 @@ import mm_ray.cli.main as cli
 from mm_ray.config.load import ConfigError, load_config
 from mm_ray.models import ModelSpec, build_model
 from mm_ray.train.checkpoint import TOKENIZER_FILE, save_checkpoint
-from mm_ray.train.encoder_weights import with_image_weights_from_run
+from mm_ray.train.encoder_weights import with_backbone_weights_from_runs
 from mm_ray.train.spec import LoopConfig
 
 PREPROCESS = ("image.size=16", "text.max_length=8", "audio.n_mels=8")
@@ -52,9 +52,11 @@ def planted(tmp_path: Path, monkeypatch):
         f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\ndef make(**kwargs):\n    raise SystemExit\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path / "code"))
-    spec = ModelSpec(preset="mvae", **KWARGS, builder=f"{module}:make", builder_kwargs={"filename": "victim"})
+    spec = ModelSpec.from_dict(
+        {"preset": "mvae", **KWARGS, "builder": f"{module}:make", "builder_kwargs": {"filename": "victim"}}
+    )
     hostile = _checkpoint(tmp_path / "planted", spec)
-    clean = _checkpoint(tmp_path / "clean", ModelSpec(preset="late_concat", **KWARGS))
+    clean = _checkpoint(tmp_path / "clean", ModelSpec.from_dict({"preset": "late_concat", **KWARGS}))
     yield hostile, clean, module, marker
     sys.modules.pop(module, None)
 
@@ -70,6 +72,38 @@ def test_no_command_imports_the_builder_a_checkpoint_names(planted, tmp_path: Pa
     assert f"its model is built by '{module}:make', code named inside the checkpoint" in err
     assert err.count("\n") == 1
     assert not marker.exists() and module not in sys.modules
+
+
+@pytest.fixture
+def planted_modality(tmp_path: Path, monkeypatch):
+    """A checkpoint whose run read a plug-in modality from a module that leaves a mark when imported (its spec
+    is the test plug-in's ``depth``). Yields (checkpoint, clean one, plug-in path, marker)."""
+    module = f"planted_modality_{uuid.uuid4().hex[:8]}"
+    marker = tmp_path / "imported"
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / f"{module}.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\nfrom depth_plugin import DEPTH\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    plugin = f"{module}:DEPTH"
+    spec = ModelSpec.from_dict({"preset": "late_concat", **KWARGS, "plugins": [plugin]})
+    hostile = _checkpoint(tmp_path / "planted", spec, extra=(f"modalities.plugins=[{plugin}]",))
+    clean = _checkpoint(tmp_path / "clean", ModelSpec.from_dict({"preset": "late_concat", **KWARGS}))
+    yield hostile, clean, plugin, marker
+    sys.modules.pop(module, None)
+
+
+@pytest.mark.parametrize("command", sorted(CHECKPOINT_COMMANDS), ids="-".join)
+def test_no_command_imports_a_plugin_modality_a_checkpoint_names(
+    planted_modality, tmp_path: Path, command, capsys
+) -> None:
+    hostile, clean, plugin, marker = planted_modality
+    fill = {"{PLANTED}": str(hostile), "{CLEAN}": str(clean), "{SHARDS}": str(tmp_path / "shards")}
+    argv = [fill.get(word, word) for word in CHECKPOINT_COMMANDS[command]]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"its model reads the plug-in modality '{plugin}', code named inside the checkpoint" in err
+    assert not marker.exists() and plugin.split(":")[0] not in sys.modules
 
 
 def test_the_same_checkpoint_runs_its_builder_only_when_the_caller_names_it(planted) -> None:
@@ -88,7 +122,7 @@ def test_a_checkpoint_given_as_pretrained_encoder_weights_is_refused_too(planted
     cfg = load_config(None, ["model.encoders.image.source=torchvision", "model.encoders.image.arch=resnet18",
                              f"model.encoders.image.path={hostile}", f"output_dir={tmp_path}"])  # fmt: skip
     with pytest.raises(ConfigError, match=f"model.encoders.image.path: .*{module}:make"):
-        with_image_weights_from_run(cfg)
+        with_backbone_weights_from_runs(cfg)
     assert not marker.exists() and module not in sys.modules
 
 

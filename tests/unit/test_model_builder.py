@@ -182,13 +182,13 @@ def test_builder_errors_name_the_key() -> None:
     with pytest.raises(
         BuilderError, match=r"model.builder=no_such_module_xyz:f: cannot import 'no_such_module_xyz'"
     ):
-        ModelSpec(**spec, builder="no_such_module_xyz:f").build()
+        ModelSpec.from_dict({**spec, "builder": "no_such_module_xyz:f"}).build()
     with pytest.raises(BuilderError, match=r"not a torch\.nn\.Module"):
-        ModelSpec(**spec, builder="builders:not_a_module").build()
+        ModelSpec.from_dict({**spec, "builder": "builders:not_a_module"}).build()
     with pytest.raises(BuilderError, match=r"expected 'package\.module:function'"):
-        ModelSpec(**spec, builder="builders.bag_of_features").build()
+        ModelSpec.from_dict({**spec, "builder": "builders.bag_of_features"}).build()
     with pytest.raises(BuilderError, match="no function 'missing'"):
-        ModelSpec(**spec, builder="builders:missing").build()
+        ModelSpec.from_dict({**spec, "builder": "builders:missing"}).build()
     with pytest.raises(ConfigError, match="auxiliary and alignment losses"):
         _loop("train.aux_loss_weight=0.3")
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mm_ray.train.metrics import SUBSETS, evaluate_subsets
+from mm_ray.train.metrics import DEFAULT_REGISTRY, evaluate_subsets
 
 B = 6
 
@@ -60,6 +60,6 @@ def test_a_wrapped_model_is_scored_through_its_inner_module_with_the_same_scores
     inner(  # give the BatchNorm running statistics of its own (eval mode uses them)
         {k: torch.from_numpy(v) for k, v in _batch().items()}
     )
-    alone = evaluate_subsets(inner, [_batch()], SUBSETS)
-    wrapped = evaluate_subsets(_ForwardOnOneRankHangs(inner), [_batch()], SUBSETS)
+    alone = evaluate_subsets(inner, [_batch()], DEFAULT_REGISTRY.subsets())
+    wrapped = evaluate_subsets(_ForwardOnOneRankHangs(inner), [_batch()], DEFAULT_REGISTRY.subsets())
     assert wrapped == alone and all(r["samples"] == B for r in wrapped.values())

@@ -7,9 +7,7 @@ from mm_ray.config.load import load_config
 from mm_ray.models import ModelSpec
 from mm_ray.train.spec import LoopConfig
 
-SPEC = ModelSpec(
-    preset="late_concat", modalities=("image",), num_classes=2, image_size=8, vocab_size=10, n_mels=4
-)
+SPEC = ModelSpec(preset="late_concat", modalities=("image",), num_classes=2, shapes={"image": (3, 8, 8)})
 
 
 def _loop(seed: int) -> LoopConfig:
