@@ -48,6 +48,9 @@ class Reason(str, Enum):
     UNKNOWN_LABEL = "unknown_label"
     """A string label that is not among the run's class names (``data.classes``: built from the training
     shards, or saved with the cache / checkpoint), e.g. a class never seen in training."""
+    BAD_FEATURES = "bad_features"
+    """A ``features`` member that is not a ``.npy`` array of ``features.dtype`` and ``features.shape`` (or holds
+    NaN/inf, or needs pickle to load)."""
     BAD_MEMBER_NAME = "bad_member_name"
     """A member name that is not valid UTF-8 (e.g. a latin-1 byte in a GNU header); shown escaped."""
     # member level (the sample is kept; the member is ignored and counted)
@@ -66,6 +69,17 @@ class Reason(str, Enum):
 
 SHARD_LEVEL = frozenset({Reason.UNREADABLE_SHARD, Reason.TRUNCATED_SHARD, Reason.EMPTY_SHARD})
 MEMBER_LEVEL = frozenset({Reason.UNKNOWN_EXTENSION, Reason.IGNORED_MEMBER})
+
+
+def is_member_level(code: str) -> bool:
+    """Whether reason code ``code`` notes one member (the sample is kept)."""
+    return code in {r.value for r in MEMBER_LEVEL}
+
+
+def is_sample_level(code: str) -> bool:
+    """Whether reason code ``code`` quarantines a whole sample (it counts against the error budget). Codes a
+    plug-in modality's decoder writes (``ModalitySpec.reasons``) are sample level."""
+    return code not in {r.value for r in SHARD_LEVEL} and not is_member_level(code)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,9 +105,11 @@ class QuarantineRecord:
 
 
 class SampleError(Exception):
-    """Raised by a per-sample decode step; carries the ``Reason`` the sample is quarantined for."""
+    """Raised by a per-sample decode step; carries the reason the sample is quarantined for: a ``Reason``, or
+    the code of a plug-in modality's own reason (a short snake_case string)."""
 
-    def __init__(self, reason: Reason, detail: str = ""):
-        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+    def __init__(self, reason: Reason | str, detail: str = ""):
+        self.code = reason.value if isinstance(reason, Reason) else str(reason)
+        super().__init__(f"{self.code}: {detail}" if detail else self.code)
         self.reason = reason
         self.detail = detail

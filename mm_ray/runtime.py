@@ -14,7 +14,7 @@ import logging
 import os
 
 from mm_ray.config.schema import RayConfig
-from mm_ray.data.placement import Node
+from mm_ray.placement import Node
 
 # Settings for a Ray that mm_ray starts itself (a cluster's own settings are left alone):
 # - Ray keeps at most ``num_cpus`` idle worker processes and kills the rest after 1 s idle. With

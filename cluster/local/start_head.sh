@@ -20,9 +20,14 @@ DASHBOARD_HOST=${DASHBOARD_HOST:-127.0.0.1}
 export RAY_AUTH_MODE=token
 export RAY_AUTH_TOKEN_PATH=${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}
 if [ ! -s "$RAY_AUTH_TOKEN_PATH" ]; then
-  mkdir -p "$(dirname "$RAY_AUTH_TOKEN_PATH")"
-  python3 -c 'import secrets; print(secrets.token_hex(32))' > "$RAY_AUTH_TOKEN_PATH"
-  chmod 600 "$RAY_AUTH_TOKEN_PATH"
+  # The umask first, in a subshell: the file is created private (0600), never readable by others even for
+  # the moment before a chmod; its directory too, if this makes it.
+  (
+    umask 077
+    mkdir -p "$(dirname "$RAY_AUTH_TOKEN_PATH")"
+    python3 -c 'import secrets; print(secrets.token_hex(32))' > "$RAY_AUTH_TOKEN_PATH"
+  )
+  chmod 600 "$RAY_AUTH_TOKEN_PATH"   # an existing empty file keeps its old mode otherwise
 fi
 
 ray start --head --node-ip-address="$IP" --port="$GCS_PORT" --num-cpus="$CPUS" \

@@ -5,8 +5,8 @@
 - ``dataloader``: ``webdataset.WebDataset`` (its own tar reader) + ``torch.utils.data.DataLoader``
   with one worker per core; batches are decoded in the workers and handed to the main process.
 
-Both call ``decode_batch``: reader rows -> text, image, audio preprocessors, the same classes
-the Ray actor pools run.
+Both call ``BatchDecoder``: reader rows -> every modality's preprocessor in the pipeline's stage order, the
+same classes the Ray actor pools run.
 """
 
 from __future__ import annotations
@@ -18,48 +18,47 @@ from typing import Any
 import numpy as np
 
 from mm_ray import columns as C
-from mm_ray.data.datasource import RAW_SCHEMA
+from mm_ray.data.datasource import raw_schema
 from mm_ray.data.members import MemberMap, assemble
-from mm_ray.data.pipeline import STAGE_ORDER
 from mm_ray.data.raw import RawSample
 from mm_ray.data.stages import drop_rejected
 from mm_ray.data.tar_stream import iter_shard
-from mm_ray.preprocess.audio import AudioPreprocessor
-from mm_ray.preprocess.image import ImagePreprocessor
-from mm_ray.preprocess.text import TextPreprocessor
+from mm_ray.modalities.spec import ModalitySpec, presence_column
 
-PREPROCESSORS = {"text": TextPreprocessor, "image": ImagePreprocessor, "audio": AudioPreprocessor}
+Decoders = tuple[tuple[ModalitySpec, dict[str, Any]], ...]
+"""``(spec, preprocessor kwargs)`` per modality in stage order (``mm_ray.data.pipeline.decoders_of``)."""
 
 
 class BatchDecoder:
-    """All three preprocessors in one process, applied in the pipeline's stage order."""
+    """Every modality's preprocessor in one process, applied in the pipeline's stage order."""
 
-    def __init__(self, kwargs: dict[str, dict[str, Any]]):
-        self.stages = [PREPROCESSORS[m](**kwargs[m]) for m in STAGE_ORDER]
+    def __init__(self, decoders: Decoders):
+        self.modalities = tuple(spec.name for spec, _ in decoders)
+        self.stages = [spec.preprocessor(**kwargs) for spec, kwargs in decoders]
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-        batch = rows_to_batch(rows)
+        batch = rows_to_batch(rows, self.modalities)
         for stage in self.stages:
             batch, _ = drop_rejected(stage(batch))
         return batch
 
 
-def rows_to_batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+def rows_to_batch(rows: list[dict[str, Any]], modalities: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Reader rows -> a numpy batch shaped like a Ray Data ``batch_format="numpy"`` batch."""
     batch = {}
-    for name in RAW_SCHEMA.names:
+    for name in raw_schema(modalities).names:
         col = np.empty(len(rows), dtype=object)
         col[:] = [row[name] for row in rows]
         batch[name] = col
     batch[C.LABEL] = batch[C.LABEL].astype(np.int64)
-    for name in (C.HAS_IMAGE, C.HAS_TEXT, C.HAS_AUDIO):
-        batch[name] = batch[name].astype(bool)
+    for modality in modalities:
+        batch[presence_column(modality)] = batch[presence_column(modality)].astype(bool)
     return batch
 
 
-def decode_shard(url: str, kwargs: dict[str, dict[str, Any]], members: MemberMap, batch_size: int) -> int:
+def decode_shard(url: str, decoders: Decoders, members: MemberMap, batch_size: int) -> int:
     """Parse and decode one whole shard; return how many samples came out good."""
-    decoder = BatchDecoder(kwargs)
+    decoder = BatchDecoder(decoders)
     done, rows = 0, []
     for item in iter_shard(url):
         if isinstance(item, RawSample):
@@ -78,22 +77,26 @@ def _decode_shard_star(args: tuple) -> int:
     return decode_shard(*args)
 
 
-def decode_floor(urls: list[str], kwargs: dict, members: MemberMap, batch_size: int, processes: int) -> int:
+def decode_floor(
+    urls: list[str], decoders: Decoders, members: MemberMap, batch_size: int, processes: int
+) -> int:
     """(a) whole shards decoded in ``processes`` plain processes; returns the sample count."""
     # fork, like the DataLoader's workers: the floor measures decoding, not interpreter start-up.
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(processes) as pool:
-        return sum(pool.imap_unordered(_decode_shard_star, [(u, kwargs, members, batch_size) for u in urls]))
+        return sum(
+            pool.imap_unordered(_decode_shard_star, [(u, decoders, members, batch_size) for u in urls])
+        )
 
 
 def dataloader_batches(
-    urls: list[str], kwargs: dict, members: MemberMap, batch_size: int, workers: int
+    urls: list[str], decoders: Decoders, members: MemberMap, batch_size: int, workers: int
 ) -> Iterator[dict[str, Any]]:
     """(b) webdataset + DataLoader: yields decoded batches (torch tensors) in the main process."""
     import torch
     import webdataset as wds
 
-    decoder = BatchDecoder(kwargs)
+    decoder = BatchDecoder(decoders)
 
     def to_row(sample: dict[str, Any]) -> dict[str, Any] | None:
         exts = {k: v for k, v in sample.items() if not k.startswith("__")}

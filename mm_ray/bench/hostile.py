@@ -102,7 +102,7 @@ def write_case_shard(case: str, demo_shard: Path, out: Path, gib: float = 2.0) -
 
 def bench_hostile(cases: list[str], overrides: list[str], gib: float = 2.0) -> dict[str, Any]:
     """Run every case (each in a fresh interpreter) and return ``{case: figures}``."""
-    from mm_ray.demo.generate import make_shards
+    from mm_ray.demo.dataset import make_shards
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="mm_ray_hostile_") as tmp:

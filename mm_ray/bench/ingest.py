@@ -23,7 +23,7 @@ from mm_ray.bench.baselines import dataloader_batches, decode_floor
 from mm_ray.bench.measure import TreeMonitor, run_spec
 from mm_ray.config.schema import Config
 from mm_ray.data.members import member_map
-from mm_ray.data.pipeline import Ingest, preprocessor_kwargs
+from mm_ray.data.pipeline import Ingest, decoders_of
 from mm_ray.data.sources import expand_shards
 
 MODES = ("floor", "dataloader", "ray")
@@ -76,8 +76,8 @@ def run_mode(
     mode: str, cfg: Config, tokenizer_json: str, urls: list[str], cores: int, repeat: int = 1
 ) -> dict[str, Any]:
     """Run one mode in this process (called inside the per-mode subprocess)."""
-    kwargs = preprocessor_kwargs(cfg, tokenizer_json)
-    members, batch = member_map(cfg), cfg.pools.image.batch_size
+    decoders = decoders_of(cfg, tokenizer_json)
+    members, batch = member_map(cfg), cfg.pools.fused.batch_size
     extra: dict[str, Any] = {}
     with TreeMonitor(os.getpid()) as mon:
         if mode == "ray":
@@ -100,12 +100,12 @@ def run_mode(
                 clock.batch(len(b[C.LABEL]))
         elif mode == "dataloader":
             clock = _Clock()
-            for b in dataloader_batches(urls, kwargs, members, batch, workers=cores):
+            for b in dataloader_batches(urls, decoders, members, batch, workers=cores):
                 clock.batch(len(b[C.LABEL]))
         else:
             clock = _Clock()
             clock.batch(0)
-            clock.samples = decode_floor(urls, kwargs, members, batch, processes=cores)
+            clock.samples = decode_floor(urls, decoders, members, batch, processes=cores)
         result = clock.result()
     return {
         **result,

@@ -17,8 +17,6 @@ import logging
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,12 +25,12 @@ from typing import Any
 from mm_ray.bench import ingest as ingest_bench
 from mm_ray.bench import stream_memory as stream_memory_bench
 from mm_ray.bench import train as train_bench
-from mm_ray.bench.measure import median_run
+from mm_ray.bench.measure import median_run, run_spec
 from mm_ray.config.load import load_config
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import MANIFEST, Cache, CacheError, preprocess_config_hash
 from mm_ray.data.captions import obtain_tokenizer
-from mm_ray.demo.generate import reuse_or_generate, shard_paths
+from mm_ray.demo.dataset import reuse_or_write, shard_paths
 from mm_ray.tables import format_table
 
 logger = logging.getLogger(__name__)
@@ -63,7 +61,7 @@ def _shard_urls(cfg: Config, shard_specs: Sequence[str], split: str | None = Non
         specs = list(shard_specs)
     else:
         shard_dir = Path(cfg.output_dir) / cfg.name / "shards"
-        manifest = reuse_or_generate(cfg.demo, shard_dir)
+        manifest = reuse_or_write(cfg.demo, shard_dir)
         specs = [
             path for s in ([split] if split else manifest["shards"]) for path in shard_paths(shard_dir, s)
         ]
@@ -316,9 +314,9 @@ def train_table(results: dict[str, dict[str, Any]], cores: int) -> str:
     headers = ["mode", "workers x CPUs", "torch threads", "steady samples/s", "end-to-end samples/s"]
     headers = [*headers, "start-up (s)", "epoch seconds", "peak PSS (MB)"]
     if any("steady_val_seconds" in r for r in results.values()):
-        headers.append("validation s (epochs >= 2)")
+        headers += ["validation s (epochs >= 2)", "validation CPU s, slowest worker"]
         for row, r in zip(rows, results.values(), strict=True):
-            row.append(r.get("steady_val_seconds", ""))
+            row += [r.get("steady_val_seconds", ""), r.get("steady_val_cpu_seconds", "")]
     return format_table(headers, rows)
 
 
@@ -356,10 +354,12 @@ def bench_cache(
         return cache
     shutil.rmtree(cache, ignore_errors=True)  # a stale cache's Parquet files would mix with the new ones
     logger.info("preprocessing %d shards into %s ...", len(urls), cache)
-    # In its own process: the benchmark's modes must each start with no Ray running.
-    command = [sys.executable, "-m", "mm_ray.cli.main", "preprocess", *urls, "--out", str(cache)]
-    config = ["--config", config_path] if config_path else []
-    subprocess.run([*command, *config, *overrides, f"ray.num_cpus={cores}"], check=True)
+    # In its own process: the benchmark's modes must each start with no Ray running. The overrides (credentials
+    # among them) go in its spec file, never in its command line, which every user of the machine can read.
+    spec = {"config": config_path, "overrides": [*overrides, f"ray.num_cpus={cores}"], "urls": urls}
+    run_spec(
+        "mm_ray.bench.cache_child", {**spec, "cache": str(cache)}, dict(os.environ), what="preprocessing"
+    )
     return cache
 
 

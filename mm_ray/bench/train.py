@@ -256,7 +256,7 @@ def run_loader(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, An
     from mm_ray.data.cache import model_ready_shapes, preprocessing_of
     from mm_ray.data.captions import obtain_tokenizer
     from mm_ray.data.members import member_map
-    from mm_ray.data.pipeline import preprocessor_kwargs
+    from mm_ray.data.pipeline import decoders_of
     from mm_ray.data.sources import expand_shards
     from mm_ray.train.inputs import estimate_rows
 
@@ -274,12 +274,12 @@ def run_loader(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, An
         preprocessing=preprocessing_of(cfg),
         device=device,
     )
-    kwargs, members = preprocessor_kwargs(cfg, tokenizer_json), member_map(cfg)
+    decoders, members = decoders_of(cfg, tokenizer_json), member_map(cfg)
     batch_size, seed = trainer[0].batch_size, trainer[0].seed
 
     def epoch_batches(epoch: int) -> Iterable[dict[str, Any]]:
         order = random.Random(seed + epoch).sample(urls, len(urls))
-        return dataloader_batches(order, kwargs, members, batch_size, loader_workers(cores))
+        return dataloader_batches(order, decoders, members, batch_size, loader_workers(cores))
 
     return plain_epochs(trainer, epoch_batches, device=device, t0=t0)
 
@@ -435,9 +435,14 @@ def large_ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
                 results[mode]["steady_samples_per_s"] / results["eager"]["steady_samples_per_s"], 3
             )
     if "val1" in results and "val2" in results:
+        val1, val2 = results["val1"], results["val2"]
         out["val2/val1 validation seconds"] = round(
-            results["val2"]["steady_val_seconds"] / results["val1"]["steady_val_seconds"], 3
+            val2["steady_val_seconds"] / val1["steady_val_seconds"], 3
         )
+        if "steady_val_cpu_seconds" in val1 and "steady_val_cpu_seconds" in val2:
+            out["val2/val1 validation CPU seconds (slowest worker)"] = round(
+                val2["steady_val_cpu_seconds"] / val1["steady_val_cpu_seconds"], 3
+            )
     return out
 
 

@@ -155,7 +155,7 @@ def main(args: argparse.Namespace) -> int:
 
 def bench_generate(args: argparse.Namespace, overrides: list[str]) -> int:
     # Imported here: torch is heavy, and the other benchmarks run their models in subprocesses.
-    from mm_ray.generation.bench import MODELS, bench_generation, generation_table
+    from mm_ray.bench.generation import MODELS, bench_generation, generation_table
 
     cfg = config_from_args(args, overrides)
     try:

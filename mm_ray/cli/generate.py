@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 from mm_ray.cli.common import PolledProgress, add_config_args, split_overrides, write_json
+from mm_ray.generation.targets import DEFAULT_SOURCES, TARGETS
 from mm_ray.tables import format_summary
 
 
@@ -30,11 +31,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "shards", nargs="*", help="shard specs and key=value overrides (no specs: data.val_shards)"
     )
     p.add_argument(
-        "--from", dest="sources", default="text", help="comma-separated source modalities (default: text)"
+        "--from",
+        dest="sources",
+        default=",".join(DEFAULT_SOURCES),
+        help=f"comma-separated source modalities (default: {','.join(DEFAULT_SOURCES)})",
     )
-    p.add_argument(
-        "--to", dest="target", choices=["image", "audio"], default="image", help="what to generate"
-    )
+    p.add_argument("--to", dest="target", choices=TARGETS, default=TARGETS[0], help="what to generate")
     p.add_argument("--n", type=int, default=1, help="draws per input sample (default: 1)")
     p.add_argument("--out", metavar="DIR", help="output directory or URI (default: <run dir>/generated)")
     p.add_argument("--actors", type=int, default=1, help="generator actors (a GPU each where there are GPUs)")

@@ -31,7 +31,6 @@ from typing import Any
 
 from mm_ray.cli.common import write_json
 from mm_ray.cluster.runtime_env import RuntimeEnvError, load_runtime_env
-from mm_ray.cluster.secrets import scrub_overrides
 from mm_ray.cluster.submit import ClusterError, SubmitError, first_line, job_client, submit
 from mm_ray.cluster.watch import follow_job
 from mm_ray.tables import format_table
@@ -141,8 +140,8 @@ def submit_main(args: argparse.Namespace) -> int:
     except RuntimeError as err:  # the cluster refused the job, e.g. a submission id already used
         print(f"mm-ray submit: {first_line(err)}", file=sys.stderr)
         return 2
-    # What the cluster runs: storage credentials were left out (the library logged which).
-    command, _ = scrub_overrides(args.job[1:] if args.job[:1] == ["--"] else args.job)
+    # What the cluster runs (a command holding a credential was refused before anything was sent).
+    command = args.job[1:] if args.job[:1] == ["--"] else list(args.job)
     print(f"submitted {submission_id}: mm-ray {shlex.join(command)}", flush=True)
     result: dict[str, Any] = {"submission_id": submission_id, "command": command}
     code = 0

@@ -11,7 +11,7 @@ import argparse
 import time
 
 from mm_ray.cli.common import PolledProgress, add_config_args, config_from_args, split_overrides, write_json
-from mm_ray.demo.generate import generate
+from mm_ray.demo.dataset import write_dataset
 from mm_ray.demo.learning import caps_table
 from mm_ray.tables import format_summary
 
@@ -29,7 +29,7 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("mm-ray make-shards: give exactly one output directory")
     cfg = config_from_args(args, overrides)
     start = time.perf_counter()
-    manifest = generate(cfg.demo, rest[0], progress=PolledProgress)
+    manifest = write_dataset(cfg.demo, rest[0], progress=PolledProgress)
     seconds = time.perf_counter() - start
     summary = {
         "out": rest[0],

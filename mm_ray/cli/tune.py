@@ -14,8 +14,10 @@ At the end it prints the leaderboard (preset, searched keys, best metric, epochs
 are: ``<output_dir>/<name>/{trials.csv, trials.json, best_config.yaml, best_by_preset.png,
 trial_curves.png, summary.json}``, and where the sweep is tracked (``track.*``: every trial in
 TensorBoard by default, one MLflow run per trial with ``track.mlflow``). ``mm-ray train --config
-<output_dir>/<name>/best_config.yaml`` retrains the winner. ``--resume NAME`` takes the sweep's name (under ``output_dir``) or its results directory; the
-saved base config and space are used, so no ``--config`` is needed.
+<output_dir>/<name>/best_config.yaml`` retrains the winner. ``--resume NAME`` takes the sweep's name (under ``output_dir``) or its results directory (a path); the
+saved base config and space are used, so no ``--config`` is needed. A saved sweep is data: the cluster
+(``ray.*``), the storage options (credentials, endpoint) and any ``model.builder`` come from the command line or
+the environment on resume, never from ``sweep.yaml``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
+RESUME_KEYS = ("ray.", "data.storage_options", "model.builder=", "modalities.plugins=", "output_dir=")
+"""The overrides ``--resume`` takes: where to find the sweep, and what a saved ``sweep.yaml`` may not choose
+(the cluster, the storage credentials and endpoint, code to import)."""
+
+
+def results_dir_of(resume: str, output_dir: str) -> Path:
+    """``--resume NAME`` is the sweep ``<output_dir>/NAME``; a path (``runs/x``, ``./x``, absolute) is the results
+    directory itself. A bare name is never looked up in the working directory: whatever sits there is not
+    necessarily the user's own sweep."""
+    path = Path(resume).expanduser()
+    return path if len(path.parts) > 1 or resume.startswith((".", "/", "~")) else Path(output_dir) / resume
+
+
 def main(args: argparse.Namespace) -> int:
     # Imported here: Ray Tune and Train are heavy to import and `mm-ray tune -h` should not wait for them.
     from mm_ray.tune.progress import TrialLog
@@ -50,14 +65,23 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args, args.overrides)
     if args.resume:
-        if args.space or args.overrides:
+        kept = [o for o in args.overrides if not o.startswith(RESUME_KEYS)]
+        if args.space or kept:
             raise ConfigError(
-                "--resume: the sweep keeps its saved config and space; drop --space and overrides"
+                "--resume: the sweep keeps its saved config and space; drop --space and overrides "
+                f"{' '.join(kept)} (on resume only ray.*, data.storage_options, model.builder, modalities.plugins and "
+                "output_dir "
+                "are taken, and from you alone: the saved sweep never chooses them)"
             )
-        path = Path(args.resume)
-        results_dir = path if (path / "sweep.yaml").is_file() else Path(cfg.output_dir) / args.resume
+        results_dir = results_dir_of(args.resume, cfg.output_dir)
         print(f"resuming sweep {results_dir}", flush=True)
-        result = resume_sweep(results_dir)
+        result = resume_sweep(
+            results_dir,
+            ray=cfg.ray,
+            storage_options=cfg.data.storage_options,
+            builders=[cfg.model.builder] if cfg.model.builder else [],
+            plugins=cfg.modalities.plugins,
+        )
     else:
         space_path = args.space or cfg.tune.space
         if not space_path:

@@ -17,12 +17,14 @@ entrypoint is ``python -m mm_ray.cli.main``, run from the job's working director
 
 What travels is an allow-list, never "the checkout minus some patterns": the ``mm_ray`` package's Python
 files, ``pipelines/``'s YAML, ``pyproject.toml`` and ``README.md``, the files the command names (``--config``,
-``--space``, ``tune.space``) and what ``include`` adds. They are copied into a staging directory that is
+``--space``, ``tune.space``) and what ``include`` adds. Symbolic links are never followed: a link (to a file
+or a directory, inside the project or out of it) does not travel, nor what it points at, and a named file
+that is a link, or lies under one, is refused. They are copied into a staging directory that is
 uploaded as the job's ``working_dir``, so a ``.env``, a key file or a dataset lying in the checkout never
 leaves the machine. A runtime env of the caller's is merged with it (``mm_ray.cluster.runtime_env``).
-Storage credentials (``data.storage_options`` access and secret keys, session tokens) never travel either,
-neither in the entrypoint nor in an uploaded YAML file: the cluster's nodes read object storage with their
-own credentials (``mm_ray.cluster.secrets``).
+Credentials (``data.storage_options`` access and secret keys, session tokens, a password in a URL) never
+travel: a command or an uploaded file holding one is refused, naming the key (``mm_ray.cluster.secrets``); the
+cluster's nodes read object storage with their own credentials.
 
 Before anything is sent the command's config is loaded (unknown keys fail here) and every file it names
 must exist inside the project directory: mistakes fail at once with the argument named, not minutes later
@@ -32,8 +34,7 @@ on the cluster. (``mm-ray submit`` also parses the command with the real command
 from __future__ import annotations
 
 import dataclasses
-import logging
-import re
+import os
 import shlex
 import shutil
 import tempfile
@@ -43,9 +44,8 @@ from typing import Any
 
 from mm_ray.cluster.auth import HOW_TO_AUTHENTICATE, TokenError, auth_headers, resolve_token
 from mm_ray.cluster.runtime_env import RuntimeEnvError, merge_runtime_env
-from mm_ray.cluster.secrets import scrub_config_text, scrub_overrides
-
-logger = logging.getLogger(__name__)
+from mm_ray.cluster.secrets import credentials_in_argv, credentials_in_file, refusal
+from mm_ray.commands import FILE_OPTIONS, command, overrides
 
 UPLOAD_ALLOW = (
     ("mm_ray", ("*.py",)),
@@ -57,26 +57,13 @@ UPLOAD_ALLOW = (
 UPLOAD_LIMIT_BYTES = 100 * 1024 * 1024
 """Ray refuses a ``working_dir`` above 100 MiB."""
 
+CONFIG_SCAN_BYTES = 4 * 1024 * 1024
+"""Uploaded files up to this size are read as configs for credentials (a config file the command names always
+is): larger ones that ``--include`` adds are data, not settings."""
+
 # Jobs stream their logs; without this Python buffers a job's stdout and `mm-ray jobs logs --follow`
 # shows nothing until a 4 KiB buffer fills.
 JOB_ENV_VARS = {"PYTHONUNBUFFERED": "1"}
-
-LOCAL_ONLY = ("submit", "jobs")
-CONFIG_COMMANDS = (
-    "demo",
-    "make-shards",
-    "preprocess",
-    "train",
-    "evaluate",
-    "embed",
-    "tune",
-    "bench",
-    "config",
-)
-"""Commands that load a config (``--config`` and ``key=value`` words)."""
-
-_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
-_FILE_OPTIONS = {"--config": "--config", "-c": "--config", "--space": "--space"}
 
 
 class SubmitError(ValueError):
@@ -96,10 +83,6 @@ class Job:
     files: list[str]
     """Project-relative paths copied into the job's working directory."""
     env_vars: dict[str, str]
-    rewritten: dict[str, str] = dataclasses.field(default_factory=dict)
-    """Project-relative YAML files uploaded with their storage credentials taken out (path -> new text)."""
-    withheld: list[str] = dataclasses.field(default_factory=list)
-    """Storage credentials left behind (``mm_ray.cluster.secrets``): the cluster supplies its own."""
 
     def runtime_env(self, working_dir: str) -> dict[str, Any]:
         return {"working_dir": working_dir, "env_vars": dict(self.env_vars)}
@@ -110,18 +93,20 @@ def plan_job(argv: Sequence[str], *, project_root: Path, include: Sequence[str] 
     argv = list(argv)
     if argv[:1] == ["--"]:
         argv = argv[1:]
-    # Credentials never travel: the entrypoint is shown by the cluster to everyone who can list its jobs.
-    argv, withheld = scrub_overrides(argv)
     if not argv:
         raise SubmitError("no command to submit: put an mm-ray command after `--`, e.g. `-- demo`")
-    if argv[0] in LOCAL_ONLY:
+    try:
+        spec = command(argv[0])
+    except KeyError as err:
+        raise SubmitError(str(err.args[0])) from None
+    if spec.local_only:
         raise SubmitError(f"`{argv[0]}` runs on your machine, not on the cluster")
     root = project_root.resolve()
     named = named_files(argv)
     for name, path in named:
         check_file(name, path, root)
     config = dict(named).get("--config")
-    if argv[0] in CONFIG_COMMANDS:
+    if spec.loads_config:
         space = space_in_config(argv, root, config)
         if space:
             check_file(f"tune.space (set in --config {config})", space, root)
@@ -130,15 +115,17 @@ def plan_job(argv: Sequence[str], *, project_root: Path, include: Sequence[str] 
     for path in include:
         extra += _included(path, root)
     files = sorted({*allowed_files(root), *(_relative(p, root) for _, p in named), *extra})
-    rewritten = {}
+    # Credentials never travel: the entrypoint is shown to everyone who can list the cluster's jobs.
+    found = credentials_in_argv(argv)
+    configs = {_relative(p, root) for _, p in named}
     for relative in files:
-        if relative.endswith((".yaml", ".yml")):
-            text, dropped = scrub_config_text((root / relative).read_text(errors="replace"), relative)
-            if text is not None:
-                rewritten[relative] = text
-                withheld += dropped
+        path = root / relative
+        if relative in configs or (not relative.endswith(".py") and path.stat().st_size <= CONFIG_SCAN_BYTES):
+            found += credentials_in_file(path.read_text(errors="replace"), relative)
+    if found:
+        raise SubmitError(refusal(found))
     entrypoint = shlex.join(["python", "-m", "mm_ray.cli.main", *argv])
-    return Job(argv, entrypoint, files, dict(JOB_ENV_VARS), rewritten, withheld)
+    return Job(argv, entrypoint, files, dict(JOB_ENV_VARS))
 
 
 def named_files(argv: Sequence[str]) -> list[tuple[str, str]]:
@@ -147,29 +134,19 @@ def named_files(argv: Sequence[str]) -> list[tuple[str, str]]:
     words = list(argv)
     for i, word in enumerate(words):
         option, eq, value = word.partition("=")
-        if option in _FILE_OPTIONS:
+        if option in FILE_OPTIONS:
             value = value if eq else (words[i + 1] if i + 1 < len(words) else "")
             if not value:
                 raise SubmitError(f"{option}: needs a file")
-            found.append((_FILE_OPTIONS[option], value))
+            found.append((FILE_OPTIONS[option], value))
         elif word.startswith("tune.space=") and word.partition("=")[2]:
             found.append(("tune.space", word.partition("=")[2]))
     return found
 
 
 def overrides_of(argv: Sequence[str]) -> list[str]:
-    """The ``key=value`` words of a command (not option values)."""
-    out, skip = [], False
-    for word in argv[1:]:
-        if skip:
-            skip = False
-            continue
-        if word in _FILE_OPTIONS or word in ("--out", "--json", "--shards", "--cache", "--plot"):
-            skip = True
-            continue
-        if _OVERRIDE.match(word):
-            out.append(word)
-    return out
+    """The ``key=value`` words of a command (not option values), read with the CLI's own grammar."""
+    return overrides(argv)
 
 
 def space_in_config(argv: Sequence[str], root: Path, config: str | None) -> str | None:
@@ -177,7 +154,8 @@ def space_in_config(argv: Sequence[str], root: Path, config: str | None) -> str 
 
     Loading the config here also fails unknown keys and bad values before submission.
     """
-    from mm_ray.config.load import ConfigError, load_config
+    from mm_ray.config.load import ConfigError
+    from mm_ray.settings import load_config
 
     overrides = overrides_of(argv)
     try:
@@ -189,7 +167,8 @@ def space_in_config(argv: Sequence[str], root: Path, config: str | None) -> str 
 
 
 def check_file(name: str, path: str, root: Path) -> None:
-    """``path`` (relative to the project root, as the job will see it) must be a file inside the project."""
+    """``path`` (relative to the project root, as the job will see it) must be a file inside the project,
+    reached without a symbolic link."""
     resolved = (root / path).resolve()
     if not resolved.is_relative_to(root):
         raise SubmitError(
@@ -198,18 +177,19 @@ def check_file(name: str, path: str, root: Path) -> None:
         )
     if not resolved.is_file():
         raise SubmitError(f"{name} {path}: no such file in the project directory {root}")
+    _refuse_links(name, path, root)
 
 
 def allowed_files(root: Path) -> list[str]:
-    """The project files every job gets (``UPLOAD_ALLOW``), relative to ``root``."""
+    """The project files every job gets (``UPLOAD_ALLOW``), relative to ``root``; links are left out."""
     found = []
     for directory, patterns in UPLOAD_ALLOW:
         base = root / directory
-        for pattern in patterns:
-            paths = base.rglob(pattern) if directory != "." else base.glob(pattern)
-            found += [
-                p.relative_to(root).as_posix() for p in paths if p.is_file() and "__pycache__" not in p.parts
-            ]
+        if base.is_symlink() or not base.is_dir():  # a linked pipelines/ may point anywhere
+            continue
+        for path in _plain_files(base) if directory != "." else (p for p in base.iterdir() if _plain(p)):
+            if any(path.match(pattern) for pattern in patterns) and "__pycache__" not in path.parts:
+                found.append(path.relative_to(root).as_posix())
     return found
 
 
@@ -217,9 +197,32 @@ def _included(path: str, root: Path) -> list[str]:
     resolved = (root / path).resolve()
     if not resolved.is_relative_to(root) or not resolved.exists():
         raise SubmitError(f"--include {path}: not a file or directory inside the project directory {root}")
+    _refuse_links("--include", path, root)
     if resolved.is_file():
         return [resolved.relative_to(root).as_posix()]
-    return [p.relative_to(root).as_posix() for p in resolved.rglob("*") if p.is_file()]
+    return [p.relative_to(root).as_posix() for p in _plain_files(resolved)]
+
+
+def _plain_files(directory: Path) -> list[Path]:
+    """The regular files under ``directory``, never through a link (links to files are left out too)."""
+    out = []
+    for parent, _dirs, files in os.walk(directory, followlinks=False):  # a linked directory is not entered
+        out += [Path(parent) / name for name in files if _plain(Path(parent) / name)]
+    return out
+
+
+def _plain(path: Path) -> bool:
+    return not path.is_symlink() and path.is_file()
+
+
+def _refuse_links(name: str, path: str, root: Path) -> None:
+    """``SubmitError`` when ``path`` (inside the resolved ``root``) is a symbolic link or lies under one."""
+    plain = Path(os.path.normpath(root / path))
+    if plain.resolve() != plain:  # root is resolved: only a link below it makes the two differ
+        raise SubmitError(
+            f"{name} {path}: a symbolic link, or under one; links are never followed into the upload (they "
+            "may point anywhere): copy the file into the project instead"
+        )
 
 
 def _relative(path: str, root: Path) -> str:
@@ -232,10 +235,7 @@ def stage(job: Job, root: Path, into: Path) -> Path:
     for relative in job.files:
         source, target = root / relative, into / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        if relative in job.rewritten:
-            target.write_text(job.rewritten[relative])
-        else:
-            shutil.copy2(source, target)
+        shutil.copy2(source, target, follow_symlinks=False)  # plan_job lists no link; never copy a target
         total += target.stat().st_size
     if total > UPLOAD_LIMIT_BYTES:
         raise SubmitError(f"the upload is {total / 2**20:.0f} MiB, over Ray's 100 MiB working_dir limit")
@@ -284,13 +284,11 @@ def submit(
     ``entrypoint_*`` reserve resources for the job's driver (memory in bytes), as in ``ray job submit``.
     ``runtime_env`` is merged with the project's upload by ``mm_ray.cluster.runtime_env``'s rules.
     Raises ``SubmitError`` (the command or runtime env, naming the argument or key) or ``ClusterError``
-    (the cluster) before anything runs remotely. Storage credentials in the command or its YAML files stay
-    here (a warning names them): the cluster's nodes supply their own (``mm_ray.cluster.secrets``).
+    (the cluster) before anything runs remotely; a credential in the command or its files is a ``SubmitError``
+    naming it: the cluster's nodes supply their own (``mm_ray.cluster.secrets``).
     """
     root = Path(project_root).resolve()
     job = plan_job(command, project_root=root, include=include)
-    if job.withheld:
-        logger.warning("%s", withheld_note(job.withheld))
     with tempfile.TemporaryDirectory(prefix="mm_ray-job-") as staging:
         try:
             env = merge_runtime_env(runtime_env or {}, job.runtime_env(str(stage(job, root, Path(staging)))))
@@ -307,16 +305,6 @@ def submit(
             entrypoint_memory=entrypoint_memory,
             entrypoint_resources=dict(entrypoint_resources) if entrypoint_resources else None,
         )
-
-
-def withheld_note(withheld: Sequence[str]) -> str:
-    """What to tell someone whose storage credentials were left out of a job."""
-    return (
-        "not sent to the cluster (credentials stay on this machine): "
-        + ", ".join(withheld)
-        + "; the cluster's nodes read S3 with their own credentials "
-        "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN in their environment, or an instance role)"
-    )
 
 
 def first_line(err: BaseException) -> str:

@@ -15,13 +15,11 @@ import dataclasses
 from dataclasses import field
 from typing import Any, Literal
 
-Modality = Literal["image", "text", "audio"]
-"""A modality name (``mm_ray.columns.MODALITIES``)."""
+ModalityName = str
+"""A modality name: a built-in one (image, text, audio, features) or a plug-in's (``modalities.plugins``); checked
+against the run's modalities before Ray starts (``mm_ray.modalities.modalities_of``), naming the key."""
 
-PresetName = Literal[
-    "unimodal_image",
-    "unimodal_text",
-    "unimodal_audio",
+FUSION_PRESET_NAMES = (
     "early",
     "late_concat",
     "additive",
@@ -33,9 +31,13 @@ PresetName = Literal[
     "cross_transformer",
     "mvae",
     "cgan",
-]
-"""A fusion preset of the model zoo (``mm_ray.models.PRESETS``; a unit test keeps the two equal). Checked when the
-config is loaded, so ``model.preset=gatd`` fails on the driver, naming the key, before Ray starts."""
+)
+"""The model zoo's fusion presets (``mm_ray.models.FUSION_PRESETS``; a unit test keeps the two equal)."""
+
+PresetName = str
+"""A preset of the model zoo: a fusion preset (``FUSION_PRESET_NAMES``) or ``unimodal_<modality>`` for any
+modality of the run; checked before Ray starts (``mm_ray.modalities.checked``), so ``model.preset=gatd`` fails on
+the driver, naming the key."""
 
 Precision = Literal["fp32", "bf16", "fp16"]
 """Forward-pass precision of training (``train.precision``)."""
@@ -46,10 +48,8 @@ Strategy = Literal["ddp", "fsdp"]
 TextEncoderName = Literal["transformer", "lstm"]
 """A text encoder (``mm_ray.models.TEXT_ENCODERS``)."""
 
-RetrievalPair = Literal[
-    "image->text", "text->image", "audio->text", "text->audio", "image->audio", "audio->image"
-]
-"""A cross-modal retrieval direction, QUERY->GALLERY."""
+RetrievalPair = str
+"""A cross-modal retrieval direction ``QUERY->GALLERY`` between two modalities (``image->text``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +64,8 @@ class MembersConfig:
     """Extensions read as audio (decoded by libsndfile)."""
     label: list[str] = field(default_factory=lambda: ["cls"])
     """Extensions holding the integer class label as ASCII."""
+    features: list[str] = field(default_factory=lambda: ["npy"])
+    """Extensions read as precomputed arrays (``.npy``; only with ``features`` among ``data.modalities``)."""
     json: list[str] = field(default_factory=lambda: ["json"])
     """Extensions parsed as a JSON object (text and/or label fields, img2dataset style)."""
     json_text_field: str = "caption"
@@ -82,7 +84,11 @@ class DataConfig:
     """Held-out shard specs (validation); same forms as ``shards``."""
     members: MembersConfig = field(default_factory=MembersConfig)
     """Extension -> modality mapping."""
-    required_modalities: list[Modality] = field(default_factory=list)
+    modalities: list[ModalityName] | None = None
+    """The modalities the pipeline reads, decodes and hands to the model (canonical order whatever the order
+    here); None = image, text, audio and every plug-in (``modalities.plugins``). ``features`` is opt-in:
+    ``data.modalities=[image,text,audio,features]``. Members of a modality not listed are ignored (noted)."""
+    required_modalities: list[ModalityName] = field(default_factory=list)
     """Modalities a sample must have; others may be missing (kept with a presence mask)."""
     label_required: bool = True
     """Quarantine samples without a label (turn off for unlabeled data, e.g. embedding)."""
@@ -171,6 +177,18 @@ class AudioConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class FeaturesConfig:
+    """Precomputed arrays stored as ``.npy`` members (a CLIP embedding, a pose vector): read with
+    ``numpy.load(allow_pickle=False)``, checked against ``shape`` and ``dtype`` (a mismatch quarantines the sample
+    as ``bad_features``), handed to the model as float32."""
+
+    shape: list[int] = field(default_factory=list)
+    """The shape of one sample's array (e.g. ``[512]``); required with ``features`` among ``data.modalities``."""
+    dtype: Literal["float32", "float16", "float64"] = "float32"
+    """The dtype every member must have (cast to float32 for the model)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class PoolConfig:
     """One modality's actor pool. Sizes left at None are derived from the cluster's CPUs."""
 
@@ -211,6 +229,8 @@ class PoolsConfig:
     """Tokenizer pool (cheap)."""
     audio: PoolConfig = field(default_factory=lambda: PoolConfig(num_cpus=0.3))
     """Audio decode + log-mel pool."""
+    features: PoolConfig = field(default_factory=lambda: PoolConfig(num_cpus=0.25))
+    """``.npy`` feature pool (cheap)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,7 +323,8 @@ class EncoderConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EncodersConfig:
-    """Per-modality encoder choice (``model.encoders.image.source=torchvision`` ...); unset = mm_ray's own."""
+    """Per-modality encoder choice (``model.encoders.image.source=torchvision`` ...); unset = mm_ray's own. A
+    plug-in modality always uses its spec's encoder."""
 
     image: EncoderConfig = field(default_factory=EncoderConfig)
     """The image encoder (``torchvision`` or ``builtin``)."""
@@ -311,6 +332,8 @@ class EncodersConfig:
     """The text encoder (``transformers`` or ``builtin``)."""
     audio: EncoderConfig = field(default_factory=EncoderConfig)
     """The audio encoder (``transformers`` or ``builtin``)."""
+    features: EncoderConfig = field(default_factory=EncoderConfig)
+    """The features encoder (``builtin`` only: an MLP)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,8 +342,9 @@ class ModelConfig:
 
     preset: PresetName = "late_concat"
     """Fusion preset name (late_concat, early, gated, film, tensor, low_rank_tensor, ...)."""
-    modalities: list[Modality] = field(default_factory=lambda: ["image", "text", "audio"])
-    """Modalities the model uses (unimodal presets keep only their own)."""
+    modalities: list[ModalityName] | None = None
+    """Modalities the model uses, among ``data.modalities`` (None = all of them; unimodal presets keep only their
+    own)."""
     width: int = 64
     """Encoder width: image/audio CNN base channels, text transformer size (cost grows with its square)."""
     depth: int = 2
@@ -346,7 +370,7 @@ class ModelConfig:
     """Text encoder: transformer (masked mean pool) or lstm (embedding -> LSTM -> attention pooling)."""
     bidirectional: bool = True
     """Whether the LSTM text encoder reads both directions (``text_encoder=lstm`` only)."""
-    fusion_weights: dict[Modality, float] = field(default_factory=dict)
+    fusion_weights: dict[ModalityName, float] = field(default_factory=dict)
     """Relative per-modality weights of the ``fixed_weighted`` preset (e.g. ``{text: 2.0, audio: 0.5}``); an
     unnamed modality weighs 1.0; per sample they are renormalised over the modalities present."""
     align_dim: int = 64
@@ -431,7 +455,7 @@ class TrainConfig:
     """Samples per optimizer step on each worker."""
     lr: float = 1e-3
     """Peak learning rate (AdamW), reached at the end of the warm-up."""
-    lr_by_modality: dict[Modality, float] = field(default_factory=dict)
+    lr_by_modality: dict[ModalityName, float] = field(default_factory=dict)
     """Per-modality encoder learning rates (e.g. ``{text: 1e-4}``) to damp a dominant modality."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
@@ -603,6 +627,24 @@ class TrackConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ModalitiesConfig:
+    """Modalities from outside mm_ray (README "Your own modality"): a ``ModalitySpec`` in your own package, used
+    like a built-in one. Its settings, member extensions and pool live here, under its name."""
+
+    plugins: list[str] = field(default_factory=list)
+    """``package.module:NAME`` of each plug-in ``ModalitySpec``, imported wherever mm_ray runs (install the
+    package, or ship it in the job's working_dir). Only from your own config or command line: a checkpoint or
+    a sweep that names a plug-in is refused unless you name the same."""
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Plug-in name -> its settings (checked against the spec's ``settings_type``), e.g.
+    ``modalities.settings.depth.size=64``."""
+    extensions: dict[str, list[str]] = field(default_factory=dict)
+    """Plug-in name -> the member extensions read as it (default: the spec's own)."""
+    pools: dict[str, PoolConfig] = field(default_factory=dict)
+    """Plug-in name -> its own actor pool's settings (``pools.layout=per_modality``; default: the spec's CPUs)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """The whole configuration of an mm_ray run."""
 
@@ -618,6 +660,10 @@ class Config:
     """Text preprocessing."""
     audio: AudioConfig = field(default_factory=AudioConfig)
     """Audio preprocessing."""
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    """Precomputed-array (``.npy``) members."""
+    modalities: ModalitiesConfig = field(default_factory=ModalitiesConfig)
+    """Plug-in modalities."""
     pools: PoolsConfig = field(default_factory=PoolsConfig)
     """Actor pools and read tasks."""
     ray: RayConfig = field(default_factory=RayConfig)

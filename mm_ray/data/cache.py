@@ -2,7 +2,7 @@
 
 Layout of a cache (a local directory or an ``s3://bucket/prefix``)::
 
-    CACHE/data/*.parquet       model-ready rows (uint8 images, token ids, log-mels, labels, masks)
+    CACHE/data/*.parquet       model-ready rows (each modality's columns, labels, presence masks)
     CACHE/tokenizer.json       the tokenizer the text column was made with
     CACHE/quarantine.jsonl     one line per quarantined sample / ignored member / shard problem
     CACHE/manifest.json        counts, quarantine summary, shapes, config hash, source shards
@@ -25,9 +25,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,10 +35,11 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from mm_ray.columns import KEY, SHARD
-from mm_ray.config.schema import AudioConfig, Config
+from mm_ray.config.schema import Config
 from mm_ray.data.epochs import shuffled_per_epoch, starting_at_epoch
 from mm_ray.data.sources import S3_PREFIX, filesystem_for
-from mm_ray.preprocess.mel import feature_rows
+from mm_ray.modalities.legacy import manifest_shapes
+from mm_ray.modalities.registry import BUILTIN, Registry, extensions_of, modalities_of, settings_of
 
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
@@ -83,7 +84,11 @@ class Cache:
     def tokenizer_json(self) -> str:
         """The tokenizer (JSON) the text column was made with."""
         fs, path = self._fs()
-        return read_text(fs, f"{path}/{self.manifest.get('tokenizer', TOKENIZER)}")
+        name = self.manifest.get("tokenizer", TOKENIZER)
+        # The manifest is data: its field names a file of this cache, never a path to somewhere else.
+        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+            raise CacheError(f"{self.uri}/{MANIFEST}: tokenizer {name!r} is not a file name inside the cache")
+        return read_text(fs, f"{path}/{name}")
 
     @property
     def samples(self) -> int:
@@ -92,12 +97,13 @@ class Cache:
 
     @property
     def shapes(self) -> Mapping[str, list[int]]:
-        """Per-row shapes: ``image`` [3, S, S], ``input_ids`` [L], ``audio`` [feature rows, frames]."""
-        return self.manifest["shapes"]
+        """Per-row shape of every model-ready column: ``image`` [3, S, S], ``input_ids`` [L], ..."""
+        return manifest_shapes(self.manifest["shapes"])
 
     @property
     def preprocessing(self) -> Mapping[str, Any] | None:
-        """The ``image``/``audio``/``text_max_length`` settings the rows were made with (None in old caches)."""
+        """What the rows were made with (``preprocessing_of``: each modality's recorded settings, the label
+        map of string labels); None in the oldest caches."""
         return self.manifest.get("preprocess")
 
     @property
@@ -219,8 +225,16 @@ def read_text(fs: pafs.FileSystem, path: str) -> str:
 
 
 def write_text(fs: pafs.FileSystem, path: str, text: str) -> None:
+    """Write ``path`` whole or not at all: a local file is written beside it and renamed over it (a crash or an
+    error mid-write leaves the old file); an object store's PUT is all-or-nothing already."""
+    data = text.encode()
+    target = path
+    if isinstance(fs, pafs.LocalFileSystem):
+        path = f"{path}.tmp-{os.getpid()}"
     with fs.open_output_stream(path) as f:
-        f.write(text.encode())
+        f.write(data)
+    if path != target:
+        fs.move(path, target)
 
 
 def label_counts(uri: str, storage_options: Mapping[str, str] | None = None) -> dict[str, int]:
@@ -233,52 +247,40 @@ def label_counts(uri: str, storage_options: Mapping[str, str] | None = None) -> 
 
 def preprocess_config_hash(cfg: Config, tokenizer_json: str) -> str:
     """sha256 over the settings that determine the cache's content."""
+    reg = modalities_of(cfg)
     relevant = {
-        "image": dataclasses.asdict(cfg.image),
-        "audio": dataclasses.asdict(cfg.audio),
-        "text_max_length": cfg.text.max_length,
-        "members": dataclasses.asdict(cfg.data.members),
+        "modalities": {s.name: s.record(settings_of(cfg, s)) for s in reg},
+        "extensions": {s.name: list(extensions_of(cfg, s)) for s in reg},
+        "members": {k: v for k, v in dataclasses.asdict(cfg.data.members).items() if k not in BUILTIN},
         "required": list(cfg.data.required_modalities),
         "label_required": cfg.data.label_required,
         "tokenizer_sha256": hashlib.sha256(tokenizer_json.encode()).hexdigest(),
     }
-    if cfg.data.labels == "names":  # only then: integer-label caches keep the hashes they always had
+    if cfg.data.labels == "names":
         relevant["classes"] = list(cfg.data.classes)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def audio_feature_rows(audio: AudioConfig) -> int:
-    """Rows of one clip's cached audio features (the audio model's input channels) under ``audio``."""
-    return feature_rows(audio.features, audio.n_mels, audio.n_mfcc, audio.deltas)
+def model_ready_shapes(cfg: Config, registry: Registry | None = None) -> dict[str, list[int]]:
+    """Per-row shapes of the model-ready columns that ``cfg``'s preprocessing makes, for its modalities."""
+    reg = registry if registry is not None else modalities_of(cfg)
+    return {c: list(shape) for s in reg for c, shape in s.shapes(settings_of(cfg, s)).items()}
 
 
-def model_ready_shapes(cfg: Config) -> dict[str, list[int]]:
-    """Per-row shapes of the model-ready columns that ``cfg``'s preprocessing makes."""
-    a = cfg.audio
-    return {
-        "image": [3, cfg.image.size, cfg.image.size],
-        "input_ids": [cfg.text.max_length],
-        "audio": [audio_feature_rows(a), 1 + int(a.sample_rate * a.duration_s) // a.hop_length],
-    }
-
-
-def row_bytes(shapes: Mapping[str, list[int]]) -> int:
-    """In-memory bytes of one model-ready row, from a cache manifest's shapes (dtypes: ``mm_ray.columns``)."""
-    image = math.prod(shapes["image"])  # uint8
-    text = shapes["input_ids"][0] * (4 + 1)  # int32 ids + int8 mask
-    audio = math.prod(shapes["audio"]) * 4  # float32 log-mel
-    return image + text + audio + 8 + 3  # int64 label, three bool presence flags
+def row_bytes(shapes: Mapping[str, Sequence[int]], registry: Registry = BUILTIN) -> int:
+    """In-memory bytes of one model-ready row, from a cache manifest's shapes: each modality's columns (their
+    dtypes from ``registry``) with its presence flag, and the int64 label."""
+    shapes = manifest_shapes(shapes)
+    return 8 + sum(s.row_bytes(shapes) for s in registry if all(c in shapes for c in s.column_names))
 
 
 def preprocessing_of(cfg: Config) -> dict[str, Any]:
-    """The settings a manifest records as ``preprocess`` (what a model trained on the rows saw); with string
-    labels also ``classes``, the label map that turned them into the rows' ids, and ``members``, the member
-    mapping the label strings were read with."""
-    out: dict[str, Any] = {
-        "image": dataclasses.asdict(cfg.image),
-        "audio": dataclasses.asdict(cfg.audio),
-        "text_max_length": cfg.text.max_length,
-    }
+    """The settings a manifest records as ``preprocess`` (what a model trained on the rows saw): each modality's
+    recorded settings (``ModalitySpec.record``) under ``modalities``; with string labels also ``classes``, the
+    label map that turned them into the rows' ids, and ``members``, the member mapping the label strings were
+    read with. ``mm_ray.modalities.legacy.preprocessing_sections`` reads this and the first format."""
+    reg = modalities_of(cfg)
+    out: dict[str, Any] = {"modalities": {s.name: s.record(settings_of(cfg, s)) for s in reg}}
     if cfg.data.labels == "names":
         out["classes"] = list(cfg.data.classes)
         # Which members and JSON field held those strings: new shards must be read the same way to get their ids.

@@ -8,13 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from mm_ray import columns as C
 from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
 from mm_ray.data.members import MemberMap, assemble, member_map
 from mm_ray.data.raw import RawSample
 from mm_ray.data.sources import expand_shards
 from mm_ray.data.tar_stream import iter_shard
+from mm_ray.modalities.registry import modalities_of
+from mm_ray.modalities.text import TEXT
 from mm_ray.preprocess.tokenizer import load_tokenizer, train_tokenizer
 
 
@@ -31,6 +32,9 @@ def obtain_tokenizer(cfg: Config, shard_specs: list[str]) -> str:
         return own
     if cfg.text.tokenizer:
         return load_tokenizer(cfg.text.tokenizer).to_str()
+    if TEXT.name not in modalities_of(cfg):
+        # Nothing tokenizes: a tokenizer of the special tokens only, so caches and checkpoints keep one layout.
+        return train_tokenizer([], vocab_size=cfg.text.vocab_size).to_str()
     urls = expand_shards(shard_specs, storage_options=cfg.data.storage_options)
     captions = iter_captions(
         urls,
@@ -89,7 +93,7 @@ def iter_captions(
             if not isinstance(item, RawSample):
                 continue
             row, _ = assemble(item, members)
-            text = row and row[C.TEXT_BYTES]
+            text = row and row.get(TEXT.raw_column)
             if not text or len(text) > max_bytes:
                 continue
             try:

@@ -30,21 +30,21 @@ from mm_ray.data.members import MemberMap, assemble
 from mm_ray.data.raw import RawSample
 from mm_ray.data.sample_ids import drop_trained
 from mm_ray.data.tar_stream import iter_shard
+from mm_ray.modalities.spec import presence_column, raw_column
 from mm_ray.quarantine import QuarantineRecord
 
-RAW_SCHEMA = pa.schema(
-    [
-        (C.KEY, pa.string()),
-        (C.SHARD, pa.string()),
-        (C.IMAGE_BYTES, pa.binary()),
-        (C.TEXT_BYTES, pa.binary()),
-        (C.AUDIO_BYTES, pa.binary()),
-        (C.LABEL, pa.int64()),
-        (C.HAS_IMAGE, pa.bool_()),
-        (C.HAS_TEXT, pa.bool_()),
-        (C.HAS_AUDIO, pa.bool_()),
-    ]
-)
+
+def raw_schema(modalities: tuple[str, ...]) -> pa.Schema:
+    """The reader's columns for ``modalities``: key, shard, each modality's bytes, label, each presence flag."""
+    return pa.schema(
+        [
+            (C.KEY, pa.string()),
+            (C.SHARD, pa.string()),
+            *((raw_column(m), pa.binary()) for m in modalities),
+            (C.LABEL, pa.int64()),
+            *((presence_column(m), pa.bool_()) for m in modalities),
+        ]
+    )
 
 
 class ShardDatasource(Datasource):
@@ -79,7 +79,7 @@ class ShardDatasource(Datasource):
             ReadTask(
                 self._read_fn(url),
                 BlockMetadata(num_rows=None, size_bytes=None, input_files=[url], exec_stats=None),
-                schema=RAW_SCHEMA,
+                schema=raw_schema(self._members.modalities),
                 per_task_row_limit=per_task_row_limit,
             )
             for url in self._shards
@@ -106,6 +106,7 @@ def read_shard_blocks(
 ) -> Iterator[pa.Table]:
     """Yield Arrow blocks of raw samples from one shard, reporting problems to ``ledger``."""
     report = _Reporter(url, ledger)
+    schema = raw_schema(members.modalities)
     rows: list[dict[str, Any]] = []
     for item in iter_shard(url, storage_options=storage_options, members=members):
         if isinstance(item, RawSample):
@@ -119,17 +120,17 @@ def read_shard_blocks(
             report.samples += int(item.is_sample)
             report.records([item])
         if len(rows) >= rows_per_block:
-            yield rows_to_table(rows)
+            yield rows_to_table(rows, schema)
             rows = []
             report.progress()
     if rows:
-        yield rows_to_table(rows)
+        yield rows_to_table(rows, schema)
     report.finish()
 
 
-def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Assembled row dicts -> one Arrow table with the raw schema (column order fixed)."""
-    return pa.table({name: [row[name] for row in rows] for name in RAW_SCHEMA.names}, schema=RAW_SCHEMA)
+def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Assembled row dicts -> one Arrow table with the raw ``schema`` (column order fixed)."""
+    return pa.table({name: [row[name] for row in rows] for name in schema.names}, schema=schema)
 
 
 class _Reporter:

@@ -32,7 +32,7 @@ def read_label_names(
     """The distinct label strings of the samples in ``urls``, sorted; bad labels and bad shards are skipped
     (the ingest that follows quarantines them with their reasons)."""
     # Only the label and JSON members are read: the others map to nothing, so the reader skips their bytes.
-    reader = dataclasses.replace(members, image=(), text=(), audio=(), label_names=None)
+    reader = dataclasses.replace(members, extensions=(), json_fields=(), required=(), label_names=None)
     names: set[str] = set()
     for url in urls:
         for item in iter_shard(url, storage_options=storage_options, members=reader):

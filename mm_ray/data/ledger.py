@@ -8,6 +8,11 @@ Records are de-duplicated on what they are about (``record_identity``) and shard
 not added, so a retried read task, a restarted actor or a later epoch reading the same shard does not
 double count, while distinct members of one sample (5,000 unknown ones, say) are each counted.
 
+Memory stays small whatever a shard holds (a ``.tar.gz`` of empty members makes a record every ~9 bytes):
+only the first ``max_logged`` records are kept whole (the log); every other one leaves a 16-byte digest of its
+identity, enough to count it exactly once, and the counts by reason are kept as records arrive, so
+``summary`` (polled for progress) costs the same at 10 records or 10 million.
+
 The actor is never restarted: a restarted ledger would start empty and report a fraction of the run's
 counts as the whole (``samples_ok`` sizes the LR schedule and the cache manifest). If it dies, every call
 to it goes through ``ledger_get``, which raises ``LedgerLost`` naming it, so the run fails instead of
@@ -17,11 +22,18 @@ finishing with counts that are silently wrong.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from mm_ray.quarantine import MEMBER_LEVEL, SHARD_LEVEL, Reason
+from mm_ray.quarantine import Reason, is_member_level, is_sample_level
+
+
+def identity_digest(identity: tuple[str, ...]) -> bytes:
+    """16 bytes standing for ``identity`` (128 bits: two distinct records share one with odds ~1e-24 at 1e7)."""
+    text = "\0".join(identity).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).digest()
 
 
 def record_identity(rec: dict[str, str]) -> tuple[str, ...]:
@@ -29,7 +41,7 @@ def record_identity(rec: dict[str, str]) -> tuple[str, ...]:
     says (a decoder's message may hold a memory address); a member-level record names its member in its
     detail, so each member counts once."""
     identity = (rec["shard"], rec["key"], rec["reason"])
-    return (*identity, rec.get("detail", "")) if Reason(rec["reason"]) in MEMBER_LEVEL else identity
+    return (*identity, rec.get("detail", "")) if is_member_level(rec["reason"]) else identity
 
 
 class ErrorBudgetExceeded(RuntimeError):
@@ -75,22 +87,36 @@ class QuarantineLedger:
     def __init__(
         self, max_logged: int = 100_000, *, error_budget: float | None = None, shards_total: int | None = None
     ):
-        self._records: dict[tuple[str, ...], dict[str, str]] = {}
+        self._seen: set[bytes] = set()  # identity digests of every record counted
+        self._logged: list[dict[str, str]] = []  # the first ``max_logged`` records, whole
+        self._samples: collections.Counter[str] = collections.Counter()  # sample-level records by reason
+        self._bad_by_shard: collections.Counter[str] = collections.Counter()  # sample-level records by shard
+        self._members: collections.Counter[str] = collections.Counter()  # member-level records by reason
+        self._shard_problems: dict[str, set[str]] = collections.defaultdict(set)  # reason -> shards
         self._samples_read: dict[str, int] = {}
         self._shards_done: set[str] = set()
         self._max_logged = max_logged
         self._error_budget = error_budget
         self._shards_total = shards_total
-        self._samples_bad = 0  # sample-level records: the budget's numerator, kept as records arrive
 
     def add(self, records: list[dict[str, str]]) -> str | None:
         """Record ``QuarantineRecord.to_json()`` dicts (idempotent); returns ``budget_exceeded()``."""
         for rec in records:
-            identity = record_identity(rec)
-            if identity not in self._records:
-                self._records[identity] = rec
-                reason = Reason(rec["reason"])
-                self._samples_bad += reason not in SHARD_LEVEL and reason not in MEMBER_LEVEL
+            digest = identity_digest(record_identity(rec))
+            if digest in self._seen:
+                continue
+            self._seen.add(digest)
+            if len(self._logged) < self._max_logged:
+                self._logged.append(rec)
+            reason = rec["reason"]
+            # A plug-in modality's decoder writes reason codes of its own: sample level, like every decode.
+            if is_member_level(reason):
+                self._members[reason] += 1
+            elif is_sample_level(reason):
+                self._samples[reason] += 1
+                self._bad_by_shard[rec["shard"]] += 1
+            else:
+                self._shard_problems[reason].add(rec["shard"])
         return self.budget_exceeded()
 
     def shard_progress(self, shard: str, samples_read: int, done: bool = False) -> str | None:
@@ -110,7 +136,7 @@ class QuarantineLedger:
         if len(self._shards_done) < self._shards_total:
             return None  # samples still to come could all be good
         read = sum(self._samples_read.values())
-        if read == 0 or self._samples_bad / read <= self._error_budget:
+        if read == 0 or self._samples.total() / read <= self._error_budget:
             return None  # the common answer, without walking every record (called on every report)
         try:
             check_error_budget(self.summary(), self._error_budget, log_hint=log_hint, at_least=True)
@@ -119,42 +145,31 @@ class QuarantineLedger:
         return None
 
     def summary(self) -> dict[str, Any]:
-        """Counts by reason; ``samples_read`` counts every sample parsed from the tar streams."""
-        samples = collections.Counter()
-        members = collections.Counter()
-        shard_problems: dict[str, list[str]] = collections.defaultdict(list)
-        for (shard, _key, reason, *_detail), _rec in self._records.items():
-            code = Reason(reason)
-            if code in SHARD_LEVEL:
-                shard_problems[reason].append(shard)
-            elif code in MEMBER_LEVEL:
-                members[reason] += 1
-            else:
-                samples[reason] += 1
+        """Counts by reason; ``samples_read`` counts every sample parsed from the tar streams. Kept as records
+        arrive: the cost does not grow with the records (it is polled for progress)."""
+        problems = self._shard_problems
         return {
             "samples_read": sum(self._samples_read.values()),
-            "samples_quarantined": sum(samples.values()),
-            "quarantine_reasons": dict(sorted(samples.items())),
-            "members_ignored": dict(sorted(members.items())),
+            "samples_quarantined": self._samples.total(),
+            "quarantine_reasons": dict(sorted(self._samples.items())),
+            "members_ignored": dict(sorted(self._members.items())),
+            "quarantine_records": len(self._seen),
+            "quarantine_records_logged": len(self._logged),
             "shards_done": len(self._shards_done),
-            "shards_unreadable": sorted(set(shard_problems.get(Reason.UNREADABLE_SHARD.value, []))),
-            "shards_truncated": sorted(set(shard_problems.get(Reason.TRUNCATED_SHARD.value, []))),
-            "shards_empty": sorted(set(shard_problems.get(Reason.EMPTY_SHARD.value, []))),
+            "shards_unreadable": sorted(problems.get(Reason.UNREADABLE_SHARD.value, ())),
+            "shards_truncated": sorted(problems.get(Reason.TRUNCATED_SHARD.value, ())),
+            "shards_empty": sorted(problems.get(Reason.EMPTY_SHARD.value, ())),
         }
 
     def good_samples(self) -> dict[str, int]:
         """Samples that passed every check, per shard read to its end (a training run's data position tells
         the shards it has finished by comparing these with the samples it trained from each)."""
-        bad = collections.Counter(
-            shard
-            for (shard, _key, reason, *_detail) in self._records
-            if Reason(reason) not in SHARD_LEVEL and Reason(reason) not in MEMBER_LEVEL
-        )
+        bad = self._bad_by_shard
         return {shard: self._samples_read.get(shard, 0) - bad[shard] for shard in sorted(self._shards_done)}
 
     def records(self) -> list[dict[str, str]]:
-        """All records, in arrival order (capped at ``max_logged``)."""
-        return list(self._records.values())[: self._max_logged]
+        """The first ``max_logged`` records, in arrival order (``summary()["quarantine_records"]`` counts them all)."""
+        return list(self._logged)
 
 
 def quarantine_jsonl(records: list[dict[str, str]]) -> str:

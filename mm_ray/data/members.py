@@ -8,9 +8,10 @@ Usage::
     row, records = assemble(raw_sample, members)
     # row is None when the sample is quarantined; records explain why (plus member-level notes)
 
-A row has exactly the raw columns of ``mm_ray.columns``: KEY, SHARD, IMAGE_BYTES, TEXT_BYTES,
-AUDIO_BYTES (bytes or None), LABEL (int, -1 when absent and not required) and HAS_IMAGE/TEXT/AUDIO.
-Nothing is decoded here: images, audio and the UTF-8 of ``.txt`` are checked by the preprocessors.
+A row has exactly the raw columns of ``mm_ray.columns``: KEY, SHARD, LABEL (int, -1 when absent and not
+required), and per modality of the map its raw column (``<m>_bytes``: bytes or None) and presence (``has_<m>``).
+``MemberMap()`` maps the default modalities (image, text, audio) to their specs' extensions; ``member_map(cfg)``
+the run's. Nothing is decoded here: images, audio and the UTF-8 of ``.txt`` are checked by the preprocessors.
 
 Rules (each quarantined sample gets exactly one sample-level record, first rule that fails wins):
 
@@ -19,7 +20,8 @@ Rules (each quarantined sample gets exactly one sample-level record, first rule 
    tuple decides (``jpg`` before ``png``); the others are ignored. Unmapped members get a
    member-level ``UNKNOWN_EXTENSION`` record and the sample is kept.
 2. No mapped member at all -> ``NO_KNOWN_MEMBERS``.
-3. Text: the txt member as-is, else ``json[json_text_field]`` if it is a string (UTF-8 encoded).
+3. A modality's member as-is; for a modality that falls back on JSON (text: ``json_fields``), else
+   ``json[field]`` if it is a string (UTF-8 encoded).
    Label: the cls member (ASCII non-negative int, whitespace ok), else ``json[json_label_field]``
    (an int, or a string of digits). A label that is present but not such an int -> ``BAD_LABEL``.
    With ``label_names`` (``data.labels=names``) the label is a string instead (the UTF-8 member stripped,
@@ -27,12 +29,12 @@ Rules (each quarantined sample gets exactly one sample-level record, first rule 
    that is not listed -> ``UNKNOWN_LABEL``.
 4. A JSON member that does not parse, or is not an object, is treated as if it held no fields.
    If the sample is then quarantined for something the JSON was the only source of (no label while
-   ``label_required``; no text while ``"text"`` is required; no content at all) the reason is
+   ``label_required``; a required modality that only the JSON could give; no content at all) the reason is
    ``BAD_JSON``; otherwise the sample is kept (e.g. img2dataset metadata next to a ``.txt``) and
    the JSON gets a member-level ``IGNORED_MEMBER`` note.
 5. No label while ``label_required`` -> ``MISSING_LABEL``; a ``required`` modality missing ->
    ``MISSING_REQUIRED_MODALITY``.
-6. A sample left with no image, text or audio at all (e.g. only ``.cls``) -> ``NO_KNOWN_MEMBERS``:
+6. A sample left with no modality's content at all (e.g. only ``.cls``) -> ``NO_KNOWN_MEMBERS``:
    a row with nothing to learn from only teaches the label prior.
 """
 
@@ -42,11 +44,14 @@ import dataclasses
 import functools
 import json
 import re
+from collections.abc import Mapping
 
 from mm_ray import columns as C
 from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
 from mm_ray.data.raw import RawSample
+from mm_ray.modalities.registry import BUILTIN, DEFAULT_MODALITIES, Registry, extensions_of, modalities_of
+from mm_ray.modalities.spec import presence_column, raw_column
 from mm_ray.quarantine import QuarantineRecord, Reason
 
 # The ledger has no dedicated member-level code for "mapped but ignored" members (a duplicate
@@ -54,25 +59,38 @@ from mm_ray.quarantine import QuarantineRecord, Reason
 # counted without charging the sample error budget. Swap in a dedicated code here when one exists.
 IGNORED_MEMBER = Reason.IGNORED_MEMBER
 
-ROLES = ("image", "text", "audio", "label", "json")
+LABEL_ROLE, JSON_ROLE = "label", "json"
+"""The member roles besides the modalities: the class label, and JSON metadata (label and text fields)."""
 _LABEL_RE = re.compile(r"\+?[0-9]{1,18}")  # 18 digits always fits int64
+
+Pairs = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def _default_extensions() -> Pairs:
+    return tuple((m, BUILTIN[m].extensions) for m in DEFAULT_MODALITIES)
+
+
+def _default_json_fields() -> tuple[tuple[str, str], ...]:
+    return tuple((m, "caption") for m in DEFAULT_MODALITIES if BUILTIN[m].json_fallback)
 
 
 @dataclasses.dataclass(frozen=True)
 class MemberMap:
     """Extensions for each role, and what a sample must contain to be kept."""
 
-    image: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
-    text: tuple[str, ...] = ("txt",)
-    audio: tuple[str, ...] = ("wav", "flac", "ogg", "mp3")
+    extensions: Pairs | Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=_default_extensions)
+    """Modality -> the member extensions read as it (first match wins), in the run's canonical order."""
     label: tuple[str, ...] = ("cls",)
     json: tuple[str, ...] = ("json",)
-    json_text_field: str = "caption"
-    """Field of the JSON member used as text when there is no text member ("" disables)."""
+    json_fields: tuple[tuple[str, str], ...] | Mapping[str, str] = dataclasses.field(
+        default_factory=_default_json_fields
+    )
+    """Modality -> the JSON member's field read as its content when the sample has no member of it ("" or
+    absent: none)."""
     json_label_field: str = "label"
     """Field of the JSON member used as label when there is no label member ("" disables)."""
     required: tuple[str, ...] = ()
-    """Modalities ("image", "text", "audio") a sample must have, else MISSING_REQUIRED_MODALITY."""
+    """Modalities a sample must have, else MISSING_REQUIRED_MODALITY."""
     label_required: bool = True
     """Quarantine samples without a label (MISSING_LABEL); when False their LABEL is -1."""
     max_member_bytes: int = 64 << 20
@@ -84,23 +102,36 @@ class MemberMap:
     label of a sample is the index of its string here (UNKNOWN_LABEL when it is not listed)."""
 
     def __post_init__(self) -> None:
-        # Accept lists (from YAML) and any case; store lower-case tuples so the map stays hashable.
+        # Accept mappings and lists (from YAML) and any case; store lower-case tuples so the map stays hashable.
         if self.label_names is not None:
             object.__setattr__(self, "label_names", tuple(str(x) for x in self.label_names))
             if len(set(self.label_names)) != len(self.label_names):
                 raise ValueError("label names must be distinct")
-        for role in (*ROLES, "required"):
-            value = getattr(self, role)
-            value = (value,) if isinstance(value, str) else value
-            object.__setattr__(self, role, tuple(str(x).lower().lstrip(".") for x in value))
-        unknown = set(self.required) - set(C.MODALITIES)
+        pairs = self.extensions.items() if isinstance(self.extensions, Mapping) else self.extensions
+        object.__setattr__(self, "extensions", tuple((m, _extensions(exts)) for m, exts in pairs))
+        fields = self.json_fields.items() if isinstance(self.json_fields, Mapping) else self.json_fields
+        object.__setattr__(self, "json_fields", tuple((m, f) for m, f in fields if f))
+        for role in (LABEL_ROLE, JSON_ROLE):
+            object.__setattr__(self, role, _extensions(getattr(self, role)))
+        required = (self.required,) if isinstance(self.required, str) else self.required
+        object.__setattr__(self, "required", tuple(str(x).lower() for x in required))
+        unknown = set(self.required) - set(self.modalities)
         if unknown:
-            raise ValueError(f"required modalities must be among {C.MODALITIES}, got {sorted(unknown)}")
+            raise ValueError(f"required modalities must be among {self.modalities}, got {sorted(unknown)}")
         owners: dict[str, str] = {}
-        for role in ROLES:
-            for ext in getattr(self, role):
+        for role, extensions in self.roles():
+            for ext in extensions:
                 if owners.setdefault(ext, role) != role:
                     raise ValueError(f"extension {ext!r} is mapped to both {owners[ext]!r} and {role!r}")
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities this map reads, in order."""
+        return tuple(m for m, _ in self.extensions)
+
+    def roles(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """Every role (the modalities, then label and json) with its extensions."""
+        return (*self.extensions, (LABEL_ROLE, self.label), (JSON_ROLE, self.json))
 
     def role_of(self, ext: str) -> tuple[str, tuple[int, int]] | None:
         """``(role, rank)`` for an extension, ``None`` if unmapped; a lower rank is a better match."""
@@ -115,6 +146,11 @@ class MemberMap:
         return None
 
 
+def _extensions(value: object) -> tuple[str, ...]:
+    values = (value,) if isinstance(value, str) else value
+    return tuple(str(x).lower().lstrip(".") for x in values)  # type: ignore[union-attr]
+
+
 def assemble(sample: RawSample, members: MemberMap) -> tuple[dict | None, list[QuarantineRecord]]:
     """One row of raw columns for ``sample``, or ``None`` plus the records saying why it is quarantined."""
     chosen, unknown = _choose(sample, members)
@@ -123,26 +159,26 @@ def assemble(sample: RawSample, members: MemberMap) -> tuple[dict | None, list[Q
         names = [_member(sample, e) for e in sample.members]
         return None, [*records, _note(sample, Reason.NO_KNOWN_MEMBERS, f"members {names}")]
     found = {role: sample.members[ext] for role, ext in chosen.items()}
-    meta, json_error = _parse_json(found.get("json"))
-    text = found.get("text")
-    if text is None and members.json_text_field:
-        text = _json_text(meta.get(members.json_text_field))
+    meta, json_error = _parse_json(found.get(JSON_ROLE))
+    content = {m: found.get(m) for m in members.modalities}
+    for modality, field in members.json_fields:
+        if content.get(modality) is None:
+            content[modality] = _json_text(meta.get(field))
     json_label = meta.get(members.json_label_field) if members.json_label_field else None
     try:
         if members.label_names is None:
-            label = _label(found.get("label"), json_label)
+            label = _label(found.get(LABEL_ROLE), json_label)
         else:
-            label = _named_label(found.get("label"), json_label, members)
+            label = _named_label(found.get(LABEL_ROLE), json_label, members)
     except UnknownLabel as e:
         return None, [*records, _note(sample, Reason.UNKNOWN_LABEL, str(e))]
     except ValueError as e:
         return None, [*records, _note(sample, Reason.BAD_LABEL, str(e))]
-    content = {"image": found.get("image"), "text": text, "audio": found.get("audio")}
-    problem = _problem(content, label, members, json_error, has_txt="text" in found, has_cls="label" in found)
+    problem = _problem(content, label, members, json_error, found=set(found))
     if problem is not None:
         return None, [*records, _note(sample, *problem)]
     if json_error:
-        json_member = _member(sample, chosen["json"])
+        json_member = _member(sample, chosen[JSON_ROLE])
         records.append(_note(sample, IGNORED_MEMBER, f"member {json_member!r} ignored: {json_error}"))
     return _row(sample, content, label), records
 
@@ -163,24 +199,24 @@ def _choose(sample: RawSample, members: MemberMap) -> tuple[dict[str, str], list
 
 
 def _problem(
-    content: dict, label: int | None, members: MemberMap, json_error: str, *, has_txt: bool, has_cls: bool
+    content: dict, label: int | None, members: MemberMap, json_error: str, *, found: set[str]
 ) -> tuple[Reason, str] | None:
     """The first sample-level ``(reason, detail)`` that quarantines the sample, or ``None``."""
     # The JSON takes the blame only where it was the sole possible source of what is missing.
-    text_from_json = bool(json_error and not has_txt and members.json_text_field)
+    from_json = {m for m, _ in members.json_fields if json_error and m not in found}
     if label is None and members.label_required:
-        if json_error and not has_cls and members.json_label_field:
+        if json_error and LABEL_ROLE not in found and members.json_label_field:
             return Reason.BAD_JSON, f"no label member and the JSON is unusable: {json_error}"
         return Reason.MISSING_LABEL, "no label member and no label field in the JSON"
     for modality in members.required:
         if content[modality] is None:
-            if modality == "text" and text_from_json:
-                return Reason.BAD_JSON, f"no text member and the JSON is unusable: {json_error}"
+            if modality in from_json:
+                return Reason.BAD_JSON, f"no {modality} member and the JSON is unusable: {json_error}"
             return Reason.MISSING_REQUIRED_MODALITY, f"required modality {modality!r} is missing"
     if all(value is None for value in content.values()):
-        if text_from_json:
+        if from_json:
             return Reason.BAD_JSON, f"no content besides a JSON that is unusable: {json_error}"
-        return Reason.NO_KNOWN_MEMBERS, "no image, text or audio content"
+        return Reason.NO_KNOWN_MEMBERS, f"no {', '.join(members.modalities)} content"
     return None
 
 
@@ -237,9 +273,9 @@ def label_name(sample: RawSample, members: MemberMap) -> str | None:
     What a label map is built from (``mm_ray.data.labels``); ``assemble`` maps it to an id."""
     chosen, _ = _choose(sample, members)
     found = {role: sample.members[ext] for role, ext in chosen.items()}
-    meta, _ = _parse_json(found.get("json"))
+    meta, _ = _parse_json(found.get(JSON_ROLE))
     field = meta.get(members.json_label_field) if members.json_label_field else None
-    return _label_text(found.get("label"), field)
+    return _label_text(found.get(LABEL_ROLE), field)
 
 
 def _label_text(member: bytes | None, field: object) -> str | None:
@@ -281,9 +317,9 @@ def _label_index(members: MemberMap) -> dict[str, int]:
 
 def _row(sample: RawSample, content: dict, label: int | None) -> dict:
     row = {C.KEY: sample.key, C.SHARD: sample.shard, C.LABEL: -1 if label is None else label}
-    for modality in C.MODALITIES:
-        row[C.RAW_COLUMN[modality]] = content[modality]
-        row[C.PRESENCE_COLUMN[modality]] = content[modality] is not None
+    for modality, value in content.items():
+        row[raw_column(modality)] = value
+        row[presence_column(modality)] = value is not None
     return row
 
 
@@ -297,14 +333,15 @@ def _member(sample: RawSample, ext: str) -> str:
 
 @functools.lru_cache(maxsize=64)
 def _role_table(members: MemberMap) -> dict[str, tuple[str, int]]:
-    return {ext: (role, i) for role in ROLES for i, ext in enumerate(getattr(members, role))}
+    return {ext: (role, i) for role, extensions in members.roles() for i, ext in enumerate(extensions)}
 
 
-def member_map(cfg: Config) -> MemberMap:
-    """The reader's member mapping from the ``data`` section.
+def member_map(cfg: Config, registry: Registry | None = None) -> MemberMap:
+    """The reader's member mapping of run ``cfg`` (its modalities: ``registry``, default ``modalities_of(cfg)``).
 
     With ``data.labels=names`` the class names must be known (``data.classes``): ``mm_ray.data.labels.
     with_classes`` fills them from the training shards, a cache or a checkpoint before any ingest starts."""
+    reg = registry if registry is not None else modalities_of(cfg)
     m = cfg.data.members
     names = None
     if cfg.data.labels == "names":
@@ -315,12 +352,10 @@ def member_map(cfg: Config) -> MemberMap:
             )
         names = tuple(cfg.data.classes)
     return MemberMap(
-        image=tuple(m.image),
-        text=tuple(m.text),
-        audio=tuple(m.audio),
+        extensions=tuple((spec.name, extensions_of(cfg, spec)) for spec in reg),
         label=tuple(m.label),
         json=tuple(m.json),
-        json_text_field=m.json_text_field,
+        json_fields=tuple((spec.name, m.json_text_field) for spec in reg if spec.json_fallback),
         json_label_field=m.json_label_field,
         required=tuple(cfg.data.required_modalities),
         label_required=cfg.data.label_required,

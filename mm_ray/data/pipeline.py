@@ -1,4 +1,4 @@
-"""Assemble the Ray Data ingest pipeline: shards -> read tasks -> text / image / audio actor pools.
+"""Assemble the Ray Data ingest pipeline: shards -> read tasks -> the modalities' actor pools.
 
 This is the one module that wires Ray Data together; the pieces it wires are plain Python
 (reader, preprocessors) and the resource policy lives in ``mm_ray.data.resources``.
@@ -10,9 +10,10 @@ Usage::
         ...
     summary = stream.finish()        # counts, quarantine reasons; enforces the error budget
 
-At this point in the stream each row has: ``__key__``, ``__shard__``, ``label``, the presence
-mask ``has_*``, ``image`` uint8 [3,S,S], ``input_ids``/``attention_mask`` [L], ``audio``
-float32 [n_mels, frames]. Rejected rows never leave their stage; they are in the ledger.
+At this point in the stream each row has: ``__key__``, ``__shard__``, ``label``, and per modality of the run
+(``mm_ray.modalities``) its presence flag ``has_<m>`` and its model-ready columns (``image`` uint8 [3,S,S],
+``input_ids``/``attention_mask`` [L], ``audio`` float32 [n_mels, frames], ...). Rejected rows never leave their
+stage; they are in the ledger.
 """
 
 from __future__ import annotations
@@ -33,73 +34,82 @@ from mm_ray.data.datasource import ShardDatasource
 from mm_ray.data.epochs import shuffled_per_epoch
 from mm_ray.data.ledger import QuarantineLedger, check_error_budget, ledger_get, write_quarantine_log
 from mm_ray.data.members import MemberMap, member_map
-from mm_ray.data.resources import COST_SHARE, IngestPlan, plan_ingest
+from mm_ray.data.resources import IngestPlan, plan_ingest
 from mm_ray.data.sources import expand_shards
-from mm_ray.data.stages import SHARD_URL, STAGES, DroppingColumns, FusedStage, ShardStage
-from mm_ray.preprocess.image import formats_for
+from mm_ray.data.stages import SHARD_URL, DroppingColumns, FusedStage, ShardStage, stage_class
+from mm_ray.modalities.registry import Registry, extensions_of, modalities_of, pool_key, pool_of, settings_of
+from mm_ray.modalities.spec import ModalitySpec, PreprocessContext
 from mm_ray.runtime import cluster_nodes
 
-# Text first (cheapest: rows rejected there never reach the costly decoders); image last because its
-# output (150 KB per sample at 224 px) is the largest, so no other stage has to carry it.
-STAGE_ORDER = ("text", "audio", "image")
+FUSED_POOL = "fused"
+"""The name of the pool whose actors run several modalities' preprocessors (``pools.fused``)."""
+
+Decoders = Mapping[str, tuple[ModalitySpec, dict[str, Any]]]
+"""Modality name -> (its spec, its preprocessor's keyword arguments), in stage order."""
 
 
-def pool_groups(cfg: Config) -> dict[str, tuple[str, ...]]:
+def stage_order(cfg: Config, registry: Registry) -> tuple[ModalitySpec, ...]:
+    """The run's modalities in the order the pipeline decodes them: the smallest model-ready row first.
+
+    Rows rejected by an early, cheap stage (a tokenizer) never reach the costly decoders, and every stage carries
+    the columns the stages before it made: the largest output (an image: 150 KB a sample at 224 px) comes last so
+    no other stage has to move it. Ties keep the canonical order."""
+    size = {s.name: s.row_bytes(s.shapes(settings_of(cfg, s))) for s in registry}
+    return tuple(sorted(registry, key=lambda s: size[s.name]))
+
+
+def pool_groups(cfg: Config, registry: Registry | None = None) -> dict[str, tuple[str, ...]]:
     """The actor pools of ``pools.layout``, in stage order: pool name (a modality, or ``fused``) -> the
     modalities its actors preprocess."""
+    order = stage_order(cfg, registry if registry is not None else modalities_of(cfg))
     layout = cfg.pools.layout
     if layout == "per_modality":
-        return {m: (m,) for m in STAGE_ORDER}
-    gpu = [m for m in STAGE_ORDER if getattr(cfg.pools, m).num_gpus > 0]
-    if layout == "fused" and gpu:
+        return {s.name: (s.name,) for s in order}
+    gpu = [s for s in order if pool_of(cfg, s).num_gpus > 0]
+    if layout == FUSED_POOL and gpu:
         raise ConfigError(
-            f"pools.layout: fused puts every modality in one CPU pool, but pools.{gpu[0]}.num_gpus asks for "
+            f"pools.layout: fused puts every modality in one CPU pool, but {pool_key(gpu[0])}.num_gpus asks for "
             "GPUs; use layout auto (a GPU stage gets a pool of its own) or per_modality"
         )
     # A stage pinned by resources of its own (pools.<m>.resources) runs where they are: a pool of its own too.
-    own = [m for m in STAGE_ORDER if m in gpu or (layout == "auto" and getattr(cfg.pools, m).resources)]
-    cpu = tuple(m for m in STAGE_ORDER if m not in own)
-    groups: dict[str, tuple[str, ...]] = {"fused": cpu} if len(cpu) > 1 else {m: (m,) for m in cpu}
+    own = [s.name for s in order if s in gpu or (layout == "auto" and pool_of(cfg, s).resources)]
+    cpu = tuple(s.name for s in order if s.name not in own)
+    groups: dict[str, tuple[str, ...]] = {FUSED_POOL: cpu} if len(cpu) > 1 else {m: (m,) for m in cpu}
     groups.update({m: (m,) for m in own})
     return groups
 
 
-def preprocessor_kwargs(cfg: Config, tokenizer_json: str, augment: bool = False) -> dict[str, dict[str, Any]]:
-    """Flat keyword arguments of each modality's preprocessor; ``augment`` adds the decode-time augmentation of
-    ``train.augment`` (a random resized crop per image, a random window per longer clip)."""
-    a = cfg.audio
-    crop = (cfg.train.augment.crop_min_scale, cfg.train.augment.crop_max_aspect)
+def preprocessor_kwargs(
+    cfg: Config, tokenizer_json: str, augment: bool = False, registry: Registry | None = None
+) -> dict[str, dict[str, Any]]:
+    """Flat keyword arguments of each modality's preprocessor (``ModalitySpec.preprocessor_kwargs``); ``augment``
+    adds the decode-time augmentation of ``train.augment`` (a random resized crop per image, a random window per
+    longer clip)."""
+    reg = registry if registry is not None else modalities_of(cfg)
+    drawn = cfg.train.augment if augment else None
     return {
-        "image": {
-            "size": cfg.image.size,
-            "resize": cfg.image.resize,
-            "formats": formats_for(cfg.data.members.image),
-            **({"random_crop": crop} if augment else {}),
-        },
-        "text": {
-            "tokenizer": tokenizer_json,
-            "max_length": cfg.text.max_length,
-            "max_caption_bytes": cfg.text.max_caption_bytes,
-        },
-        "audio": {
-            "sample_rate": a.sample_rate,
-            "duration_s": a.duration_s,
-            "n_mels": a.n_mels,
-            "n_fft": a.n_fft,
-            "hop_length": a.hop_length,
-            "features": a.features,
-            "n_mfcc": a.n_mfcc,
-            "deltas": a.deltas,
-            **({"crop": "random"} if augment else {}),
-        },
+        s.name: s.preprocessor_kwargs(
+            settings_of(cfg, s), PreprocessContext(extensions_of(cfg, s), drawn, tokenizer_json)
+        )
+        for s in reg
     }
+
+
+def decoders_of(
+    cfg: Config, tokenizer_json: str, augment: bool = False
+) -> tuple[tuple[ModalitySpec, dict], ...]:
+    """``(spec, preprocessor kwargs)`` of every modality of ``cfg``, in stage order: what one process runs to
+    decode a batch the way the pools do (the benchmarks' non-Ray baselines)."""
+    reg = modalities_of(cfg)
+    kwargs = preprocessor_kwargs(cfg, tokenizer_json, augment=augment, registry=reg)
+    return tuple((spec, kwargs[spec.name]) for spec in stage_order(cfg, reg))
 
 
 def build_dataset(
     urls: list[str],
     *,
     members: MemberMap,
-    kwargs: dict[str, dict[str, Any]],
+    decoders: Decoders,
     plan: IngestPlan,
     ledger: Any,
     storage_options: dict[str, str],
@@ -144,13 +154,14 @@ def build_dataset(
                 "members": members,
                 "storage_options": storage_options,
                 "rows_per_block": rows_per_block,
-                "kwargs": {m: kwargs[m] for m in modalities},
+                "stages": tuple(decoders[m] for m in modalities),
                 **({"resume": resume} if resume else {}),
             }
         elif len(modalities) == 1:
-            stage, stage_kwargs = STAGES[modalities[0]], kwargs[modalities[0]]
+            spec, kwargs = decoders[modalities[0]]
+            stage, stage_kwargs = stage_class(spec), {"spec": spec, "kwargs": kwargs}
         else:
-            stage, stage_kwargs = FusedStage, {"kwargs": {m: kwargs[m] for m in modalities}}
+            stage, stage_kwargs = FusedStage, {"stages": tuple(decoders[m] for m in modalities)}
         if (drop_columns or sample_ids) and i == len(plan.groups) - 1:
             # In the last stage's actors: a map step of its own would need a CPU slot (and a copy).
             stage_kwargs = {
@@ -166,7 +177,7 @@ def build_dataset(
             compute=ray.data.ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
             num_cpus=pool.num_cpus,
             num_gpus=pool.num_gpus,
-            # Custom resources pin the pool to the nodes that declare them (mm_ray.data.placement).
+            # Custom resources pin the pool to the nodes that declare them (mm_ray.placement).
             resources=pool.resources or None,
             batch_size=batch_size,
             batch_format="pyarrow",
@@ -179,8 +190,12 @@ MIN_BLOCK_BYTES = 1 << 20
 """Blocks are never cut below 1 MiB: smaller ones cost more per-block overhead than they save in latency."""
 
 
+def _pool_config(cfg: Config, registry: Registry, name: str) -> Any:
+    return cfg.pools.fused if name == FUSED_POOL else pool_of(cfg, registry[name])
+
+
 @contextlib.contextmanager
-def blocks_of(rows: int, shapes: dict[str, list[int]]) -> Iterator[None]:
+def blocks_of(rows: int, shapes: Mapping[str, Sequence[int]], registry: Registry) -> Iterator[None]:
     """Datasets created inside get blocks of about ``rows`` model-ready rows of ``shapes``.
 
     Ray Data coalesces what a map stage yields until ``DataContext.target_max_block_size`` bytes: at the
@@ -190,7 +205,7 @@ def blocks_of(rows: int, shapes: dict[str, list[int]]) -> Iterator[None]:
     """
     ctx = ray.data.DataContext.get_current()
     before = ctx.target_max_block_size
-    ctx.target_max_block_size = max(MIN_BLOCK_BYTES, rows * row_bytes(shapes))
+    ctx.target_max_block_size = max(MIN_BLOCK_BYTES, rows * row_bytes(shapes, registry))
     try:
         yield
     finally:
@@ -217,12 +232,13 @@ class StreamRecipe:
 
     urls: list[str]
     members: MemberMap
-    kwargs: dict[str, dict[str, Any]]
+    decoders: Decoders
     plan: IngestPlan
     ledger: Any
     storage_options: dict[str, str]
     rows_per_block: int
-    shapes: dict[str, list[int]]
+    shapes: dict[str, Any]
+    registry: Registry
     memory_limit_mb: int | None
     shuffle_seed: int | None = None
     drop_columns: tuple[str, ...] = ()
@@ -232,11 +248,11 @@ class StreamRecipe:
     ) -> ray.data.Dataset:
         """The lazy dataset (see ``build_dataset``), made under this recipe's memory limit and block size."""
         limit_memory(self.memory_limit_mb)
-        with blocks_of(self.rows_per_block, self.shapes):
+        with blocks_of(self.rows_per_block, self.shapes, self.registry):
             return build_dataset(
                 self.urls,
                 members=self.members,
-                kwargs=self.kwargs,
+                decoders=self.decoders,
                 plan=self.plan,
                 ledger=self.ledger,
                 storage_options=self.storage_options,
@@ -287,10 +303,12 @@ class Ingest:
         ``train.augment``'s crop and a random audio window while decoding (training streams).
         """
         urls = expand_shards(shard_specs, storage_options=cfg.data.storage_options) * repeat
-        groups = pool_groups(cfg)
-        pools = {name: dataclasses.asdict(getattr(cfg.pools, name)) for name in groups}
-        shares = {name: sum(COST_SHARE[m] for m in modalities) for name, modalities in groups.items()}
-        reads_in_pool = "fused" in groups and cfg.pools.layout != "per_modality"
+        reg = modalities_of(cfg)
+        groups = pool_groups(cfg, reg)
+        pools = {name: dataclasses.asdict(_pool_config(cfg, reg, name)) for name in groups}
+        keys = {name: "pools.fused" if name == FUSED_POOL else pool_key(reg[name]) for name in groups}
+        shares = {name: sum(reg[m].cost_share for m in modalities) for name, modalities in groups.items()}
+        reads_in_pool = FUSED_POOL in groups and cfg.pools.layout != "per_modality"
         plan = plan_ingest(
             pools,
             nodes=cluster_nodes(),
@@ -303,20 +321,23 @@ class Ingest:
             shares={name: share / sum(shares.values()) for name, share in shares.items()},
             groups=groups,
             reads_in_pool=reads_in_pool,
+            keys=keys,
         )
         # Never restarted: a fresh ledger would have lost the counts so far (see mm_ray.data.ledger).
         ledger = ray.remote(num_cpus=0, max_restarts=0)(QuarantineLedger).remote(
             error_budget=cfg.data.error_budget, shards_total=len(set(urls))
         )
+        kwargs = preprocessor_kwargs(cfg, tokenizer_json, augment=augment, registry=reg)
         recipe = StreamRecipe(
             urls,
-            members=member_map(cfg),
-            kwargs=preprocessor_kwargs(cfg, tokenizer_json, augment=augment),
+            members=member_map(cfg, reg),
+            decoders={m: (reg[m], kwargs[m]) for names in groups.values() for m in names},
             plan=plan,
             ledger=ledger,
             storage_options=dict(cfg.data.storage_options),
             rows_per_block=cfg.data.read_block_rows,
-            shapes=model_ready_shapes(cfg),
+            shapes=dict(model_ready_shapes(cfg, reg)),
+            registry=reg,
             memory_limit_mb=cfg.data.memory_limit_mb,
             shuffle_seed=shuffle_seed,
             drop_columns=tuple(drop_columns),

@@ -16,6 +16,9 @@ a plain file, or a list of those; any of them may be an ``s3://bucket/key`` URL.
 come back absolute, S3 shards as ``s3://bucket/key``. Brace-expanded names are *not* checked for
 existence here (that would cost one request per shard): a missing one surfaces by name when it is
 opened. Globs and directories are listed, and a spec that matches nothing is a ``ShardSpecError`` (a ``ValueError``).
+A local file whose name is not valid UTF-8 (a latin-1 byte, say) is listed with the byte escaped
+(``caf\\xe9.tar``): no reader can open it by a text name, so it becomes an unreadable shard named in the
+summary, and the other shards are read as usual.
 
 ``storage_options`` is a plain dict of ``pyarrow.fs.S3FileSystem`` keyword arguments
 (``endpoint_override``, ``scheme``, ``region``, ``access_key``, ``secret_key``, ``session_token``,
@@ -25,17 +28,19 @@ credential chain. Shard URLs and options are plain strings and dicts, so they pi
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
 import os
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
 import braceexpand
 import pyarrow
 import pyarrow.fs as pafs
+
+from mm_ray.data.object_stream import OBJECT_STORE_RETRY, Backoff, ResumingStream
+
+__all__ = ["OBJECT_STORE_RETRY", "Backoff", "ResumingStream", "ShardOpenError", "ShardSpecError", "expand_shards",
+           "filesystem_for", "open_shard"]  # fmt: skip
 
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 S3_PREFIX = "s3://"
@@ -84,27 +89,6 @@ def filesystem_for(url: str, storage_options: dict | None = None) -> tuple[pafs.
     return _local_filesystem(), _local_path(url)
 
 
-@dataclasses.dataclass(frozen=True)
-class Backoff:
-    """How often, and how patiently, a read from object storage is retried after a transient error.
-
-    Waits ``first_s``, then twice as long each time up to ``max_s``, at most ``attempts`` times: the default
-    rides out about 20 s of an endpoint being away (a dropped connection, a restarting gateway, throttling
-    that outlasts the S3 client's own few quick retries).
-    """
-
-    attempts: int = 6
-    first_s: float = 0.5
-    max_s: float = 8.0
-
-    def delays(self) -> Iterator[float]:
-        for attempt in range(self.attempts):
-            yield min(self.max_s, self.first_s * 2**attempt)
-
-
-OBJECT_STORE_RETRY = Backoff()
-
-
 def open_shard(
     url: str,
     storage_options: dict | None = None,
@@ -115,8 +99,9 @@ def open_shard(
     """Open a shard as a forward-only binary stream; raises ``ShardOpenError`` naming ``url`` on failure.
 
     The bytes are returned as stored (no transparent decompression): the tar reader handles gzip itself.
-    An ``s3://`` shard comes as a ``ResumingStream``: a connection lost mid-shard is retried with ``retry``'s
-    back-off, resuming at the byte reached, instead of cutting the shard short.
+    An ``s3://`` shard comes as a ``ResumingStream`` (``mm_ray.data.object_stream``): its open and a connection
+    lost mid-shard are retried with ``retry``'s back-off, resuming at the byte reached, and it reads only the
+    version of the object it opened (a replaced object ends the shard there, never splices two versions).
     """
     try:
         fs, path = filesystem_for(url, storage_options)
@@ -124,64 +109,12 @@ def open_shard(
             return ResumingStream(fs, path, buffer_size=buffer_size, retry=retry)
         return fs.open_input_stream(path, compression=None, buffer_size=buffer_size)
     except (OSError, ValueError, TypeError, pyarrow.ArrowException) as e:
-        raise ShardOpenError(f"cannot open shard {url!r}: {e}") from e
-
-
-class ResumingStream:
-    """A forward-only read of one object that survives dropped connections.
-
-    After an ``OSError`` mid-read it waits (``Backoff``), reopens the object and seeks to the byte it had
-    reached, so the bytes handed out are exactly the object's, in order, once. When every retry fails the
-    last error is raised, naming the retries (the tar reader then records a truncated shard).
-    """
-
-    def __init__(self, fs: pafs.FileSystem, path: str, *, buffer_size: int, retry: Backoff):
-        self._fs, self._path, self._buffer_size, self._retry = fs, path, buffer_size, retry
-        self._offset = 0
-        # compression=None: the bytes as stored (pyarrow would otherwise gunzip a ``.gz`` name itself).
-        self._stream: pyarrow.NativeFile | None = fs.open_input_stream(
-            path, compression=None, buffer_size=buffer_size
+        hint = (
+            "; a file name that is not valid UTF-8 is listed escaped (\\xNN): rename it"
+            if "\\x" in url
+            else ""
         )
-
-    def read(self, size: int | None = -1) -> bytes:
-        delays = self._retry.delays()
-        retries = 0
-        while True:
-            try:
-                if self._stream is None:
-                    self._stream = self._reopen()
-                data = self._stream.read() if size is None or size < 0 else self._stream.read(size)
-            except OSError as err:
-                self._drop()
-                delay = next(delays, None)
-                if delay is None:
-                    raise OSError(f"{err} (after {retries} retries with back-off)") from err
-                time.sleep(delay)
-                retries += 1
-                continue
-            self._offset += len(data)
-            return data
-
-    def _reopen(self) -> pyarrow.NativeFile:
-        # A random-access file seeks with a ranged GET; buffered, so tarfile's 512-byte reads stay cheap.
-        raw = self._fs.open_input_file(self._path)
-        raw.seek(self._offset)
-        return pyarrow.BufferedInputStream(raw, self._buffer_size)
-
-    def _drop(self) -> None:
-        if self._stream is not None:
-            with contextlib.suppress(OSError):
-                self._stream.close()
-            self._stream = None
-
-    def close(self) -> None:
-        self._drop()
-
-    def __enter__(self) -> ResumingStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        raise ShardOpenError(f"cannot open shard {url!r}: {e}{hint}") from e
 
 
 def _expand_spec(spec: str, storage_options: dict | None) -> list[str]:
@@ -204,9 +137,34 @@ def _file_or_directory(fs: pafs.FileSystem, path: str) -> list[str]:
     if info.type == pafs.FileType.File:
         return [path]
     if info.type == pafs.FileType.Directory:
-        listing = fs.get_file_info(pafs.FileSelector(path, recursive=False))
-        return [f.path for f in listing if f.type == pafs.FileType.File and _is_shard_name(f.base_name)]
+        return [f for f in _files_below(fs, path, recursive=False) if _is_shard_name(f.rsplit("/", 1)[-1])]
     return []
+
+
+def _files_below(fs: pafs.FileSystem, base: str, *, recursive: bool) -> list[str]:
+    """Paths of the files under ``base`` (``allow_not_found``). Local names are read as bytes: pyarrow raises
+    ``UnicodeDecodeError`` for the whole listing on one name that is not UTF-8 (object store keys always are)."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        selector = pafs.FileSelector(base, recursive=recursive, allow_not_found=True)
+        return [f.path for f in fs.get_file_info(selector) if f.type == pafs.FileType.File]
+    if not os.path.isdir(base):
+        return []
+    found = []
+    for directory, _dirs, files in os.walk(os.fsencode(base)) if recursive else [_one_level(base)]:
+        for name in files:
+            if os.path.isfile(os.path.join(directory, name)):
+                found.append(_text_path(os.path.join(directory, name)))
+    return found
+
+
+def _one_level(base: str) -> tuple[bytes, list[bytes], list[bytes]]:
+    with os.scandir(os.fsencode(base)) as entries:
+        return os.fsencode(base), [], [e.name for e in entries]
+
+
+def _text_path(path: bytes) -> str:
+    """A local path as text; a byte that is not UTF-8 is shown as ``\\xNN``, never a raw decode error."""
+    return path.decode("utf-8", "backslashreplace")
 
 
 def _glob(fs: pafs.FileSystem, pattern: str) -> list[str]:
@@ -219,14 +177,11 @@ def _glob(fs: pafs.FileSystem, pattern: str) -> list[str]:
         )
     base = "/".join(parts[:first_glob]) or "/"
     wanted = parts[first_glob:]
-    selector = pafs.FileSelector(base, recursive=len(wanted) > 1, allow_not_found=True)
     matches = []
-    for info in fs.get_file_info(selector):
-        if info.type != pafs.FileType.File:
-            continue
-        rel = info.path[len(base) :].lstrip("/").split("/")
+    for path in _files_below(fs, base, recursive=len(wanted) > 1):
+        rel = path[len(base) :].lstrip("/").split("/")
         if len(rel) == len(wanted) and all(map(fnmatchcase, rel, wanted)):
-            matches.append(info.path)
+            matches.append(path)
     return matches
 
 

@@ -1,8 +1,9 @@
-"""Actor-pool stages: a per-modality preprocessor plus moving rejected rows to the ledger.
+"""Actor-pool stages: a modality's preprocessor plus moving rejected rows to the ledger.
 
 Each stage is a callable class that Ray Data runs in its own actor pool
-(``map_batches(ImageStage, batch_format="pyarrow", compute=ActorPoolStrategy(...))``). The
-preprocessors do the real work and never raise on one bad sample; they mark it in ``REJECT``.
+(``map_batches(ModalityStage, fn_constructor_kwargs={"spec": IMAGE, ...}, batch_format="pyarrow",
+compute=ActorPoolStrategy(...))``). The preprocessors (``ModalitySpec.preprocessor``) do the real work and never
+raise on one bad sample; they mark it in ``REJECT``.
 The stage drops marked rows and sends their quarantine records to the ledger, so every row
 leaving a stage is good and carries no reject columns.
 
@@ -15,8 +16,8 @@ column, and the other columns pass through as the same Arrow buffers.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+import functools
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -25,9 +26,7 @@ from ray.data.extensions import ArrowTensorArray
 
 from mm_ray import columns as C
 from mm_ray.data.ledger import raise_if_over_budget
-from mm_ray.preprocess.audio import AudioPreprocessor
-from mm_ray.preprocess.image import ImagePreprocessor
-from mm_ray.preprocess.text import TextPreprocessor
+from mm_ray.modalities.spec import ModalitySpec
 
 Batch = dict[str, np.ndarray]
 
@@ -98,55 +97,36 @@ class _RejectingStage:
         raise_if_over_budget(ledger_get(self._ledger.add.remote(records)))
 
 
-class ImageStage:
-    """Image pool stage: decode, resize/crop, uint8 CHW (``ImagePreprocessor``)."""
+class ModalityStage:
+    """One modality's pool stage: its spec's preprocessor, built in the actor from ``kwargs``
+    (``ModalitySpec.preprocessor_kwargs``), on its raw column; rejects go to the ledger."""
 
-    def __init__(self, ledger: Any = None, **image_kwargs: Any):
-        self._run = _RejectingStage(ImagePreprocessor(**image_kwargs), ledger, C.IMAGE_BYTES, C.HAS_IMAGE)
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        return self._run(table)
-
-
-class TextStage:
-    """Text pool stage: strict UTF-8 + tokenizer (``TextPreprocessor``)."""
-
-    def __init__(self, ledger: Any = None, **text_kwargs: Any):
-        # HF tokenizers would start a thread per core in every actor; the pool is the parallelism.
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        self._run = _RejectingStage(TextPreprocessor(**text_kwargs), ledger, C.TEXT_BYTES, C.HAS_TEXT)
+    def __init__(self, ledger: Any = None, *, spec: ModalitySpec, kwargs: Mapping[str, Any]):
+        self._run = _RejectingStage(
+            spec.preprocessor(**kwargs), ledger, spec.raw_column, spec.presence_column
+        )
 
     def __call__(self, table: pa.Table) -> pa.Table:
         return self._run(table)
 
 
-class AudioStage:
-    """Audio pool stage: decode, mono, resample, crop/pad, log-mel (``AudioPreprocessor``)."""
-
-    def __init__(self, ledger: Any = None, **audio_kwargs: Any):
-        self._run = _RejectingStage(AudioPreprocessor(**audio_kwargs), ledger, C.AUDIO_BYTES, C.HAS_AUDIO)
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        return self._run(table)
-
-
-STAGES = {"image": ImageStage, "text": TextStage, "audio": AudioStage}
-
-PREPROCESSORS = {"image": ImagePreprocessor, "text": TextPreprocessor, "audio": AudioPreprocessor}
+@functools.cache
+def stage_class(spec: ModalitySpec) -> type[ModalityStage]:
+    """``ModalityStage`` under the modality's own name (``ImageStage``): the name Ray Data shows for its pool in
+    progress bars and stats (``MapBatches(ImageStage)``)."""
+    name = "".join(part.title() for part in spec.name.split("_")) + "Stage"
+    return type(
+        name, (ModalityStage,), {"__doc__": f"The {spec.name} pool's stage ({ModalityStage.__name__})."}
+    )
 
 
 class FusedStage:
     """Several modalities' stages in one actor (``pools.layout`` fused): each preprocessor in turn on the same
-    Arrow batch, rejected rows leaving after each; ``kwargs`` maps each modality to its preprocessor's
-    keyword arguments, in stage order."""
+    Arrow batch, rejected rows leaving after each; ``stages`` holds ``(spec, preprocessor kwargs)`` in stage
+    order."""
 
-    def __init__(self, ledger: Any = None, *, kwargs: dict[str, dict[str, Any]]):
-        if "text" in kwargs:
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        self._runs = [
-            _RejectingStage(PREPROCESSORS[m](**kw), ledger, C.RAW_COLUMN[m], C.PRESENCE_COLUMN[m])
-            for m, kw in kwargs.items()
-        ]
+    def __init__(self, ledger: Any = None, *, stages: tuple[tuple[ModalitySpec, Mapping[str, Any]], ...]):
+        self._runs = [ModalityStage(ledger, spec=spec, kwargs=kwargs) for spec, kwargs in stages]
 
     def __call__(self, table: pa.Table) -> pa.Table:
         for run in self._runs:
@@ -169,14 +149,14 @@ class ShardStage:
         members: Any,
         storage_options: dict[str, str],
         rows_per_block: int,
-        kwargs: dict[str, dict[str, Any]],
+        stages: tuple[tuple[ModalitySpec, Mapping[str, Any]], ...],
         resume: Any = None,
     ):
         self._ledger = ledger
         self._members = members
         self._storage_options = storage_options
         self._rows_per_block = rows_per_block
-        self._decode = FusedStage(ledger, kwargs=kwargs)
+        self._decode = FusedStage(ledger, stages=stages)
         self._resume = resume
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:

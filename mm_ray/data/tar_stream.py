@@ -11,10 +11,13 @@ Usage::
             ...  # a QuarantineRecord: count it and write it to the quarantine log
 
 ``iter_samples(stream, shard)`` does the same for an already open binary stream (only ``read``
-is used). The tar is read with ``tarfile``'s streaming mode (``r|*``: no seeks, bz2/xz detected
-from the bytes), one member at a time, so memory holds one sample, never the shard. gzip is
-decoded here rather than by tarfile, because tarfile's streaming gzip never checks the CRC:
-a flipped bit in a ``.tar.gz`` would otherwise pass silently. Nothing is ever unpickled.
+is used). The tar is read with ``tarfile``'s streaming mode (``r|``: no seeks), one member at a time,
+so memory holds one sample, never the shard. A ``.tar.gz``, ``.tar.bz2`` or ``.tar.xz`` (detected from
+its bytes) is decompressed here rather than by tarfile, a bounded read at a time: tarfile's streaming
+decompression inflates whatever one input block holds at once and re-slices it for every 512-byte read
+(a 224-byte ``.tar.bz2`` of zeros took 116 s and 200 MB), and its gzip never checks the CRC, so a flipped
+bit would pass silently. Decompressed, every kind meets the same member and sample caps as a plain tar.
+Nothing is ever unpickled.
 
 Grouping follows webdataset: a member's key is its path up to the first dot of its base name
 (directory prefix kept, a leading ``./`` stripped), its extension the rest, lower-cased;
@@ -32,10 +35,13 @@ Bad input never raises; it becomes a ``QuarantineRecord``:
   the cut are yielded, the sample being assembled at the cut is ``TRUNCATED_SAMPLE`` (we cannot
   know whether it was complete), then one ``TRUNCATED_SHARD``. A cut inside the first member's
   header gives only the ``TRUNCATED_SHARD`` (no key is known yet).
-  A ``.tar.gz`` whose gzip CRC fails counts as broken where the decompressor reaches the
-  trailer (usually while the last tar record is read); if that is only after the tar has ended,
-  or the stream is cut inside the trailer, the samples are all yielded and the shard gets one
-  ``UNREADABLE_SHARD`` (bad CRC: samples may be damaged) or ``TRUNCATED_SHARD`` (cut trailer).
+  A ``.tar.gz``/``.bz2``/``.xz`` whose check fails (gzip's CRC, bzip2's block CRCs, xz's check)
+  counts as broken where the decompressor notices (for gzip usually while the last tar record is
+  read); if that is only after the tar has ended, or the stream is cut inside the trailer, the
+  samples are all yielded and the shard gets one ``UNREADABLE_SHARD`` (check failed: samples may be
+  damaged) or ``TRUNCATED_SHARD`` (cut trailer). A compressed member too large to keep is skipped while
+  inflating (``MEMBER_TOO_LARGE``, or never read when its extension maps to nothing): time grows with
+  its size, memory does not.
 * a key that comes back after other keys -> its first run is the sample; the late fragment is
   ``NONCONTIGUOUS_KEY`` listing the fragment's member names (only a set of seen keys is kept).
 * a member compressed as ``<ext>.gz`` (webdataset's convention) is gunzipped and stored under ``<ext>``,
@@ -47,6 +53,8 @@ Bad input never raises; it becomes a ``QuarantineRecord``:
 
 from __future__ import annotations
 
+import bz2
+import lzma
 import tarfile
 import zlib
 from collections.abc import Generator, Iterator
@@ -60,6 +68,11 @@ from mm_ray.quarantine import QuarantineRecord, Reason
 
 Item = RawSample | QuarantineRecord
 GZIP_MAGIC = b"\x1f\x8b"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+COMPRESSIONS = {"gzip": GZIP_MAGIC, "bzip2": b"BZh", "xz": XZ_MAGIC}
+"""Whole-shard compressions (``.tar.gz``, ``.tar.bz2``, ``.tar.xz``), by their magic bytes."""
+DECOMPRESSION_ERRORS = (zlib.error, OSError, EOFError, lzma.LZMAError)
+"""What a damaged compressed stream raises (bz2 raises ``OSError``)."""
 
 
 def iter_shard(
@@ -92,9 +105,12 @@ def iter_samples(stream: BinaryIO, shard: str, *, members: MemberMap | None = No
     try:
         source = _Source(stream)
         # Not a ``with``: opening is where garbage and empty shards show up; closed below.
-        tar = tarfile.open(fileobj=source.data, mode="r|*", tarinfo=_watching_tarinfo(header_errors))  # noqa: SIM115
+        tar = tarfile.open(fileobj=source.data, mode="r|", tarinfo=_watching_tarinfo(header_errors))  # noqa: SIM115
     except Exception as e:  # tarfile raises many types on garbage: ReadError, CompressionError, EOFError, ...
-        yield QuarantineRecord(shard, "", _open_failure_reason(e, header_errors, source), _describe(e))
+        detail = _describe(e)
+        if source is not None and source.decompressed is not None and source.decompressed.cut:
+            detail = f"the {source.decompressed.kind} stream ends early, before a whole tar header ({detail})"
+        yield QuarantineRecord(shard, "", _open_failure_reason(e, header_errors, source), detail)
         return
     with tar:  # closes tarfile's wrapper only; the caller owns ``stream``
         clean_end = yield from _read_all(tar, _Grouper(shard), header_errors, members)
@@ -191,19 +207,21 @@ def _gunzip(group: _Grouper, name: str, data: bytes, limits: MemberMap) -> bytes
 
 
 class _Source:
-    """The shard's bytes as tarfile should see them: counted (an empty shard is 0 raw bytes), and
-    un-gzipped by ``_Gunzip`` when they start with the gzip magic. bz2 and xz check their blocks
-    as they go and are left to tarfile."""
+    """The shard's bytes as tarfile should see them: counted (an empty shard is 0 raw bytes), and decompressed
+    by ``_Decompressed`` when they start with a gzip, bzip2 or xz magic. tarfile itself only ever reads a plain
+    tar (mode ``r|``): its own streaming decompression is uncapped and slows quadratically (a 224-byte
+    ``.tar.bz2`` took 116 s and 200 MB), and its gzip never checks the CRC."""
 
     def __init__(self, stream: BinaryIO):
         self._stream = stream
-        self._head = stream.read(2) or b""
+        self._head = stream.read(len(XZ_MAGIC)) or b""
         self.raw_bytes = len(self._head)
-        self.gunzip = _Gunzip(self) if self._head == GZIP_MAGIC else None
-        self.data = self.gunzip or self
+        kind = next((k for k, magic in COMPRESSIONS.items() if self._head.startswith(magic)), None)
+        self.decompressed = _Decompressed(self, kind) if kind else None
+        self.data = self.decompressed or self
 
     def read(self, size: int | None = -1) -> bytes:
-        """Raw bytes, the two peeked ones first."""
+        """Raw bytes, the peeked ones first."""
         head, self._head = self._head, b""
         if size is not None and 0 <= size <= len(head):
             self._head = head[size:]
@@ -214,52 +232,96 @@ class _Source:
         return head + rest
 
     def check_rest(self) -> tuple[Reason, str] | None:
-        """After a clean tar end, read a gzip stream to its end so its CRC and length get checked."""
-        if self.gunzip is None:
+        """After a clean tar end, read a compressed stream to its end so its checksums and length get checked."""
+        if self.decompressed is None:
             return None
+        kind = self.decompressed.kind
         try:
-            while self.gunzip.read(1 << 20):
+            while self.decompressed.read(1 << 20):
                 pass
-        except zlib.error as e:
-            return Reason.UNREADABLE_SHARD, f"gzip check failed, samples may be damaged: {_describe(e)}"
-        if not self.gunzip.complete:  # cut inside the gzip trailer: every sample was complete
-            return Reason.TRUNCATED_SHARD, "gzip stream ends before its trailer (after the tar ended)"
+        except DECOMPRESSION_ERRORS as e:
+            return Reason.UNREADABLE_SHARD, f"{kind} check failed, samples may be damaged: {_describe(e)}"
+        if not self.decompressed.complete:  # cut inside the trailer: every sample was complete
+            return Reason.TRUNCATED_SHARD, f"{kind} stream ends before its trailer (after the tar ended)"
         return None
 
 
-class _Gunzip:
-    """Forward-only gzip reader. zlib's gzip mode (wbits=31) checks every member's CRC-32 and length;
-    a cut reads short instead of raising, so tarfile sees exactly the bytes before the cut."""
+class _Decompressed:
+    """Forward-only reader of a gzip, bzip2 or xz stream that never inflates more than it is asked for, so
+    memory holds one read and time grows with the bytes read. Every stream checks its data as it goes (gzip:
+    zlib's gzip mode checks each member's CRC-32 and length); concatenated streams (pigz, pbzip2, appended
+    archives) are read one after another; a cut reads short instead of raising, so tarfile sees exactly the
+    bytes before the cut."""
 
-    def __init__(self, raw: _Source):
-        self._raw = raw
-        self._zlib = zlib.decompressobj(wbits=31)
-        self._input = b""
+    def __init__(self, raw: _Source, kind: str):
+        self._raw, self.kind = raw, kind
+        self._engine = _new_decompressor(kind)
+        self._input = b""  # raw bytes the decompressor has not taken yet
+        self.cut = False  # the raw stream ended inside a compressed stream
 
     @property
     def complete(self) -> bool:
-        return self._zlib.eof and not self._input
+        return self._engine.eof and not self._input
 
     def read(self, size: int | None = -1) -> bytes:
         unlimited = size is None or size < 0
         parts, got = [], 0
         while unlimited or got < size:
-            if not self._input:
-                self._input = self._raw.read(1 << 16)
+            if self._engine.eof:
                 if not self._input:
-                    break
-            if self._zlib.eof:
-                if not self._input.strip(b"\0"):  # zero padding after the last member: gzip(1) ignores it too
+                    self._input = self._raw.read(1 << 16)
+                    if not self._input:
+                        break
+                if not self._input.strip(b"\0"):  # zero padding after the last stream: gzip(1) ignores it too
                     self._input = b""
                     continue
-                self._zlib = zlib.decompressobj(
-                    wbits=31
-                )  # concatenated gzip members (pigz, appended archives)
-            data = self._zlib.decompress(self._input, 0 if unlimited else size - got)
-            self._input = self._zlib.unused_data if self._zlib.eof else self._zlib.unconsumed_tail
+                self._engine = _new_decompressor(self.kind)
+            if not self._input and self._engine.needs_input:
+                self._input = self._raw.read(1 << 16)
+                if not self._input:
+                    self.cut = True
+                    break  # a short read: tarfile sees the bytes before the cut
+            data = self._engine.decompress(self._input, -1 if unlimited else size - got)
+            self._input = self._engine.unused_data if self._engine.eof else self._engine.unconsumed
             parts.append(data)
             got += len(data)
         return b"".join(parts)
+
+
+class _Zlib:
+    """zlib's gzip decoder with bz2's and lzma's interface (``needs_input``, ``decompress(data, max_length)``)."""
+
+    def __init__(self) -> None:
+        self._z = zlib.decompressobj(wbits=31)
+
+    eof = property(lambda self: self._z.eof)
+    unused_data = property(lambda self: self._z.unused_data)
+    unconsumed = property(lambda self: self._z.unconsumed_tail)
+    needs_input = True  # whatever input is left over is handed back in ``unconsumed``
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        return self._z.decompress(data, max(max_length, 0))
+
+
+class _Buffered:
+    """bz2's and lzma's decompressors keep unconsumed input themselves: nothing is handed back."""
+
+    def __init__(self, engine: bz2.BZ2Decompressor | lzma.LZMADecompressor) -> None:
+        self._d = engine
+
+    eof = property(lambda self: self._d.eof)
+    unused_data = property(lambda self: self._d.unused_data)
+    needs_input = property(lambda self: self._d.needs_input)
+    unconsumed = b""
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        return self._d.decompress(data, max_length)
+
+
+def _new_decompressor(kind: str) -> _Zlib | _Buffered:
+    if kind == "gzip":
+        return _Zlib()
+    return _Buffered(bz2.BZ2Decompressor() if kind == "bzip2" else lzma.LZMADecompressor(lzma.FORMAT_XZ))
 
 
 class _Grouper:
@@ -334,6 +396,9 @@ class _Grouper:
 def _open_failure_reason(error: Exception, header_errors: list, source: _Source | None) -> Reason:
     if source is not None and source.raw_bytes == 0:
         return Reason.EMPTY_SHARD
+    # A compressed stream cut before it gave a whole header (bzip2 and xz give nothing before a block ends).
+    if source is not None and source.decompressed is not None and source.decompressed.cut:
+        return Reason.TRUNCATED_SHARD
     # A valid first header (e.g. a pax header) whose follow-up is missing: a cut, not garbage.
     if any(isinstance(e, tarfile.SubsequentHeaderError) for e in header_errors):
         return Reason.TRUNCATED_SHARD

@@ -11,7 +11,7 @@ capacity), not an enumerated one.
 Usage::
 
     ref = reference_numbers(num_symbols=4, corruption=DEFAULT_CORRUPTION)
-    ref["caps"]["image+audio+text"]   # the Bayes accuracy
+    ref["caps"]["image+text+audio"]   # the Bayes accuracy
     ref["additive_fusion"]            # the fitted additive-fusion reference
 """
 
@@ -21,7 +21,6 @@ import itertools
 
 import numpy as np
 
-from mm_ray.columns import SUBSET_ORDER
 from mm_ray.demo.latents import (
     MODALITY_OBSERVATIONS,
     OBSERVATIONS,
@@ -29,9 +28,10 @@ from mm_ray.demo.latents import (
     label_rule,
     observation_channel,
 )
+from mm_ray.modalities.registry import DEFAULT_MODALITIES
 
-MODALITY_ORDER = SUBSET_ORDER
-"""Canonical order of modality names inside a subset key (``mm_ray.columns``, shared with the metrics)."""
+MODALITY_ORDER = DEFAULT_MODALITIES
+"""Canonical order of modality names inside a subset key (the registry's, shared with the metrics)."""
 
 
 def subset_key(modalities) -> str:

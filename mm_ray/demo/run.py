@@ -27,14 +27,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mm_ray.columns import SUBSETS
 from mm_ray.config.load import ConfigError, as_dict, config_from_dict
 from mm_ray.config.schema import Config
 from mm_ray.data.build import build_cache
 from mm_ray.data.cache import Cache, preprocess_config_hash
 from mm_ray.data.captions import obtain_tokenizer
-from mm_ray.demo.generate import reuse_or_generate, shard_paths
+from mm_ray.demo.bayes import MODALITY_ORDER, subset_key
+from mm_ray.demo.dataset import reuse_or_write, shard_paths
 from mm_ray.demo.learning import LearningRow, expectations_met, learning_rows
+from mm_ray.modalities.registry import checked, modalities_of, model_modalities
 from mm_ray.progress import ProgressFactory
 from mm_ray.runtime import init_ray
 from mm_ray.tables import format_table
@@ -103,7 +104,7 @@ def run_demo(cfg: Config, *, progress: ProgressFactory | None = None) -> DemoRes
 
     run_dir = Path(cfg.output_dir) / cfg.name
     runs = run_configs(cfg, run_dir)
-    manifest = reuse_or_generate(cfg.demo, run_dir / "shards", progress)
+    manifest = reuse_or_write(cfg.demo, run_dir / "shards", progress)
     init_ray(cfg.ray)
     warn_if_unshared(cfg.output_dir)
     train, val = shard_paths(run_dir / "shards", "train"), shard_paths(run_dir / "shards", "val")
@@ -115,12 +116,16 @@ def run_demo(cfg: Config, *, progress: ProgressFactory | None = None) -> DemoRes
     accuracies = {name: r.val_accuracy for name, r in trained.items()}
     presets = {name: r.preset for name, r in trained.items()}
     if ensemble is not None:
-        accuracies[ensemble["name"]] = ensemble["subsets"][SUBSETS[-1]]["accuracy"]
+        accuracies[ensemble["name"]] = ensemble["subsets"][subset_key(MODALITY_ORDER)]["accuracy"]
         # Averaged probabilities of per-modality models: additive in log space, so its reference is additive's.
         presets[ensemble["name"]] = "additive"
     subsets = {name: r.subsets for name, r in trained.items()}
     rows = learning_rows(
-        accuracies, manifest, modalities=cfg.model.modalities, presets=presets, subsets=subsets
+        accuracies,
+        manifest,
+        modalities=model_modalities(cfg, modalities_of(cfg)),
+        presets=presets,
+        subsets=subsets,
     )
     return DemoResult(str(run_dir), manifest, caches, trained, ensemble, retrieval, rows, swept)
 
@@ -191,7 +196,7 @@ def run_configs(cfg: Config, run_dir: Path) -> dict[str, Config]:
         if name in runs:
             raise ConfigError(f"demo.variants.{name}: the name is taken by a run of demo.train_presets")
         try:
-            runs[name] = config_from_dict(as_dict(base), [*overrides, f"name={name}"])
+            runs[name] = checked(config_from_dict(as_dict(base), [*overrides, f"name={name}"]))
         except ConfigError as err:
             raise ConfigError(f"demo.variants.{name}: {err}") from None
     wanted = {"demo.ensemble": cfg.demo.ensemble, "demo.retrieval": cfg.demo.retrieval}
@@ -306,7 +311,7 @@ def demo_sweep(cfg: Config, run_dir: Path) -> Any:
     plan = plan_sweep(sweep_cfg, space=space)
     logger.info("sweeping %d presets with Ray Tune -> %s", len(cfg.demo.sweep_presets), plan.results_dir)
     if ray.tune.Tuner.can_restore(plan.experiment_path):
-        summary = continue_experiment(plan.results_dir)
+        summary = continue_experiment(plan)  # the demo's own plan: no saved file is read
     else:
         log = TrialLog(plan.space, metric=plan.cfg.tune.metric, max_epochs=plan.cfg.train.epochs)
         summary = run_sweep(plan, callbacks=[log])

@@ -12,6 +12,9 @@ may be object storage that no worker mounts:
 
     <out>/image/<key>_<draw>.png
     <out>/audio/<key>_<draw>.png   <out>/audio/<key>_<draw>.wav
+
+(``<key>`` as ``mm_ray.data.keys.key_file_name`` makes it one safe file name: a key such as ``../../x`` or
+``a/b`` is written inside its folder, with a short hash of the key appended.)
     <out>/generated.json           the summary below
 
 Only generative presets can do this (``mvae``: image or audio from any subset of its modalities; ``cgan``: image
@@ -32,13 +35,15 @@ import ray
 import ray.data
 
 from mm_ray.columns import KEY, LABEL
+from mm_ray.data.keys import key_file_name
 from mm_ray.data.pipeline import Ingest, preprocessor_kwargs
+from mm_ray.generation.targets import DEFAULT_SOURCES, TARGETS
+from mm_ray.modalities.audio import AUDIO
 from mm_ray.progress import ProgressFactory, watch
 from mm_ray.runtime import init_ray
 from mm_ray.train.checkpoint import CheckpointError, LoadedCheckpoint, open_for_shards
 
 SUMMARY_FILE = "generated.json"
-TARGETS = ("image", "audio")
 
 
 class CheckpointGenerator:
@@ -59,13 +64,13 @@ class CheckpointGenerator:
     ):
         import torch
 
-        from mm_ray.preprocess.audio import AudioPreprocessor
+        from mm_ray.modalities.audio_decode import AudioPreprocessor
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = checkpoint.restore_model(self.device)
         self.sources, self.target, self.samples = sources, target, samples
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
-        self.audio = AudioPreprocessor(**audio_kwargs) if target == "audio" else None
+        self.audio = AudioPreprocessor(**audio_kwargs) if target == AUDIO.name else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -104,8 +109,8 @@ def generate(
     checkpoint: str | Path,
     specs: str | Sequence[str] = (),
     *,
-    sources: Sequence[str] = ("text",),
-    target: str = "image",
+    sources: Sequence[str] = DEFAULT_SOURCES,
+    target: str = TARGETS[0],
     samples: int = 1,
     out_dir: str | None = None,
     actors: int = 1,
@@ -129,7 +134,7 @@ def generate(
         raise ValueError(f"samples must be >= 1, got {samples}")
     ckpt, cfg, specs = open_for_shards(checkpoint, specs, overrides, config_file, purpose="generate")
     check_can_generate(ckpt, sources, target)
-    if target == "audio" and cfg.audio.features != "log_mel":
+    if target == AUDIO.name and cfg.audio.features != "log_mel":
         raise CheckpointError(
             f"{ckpt.directory}: audio is generated as log-mels; this model reads {cfg.audio.features}"
         )
@@ -139,7 +144,7 @@ def generate(
     gpus = 1.0 if ray.cluster_resources().get("GPU", 0.0) >= 1 else 0.0
     ingest = Ingest.from_config(cfg, specs, ckpt.tokenizer_json, reserved_cpus=float(actors))
     kwargs = {"sources": sources, "target": target, "samples": samples, "seed": seed,
-              "audio_kwargs": preprocessor_kwargs(cfg, ckpt.tokenizer_json)["audio"]}  # fmt: skip
+              "audio_kwargs": preprocessor_kwargs(cfg, ckpt.tokenizer_json)[AUDIO.name]}  # fmt: skip
     generated = ingest.dataset.map_batches(
         CheckpointGenerator,
         fn_constructor_kwargs={"checkpoint": ckpt, **kwargs},
@@ -183,7 +188,7 @@ def check_can_generate(ckpt: LoadedCheckpoint, sources: tuple[str, ...], target:
             f"{ckpt.directory}: preset {preset!r} cannot generate; train a generative preset "
             f"({', '.join(GENERATIVE_FAMILIES)}: model.preset=mvae or model.preset=cgan)"
         )
-    can = ckpt.loop.model.build(load_pretrained=False).generates
+    can = ckpt.restore_model().generates  # the one way to a checkpoint's model: it checks the builder
     if target not in can or not sources or not set(sources) <= set(can[target]):
         offered = "; ".join(f"{t} from {'/'.join(s)}" for t, s in can.items())
         raise CheckpointError(
@@ -203,10 +208,11 @@ def output_filesystem(out: str) -> tuple[pafs.FileSystem, str]:
 def _write_batch(fs: pafs.FileSystem, folder: str, batch: dict[str, np.ndarray]) -> int:
     written = 0
     for i, key in enumerate(batch[KEY]):
-        stem = f"{folder}/{key}_{int(batch['draw'][i])}"
+        draw = int(batch["draw"][i])
         for column, suffix in (("png", ".png"), ("wav", ".wav")):
             if column in batch:
-                with fs.open_output_stream(stem + suffix) as f:
+                # The key is shard data: it names one file in ``folder``, never a path (mm_ray.data.keys).
+                with fs.open_output_stream(f"{folder}/{key_file_name(str(key), f'_{draw}{suffix}')}") as f:
                     f.write(bytes(batch[column][i]))
                 written += 1
     return written

@@ -1,10 +1,10 @@
-"""The fusion model zoo: per-modality encoders, fusion families as named presets, per-modality
+"""The fusion model zoo: fusion families as named presets over the modalities' encoders, per-modality
 optimizer groups.
 
     from mm_ray.models import build_model, param_groups
 
     model = build_model("gated", modalities=("image", "text", "audio"), num_classes=10,
-                        image_size=64, vocab_size=8192, n_mels=64)
+                        shapes=cache.shapes, vocab_size=8192)      # or image_size=64, n_mels=64, max_text_len=32
     # or, as checkpoints store it: ModelSpec(preset="gated", ...).build()
     optimizer = torch.optim.AdamW(param_groups(model, lr=1e-3, lr_by_modality={"text": 3e-4}))
     logits = model(batch)  # batch: dict of the data plane's model-ready columns as tensors
@@ -15,18 +15,28 @@ optimizer groups.
 Pure PyTorch: nothing here imports Ray.
 """
 
-from mm_ray.models.encoders import AudioEncoder, ImageEncoder, LSTMTextEncoder, TextEncoder
+from mm_ray.encoders import AudioEncoder, FeaturesEncoder, ImageEncoder, LSTMTextEncoder, TextEncoder
 from mm_ray.models.groups import param_groups
 from mm_ray.models.model import FusionModel, ModelOutput, drop_modalities, drop_to_subsets
 from mm_ray.models.objectives import training_loss
-from mm_ray.models.presets import ENCODER_SIZES, PRESETS, TEXT_ENCODERS, Preset, build_model
+from mm_ray.models.presets import (
+    ENCODER_SIZES,
+    FUSION_PRESETS,
+    PRESETS,
+    TEXT_ENCODERS,
+    Preset,
+    build_model,
+    preset_named,
+)
 from mm_ray.models.spec import ModelSpec
 
 __all__ = [
     "ENCODER_SIZES",
+    "FUSION_PRESETS",
     "PRESETS",
     "TEXT_ENCODERS",
     "AudioEncoder",
+    "FeaturesEncoder",
     "FusionModel",
     "ImageEncoder",
     "LSTMTextEncoder",
@@ -38,5 +48,6 @@ __all__ = [
     "drop_modalities",
     "drop_to_subsets",
     "param_groups",
+    "preset_named",
     "training_loss",
 ]

@@ -1,17 +1,19 @@
 """Your own model: ``model.builder=package.module:function`` instead of a preset.
 
     # mypkg/models.py
-    def my_fusion(*, modalities, num_classes, image_size, vocab_size, n_mels, max_text_len, hidden=64):
+    def my_fusion(*, modalities, num_classes, input_shapes, hidden=64, **sizes):
         return MyModule(...)     # nn.Module: model(batch) -> logits [B, num_classes]
 
     mm-ray train model.builder=mypkg.models:my_fusion 'model.builder_kwargs={hidden: 32}' ...
 
-The function is called with the input sizes of the run's data as keyword arguments (``INPUT_ARGUMENTS``: the
-same the presets get), then ``model.builder_kwargs``, under the run's seed (``torch.manual_seed(train.seed)``,
-the global RNG restored afterwards). The module it returns gets the batches the presets get: a dict of tensors
-of the model-ready columns (``mm_ray.columns``: ``image`` uint8 ``[B,3,S,S]``, ``input_ids``/
-``attention_mask`` ``[B,L]``, ``audio`` float32 ``[B,n_mels,T]``, ``has_image``/``has_text``/``has_audio``
-bool ``[B]``, ``label``), and returns logits. Optional: an ``encoders`` ``nn.ModuleDict`` keyed by modality
+The function is called with the input sizes of the run's data as keyword arguments (``INPUT_ARGUMENTS``:
+``modalities``, ``num_classes``, ``input_shapes`` = model-ready column -> per-row shape, and the built-in
+modalities' sizes as the first builders took them: ``image_size``, ``vocab_size``, ``n_mels``, ``max_text_len``,
+0 for a modality the run lacks; ``input_shapes`` only when the function takes it or ``**kwargs``), then
+``model.builder_kwargs``, under the run's seed (``torch.manual_seed(train.seed)``, the global RNG restored
+afterwards). The module it returns gets the batches the presets get: a dict of tensors of the model-ready columns
+(``mm_ray.columns``; e.g. ``image`` uint8 ``[B,3,S,S]``, ``input_ids``/``attention_mask`` ``[B,L]``, ``audio``
+float32 ``[B,n_mels,T]``, ``has_<modality>`` bool ``[B]``, ``label``), and returns logits. Optional: an ``encoders`` ``nn.ModuleDict`` keyed by modality
 (``train.lr_by_modality`` then applies to each), an ``embed(batch)`` method like ``FusionModel.embed``
 (``mm-ray embed`` needs it). The auxiliary and alignment losses need a ``FusionModel`` and are refused.
 
@@ -22,6 +24,7 @@ The module must be importable wherever the model is built: the Ray Train workers
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,7 +34,8 @@ from torch import nn
 from mm_ray.config.load import ConfigError
 
 INPUT_ARGUMENTS = ("modalities", "num_classes", "image_size", "vocab_size", "n_mels", "max_text_len")
-"""The keyword arguments every builder receives (the model's input contract)."""
+"""The keyword arguments every builder receives (the model's input contract), ``input_shapes`` besides where the
+function takes it."""
 
 
 class BuilderError(ConfigError):
@@ -64,6 +68,8 @@ def build_custom(
 ) -> nn.Module:
     """Call builder ``name`` with ``inputs`` (``INPUT_ARGUMENTS``) and ``kwargs`` under ``seed``."""
     function = resolve_builder(name)
+    if "input_shapes" in inputs and not _takes(function, "input_shapes"):
+        inputs = {k: v for k, v in inputs.items() if k != "input_shapes"}
     clash = sorted(set(kwargs) & set(inputs))
     if clash:
         raise BuilderError(f"model.builder_kwargs: {clash} are set from the data, not by the config")
@@ -76,3 +82,12 @@ def build_custom(
     if not isinstance(model, nn.Module):
         raise BuilderError(f"model.builder={name}: returned a {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _takes(function: Callable[..., Any], name: str) -> bool:
+    """Whether ``function`` accepts keyword ``name`` (by name, or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C function: pass only the guaranteed arguments
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)

@@ -34,13 +34,16 @@ noise (the mode-seeking term of Mao et al., 2019): large when the noise changes 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mm_ray.columns import IMAGE, LABEL
+from mm_ray.columns import LABEL
+from mm_ray.modalities.image import IMAGE
+from mm_ray.modalities.spec import ModalitySpec
+from mm_ray.modalities.text import TEXT
 from mm_ray.models.decoders import ImageDecoder
 from mm_ray.models.model import ModelOutput, Tensors, encode, presence
 
@@ -96,8 +99,8 @@ class TextToImageGAN(nn.Module):
         super().__init__()
         if loss not in ("hinge", "logistic"):
             raise ValueError(f"loss must be 'hinge' or 'logistic', got {loss!r}")
-        self.modalities = ("text",)
-        self.encoders = nn.ModuleDict({"text": text_encoder})
+        self.modalities = (TEXT.name,)
+        self.encoders = nn.ModuleDict({TEXT.name: text_encoder})
         self.head = nn.Linear(dim, num_classes)
         self.generator = ImageDecoder(in_dim=noise_dim + dim, image_size=image_size, width=width)
         self.discriminator = Discriminator(cond_dim=dim, width=width, spectral=spectral)
@@ -112,30 +115,34 @@ class TextToImageGAN(nn.Module):
         """The parameters the discriminator's half updates: the discriminator's, and the text encoder's when
         the discriminator's matching terms train it too (``learn_condition``)."""
         side = list(self.discriminator.parameters())
-        return side + list(self.encoders["text"].parameters()) if self.learn_condition else side
+        return side + list(self.encoders[TEXT.name].parameters()) if self.learn_condition else side
 
     @property
     def generates(self) -> dict[str, tuple[str, ...]]:
         """Target modality -> the modalities it can be generated from."""
-        return {"image": ("text",)}
+        return {IMAGE.name: (TEXT.name,)}
 
     def forward(
         self, batch: Tensors, *, with_aux: bool = False, phase: str | None = None
     ) -> torch.Tensor | ModelOutput | Tensors:
         """Text-classifier logits ``[B, C]`` (a ``ModelOutput`` with ``with_aux``), or with ``phase`` the loss
         terms of that half of the adversarial step. A keyword of ``forward`` so both halves pass through DDP."""
-        present = presence(batch, "text")
-        emb = encode(self.encoders["text"], batch, "text", present)
+        present = presence(batch, TEXT)
+        emb = encode(self.encoders[TEXT.name], batch, TEXT, present)
         if phase is None:
             logits = self.head(emb)
             if not with_aux:
                 return logits
             return ModelOutput(
-                logits=logits, embeddings={"text": emb}, present={"text": present}, aux_logits={}, aligned={}
+                logits=logits,
+                embeddings={TEXT.name: emb},
+                present={TEXT.name: present},
+                aux_logits={},
+                aligned={},
             )
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-        rows = (present & presence(batch, "image")).float()
+        rows = (present & presence(batch, IMAGE)).float()
         cond = emb.float()
         noise = torch.randn(cond.shape[0], self.noise_dim, device=cond.device)
         if phase == "discriminator":
@@ -164,7 +171,8 @@ class TextToImageGAN(nn.Module):
         return out
 
     def _discriminator_loss(self, batch, cond, noise, rows) -> Tensors:
-        real = batch[IMAGE].float() / 255.0 if batch[IMAGE].dtype == torch.uint8 else batch[IMAGE].float()
+        images = batch[IMAGE.column]
+        real = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         with torch.no_grad():
             fake = self.generator(torch.cat([noise, cond.detach()], dim=1))
         score, pairs = self.discriminator(real, cond)
@@ -190,11 +198,11 @@ class TextToImageGAN(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """``samples`` images per row from its text: float32 ``[B, samples, 3, S, S]`` in ``[0, 1]``."""
-        if target != "image" or tuple(sources) != ("text",):
+        if target != IMAGE.name or tuple(sources) != (TEXT.name,):
             raise ValueError(
                 f"this model generates image from text only, not {target!r} from {list(sources)}"
             )
-        cond = encode(self.encoders["text"], batch, "text", presence(batch, "text")).float()
+        cond = encode(self.encoders[TEXT.name], batch, TEXT, presence(batch, TEXT)).float()
         b = cond.shape[0]
         noise = torch.randn(b * samples, self.noise_dim, generator=generator, device=cond.device)
         images = self.generator(torch.cat([noise, cond.repeat_interleave(samples, dim=0)], dim=1))
@@ -241,3 +249,22 @@ def _match_loss(pairs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (values * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def build_cgan(
+    specs: Sequence[ModalitySpec],
+    encoders: dict[str, nn.Module],
+    *,
+    dim: int,
+    num_classes: int,
+    shapes: Mapping[str, Sequence[int]],
+    width: int,
+) -> TextToImageGAN:
+    """The ``cgan`` preset over ``specs`` (it needs image and text): the text encoder conditions the generator."""
+    names = {s.name for s in specs}
+    if not {IMAGE.name, TEXT.name} <= names:
+        raise ValueError(f"preset 'cgan' needs modalities image and text, got {sorted(names)}")
+    return TextToImageGAN(
+        text_encoder=encoders[TEXT.name], dim=dim, num_classes=num_classes,
+        image_size=shapes[IMAGE.column][-1], width=width,
+    )  # fmt: skip

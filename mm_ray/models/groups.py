@@ -4,8 +4,8 @@
     optimizer = torch.optim.AdamW(groups)
 
 A dominant modality can swamp the others (the modality-imbalance problem); a lower learning
-rate for its encoder is the simplest counter. Each group carries a ``"name"`` key (``image``,
-``text``, ``audio`` or ``fusion``) that the optimizer keeps, so schedulers and logs can find it.
+rate for its encoder is the simplest counter. Each group carries a ``"name"`` key (the modality's, or
+``fusion``) that the optimizer keeps, so schedulers and logs can find it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from typing import Any
 
 from torch import nn
 
-from mm_ray.columns import MODALITIES
-
 
 def _encoder_modalities(model: nn.Module) -> tuple[str, ...]:
     """The modalities of the model's ``encoders`` ModuleDict (a ``FusionModel``, or a ``model.builder``
@@ -23,7 +21,7 @@ def _encoder_modalities(model: nn.Module) -> tuple[str, ...]:
     encoders = getattr(model, "encoders", None)
     if not isinstance(encoders, nn.ModuleDict):
         return ()
-    return tuple(m for m in MODALITIES if m in encoders)
+    return tuple(encoders)
 
 
 def param_groups(

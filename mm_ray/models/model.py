@@ -6,9 +6,9 @@ data plane's model-ready columns, moved to the device as tensors::
     logits = model({"image": uint8 [B,3,S,S], "input_ids": [B,L], "attention_mask": [B,L],
                     "audio": float32 [B,n_mels,T], "has_image": bool [B], ...})  # -> [B, num_classes]
 
-Columns of modalities the model does not use are ignored; a missing presence column means
-"present in every row". uint8 images are normalized here, on the device (float images are taken
-as already normalized).
+Each modality's spec (``mm_ray.modalities``) says which columns its encoder reads and how (uint8 images are
+normalized on the device, by the image spec). Columns of modalities the model does not use are ignored; a
+missing presence column means "present in every row".
 
 Missing modalities: where a presence mask is False the encoder's output is replaced by a learned
 per-modality "missing" embedding, and the modality's input is zeroed before encoding, so whatever
@@ -32,17 +32,15 @@ the missing embedding and modality dropout, which only concern what the fusion s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mm_ray.columns import ATTENTION_MASK, AUDIO, IMAGE, INPUT_IDS, MODALITIES, PRESENCE_COLUMN
-from mm_ray.preprocess.image import IMAGENET_MEAN, IMAGENET_STD, normalize_images
+from mm_ray.modalities.spec import ModalitySpec
 
 Tensors = dict[str, torch.Tensor]
-
-_INPUT_COLUMNS = {"image": (IMAGE,), "text": (INPUT_IDS, ATTENTION_MASK), "audio": (AUDIO,)}
 
 
 def drop_modalities(
@@ -111,10 +109,12 @@ class ModelOutput:
 
 
 class FusionModel(nn.Module):
-    """Encoders (one per modality, in ``columns.MODALITIES`` order) + missing embeddings + fusion.
+    """Encoders (one per modality, in the order of ``specs``: the registry's) + missing embeddings + fusion.
 
     Args:
-        encoders: modality name -> encoder module producing ``[B, dim]``.
+        specs: the model's modalities' specs, in canonical order (``mm_ray.modalities``): what each encoder
+            reads from a batch.
+        encoders: modality name -> encoder module producing ``[B, dim]`` (one per spec).
         fusion: a module from ``mm_ray.models.fusion``: ``(embeddings, present) -> logits``.
         dim: the encoders' output size (the size of each missing embedding).
         modality_dropout: per-sample probability of hiding each present modality while training.
@@ -127,6 +127,7 @@ class FusionModel(nn.Module):
     def __init__(
         self,
         *,
+        specs: Sequence[ModalitySpec],
         encoders: dict[str, nn.Module],
         fusion: nn.Module,
         dim: int,
@@ -136,14 +137,16 @@ class FusionModel(nn.Module):
         projections: dict[str, nn.Module] | None = None,
     ):
         super().__init__()
-        unknown = set(encoders) - set(MODALITIES)
-        if unknown or not encoders:
-            raise ValueError(f"encoders must be a non-empty subset of {MODALITIES}, got {sorted(encoders)}")
+        self.specs = {spec.name: spec for spec in specs}
+        if not encoders or set(encoders) != set(self.specs):
+            raise ValueError(
+                f"encoders must be one per modality of {list(self.specs)}, got {sorted(encoders)}"
+            )
         if not 0.0 <= modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
         if not 0.0 <= subset_dropout <= 1.0:
             raise ValueError(f"subset_dropout must be in [0, 1], got {subset_dropout}")
-        self.modalities = tuple(m for m in MODALITIES if m in encoders)
+        self.modalities = tuple(self.specs)
         for name, extra in (("aux_heads", aux_heads), ("projections", projections)):
             if extra and set(extra) != set(self.modalities):
                 raise ValueError(f"{name} must cover exactly {self.modalities}, got {sorted(extra)}")
@@ -199,45 +202,36 @@ class FusionModel(nn.Module):
         return {m: F.normalize(proj(raw[m]).float(), dim=-1) for m, proj in self.projections.items()}
 
     def _presence(self, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
-        return presence(batch, modality)
+        return presence(batch, self.specs[modality])
 
     def _encode(self, batch: dict[str, torch.Tensor], modality: str, present: torch.Tensor) -> torch.Tensor:
-        return encode(self.encoders[modality], batch, modality, present)
+        return encode(self.encoders[modality], batch, self.specs[modality], present)
 
 
-def presence(batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
-    """bool ``[B]``: the rows of ``batch`` that hold ``modality`` (its presence column, else every row).
+def presence(batch: dict[str, torch.Tensor], spec: ModalitySpec) -> torch.Tensor:
+    """bool ``[B]``: the rows of ``batch`` that hold modality ``spec`` (its presence column, else every row).
 
     ``ValueError`` when the batch lacks the modality's input columns."""
-    needed = _INPUT_COLUMNS[modality]
-    lacking = [c for c in needed if c not in batch]
+    lacking = [c for c in spec.column_names if c not in batch]
     if lacking:
-        raise ValueError(f"the model uses {modality!r} but the batch has no column {lacking}")
-    first = batch[needed[0]]
-    column = batch.get(PRESENCE_COLUMN[modality])
+        raise ValueError(f"the model uses {spec.name!r} but the batch has no column {lacking}")
+    first = batch[spec.column]
+    column = batch.get(spec.presence_column)
     if column is None:
         return torch.ones(first.shape[0], dtype=torch.bool, device=first.device)
     return column.to(device=first.device, dtype=torch.bool)
 
 
 def encode(
-    encoder: nn.Module, batch: dict[str, torch.Tensor], modality: str, present: torch.Tensor
+    encoder: nn.Module, batch: dict[str, torch.Tensor], spec: ModalitySpec, present: torch.Tensor
 ) -> torch.Tensor:
-    """``encoder``'s ``[B, dim]`` for ``modality`` of ``batch``, absent rows' inputs zeroed first."""
-    if modality == "text":
-        ids = _zero_missing(batch[INPUT_IDS], present)
-        return encoder(ids, _zero_missing(batch[ATTENTION_MASK], present))
+    """``encoder``'s ``[B, dim]`` for modality ``spec`` of ``batch``, absent rows' inputs zeroed first."""
+    columns = {c: _zero_missing(batch[c], present) for c in spec.column_names}
+    if spec.encode is not None:
+        return spec.encode(encoder, columns)
     # Float inputs follow the encoder's dtype, so a model moved to float64 / bfloat16 with .to()
     # runs on the float32 columns the data plane produces.
-    dtype = next(encoder.parameters()).dtype
-    if modality == "image":
-        images = _zero_missing(batch[IMAGE], present)
-        if images.dtype == torch.uint8:
-            # An encoder from a library brings the constants its weights were trained with.
-            mean, std = getattr(encoder, "image_normalization", (IMAGENET_MEAN, IMAGENET_STD))
-            images = normalize_images(images, mean, std)
-        return encoder(images.to(dtype))
-    return encoder(_zero_missing(batch[AUDIO], present).to(dtype))
+    return encoder(columns[spec.column].to(next(encoder.parameters()).dtype))
 
 
 def _zero_missing(x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

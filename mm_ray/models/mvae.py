@@ -26,17 +26,20 @@ is deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mm_ray.columns import AUDIO, IMAGE, LABEL
+from mm_ray.columns import LABEL
+from mm_ray.modalities.audio import AUDIO
+from mm_ray.modalities.image import IMAGE
+from mm_ray.modalities.spec import ModalitySpec
 from mm_ray.models.decoders import ImageDecoder, MelDecoder, standardise_mel, unstandardise_mel
 from mm_ray.models.model import ModelOutput, Tensors, encode, presence
 
-DECODABLE = ("image", "audio")
+DECODABLE = (IMAGE.name, AUDIO.name)
 """Modalities the VAE can generate."""
 
 
@@ -63,7 +66,8 @@ class MultimodalVAE(nn.Module):
     """Encoders + one Gaussian expert head per modality, a product-of-experts posterior, decoders, a classifier.
 
     Args:
-        encoders: modality -> encoder producing ``[B, dim]`` (``mm_ray.models.encoders``).
+        specs: the modalities' specs (what each encoder reads from a batch), canonical order.
+        encoders: modality -> encoder producing ``[B, dim]`` (``mm_ray.encoders``).
         dim: the encoders' output size.
         latent_dim: size of the shared latent.
         decoders: modality (``image`` / ``audio``) -> decoder ``[B, latent_dim] -> model-ready shape``.
@@ -77,6 +81,7 @@ class MultimodalVAE(nn.Module):
     def __init__(
         self,
         *,
+        specs: Sequence[ModalitySpec],
         encoders: dict[str, nn.Module],
         dim: int,
         latent_dim: int,
@@ -90,7 +95,8 @@ class MultimodalVAE(nn.Module):
         unknown = set(decoders) - set(DECODABLE)
         if unknown:
             raise ValueError(f"decoders: {sorted(unknown)} cannot be decoded; decodable: {DECODABLE}")
-        self.modalities = tuple(encoders)
+        self.specs = {s.name: s for s in specs}
+        self.modalities = tuple(self.specs)
         self.encoders = nn.ModuleDict(encoders)
         self.experts = nn.ModuleDict({m: nn.Linear(dim, 2 * latent_dim) for m in self.modalities})
         self.decoders = nn.ModuleDict(decoders)
@@ -106,7 +112,7 @@ class MultimodalVAE(nn.Module):
     def forward(self, batch: Tensors, *, with_aux: bool = False) -> torch.Tensor | ModelOutput:
         """Logits ``[B, C]`` from the posterior mean of every modality each row holds; with ``with_aux`` a
         ``ModelOutput`` whose ``losses`` hold the ELBO terms (``recon_<m>``, ``beta_kl``) and ``subset_ce``."""
-        present = {m: presence(batch, m) for m in self.modalities}
+        present = {m: presence(batch, self.specs[m]) for m in self.modalities}
         experts = self._experts(batch, present)
         mu, _ = self._posterior(experts, present)
         logits = self.head(mu)
@@ -141,14 +147,14 @@ class MultimodalVAE(nn.Module):
         if unknown or not sources:
             raise ValueError(f"sources must be a non-empty subset of {self.modalities}, got {list(sources)}")
         # Only the sources are read: the batch need not hold the other modalities' columns at all.
-        present = {m: presence(batch, m) for m in self.modalities if m in sources}
+        present = {m: presence(batch, self.specs[m]) for m in self.modalities if m in sources}
         mu, logvar = self._posterior(self._experts(batch, present), present)
         noise = torch.randn(
             (samples, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype
         )  # [S, B, D]
         z = (mu + noise * (0.5 * logvar).exp()).transpose(0, 1).reshape(-1, mu.shape[1])
         out = self.decoders[target](z)
-        if target == "audio":
+        if target == AUDIO.name:
             out = unstandardise_mel(out)
         return out.view(mu.shape[0], samples, *out.shape[1:])
 
@@ -156,7 +162,9 @@ class MultimodalVAE(nn.Module):
         out = {}
         for m in present:
             mu, logvar = (
-                self.experts[m](encode(self.encoders[m], batch, m, present[m])).float().chunk(2, dim=-1)
+                self.experts[m](encode(self.encoders[m], batch, self.specs[m], present[m]))
+                .float()
+                .chunk(2, dim=-1)
             )
             # Bounded log-variance: an expert with a near-zero variance would make the product's precision blow up.
             out[m] = (mu, logvar.clamp(-8.0, 8.0))
@@ -194,11 +202,11 @@ class MultimodalVAE(nn.Module):
 
     def _targets(self, batch: Tensors) -> Tensors:
         out = {}
-        if "image" in self.decoders:
-            image = batch[IMAGE]
-            out["image"] = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-        if "audio" in self.decoders:
-            out["audio"] = standardise_mel(batch[AUDIO].float())
+        if IMAGE.name in self.decoders:
+            image = batch[IMAGE.column]
+            out[IMAGE.name] = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+        if AUDIO.name in self.decoders:
+            out[AUDIO.name] = standardise_mel(batch[AUDIO.column].float())
         return out
 
     def _recon(
@@ -214,25 +222,28 @@ def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def build_mvae(
+    specs: Sequence[ModalitySpec],
     encoders: dict[str, nn.Module],
     *,
     dim: int,
     latent_dim: int,
     num_classes: int,
-    image_size: int,
-    n_mels: int,
-    audio_frames: int,
+    shapes: Mapping[str, Sequence[int]],
     width: int,
     beta: float,
 ) -> MultimodalVAE:
     """An ``mvae`` over ``encoders`` with a decoder for each of its decodable modalities; audio is decoded only
-    when ``audio_frames`` (the features' length, which a run's model spec records) is known (> 0)."""
+    when its frames (the features' length, which a run's model spec records) are known (> 0) in ``shapes``."""
     decoders: dict[str, nn.Module] = {}
-    if "image" in encoders:
-        decoders["image"] = ImageDecoder(in_dim=latent_dim, image_size=image_size, width=width)
-    if "audio" in encoders and audio_frames > 0:
-        decoders["audio"] = MelDecoder(in_dim=latent_dim, n_mels=n_mels, frames=audio_frames, width=width)
+    if IMAGE.name in encoders:
+        decoders[IMAGE.name] = ImageDecoder(
+            in_dim=latent_dim, image_size=shapes[IMAGE.column][-1], width=width
+        )
+    if AUDIO.name in encoders and shapes[AUDIO.column][-1] > 0:
+        n_mels, frames = shapes[AUDIO.column]
+        decoders[AUDIO.name] = MelDecoder(in_dim=latent_dim, n_mels=n_mels, frames=frames, width=width)
     return MultimodalVAE(
+        specs=specs,
         encoders=encoders,
         dim=dim,
         latent_dim=latent_dim,

@@ -1,11 +1,13 @@
 """Named fusion presets and the builder that turns flat keyword arguments into a ``FusionModel``.
 
     model = build_model("low_rank_tensor", modalities=("image", "audio"), num_classes=10,
-                        image_size=64, vocab_size=8192, n_mels=64, rank=8)
+                        shapes={"image": (3, 64, 64), "audio": (64, 101)}, rank=8)
 
 ``PRESETS`` maps each name to its fusion family; Tune searches over these names plus a few
-scalars (width, depth, fusion_dim, rank, dropout, modality_dropout, subset_dropout). Unimodal presets use only
-their own modality (the other modalities named in ``modalities`` are ignored, as a baseline should).
+scalars (width, depth, fusion_dim, rank, dropout, modality_dropout, subset_dropout). ``unimodal_<m>`` exists for
+every modality ``m`` (plug-ins too) and uses only its own modality (the others named in ``modalities`` are ignored,
+as a baseline should). Each modality's encoder is its spec's (``mm_ray.modalities``), built from the model-ready
+``shapes`` of its columns (the data's: a cache manifest's ``shapes``).
 ``early`` gives the joint network shallow features: stem-only encoders (``depth=0``) and a joint MLP
 ``depth + 1`` layers deep. The same seed gives the same initial weights, whatever the global RNG.
 
@@ -23,9 +25,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from mm_ray.columns import MODALITIES
+from mm_ray.modalities.legacy import SIZE_FIELDS, shapes_from_sizes
+from mm_ray.modalities.registry import BUILTIN, UNIMODAL_PREFIX, Registry
+from mm_ray.modalities.spec import EncoderContext, ModalitySpec
 from mm_ray.models import fusion as F
-from mm_ray.models.encoders import AudioEncoder, ImageEncoder, LSTMTextEncoder, TextEncoder
 from mm_ray.models.model import FusionModel
 
 
@@ -39,10 +42,12 @@ class Preset:
     description: str = ""
 
 
-PRESETS: dict[str, Preset] = {
-    "unimodal_image": Preset("concat", only="image", description="image encoder + MLP head"),
-    "unimodal_text": Preset("concat", only="text", description="text encoder + MLP head"),
-    "unimodal_audio": Preset("concat", only="audio", description="audio encoder + MLP head"),
+def unimodal(modality: str) -> Preset:
+    """The baseline preset of one modality: its encoder and an MLP head."""
+    return Preset("concat", only=modality, description=f"{modality} encoder + MLP head")
+
+
+FUSION_PRESETS: dict[str, Preset] = {
     "early": Preset("early", shallow=True, description="shallow features concatenated, deep joint MLP"),
     "late_concat": Preset("concat", description="encoder outputs concatenated, MLP head"),
     "additive": Preset("additive", description="per-modality heads, logits averaged over present"),
@@ -59,6 +64,29 @@ PRESETS: dict[str, Preset] = {
     ),
     "cgan": Preset("cgan", description="conditional GAN text -> image, beside a text classifier"),
 }
+
+PRESETS: dict[str, Preset] = {f"{UNIMODAL_PREFIX}{m}": unimodal(m) for m in BUILTIN.names} | FUSION_PRESETS
+"""Every preset of the built-in modalities: one unimodal baseline each, then the fusion families."""
+
+
+def preset_named(name: str, registry: Registry = BUILTIN) -> Preset:
+    """The preset ``name``: a fusion family, or ``unimodal_<m>`` for a modality of ``registry``; ``ValueError``
+    listing the known ones otherwise."""
+    if name in FUSION_PRESETS:
+        return FUSION_PRESETS[name]
+    modality = name.removeprefix(UNIMODAL_PREFIX)
+    if name.startswith(UNIMODAL_PREFIX) and modality in registry:
+        return unimodal(modality)
+    known = [f"{UNIMODAL_PREFIX}{m}" for m in registry.names] + list(FUSION_PRESETS)
+    raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(known)}")
+
+
+def only_modality(name: str) -> str | None:
+    """The one modality of a unimodal preset's name (``unimodal_image`` -> ``image``); None for a fusion preset."""
+    if name in FUSION_PRESETS or not name.startswith(UNIMODAL_PREFIX):
+        return None
+    return name.removeprefix(UNIMODAL_PREFIX)
+
 
 GENERATIVE_FAMILIES = ("mvae", "cgan")
 """Families whose models can generate one modality from others (``model.generates``, ``model.generate``)."""
@@ -81,15 +109,14 @@ def build_model(
     *,
     modalities: Sequence[str],
     num_classes: int,
-    image_size: int,
-    vocab_size: int,
-    n_mels: int,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    vocab_size: int = 0,
+    registry: Registry = BUILTIN,
     width: int = 64,
     depth: int = 2,
     fusion_dim: int = 64,
     rank: int = 4,
     tensor_dim: int = 16,
-    max_text_len: int = 256,
     dropout: float = 0.0,
     modality_dropout: float = 0.0,
     subset_dropout: float = 0.0,
@@ -99,63 +126,70 @@ def build_model(
     fusion_weights: Mapping[str, float] | None = None,
     aux_heads: bool = False,
     align_dim: int = 0,
-    audio_frames: int = 0,
     vae_beta: float = 1.0,
     encoders: Mapping[str, Mapping] | None = None,
     load_pretrained: bool = True,
+    **sizes: int,
 ) -> nn.Module:
-    """Build preset ``preset`` for ``modalities`` (a non-empty subset of image/text/audio).
+    """Build preset ``preset`` for ``modalities`` (a non-empty subset of ``registry``'s).
 
-    ``width``/``depth`` size the encoders (the image CNN's base channels and stride-2 blocks, the
-    text transformer's or LSTM's layers, the audio CNN's); ``fusion_dim`` is each encoder's output size
-    and the fusion's hidden size; ``rank`` is LMF's rank; ``tensor_dim`` the per-modality size before
-    TFN's outer product ((tensor_dim + 1) ** M features: keep it small). ``text_encoder`` is
-    ``transformer`` or ``lstm`` (``bidirectional`` for the latter). ``fusion_weights`` (``fixed_weighted``
-    only): relative weight per modality, 1.0 for those not named. ``aux_heads`` adds a linear head per
-    modality; ``align_dim`` > 0 adds a projection per modality to that size (only with 2+ modalities:
-    alignment needs a pair). ``mvae`` (``mm_ray.models.mvae``) uses ``fusion_dim`` as its latent size,
-    ``audio_frames`` (the log-mel's frames) for its audio decoder and ``vae_beta`` as its KL weight; ``cgan``
-    (``mm_ray.models.cgan``) needs image and text. ``encoders``: modality -> the spec of an encoder from a
-    library (``mm_ray.models.pretrained``) used instead of mm_ray's own; ``load_pretrained=False`` builds those
-    with random weights (a checkpoint's weights are loaded over them).
+    ``shapes``: the per-row shape of every model-ready column of those modalities (a cache manifest's
+    ``shapes``); the old size arguments (``image_size``, ``max_text_len``, ``n_mels``, ``audio_frames``) are still
+    taken in their place. ``vocab_size``: the tokenizer's, for modalities that tokenize. ``width``/``depth`` size
+    the encoders (the image CNN's base channels and stride-2 blocks, the text transformer's or LSTM's layers, the
+    audio CNN's, the features MLP's); ``fusion_dim`` is each encoder's output size and the fusion's hidden size;
+    ``rank`` is LMF's rank; ``tensor_dim`` the per-modality size before TFN's outer product ((tensor_dim + 1) ** M
+    features: keep it small). ``text_encoder`` is ``transformer`` or ``lstm`` (``bidirectional`` for the
+    latter). ``fusion_weights`` (``fixed_weighted`` only): relative weight per modality, 1.0 for those not
+    named. ``aux_heads`` adds a linear head per modality; ``align_dim`` > 0 adds a projection per modality to that
+    size (only with 2+ modalities: alignment needs a pair). ``mvae`` (``mm_ray.models.mvae``) uses ``fusion_dim``
+    as its latent size and ``vae_beta`` as its KL weight (its audio decoder needs the audio frames in
+    ``shapes``); ``cgan`` (``mm_ray.models.cgan``) needs image and text. ``encoders``: modality -> the spec of an
+    encoder from a library (``mm_ray.models.pretrained``) used instead of mm_ray's own; ``load_pretrained=False``
+    builds those with random weights (a checkpoint's weights are loaded over them).
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown model preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    unknown_sizes = sorted(set(sizes) - set(SIZE_FIELDS))
+    if unknown_sizes:
+        raise TypeError(f"build_model() got unexpected keyword arguments {unknown_sizes}")
+    shapes = {**shapes_from_sizes(**sizes), **{c: tuple(v) for c, v in (shapes or {}).items()}}
     if text_encoder not in TEXT_ENCODERS:
         raise ValueError(f"unknown text_encoder {text_encoder!r}; known: {', '.join(TEXT_ENCODERS)}")
-    spec = PRESETS[preset]
-    chosen = _resolve_modalities(preset, spec, modalities)
-    if image_size < 2 ** (depth + 1):
-        raise ValueError(f"image_size {image_size} is too small for depth {depth}")
-    weights = _fusion_weights(fusion_weights, chosen)
-    text = {"kind": text_encoder, "bidirectional": bidirectional, "max_len": max_text_len}
-    library = _library_encoders(encoders or {}, chosen, fusion_dim, seed, load_pretrained)
+    spec = preset_named(preset, registry)
+    chosen = _resolve_modalities(preset, spec, modalities, registry)
+    weights = _fusion_weights(fusion_weights, chosen, registry)
+    options = {"text_encoder": text_encoder, "bidirectional": bidirectional}
+    library = _library_encoders(encoders or {}, [m.name for m in chosen], fusion_dim, seed, load_pretrained)
+
+    def encoder(m: ModalitySpec, enc_depth: int) -> nn.Module:
+        if m.name in library:
+            return library[m.name]
+        lacking = [c for c in m.column_names if c not in shapes]
+        if lacking:
+            raise ValueError(
+                f"build_model: no shape for {m.name}'s columns {lacking} (shapes={sorted(shapes)})"
+            )
+        context = EncoderContext(
+            shapes={c: shapes[c] for c in m.column_names}, out_dim=fusion_dim, width=width, depth=enc_depth,
+            dropout=dropout, vocab_size=vocab_size, options=options,
+        )  # fmt: skip
+        return m.encoder(context)
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        enc_depth = 0 if spec.shallow else depth
         if spec.family in GENERATIVE_FAMILIES:
-            enc = {
-                m: library[m]
-                if m in library
-                else _encoder(m, width, depth, fusion_dim, vocab_size, n_mels, text, dropout)
-                for m in chosen
-            }
-            return _generative(spec.family, enc, fusion_dim, num_classes, image_size, n_mels, audio_frames,
-                               width, vae_beta)  # fmt: skip
-        encoders = {
-            m: library[m]
-            if m in library
-            else _encoder(m, width, enc_depth, fusion_dim, vocab_size, n_mels, text, dropout)
-            for m in chosen
-        }
+            enc = {m.name: encoder(m, depth) for m in chosen}
+            return _generative(spec.family, chosen, enc, fusion_dim, num_classes, shapes, width, vae_beta)
+        names = tuple(m.name for m in chosen)
+        encoders = {m.name: encoder(m, 0 if spec.shallow else depth) for m in chosen}
         fusion = _fusion(
-            spec.family, chosen, fusion_dim, num_classes, depth, rank, tensor_dim, dropout, weights
+            spec.family, names, fusion_dim, num_classes, depth, rank, tensor_dim, dropout, weights
         )
         # From their own random streams, so turning them on changes no other initial weight of a seed.
-        heads = _linears(chosen, fusion_dim, num_classes, seed + 1) if aux_heads else None
+        heads = _linears(names, fusion_dim, num_classes, seed + 1) if aux_heads else None
         align = align_dim > 0 and len(chosen) > 1
-        projections = _linears(chosen, fusion_dim, align_dim, seed + 2) if align else None
+        projections = _linears(names, fusion_dim, align_dim, seed + 2) if align else None
         return FusionModel(
+            specs=chosen,
             encoders=encoders,
             fusion=fusion,
             dim=fusion_dim,
@@ -168,27 +202,22 @@ def build_model(
 
 def _generative(
     family: str,
+    specs: tuple[ModalitySpec, ...],
     encoders: dict[str, nn.Module],
     dim: int,
     num_classes: int,
-    image_size: int,
-    n_mels: int,
-    audio_frames: int,
+    shapes: Mapping[str, tuple[int, ...]],
     width: int,
     beta: float,
 ) -> nn.Module:
     # Imported here: the fusion presets need none of the generative code.
-    from mm_ray.models.cgan import TextToImageGAN
+    from mm_ray.models.cgan import build_cgan
     from mm_ray.models.mvae import build_mvae
 
     if family == "mvae":
-        return build_mvae(encoders, dim=dim, latent_dim=dim, num_classes=num_classes, image_size=image_size,
-                          n_mels=n_mels, audio_frames=audio_frames, width=width, beta=beta)  # fmt: skip
-    if not {"image", "text"} <= set(encoders):
-        raise ValueError(f"preset 'cgan' needs modalities image and text, got {sorted(encoders)}")
-    return TextToImageGAN(
-        text_encoder=encoders["text"], dim=dim, num_classes=num_classes, image_size=image_size, width=width
-    )
+        return build_mvae(specs, encoders, dim=dim, latent_dim=dim, num_classes=num_classes, shapes=shapes,
+                          width=width, beta=beta)  # fmt: skip
+    return build_cgan(specs, encoders, dim=dim, num_classes=num_classes, shapes=shapes, width=width)
 
 
 def _library_encoders(
@@ -212,61 +241,31 @@ def _linears(modalities: tuple[str, ...], dim: int, out: int, seed: int) -> dict
         return {m: nn.Linear(dim, out) for m in modalities}
 
 
-def _fusion_weights(weights: Mapping[str, float] | None, chosen: tuple[str, ...]) -> dict[str, float]:
+def _fusion_weights(
+    weights: Mapping[str, float] | None, chosen: tuple[ModalitySpec, ...], registry: Registry
+) -> dict[str, float]:
     weights = dict(weights or {})
-    unknown = sorted(set(weights) - set(MODALITIES))
+    names = [m.name for m in chosen]
+    unknown = sorted(set(weights) - set(registry.names))
     if unknown:
-        raise ValueError(f"fusion_weights names {unknown}, not modalities (expected {MODALITIES})")
-    resolved = {m: float(weights.get(m, 1.0)) for m in chosen}
+        raise ValueError(f"fusion_weights names {unknown}, not modalities (expected {registry.names})")
+    resolved = {m: float(weights.get(m, 1.0)) for m in names}
     if any(w < 0 for w in resolved.values()) or not any(w > 0 for w in resolved.values()):
         raise ValueError(f"fusion_weights must be >= 0 with at least one > 0, got {resolved}")
     return resolved
 
 
-def _resolve_modalities(preset: str, spec: Preset, modalities: Sequence[str]) -> tuple[str, ...]:
-    unknown = [m for m in modalities if m not in MODALITIES]
+def _resolve_modalities(
+    preset: str, spec: Preset, modalities: Sequence[str], registry: Registry
+) -> tuple[ModalitySpec, ...]:
+    unknown = [m for m in modalities if m not in registry]
     if unknown or not modalities:
-        raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(modalities)}")
+        raise ValueError(f"modalities must be a non-empty subset of {registry.names}, got {list(modalities)}")
     if spec.only is None:
-        return tuple(m for m in MODALITIES if m in modalities)
+        return tuple(registry.only(modalities))
     if spec.only not in modalities:
         raise ValueError(f"preset {preset!r} needs modality {spec.only!r}, got {list(modalities)}")
-    return (spec.only,)
-
-
-def _encoder(
-    modality: str,
-    width: int,
-    depth: int,
-    dim: int,
-    vocab_size: int,
-    n_mels: int,
-    text: dict,
-    dropout: float,
-) -> nn.Module:
-    if modality == "image":
-        return ImageEncoder(width=width, depth=depth, out_dim=dim)
-    if modality == "text" and text["kind"] == "lstm":
-        return LSTMTextEncoder(
-            vocab_size=vocab_size,
-            dim=width,
-            depth=depth,
-            bidirectional=text["bidirectional"],
-            max_len=text["max_len"],
-            dropout=dropout,
-            out_dim=dim,
-        )
-    if modality == "text":
-        # The text transformer's width is the embedding size; 4 heads need it divisible by 4.
-        return TextEncoder(
-            vocab_size=vocab_size,
-            dim=width,
-            depth=depth,
-            max_len=text["max_len"],
-            dropout=dropout,
-            out_dim=dim,
-        )
-    return AudioEncoder(n_mels=n_mels, width=width, depth=depth, out_dim=dim)
+    return (registry[spec.only],)
 
 
 def _fusion(

@@ -1,18 +1,6 @@
-"""Train-time augmentation of model-ready torch batches: images are cropped, flipped, rotated and colour
-jittered, audio features get a random gain and time shift; text is left as it is.
-
-Build one ``Augmenter`` per worker from the ``train.augment`` settings (a plain dict) and wrap each epoch's
-training batches; validation batches pass through ``augment_split`` untouched::
-
-    augmenter = build_augmenter(settings, seed=0, rank=0, audio={"features": "log_mel", "n_mels": 64})
-    for epoch in range(epochs):
-        batches = augment_split(loader(epoch), augmenter, split="train", epoch=epoch)   # None: unchanged
-
-A batch is the dict the trainer gets from ``iter_torch_batches`` (``mm_ray.columns``): ``image`` uint8
-``[B, 3, S, S]``, ``audio`` float32 ``[B, rows, T]``, presence flags ``has_image``/``has_audio``. Rows whose
-modality is missing keep their zeros. The randomness comes from one ``torch.Generator`` per epoch seeded
-from ``(seed, rank, epoch)``: the same seed and the same input batches give the same augmented batches, and
-a run resumed from a checkpoint draws what the first attempt would have drawn for that epoch.
+"""The tensor operations of train-time augmentation: an affine warp and colour jitter for images, a gain and a
+time shift for log-power audio features. Each modality's spec draws its parameters and calls these
+(``mm_ray.modalities.image`` / ``audio``); ``mm_ray.modalities.augment.Augmenter`` runs them over a batch.
 
 The crop, flip and rotation are one affine warp per image (``affine_grid`` + ``grid_sample``, bilinear), so
 each image is resampled once. Audio features are log-mels (natural log of power), so a gain of ``g`` dB is
@@ -23,137 +11,15 @@ by the DCT's row sum) and deltas do not move (``audio_gain_profile``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mm_ray.columns import AUDIO, HAS_AUDIO, HAS_IMAGE, IMAGE
 from mm_ray.preprocess.mel import dct_matrix, feature_rows
 
 # ITU-R BT.601 luma weights: the grey that saturation jitter pulls towards (what PIL's convert("L") uses).
 _LUMA = (0.299, 0.587, 0.114)
-
-
-class Augmenter:
-    """Random per-sample augmentation of training batches; keyword arguments are ``AugmentConfig``'s fields.
-
-    ``augmenter(batch, generator)`` augments one batch with draws from ``generator``; ``apply(batches,
-    epoch)`` augments an epoch's batches with the generator of ``(seed, rank, epoch)``.
-    ``gain_profile``: how a shift of every log-mel band by 1 shows in each audio feature row
-    (``audio_gain_profile``); None = every row moves by 1 (log-mel features).
-    """
-
-    def __init__(
-        self,
-        *,
-        seed: int = 0,
-        rank: int = 0,
-        crop_min_scale: float = 0.6,
-        crop_max_aspect: float = 1.333,
-        flip: float = 0.5,
-        rotate_degrees: float = 10.0,
-        brightness: float = 0.2,
-        contrast: float = 0.2,
-        saturation: float = 0.2,
-        gain_db: float = 6.0,
-        time_shift: float = 0.1,
-        gain_profile: np.ndarray | None = None,
-    ):
-        if not 0 < crop_min_scale <= 1 or crop_max_aspect < 1:
-            raise ValueError(
-                f"need 0 < crop_min_scale <= 1 and crop_max_aspect >= 1, got {crop_min_scale}, {crop_max_aspect}"
-            )
-        self.seed, self.rank = seed, rank
-        self.crop_min_scale, self.crop_max_aspect = crop_min_scale, crop_max_aspect
-        self.flip, self.rotate_degrees = flip, rotate_degrees
-        self.jitter = (brightness, contrast, saturation)
-        self.gain_db, self.time_shift = gain_db, time_shift
-        self.gain_profile = (
-            None if gain_profile is None else torch.as_tensor(gain_profile, dtype=torch.float32)
-        )
-
-    def generator(self, epoch: int) -> torch.Generator:
-        """The epoch's generator: seeded from ``(seed, rank, epoch)`` through numpy's ``SeedSequence``, so
-        nearby seeds, ranks and epochs still give unrelated streams."""
-        state = np.random.SeedSequence([self.seed, self.rank, epoch]).generate_state(1, dtype=np.uint64)[0]
-        return torch.Generator().manual_seed(int(state))
-
-    def apply(self, batches: Iterable[Mapping[str, Any]], epoch: int) -> Iterator[dict[str, Any]]:
-        """Augment one epoch's batches, lazily, in order."""
-        generator = self.generator(epoch)
-        for batch in batches:
-            yield self(batch, generator)
-
-    def __call__(self, batch: Mapping[str, Any], generator: torch.Generator) -> dict[str, Any]:
-        """A new batch dict with ``image`` and ``audio`` augmented (other columns are the same objects)."""
-        out = dict(batch)
-        if IMAGE in batch:
-            out[IMAGE] = self._images(batch[IMAGE], batch.get(HAS_IMAGE), generator)
-        if AUDIO in batch:
-            out[AUDIO] = self._audio(batch[AUDIO], batch.get(HAS_AUDIO), generator)
-        return out
-
-    def _images(
-        self, images: torch.Tensor, present: torch.Tensor | None, gen: torch.Generator
-    ) -> torch.Tensor:
-        n, max_log_aspect = images.shape[0], math.log(self.crop_max_aspect)
-        # Every draw is made, in this order, even for ops that are off: the stream stays the same per seed.
-        theta = crop_rotate_flip_theta(
-            scale=_uniform(gen, n, self.crop_min_scale, 1.0),
-            log_aspect=_uniform(gen, n, -max_log_aspect, max_log_aspect),
-            offset=_uniform(gen, n, -1.0, 1.0, pairs=True),
-            degrees=_uniform(gen, n, -self.rotate_degrees, self.rotate_degrees),
-            mirror=_uniform(gen, n, 0.0, 1.0) < self.flip,
-        )
-        factors = [_uniform(gen, n, 1.0 - x, 1.0 + x) for x in self.jitter]
-        warped = affine_warp(images.float(), theta.to(images.device))
-        jittered = color_jitter(warped, *(f.to(images.device) for f in factors))
-        augmented = jittered.round_().clamp_(0, 255).to(images.dtype)
-        return _keep_missing(augmented, images, present)
-
-    def _audio(self, audio: torch.Tensor, present: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
-        n, rows, frames = audio.shape
-        gains = _uniform(gen, n, -self.gain_db, self.gain_db)
-        limit = round(self.time_shift * frames)
-        shifts = torch.randint(-limit, limit + 1, (n,), generator=gen)
-        profile = torch.ones(rows) if self.gain_profile is None else self.gain_profile
-        out = add_gain(audio, gains.to(audio.device), profile.to(audio.device))
-        out = time_shift(out, shifts.to(audio.device))
-        return _keep_missing(out, audio, present)
-
-
-def build_augmenter(
-    settings: Mapping[str, Any], *, seed: int, rank: int, audio: Mapping[str, Any] | None = None
-) -> Augmenter | None:
-    """The ``Augmenter`` of the ``train.augment`` settings (plain dict), or None when ``enabled`` is false.
-
-    ``audio``: the audio preprocessing settings the batches were made with (``audio`` section of the config
-    or cache manifest); they say how a gain shows in the features.
-    """
-    kwargs = dict(settings)
-    if not kwargs.pop("enabled", False):
-        return None
-    kwargs.pop("at_decode", None)  # where the crop is drawn: decided by the caller (LoopConfig.for_run)
-    audio = audio or {}
-    # Caches from before MFCC support have no ``features`` key: they hold log-mels.
-    features = audio.get("features", "log_mel")
-    profile = None
-    if features != "log_mel":
-        profile = audio_gain_profile(features, audio["n_mels"], audio["n_mfcc"], audio["deltas"])
-    return Augmenter(seed=seed, rank=rank, gain_profile=profile, **kwargs)
-
-
-def augment_split(
-    batches: Iterable[Mapping[str, Any]], augmenter: Augmenter | None, *, split: str, epoch: int
-) -> Iterable[Mapping[str, Any]]:
-    """``batches`` augmented when ``split`` is ``"train"`` and there is an augmenter; otherwise the very same
-    iterable: validation must score the data as it is."""
-    if augmenter is None or split != "train":
-        return batches
-    return augmenter.apply(batches, epoch)
 
 
 def audio_gain_profile(features: str, n_mels: int, n_mfcc: int = 20, deltas: bool = True) -> np.ndarray:
@@ -234,14 +100,16 @@ def time_shift(audio: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     return torch.gather(audio, 2, source.unsqueeze(1).expand(-1, audio.shape[1], -1))
 
 
-def _uniform(gen: torch.Generator, n: int, low: float, high: float, pairs: bool = False) -> torch.Tensor:
+def uniform(gen: torch.Generator, n: int, low: float, high: float, pairs: bool = False) -> torch.Tensor:
+    """``n`` (or ``[n, 2]`` with ``pairs``) draws from ``U[low, high)``."""
     shape = (n, 2) if pairs else (n,)
     return low + (high - low) * torch.rand(shape, generator=gen)
 
 
-def _keep_missing(
+def keep_missing(
     augmented: torch.Tensor, original: torch.Tensor, present: torch.Tensor | None
 ) -> torch.Tensor:
+    """``augmented`` where ``present`` (bool ``[B]``), ``original`` elsewhere: absent rows keep their zeros."""
     if present is None:
         return augmented
     mask = present.to(torch.bool).view(-1, *([1] * (original.ndim - 1)))

@@ -38,7 +38,7 @@ def decode_rows(
         try:
             decode_one(i, data)
         except SampleError as err:
-            reject[i], detail[i] = err.reason.value, err.detail
+            reject[i], detail[i] = err.code, err.detail
             continue
         has[i] = True
     return has

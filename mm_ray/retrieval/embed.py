@@ -32,10 +32,12 @@ import numpy as np
 import ray
 import ray.data
 
-from mm_ray.columns import KEY, LABEL, PRESENCE_COLUMN
+from mm_ray.columns import KEY, LABEL
 from mm_ray.config.schema import EmbedConfig
 from mm_ray.data.pipeline import Ingest
 from mm_ray.data.sources import ShardSpecError
+from mm_ray.modalities.registry import modalities_of
+from mm_ray.modalities.spec import presence_column
 from mm_ray.progress import ProgressFactory, watch
 from mm_ray.retrieval.metrics import parse_pairs, retrieval_scores
 from mm_ray.runtime import init_ray
@@ -57,11 +59,11 @@ class CheckpointEmbedder:
     checkpoint need not be readable from the actor's node.
     """
 
-    def __init__(self, checkpoint: LoadedCheckpoint, builder: str | None = None):
+    def __init__(self, checkpoint: LoadedCheckpoint):
         import torch
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = checkpoint.restore_model(self.device, builder=builder)
+        self.model = checkpoint.restore_model(self.device)
         if not callable(getattr(self.model, "embed", None)):
             raise TypeError(
                 f"the model built by {checkpoint.loop.model.name!r} has no embed(batch) method (see FusionModel.embed)"
@@ -77,7 +79,7 @@ class CheckpointEmbedder:
         out = {KEY: batch[KEY], LABEL: batch[LABEL]}
         for modality, embedding in embeddings.items():
             out[embedding_column(modality)] = embedding.float().cpu().numpy()
-            out[PRESENCE_COLUMN[modality]] = present[modality].cpu().numpy()
+            out[presence_column(modality)] = present[modality].cpu().numpy()
         return out
 
 
@@ -107,7 +109,6 @@ def embed(
     """
     started = time.perf_counter()
     ckpt, cfg, specs = open_for_shards(checkpoint, specs, overrides, config_file, purpose="embed")
-    ckpt.check_builder(cfg.model.builder)  # here, not first in an actor
     if embed_config is not None:
         cfg = dataclasses.replace(cfg, embed=embed_config)
     pairs = parse_pairs(cfg.embed.pairs)
@@ -120,7 +121,7 @@ def embed(
     ingest = Ingest.from_config(cfg, specs, ckpt.tokenizer_json, reserved_cpus=reserved)
     embedded = ingest.dataset.map_batches(
         CheckpointEmbedder,
-        fn_constructor_kwargs={"checkpoint": ckpt, "builder": cfg.model.builder},
+        fn_constructor_kwargs={"checkpoint": ckpt},
         compute=ray.data.ActorPoolStrategy(size=cfg.embed.actors),
         batch_size=cfg.embed.batch_size,
         batch_format="numpy",
@@ -130,10 +131,10 @@ def embed(
         embedded.write_parquet(str(out / DATA_DIR))
     summary = ingest.finish()
     rows = read_embeddings(out / DATA_DIR)
-    modalities = [m for m in PRESENCE_COLUMN if embedding_column(m) in rows]
+    modalities = [m for m in modalities_of(cfg).names if embedding_column(m) in rows]
     scores = retrieval_scores(
         {m: rows[embedding_column(m)] for m in modalities},
-        {m: rows[PRESENCE_COLUMN[m]] for m in modalities},
+        {m: rows[presence_column(m)] for m in modalities},
         rows[LABEL],
         pairs=pairs,
         ks=cfg.embed.ks,
@@ -167,7 +168,13 @@ def read_embeddings(directory: str | Path) -> dict[str, np.ndarray]:
 
 
 def _clear(out: Path) -> None:
-    """Remove what an earlier run wrote to ``out`` (Ray Data adds files beside existing ones)."""
-    shutil.rmtree(out / DATA_DIR, ignore_errors=True)
-    (out / RETRIEVAL_FILE).unlink(missing_ok=True)
+    """Remove what an earlier run wrote to ``out`` (Ray Data adds files beside existing ones), never following a
+    link: a ``data`` or ``retrieval.json`` that is a link (a run directory may come from anywhere) is removed
+    itself, its target left alone, and ``rmtree`` does not follow links inside ``data``."""
+    data = out / DATA_DIR
+    if data.is_symlink() or data.is_file():
+        data.unlink()
+    elif data.exists():
+        shutil.rmtree(data)
+    (out / RETRIEVAL_FILE).unlink(missing_ok=True)  # a link is removed, not its target
     out.mkdir(parents=True, exist_ok=True)

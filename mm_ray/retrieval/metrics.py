@@ -27,9 +27,6 @@ import numpy as np
 
 from mm_ray.tables import format_table
 
-DEFAULT_PAIRS = (("image", "text"), ("audio", "text"))
-"""The directions the retrieval table reports: query modality -> gallery modality."""
-
 
 def parse_pairs(pairs: Sequence[str]) -> list[tuple[str, str]]:
     """``["image->text", ...]`` -> ``[("image", "text"), ...]``; ValueError naming a malformed entry."""
@@ -74,7 +71,7 @@ def retrieval_scores(
     present: Mapping[str, np.ndarray],
     labels: np.ndarray,
     *,
-    pairs: Sequence[tuple[str, str]] = DEFAULT_PAIRS,
+    pairs: Sequence[tuple[str, str]],
     ks: Sequence[int] = (1, 5),
     gallery_size: int = 1000,
 ) -> list[dict[str, Any]]:

@@ -12,7 +12,6 @@ No Ray in here; the Ray Train adapter calls these per worker. Usage::
 
 from mm_ray.train.loop import seed_everything, to_device, train_epoch, train_step
 from mm_ray.train.metrics import (
-    SUBSETS,
     SubsetMetrics,
     evaluate_subsets,
     format_subset_table,
@@ -22,7 +21,6 @@ from mm_ray.train.metrics import (
 from mm_ray.train.schedule import warmup_cosine
 
 __all__ = [
-    "SUBSETS",
     "SubsetMetrics",
     "evaluate_subsets",
     "format_subset_table",

@@ -12,6 +12,12 @@ The one owner of checkpoints: writing, reading, finding a run's latest, restorin
     ckpt.loop                    # its LoopConfig (mm_ray.train.spec): model spec, resolved config
     model = ckpt.restore_model() # weights loaded, eval mode
 
+A checkpoint is data (downloaded, shared, copied from someone's bucket), never code to run or settings: its model
+may be made by a ``model.builder`` function it names, and that is imported only when the caller names the same
+function itself. The rule is enforced where a checkpoint is opened: ``open_checkpoint(path, builder=...)`` and
+``open_for_shards`` (the caller's own ``model.builder``) refuse a checkpoint naming any other builder, so every
+``LoadedCheckpoint`` a caller holds has passed it, and ``restore_model`` checks it again before building.
+
 ``epoch`` is the number of epochs *finished*, so a resumed run starts at that epoch index. Model and
 optimizer states are full state dicts keyed by parameter name (``mm_ray.train.parallel.full_states``): no
 ``module.`` or ``_orig_mod.`` prefix, the same file whether the run used DDP, FSDP or one process, so a
@@ -37,8 +43,9 @@ import torch
 
 from mm_ray.config.load import ConfigError, as_dict, config_from_dict
 from mm_ray.config.schema import Config
-from mm_ray.data.cache import audio_feature_rows
+from mm_ray.data.cache import model_ready_shapes
 from mm_ray.data.sources import ShardSpecError
+from mm_ray.modalities.registry import BUILTIN, modalities_of, settings_of
 from mm_ray.train.parallel import full_states, load_full_states
 from mm_ray.train.spec import LoopConfig, read_loop_config
 from mm_ray.train.wrapping import unwrap
@@ -151,6 +158,10 @@ class LoadedCheckpoint:
     tokenizer_json: str
     picked_from: Path | None = None
     """The run directory it was chosen from, when a run directory was given."""
+    trusted_builder: str | None = None
+    """The ``model.builder`` the caller named itself: the only code this checkpoint's model may be built by."""
+    trusted_plugins: tuple[str, ...] = ()
+    """The plug-in modalities the caller named itself (``modalities.plugins``): the only ones it may import."""
 
     @functools.cached_property
     def loop(self) -> LoopConfig:
@@ -177,20 +188,11 @@ class LoadedCheckpoint:
         # Code to import is a setting too: the builder named inside the file is dropped here, so the config's
         # model.builder is only ever what the caller passed (``restore_model`` compares the two).
         raw["model"] = {**raw["model"], "builder": None}
+        # Plug-in modalities are code as well: only the caller's own are ever imported (``check_plugins``).
+        raw["modalities"] = {**raw.get("modalities", {}), "plugins": []}
         cfg = config_from_dict(raw, overrides, path=config_file)
-        trained = self.loop.model
-        for argument, (key, value) in input_shapes(cfg).items():
-            expected = getattr(trained, argument)
-            if value != expected:
-                # Also catches a run trained on a cache preprocessed with other settings than its own config.
-                if "/" in key:  # several keys set the size (MFCC rows): name the sizes, not one key's value
-                    got, fix = f"{value} audio feature rows", f"the training cache's {key}"
-                else:
-                    got, fix = str(value), f"{key}={expected}"
-                raise ConfigError(
-                    f"{key}: {got}, but the checkpoint's model was trained on inputs of size {expected}; "
-                    f"pass {fix} (and match the rest of the training cache's preprocessing)"
-                )
+        self.check_plugins(cfg.modalities.plugins)
+        check_inputs(cfg, self.loop)
         return cfg
 
     @property
@@ -199,22 +201,28 @@ class LoadedCheckpoint:
         data = self.loop.resolved.data
         return list(data.classes) if data.labels == "names" and data.classes else None
 
-    def restore_model(
-        self, device: str | torch.device = "cpu", *, builder: str | None = None
-    ) -> torch.nn.Module:
+    def restore_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The checkpoint's model rebuilt from its spec, weights loaded, in eval mode.
 
-        A model made by ``model.builder`` is rebuilt by importing and calling the function the checkpoint
-        names, which runs that module's code. A checkpoint is data (downloaded, shared, copied from someone's
-        bucket) and must not choose code to run: the function is imported only when the caller names the same
-        one (``builder``, from the caller's own ``model.builder`` setting), else ``CheckpointError`` says what
-        to pass. Preset models import nothing and need no ``builder``.
+        The one way a checkpoint becomes a model (``evaluate``, ``embed``, ``--ensemble``, ``generate``): a model
+        made by ``model.builder`` is rebuilt by importing and calling the function the checkpoint names, which
+        runs that module's code, so it is built only when that is the caller's ``trusted_builder`` (given to
+        ``open_checkpoint``); else ``CheckpointError`` says what to pass. Preset models import nothing. Likewise
+        the plug-in modalities its model reads are imported only when they are among ``trusted_plugins``.
         """
-        self.check_builder(builder)
+        self.check_builder(self.trusted_builder)
+        self.check_plugins(self.trusted_plugins)
         # Library encoders are rebuilt from the spec's architecture alone: the weights are the checkpoint's.
         model = self.loop.model.build(load_pretrained=False)
         model.load_state_dict(self.state["model"])
         return model.to(device).eval()
+
+    def trust(self, builder: str | None, plugins: Sequence[str]) -> None:
+        """Check the caller's own ``builder`` and ``plugins`` against the code the checkpoint names, and remember
+        them as the only code ``restore_model`` may import."""
+        self.check_builder(builder)
+        self.check_plugins(plugins)
+        self.trusted_builder, self.trusted_plugins = builder, tuple(plugins)
 
     def check_builder(self, builder: str | None) -> None:
         """``CheckpointError`` unless the checkpoint's model is a preset or its builder is ``builder``."""
@@ -227,13 +235,36 @@ class LoadedCheckpoint:
                 "if you trust that module"
             )
 
+    def check_plugins(self, plugins: Sequence[str]) -> None:
+        """``CheckpointError`` unless every plug-in modality the checkpoint's run named is among ``plugins``
+        (the caller's own ``modalities.plugins``)."""
+        named = [*self.loop.model.plugins, *self.loop.resolved.modalities.plugins]
+        foreign = [p for p in dict.fromkeys(named) if p not in plugins]
+        if foreign:
+            raise CheckpointError(
+                f"{self.directory}: its model reads the plug-in modality {foreign[0]!r}, code named inside the "
+                f"checkpoint; it is imported only when you name it yourself: pass "
+                f"modalities.plugins=[{', '.join(dict.fromkeys(named))}] if you trust it"
+            )
 
-def open_checkpoint(path: str | Path) -> LoadedCheckpoint:
+
+def open_checkpoint(
+    path: str | Path, *, builder: str | None = None, plugins: Sequence[str] = ()
+) -> LoadedCheckpoint:
     """The checkpoint at ``path``, or the latest checkpoint of the run directory ``path``, with its tokenizer.
 
-    The optimizer and scheduler states are dropped (evaluation needs neither: the Adam moments alone are
-    twice the model's size). Raises ``CheckpointError`` naming the path.
+    ``builder``: the ``model.builder`` the caller trusts (its own setting, never the checkpoint's); ``plugins``:
+    the plug-in modalities it trusts (its own ``modalities.plugins``). A checkpoint whose model is built by any
+    other code is refused here. The optimizer and scheduler states are dropped (evaluation needs neither: the
+    Adam moments alone are twice the model's size). Raises ``CheckpointError`` naming the path.
     """
+    loaded = _open_unchecked(path)
+    loaded.trust(builder, plugins)
+    return loaded
+
+
+def _open_unchecked(path: str | Path) -> LoadedCheckpoint:
+    # Only ``open_checkpoint`` and ``open_for_shards`` call this: both check the builder before handing it out.
     path = Path(path)
     picked_from = None
     if (path / STATE_FILE).is_file():
@@ -252,15 +283,42 @@ def open_checkpoint(path: str | Path) -> LoadedCheckpoint:
     return loaded
 
 
-def input_shapes(cfg: Config) -> dict[str, tuple[str, int]]:
-    """Model argument -> (the config keys that set it, its value under ``cfg``): what a checkpoint must match."""
-    a = cfg.audio
-    audio_keys = "audio.n_mels" if a.features == "log_mel" else "audio.features/n_mfcc/deltas"
-    return {
-        "image_size": ("image.size", cfg.image.size),
-        "max_text_len": ("text.max_length", cfg.text.max_length),
-        "n_mels": (audio_keys, audio_feature_rows(a)),
-    }
+def check_inputs(cfg: Config, loop: LoopConfig) -> None:
+    """``ConfigError`` when ``cfg``'s preprocessing makes columns of another shape than the checkpoint's model was
+    trained on, naming the settings that differ from the training run's (``loop.resolved``). Also catches a run
+    trained on a cache preprocessed with other settings than its own config. Axes the modality lets vary
+    (``ModalitySpec.variable_axes``: an audio clip's frames) are not compared."""
+    trained = loop.model
+    registry = modalities_of(cfg)
+    shapes = model_ready_shapes(cfg, registry)
+    for name in trained.modalities:
+        if name not in registry:
+            raise ConfigError(f"data.modalities: the checkpoint's model reads {name!r}; keep it among them")
+        spec = registry[name]
+        for column in spec.column_names:
+            want, got = trained.shapes.get(column), shapes[column]
+            free = {axis for name, axis in spec.variable_axes if name == column}
+            if want is None or _same_shape(want, got, free):
+                continue
+            theirs = dataclasses.asdict(settings_of(loop.resolved, spec))
+            yours = dataclasses.asdict(settings_of(cfg, spec))
+            prefix = spec.name if spec.name in BUILTIN else f"modalities.settings.{spec.name}"
+            differ = [k for k in theirs if theirs[k] != yours.get(k)]
+            given = ", ".join(f"{prefix}.{k}: {yours.get(k)!r}" for k in differ) or f"{prefix} settings"
+            fix = (
+                " ".join(f"{prefix}.{k}={theirs[k]}" for k in differ)
+                or f"the training data's {prefix} settings"
+            )
+            raise ConfigError(
+                f"{given} make {column} {list(got)}, but the checkpoint's model was trained on {list(want)}; "
+                f"pass {fix} (and match the rest of the training cache's preprocessing)"
+            )
+
+
+def _same_shape(want: Sequence[int], got: Sequence[int], free: set[int]) -> bool:
+    return len(want) == len(got) and all(
+        w == g or i in free for i, (w, g) in enumerate(zip(want, got, strict=True))
+    )
 
 
 def open_for_shards(
@@ -272,9 +330,14 @@ def open_for_shards(
     purpose: str,
 ) -> tuple[LoadedCheckpoint, Config, list[str]]:
     """The checkpoint, its config with ``config_file``/``overrides`` over it, and the shard specs to run it on
-    (``specs``, else the config's ``data.val_shards``; ``ShardSpecError`` naming ``purpose`` when neither)."""
-    ckpt = open_checkpoint(checkpoint)
-    cfg = ckpt.config(overrides, config_file=config_file)
+    (``specs``, else the config's ``data.val_shards``; ``ShardSpecError`` naming ``purpose`` when neither).
+
+    The checkpoint is refused (``CheckpointError``) when its model is built by code the caller's own
+    ``model.builder`` and ``modalities.plugins`` (from ``config_file``/``overrides``) do not name, as
+    ``open_checkpoint`` does."""
+    ckpt = _open_unchecked(checkpoint)
+    cfg = ckpt.config(overrides, config_file=config_file)  # its builder and plug-ins are the caller's alone
+    ckpt.trust(cfg.model.builder, cfg.modalities.plugins)
     specs = [specs] if isinstance(specs, str) else list(specs or cfg.data.val_shards)
     if not specs:
         raise ShardSpecError(f"no shards to {purpose}: pass shard specs or set data.val_shards")

@@ -61,7 +61,15 @@ def check_compatible(checkpoints: Sequence[Any]) -> None:
             raise ConfigError(
                 f"--ensemble: {other.directory} was trained with other class names than {first.directory}"
             )
-        for name, value in other.loop.model.inputs().items():
+        inputs = other.loop.model.inputs()
+        theirs, ours = inputs.pop("shapes"), expected["shapes"]
+        for column in sorted(set(theirs) & set(ours)):
+            if list(theirs[column]) != list(ours[column]):
+                raise ConfigError(
+                    f"--ensemble: {other.directory} reads {column} as {list(theirs[column])}, {first.directory} "
+                    f"as {list(ours[column])}; ensemble members must be trained on the same cache"
+                )
+        for name, value in inputs.items():
             if value != expected[name]:
                 raise ConfigError(
                     f"--ensemble: {other.directory} has {name}={value}, {first.directory} has "

@@ -10,14 +10,14 @@ Usage (``mm-ray evaluate CHECKPOINT SHARDS...`` is the command-line form)::
     result["classes"]                    # [{"class": "cat", "id": 0, "samples": 120, "accuracy": 0.9}, ...]
 
 A checkpoint written by the Ray Train adapter is self-contained: its state holds the weights, the
-model spec (``LoopConfig.model``), and the run's resolved config (image size, tokenizer length, mel settings,
-member mapping ...); ``tokenizer.json`` sits beside it. The shards go through the same per-modality actor
+model spec (``LoopConfig.model``), and the run's resolved config (each modality's settings, the member
+mapping ...); ``tokenizer.json`` sits beside it. The shards go through the same per-modality actor
 pools as ``mm-ray preprocess`` with those settings, so a checkpoint scores new shards exactly as its
 training run scored its validation cache. ``overrides`` (dotted ``key=value``) and a YAML ``config_file``
 are laid over the saved config: meant for the cluster at hand (``pools.*``, ``ray.*``, ``data.*``). A
 checkpoint is data, not settings: its saved ``ray.*`` and ``data.storage_options`` are never used. An
-input size the model was not trained on (``image.size``, ``text.max_length``, the audio feature rows) is refused
-with a ``ConfigError`` naming the key.
+input size the model was not trained on (``image.size``, ``text.max_length``, the audio feature rows, ...) is
+refused with a ``ConfigError`` naming the keys.
 
 ``checkpoint_dir`` may also be a run directory (``<storage>/<name>``, Ray Train's ``checkpoint_<timestamp>``
 directories inside): the checkpoint with the most finished epochs is used (the later name on a tie).
@@ -39,14 +39,13 @@ from typing import Any
 import torch
 
 from mm_ray.data.pipeline import Ingest
+from mm_ray.modalities.registry import modalities_of
 from mm_ray.progress import ProgressFactory, watch
 from mm_ray.runtime import init_ray
 from mm_ray.train.autocast import scoring_dtype
 from mm_ray.train.checkpoint import LoadedCheckpoint, open_checkpoint, open_for_shards
 from mm_ray.train.ensemble import PredictionAverage, check_compatible
-from mm_ray.train.metrics import SUBSETS, ClassMetrics, evaluate_subsets
-
-FULL_SUBSET = SUBSETS[-1]
+from mm_ray.train.metrics import ClassMetrics, evaluate_subsets
 
 
 def _presets(checkpoints: Sequence[LoadedCheckpoint]) -> list[str]:
@@ -86,14 +85,14 @@ def evaluate(
     if workers:
         return _evaluate_on_workers(ckpt, cfg, specs, workers, batch_size, quarantine_log, progress, started)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    builder = cfg.model.builder  # the caller's own setting: the only builder a checkpoint may import
-    model = ckpt.restore_model(device, builder=builder)
-    members = [open_checkpoint(path) for path in ensemble]
+    # The caller's own model.builder and plug-ins are the only code any of the checkpoints may name (checked on
+    # opening).
+    trusted = {"builder": ckpt.trusted_builder, "plugins": ckpt.trusted_plugins}
+    members = [open_checkpoint(path, **trusted) for path in ensemble]
+    model = ckpt.restore_model(device)
     if members:
         check_compatible([ckpt, *members])
-        model = PredictionAverage([model, *(m.restore_model(device, builder=builder) for m in members)]).to(
-            device
-        )
+        model = PredictionAverage([model, *(m.restore_model(device) for m in members)]).to(device)
     loop = ckpt.loop
     # The same autocast as the training run's validation, so the scores are comparable.
     autocast = scoring_dtype(loop.precision, device, legacy_bf16=loop.bf16)
@@ -103,12 +102,14 @@ def evaluate(
         # __key__/__shard__ are strings: to_device (inside evaluate_subsets) drops them.
         batches = ingest.dataset.iter_batches(batch_size=batch_size or loop.batch_size, batch_format="numpy")
         per_class = ClassMetrics()
+        registry = modalities_of(cfg)
         subsets = evaluate_subsets(
-            model, batches, SUBSETS, device=device, autocast_dtype=autocast, per_class=per_class
+            model, batches, device=device, registry=registry, autocast_dtype=autocast, per_class=per_class
         )
     summary = ingest.finish(quarantine_log=quarantine_log)  # after the stream: the ledger's counts are final
     preset = loop.model.name if not members else "ensemble of " + " + ".join(_presets([ckpt, *members]))
-    return _result(ckpt, preset, members, subsets, per_class, summary, str(device), started)
+    full = registry.full_subset
+    return _result(ckpt, preset, members, subsets, per_class, summary, str(device), started, full)
 
 
 def _evaluate_on_workers(
@@ -117,7 +118,6 @@ def _evaluate_on_workers(
     """``evaluate`` with ``workers`` scoring actors (``score_on_workers``), their CPUs kept free of the pools."""
     from mm_ray.train.score_workers import score_on_workers
 
-    ckpt.check_builder(cfg.model.builder)  # the actors build the model: the same trust rule as restore_model
     t = cfg.train
     init_ray(cfg.ray)
     ingest = Ingest.from_config(
@@ -139,11 +139,12 @@ def _evaluate_on_workers(
     subsets = {subset: meter.result() for subset, meter in meters.items()}
     summary = ingest.finish(quarantine_log=quarantine_log)
     device = f"{workers} scoring actors ({'GPU' if t.use_gpu else 'CPU'})"
-    return _result(ckpt, ckpt.loop.model.name, [], subsets, per_class, summary, device, started)
+    full = modalities_of(cfg).full_subset
+    return _result(ckpt, ckpt.loop.model.name, [], subsets, per_class, summary, device, started, full)
 
 
 def _result(
-    ckpt, preset, members, subsets, per_class, summary, device: str, started: float
+    ckpt, preset, members, subsets, per_class, summary, device: str, started: float, full: str
 ) -> dict[str, Any]:
     return {
         "checkpoint": str(ckpt.directory),
@@ -151,7 +152,7 @@ def _result(
         "epoch": ckpt.epoch,
         "preset": preset,
         "ensemble": [str(m.directory) for m in members] or None,
-        "samples": subsets[FULL_SUBSET]["samples"],
+        "samples": subsets[full]["samples"],
         "quarantined": summary["samples_quarantined"],
         "quarantine_reasons": summary["quarantine_reasons"],
         "shards": summary["shards"],

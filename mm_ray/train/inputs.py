@@ -30,6 +30,7 @@ from mm_ray.config.schema import Config
 from mm_ray.data.cache import Cache, label_counts, model_ready_shapes, preprocessing_of, row_bytes
 from mm_ray.data.labels import with_classes
 from mm_ray.data.pipeline import Ingest
+from mm_ray.modalities.registry import BUILTIN, Registry, registry_with
 from mm_ray.train.datasets import CacheRecipe, Recipe, TrainDatasets
 from mm_ray.train.resume import run_storage
 
@@ -49,7 +50,7 @@ class TrainInputs:
     starts (``mm_ray.train.datasets``)."""
     tokenizer_json: str
     shapes: Mapping[str, list[int]]
-    """Model-ready shapes: ``image`` [3, S, S], ``input_ids`` [L], ``audio`` [feature rows, frames]."""
+    """Model-ready column -> per-row shape (``image`` [3, S, S], ``input_ids`` [L], ...)."""
     num_classes: int
     rows: int
     """Training samples per epoch (known for a cache, estimated for shards): sizes the LR schedule."""
@@ -87,7 +88,7 @@ def cache_inputs(cfg: Config) -> TrainInputs:
     if "val" in caches:
         check_same_tokenizer(caches["val"], tokenizer_json, cfg)
         check_same_classes(caches["val"].classes, caches["train"].classes, "train.val_cache", cfg)
-    in_memory = fits_in_memory(caches.values())
+    in_memory = fits_in_memory(caches.values(), registry_with(tuple(cfg.modalities.plugins)))
     train = caches["train"]
     # Only the training rows are shuffled (every epoch, from train.seed): validation scores them all anyway.
     recipe = CacheRecipe(
@@ -99,9 +100,10 @@ def cache_inputs(cfg: Config) -> TrainInputs:
     )
     datasets = positioned(recipe, cfg)
     if "val" in caches:
-        datasets["val"] = caches["val"].dataset(
-            columns=model_ready_columns(caches["val"]), in_memory=in_memory
-        )
+        val = caches["val"]
+        # Small blocks: distributed validation balances the workers' parts by blocks.
+        rows = val_block_rows(val.samples, t.num_workers)
+        datasets["val"] = val.dataset(columns=model_ready_columns(val), in_memory=in_memory, block_rows=rows)
     return TrainInputs(
         source="cache",
         datasets=datasets,
@@ -187,7 +189,7 @@ IN_MEMORY_FRACTION = 0.25
 """Caches whose rows fit in this fraction of the cluster's object store are read once, before training."""
 
 
-def fits_in_memory(caches: Iterable[Cache]) -> bool:
+def fits_in_memory(caches: Iterable[Cache], registry: Registry = BUILTIN) -> bool:
     """Whether the caches' rows all fit in ``IN_MEMORY_FRACTION`` of the object store.
 
     Streamed from Parquet, every epoch re-reads and re-decodes the cache in Ray Data tasks that compete with
@@ -195,7 +197,7 @@ def fits_in_memory(caches: Iterable[Cache]) -> bool:
     only hands existing blocks to the workers (measured with `mm-ray bench train`). A cache larger than the
     budget still streams.
     """
-    needed = sum(cache.samples * row_bytes(cache.shapes) for cache in caches)
+    needed = sum(cache.samples * row_bytes(cache.shapes, registry) for cache in caches)
     return needed <= IN_MEMORY_FRACTION * ray.cluster_resources().get("object_store_memory", 0.0)
 
 

@@ -2,16 +2,17 @@
 
 Usage::
 
-    results = evaluate_subsets(model, val_batches, SUBSETS, device="cuda")
+    reg = modalities_of(cfg)                                   # the run's modalities (mm_ray.modalities)
+    results = evaluate_subsets(model, val_batches, reg.subsets(), device="cuda", registry=reg)
     results["image+text"]  # {"accuracy": 0.91, "loss": 0.27, "samples": 3000}
     print(format_subset_table(results))
 
-A subset is a key such as ``"image+audio"`` (modality names joined by ``+`` in the order image, audio,
-text, the same keys as the demo dataset's manifest). To evaluate a subset, every modality outside it is
-masked out of the batch: its presence column (``has_*``) is set to False and its model-ready columns are
-zeroed, which is exactly what the data plane emits for a sample that never had that modality; the model
-then falls back on its learned "missing" embedding. Modalities inside the subset keep their original
-presence, so a sample that had no audio still has none under ``"audio"``.
+A subset is a key such as ``"image+audio"`` (modality names joined by ``+`` in the registry's canonical order:
+image, text, audio, features, then plug-ins; ``Registry.subsets()`` lists all 2^n - 1). To evaluate a subset,
+every modality outside it is masked out of the batch: its presence column (``has_<m>``) is set to False and its
+model-ready columns are zeroed, which is exactly what the data plane emits for a sample that never had that
+modality; the model then falls back on its learned "missing" embedding. Modalities inside the subset keep their
+original presence, so a sample that had no audio still has none under ``"audio"``.
 """
 
 from __future__ import annotations
@@ -22,43 +23,34 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mm_ray.columns import (
-    ATTENTION_MASK,
-    AUDIO,
-    IMAGE,
-    INPUT_IDS,
-    LABEL,
-    PRESENCE_COLUMN,
-    SUBSET_ORDER,
-    SUBSETS,
-)
+from mm_ray.columns import LABEL
+from mm_ray.modalities.registry import BUILTIN, DEFAULT_MODALITIES, Registry
 from mm_ray.tables import format_table
 from mm_ray.train.autocast import autocast_context
 from mm_ray.train.loop import to_device
 from mm_ray.train.wrapping import unwrap
 
-DATA_COLUMNS = {"image": (IMAGE,), "audio": (AUDIO,), "text": (INPUT_IDS, ATTENTION_MASK)}
-"""The model-ready columns of each modality (zeroed when the modality is masked out)."""
+DEFAULT_REGISTRY = BUILTIN.only(DEFAULT_MODALITIES)
+"""The modalities scored when a caller names none: a run's default ones (image, text, audio)."""
 
 
-def parse_subset(subset: str) -> frozenset[str]:
+def parse_subset(subset: str, registry: Registry = DEFAULT_REGISTRY) -> frozenset[str]:
     """``"image+text"`` -> ``{"image", "text"}``; raises ValueError on unknown or repeated names."""
-    names = subset.split("+")
-    unknown = [n for n in names if n not in SUBSET_ORDER]
-    if unknown or len(set(names)) != len(names):
-        raise ValueError(f"bad modality subset {subset!r}: use names from {SUBSET_ORDER} joined by '+'")
-    return frozenset(names)
+    return registry.parse_subset(subset)
 
 
-def mask_modalities(batch: Mapping[str, torch.Tensor], keep: Iterable[str]) -> dict[str, torch.Tensor]:
-    """A copy of ``batch`` in which every modality not in ``keep`` is absent; ``batch`` is not modified."""
+def mask_modalities(
+    batch: Mapping[str, torch.Tensor], keep: Iterable[str], registry: Registry = DEFAULT_REGISTRY
+) -> dict[str, torch.Tensor]:
+    """A copy of ``batch`` in which every modality of ``registry`` not in ``keep`` is absent; ``batch`` is not
+    modified."""
     keep = frozenset(keep)
     out = dict(batch)
-    for modality, presence in PRESENCE_COLUMN.items():
-        if modality in keep or presence not in out:
+    for spec in registry:
+        if spec.name in keep or spec.presence_column not in out:
             continue
-        out[presence] = torch.zeros_like(out[presence], dtype=torch.bool)
-        for column in DATA_COLUMNS[modality]:
+        out[spec.presence_column] = torch.zeros_like(out[spec.presence_column], dtype=torch.bool)
+        for column in spec.column_names:
             if column in out:
                 out[column] = torch.zeros_like(out[column])
     return out
@@ -176,9 +168,10 @@ class Padding:
 def score_subsets(
     model: torch.nn.Module,
     batches: Iterable[Mapping[str, Any] | Padding],
-    subsets: Sequence[str] = SUBSETS,
+    subsets: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
     *,
+    registry: Registry = DEFAULT_REGISTRY,
     autocast_dtype: torch.dtype | None = None,
     per_class: ClassMetrics | None = None,
     meter: Callable[[], Any] = SubsetMetrics,
@@ -187,7 +180,8 @@ def score_subsets(
     scoring its part of a split validation set merges with the others' (``all_reduce_metrics``).
     ``Padding`` items are run but not counted. ``meter`` makes each subset's accumulator (anything with
     ``update(logits, labels)`` and the ``Mergeable`` methods: a task's own metrics)."""
-    keeps = {subset: parse_subset(subset) for subset in subsets}
+    subsets = registry.subsets() if subsets is None else subsets
+    keeps = {subset: registry.parse_subset(subset) for subset in subsets}
     meters = {subset: meter() for subset in subsets}
     was_training = model.training
     model.eval()
@@ -197,11 +191,11 @@ def score_subsets(
                 padding = isinstance(raw, Padding)
                 batch = to_device(raw.batch if padding else raw, device)
                 for subset, keep in keeps.items():
-                    logits = model(mask_modalities(batch, keep))
+                    logits = model(mask_modalities(batch, keep, registry))
                     if padding:
                         continue
                     meters[subset].update(logits, batch[LABEL])
-                    if per_class is not None and subset == SUBSETS[-1]:
+                    if per_class is not None and subset == registry.full_subset:
                         per_class.update(logits, batch[LABEL])
     finally:
         model.train(was_training)
@@ -211,22 +205,30 @@ def score_subsets(
 def evaluate_subsets(
     model: torch.nn.Module,
     batches: Iterable[Mapping[str, Any]],
-    subsets: Sequence[str] = SUBSETS,
+    subsets: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
     *,
+    registry: Registry = DEFAULT_REGISTRY,
     autocast_dtype: torch.dtype | None = None,
     per_class: ClassMetrics | None = None,
 ) -> dict[str, dict[str, float | int]]:
-    """Loss/accuracy of ``model`` on ``batches`` for each modality subset, in one pass over ``batches``.
+    """Loss/accuracy of ``model`` on ``batches`` for each modality subset of ``registry`` (the run's modalities;
+    ``subsets`` None = all of them), in one pass over ``batches``.
 
     ``batches`` may be a one-shot iterator: each batch is moved to ``device`` once and scored under every
     subset. The model's train/eval mode is restored afterwards. ``per_class`` is updated with the scores
-    of the subset holding every modality (``SUBSETS[-1]``). A DDP-wrapped ``model`` is scored through its inner
-    module: a rank scoring alone would otherwise wait for ever in the wrapper's buffer broadcast (any model
-    with buffers: BatchNorm, spectral norm) for the other ranks.
+    of the subset holding every modality (``registry.full_subset``). A DDP-wrapped ``model`` is scored through
+    its inner module: a rank scoring alone would otherwise wait for ever in the wrapper's buffer broadcast (any
+    model with buffers: BatchNorm, spectral norm) for the other ranks.
     """
     meters = score_subsets(
-        unwrap(model), batches, subsets, device, autocast_dtype=autocast_dtype, per_class=per_class
+        unwrap(model),
+        batches,
+        subsets,
+        device,
+        registry=registry,
+        autocast_dtype=autocast_dtype,
+        per_class=per_class,
     )
     return {subset: meter.result() for subset, meter in meters.items()}
 
@@ -251,12 +253,17 @@ def format_subset_table(results: Mapping[str, Mapping[str, float | int]]) -> str
 
 
 def subset_comparison_table(
-    subsets: Mapping[str, Mapping[str, Mapping[str, Any]]], caps: Mapping[str, float] | None = None
+    subsets: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    caps: Mapping[str, float] | None = None,
+    registry: Registry = DEFAULT_REGISTRY,
 ) -> str:
-    """Accuracy per modality subset (rows) of each run (columns); ``subsets[run][subset]["accuracy"]``, and
-    each subset's analytic cap in a second column when ``caps`` (a benchmark's ``dataset.json`` caps) is given.
-    A subset a run was not scored on is an empty cell."""
+    """Accuracy per modality subset of ``registry`` (rows) of each run (columns); ``subsets[run][subset]
+    ["accuracy"]``, and each subset's analytic cap in a second column when ``caps`` (a benchmark's
+    ``dataset.json`` caps, keys in any modality order) is given. A subset a run was not scored on is an empty
+    cell."""
     names = list(subsets)
+    if caps is not None:
+        caps = {registry.canonical_subset(k): v for k, v in caps.items() if _known(k, registry)}
 
     def cell(name: str, subset: str) -> str:
         accuracy = subsets[name].get(subset, {}).get("accuracy")
@@ -267,5 +274,13 @@ def subset_comparison_table(
             return []
         return [f"{caps[subset]:.3f}" if subset in caps else ""]
 
-    rows = [[subset, *cap(subset), *(cell(n, subset) for n in names)] for subset in SUBSETS]
+    rows = [[subset, *cap(subset), *(cell(n, subset) for n in names)] for subset in registry.subsets()]
     return format_table(["subset", *(["cap"] if caps is not None else []), *names], rows)
+
+
+def _known(key: str, registry: Registry) -> bool:
+    try:
+        registry.parse_subset(key)
+    except ValueError:
+        return False
+    return True

@@ -42,14 +42,14 @@ from mm_ray.cluster.storage import warn_if_unshared
 from mm_ray.config.load import ConfigError, as_dict
 from mm_ray.config.schema import Config
 from mm_ray.data.captions import check_encoder_tokenizer
-from mm_ray.data.placement import check_workers
 from mm_ray.models.builder import resolve_builder
+from mm_ray.placement import check_workers
 from mm_ray.runtime import cluster_nodes, init_ray
 from mm_ray.track.run import RunTracker
 from mm_ray.train.checkpoint import load_checkpoint
 from mm_ray.train.data_config import SplitConfig
 from mm_ray.train.datasets import RESUME_DATASET
-from mm_ray.train.encoder_weights import with_image_weights_from_run
+from mm_ray.train.encoder_weights import with_backbone_weights_from_runs
 from mm_ray.train.inputs import TrainInputs, train_inputs
 from mm_ray.train.outputs import write_run_outputs
 from mm_ray.train.progress import epoch_line
@@ -80,7 +80,7 @@ class TrainResult:
     metrics: dict[str, Any]
     """The last epoch's metrics (``val_accuracy``, ``train_loss``, ...)."""
     subsets: dict[str, dict[str, Any]]
-    """Validation accuracy/loss/samples per modality subset (``image``, ..., ``image+audio+text``)."""
+    """Validation accuracy/loss/samples per modality subset (``image``, ..., ``image+text+audio``)."""
     history: list[dict[str, Any]]
     outputs: dict[str, str]
     source: str = "cache"
@@ -185,7 +185,7 @@ def build_trainer(
     check_large_run_options(cfg)
     inputs = inputs or train_inputs(cfg)
     check_encoder_tokenizer(cfg, inputs.tokenizer_json)
-    cfg = with_image_weights_from_run(cfg)
+    cfg = with_backbone_weights_from_runs(cfg)
     loop = LoopConfig.for_run(
         cfg,
         shapes=inputs.shapes,

@@ -15,25 +15,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from mm_ray.train.mergeable import merge_states
-from mm_ray.train.metrics import SUBSETS, ClassMetrics, SubsetMetrics
+from mm_ray.train.metrics import ClassMetrics, SubsetMetrics
 
 
 class SubsetScorer:
-    """One scoring actor's work (a plain class; Ray runs it as an actor): the model built from a run's
-    ``LoopConfig`` and weights, scoring the batches of one part of a split dataset."""
+    """One scoring actor's work (a plain class; Ray runs it as an actor): the checkpoint's model (rebuilt by
+    ``LoadedCheckpoint.restore_model``, under the trust the caller gave it on opening), scoring the batches of
+    one part of a split dataset."""
 
-    def __init__(self, loop: Any, weights: dict[str, torch.Tensor], device: str) -> None:
+    def __init__(self, ckpt: Any, device: str) -> None:
+        from mm_ray.modalities.registry import modalities_of
         from mm_ray.train.autocast import scoring_dtype
 
-        self.model = loop.model.build(load_pretrained=False)
-        self.model.load_state_dict(weights)
-        self.model = self.model.to(device).eval()
+        loop = ckpt.loop
+        self.model = ckpt.restore_model(device)
         self.device = device
         self.autocast = scoring_dtype(loop.precision, device, legacy_bf16=loop.bf16)
         self.num_classes = loop.model.num_classes
+        self.registry = modalities_of(loop.resolved)
 
     def score(self, part: Any, subsets: Sequence[str], batch_size: int) -> dict[str, Any]:
         """The accumulators' states over ``part`` (a ``DataIterator``): ``{subset: state, "per_class": state}``."""
@@ -42,7 +42,13 @@ class SubsetScorer:
         per_class = ClassMetrics(self.num_classes)
         batches = part.iter_batches(batch_size=batch_size, batch_format="numpy")
         meters = score_subsets(
-            self.model, batches, subsets, self.device, autocast_dtype=self.autocast, per_class=per_class
+            self.model,
+            batches,
+            subsets,
+            self.device,
+            registry=self.registry,
+            autocast_dtype=self.autocast,
+            per_class=per_class,
         )
         cpu = {name: {k: v.cpu() for k, v in meter.state().items()} for name, meter in meters.items()}
         return {**cpu, "per_class": {k: v.cpu() for k, v in per_class.state().items()}}
@@ -56,16 +62,21 @@ def score_on_workers(
     batch_size: int,
     num_cpus: float,
     num_gpus: float,
-    subsets: Sequence[str] = SUBSETS,
+    subsets: Sequence[str] | None = None,
 ) -> tuple[dict[str, SubsetMetrics], ClassMetrics]:
-    """Score ``ckpt`` (a ``LoadedCheckpoint``) on ``dataset`` with ``workers`` actors; returns the merged
-    meters (``result()`` gives the numbers) and the per-class meter."""
+    """Score ``ckpt`` (a ``LoadedCheckpoint``) on ``dataset`` with ``workers`` actors, under ``subsets`` (None:
+    every subset of the run's modalities); returns the merged meters (``result()`` gives the numbers) and the
+    per-class meter."""
     import ray
 
+    from mm_ray.modalities.registry import modalities_of
+
+    subsets = modalities_of(ckpt.loop.resolved).subsets() if subsets is None else subsets
+
     device = "cuda" if num_gpus else "cpu"
-    weights = ray.put(ckpt.state["model"])
+    shared = ray.put(ckpt)  # one copy of the weights in the object store for every actor
     actor = ray.remote(SubsetScorer).options(num_cpus=num_cpus, num_gpus=num_gpus)
-    actors = [actor.remote(ckpt.loop, weights, device) for _ in range(workers)]
+    actors = [actor.remote(shared, device) for _ in range(workers)]
     parts = dataset.streaming_split(workers, equal=False)
     try:
         states = ray.get(

@@ -25,7 +25,15 @@ from typing import Any
 
 from mm_ray.config.load import ConfigError, as_dict, build, config_from_dict, persistable
 from mm_ray.config.schema import AugmentConfig, Config
-from mm_ray.models.pretrained.resolve import configured, resolve_encoders
+from mm_ray.modalities.legacy import manifest_shapes, preprocessing_sections
+from mm_ray.modalities.registry import (
+    encoder_config_of,
+    modalities_of,
+    model_modalities,
+    registry_with,
+    settings_of,
+)
+from mm_ray.models.pretrained.resolve import EncoderRequest, configured, resolve_encoders
 from mm_ray.models.spec import ModelSpec
 
 
@@ -84,8 +92,8 @@ class LoopConfig:
         cropped_at_decode: bool = False,
     ) -> LoopConfig:
         """The loop of run ``cfg`` on training data of ``rows`` samples whose model-ready ``shapes`` are
-        ``{"image": [3, S, S], "input_ids": [L], "audio": [rows, frames]}`` (a cache manifest's ``shapes``);
-        ``preprocessing`` is the data's own ``image``/``audio``/``text_max_length`` settings, when known;
+        ``{"image": [3, S, S], "input_ids": [L], ...}`` (a cache manifest's ``shapes``); ``preprocessing`` is
+        the data's own record of its settings (``mm_ray.data.cache.preprocessing_of``), when known;
         ``cropped_at_decode``: the image pools already drew the random resized crop (the batches are not
         cropped again; flips, rotation and jitter stay)."""
         t, m = cfg.train, cfg.model
@@ -94,33 +102,32 @@ class LoopConfig:
                 "train.aux_loss_weight/align_loss_weight: the auxiliary and alignment losses need a preset's "
                 f"FusionModel, not model.builder={m.builder}"
             )
+        shapes = manifest_shapes(shapes)
         resolved = with_preprocessing(cfg, preprocessing)
+        registry = modalities_of(resolved)
+        modalities = model_modalities(resolved, registry)
+        specs = [registry[name] for name in modalities]
         encoders = {}
-        if configured(m.encoders) and m.builder:
+        if configured(encoder_config_of(cfg, s) for s in specs) and m.builder:
             raise ConfigError(
                 f"model.encoders: model.builder={m.builder} builds its own encoders; unset one of them"
             )
-        if configured(m.encoders):
-            encoders = resolve_encoders(
-                m.encoders,
-                modalities=m.modalities,
-                max_text_len=shapes["input_ids"][0],
-                n_mels=shapes["audio"][0],
-                vocab_size=vocab_size,
-                audio=resolved.audio,
-            )
+        requests = [
+            EncoderRequest(s.name, encoder_config_of(cfg, s), s.library_kinds, settings_of(resolved, s),
+                           shapes[s.column])
+            for s in specs
+        ]  # fmt: skip
+        encoders = resolve_encoders(requests, vocab_size=vocab_size)
         rows_per_worker = math.ceil(rows / max(1, t.num_workers))
         # Optimizer steps: every grad_accum_steps micro-batches, and one for a short group at an epoch's end.
         batches_per_epoch = math.ceil(rows_per_worker / t.batch_size)
         total_steps = max(1, math.ceil(batches_per_epoch / t.grad_accum_steps) * t.epochs)
         spec = ModelSpec(
             preset=m.preset,
-            modalities=tuple(m.modalities),
+            modalities=modalities,
             num_classes=num_classes,
-            image_size=shapes["image"][-1],
+            shapes={c: tuple(shapes[c]) for s in specs for c in s.column_names},
             vocab_size=vocab_size,
-            n_mels=shapes["audio"][0],
-            max_text_len=shapes["input_ids"][0],
             width=m.width,
             depth=m.depth,
             fusion_dim=m.fusion_dim,
@@ -137,10 +144,9 @@ class LoopConfig:
             align_dim=m.align_dim if t.align_loss_weight > 0 else 0,
             builder=m.builder or "",
             builder_kwargs=dict(m.builder_kwargs),
-            # Only the model that decodes audio needs its length; other specs stay as they were.
-            audio_frames=shapes["audio"][-1] if m.preset == "mvae" else 0,
             vae_beta=m.vae_beta,
             encoders=encoders,
+            plugins=tuple(cfg.modalities.plugins),
         )
         return cls(
             model=spec,
@@ -230,15 +236,28 @@ def read_loop_config(saved: Mapping[str, Any]) -> LoopConfig:
 
 
 def with_preprocessing(cfg: Config, preprocessing: Mapping[str, Any] | None) -> Config:
-    """``cfg`` with the image, audio and text-length settings the training data was preprocessed with, and its
-    class names when its labels were strings: what a model trained on it really saw, whatever the run's own
-    config said. None leaves ``cfg`` as it is."""
+    """``cfg`` with the modalities and settings the training data was preprocessed with, and its class names when
+    its labels were strings: what a model trained on it really saw, whatever the run's own config said. None
+    leaves ``cfg`` as it is."""
     if not preprocessing:
         return cfg
     raw = as_dict(cfg)
-    raw["image"] = dict(preprocessing["image"])
-    raw["audio"] = dict(preprocessing["audio"])
-    raw["text"] = {**raw["text"], "max_length": preprocessing["text_max_length"]}
+    sections = preprocessing_sections(preprocessing)
+    known = registry_with(tuple(cfg.modalities.plugins))
+    unknown = [name for name in sections if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"modalities.plugins: the training data holds modality {unknown[0]!r}, which no spec of yours "
+            "defines; name its plug-in in modalities.plugins"
+        )
+    for name, recorded in sections.items():
+        if name in raw:  # a built-in modality: its own section
+            raw[name] = {**raw[name], **recorded}
+        else:
+            settings = raw["modalities"]["settings"]
+            settings[name] = {**settings.get(name, {}), **recorded}
+    if "modalities" in preprocessing:  # the current format names the data's modalities; the first held three
+        raw["data"] = {**raw["data"], "modalities": list(known.order(sections))}
     if preprocessing.get("classes"):
         # The label map the rows' ids came from: evaluate/embed map new shards' labels with it.
         raw["data"] = {**raw["data"], "labels": "names", "classes": list(preprocessing["classes"])}

@@ -1,6 +1,6 @@
 """Distributed validation inside the Ray Train workers: every worker scores its part of ``val``.
 
-    metrics = validate(model, loop, device, autocast, SUBSETS)   # on every rank, at each epoch's end
+    metrics = validate(model, loop, device, autocast, registry.subsets(), registry)   # every rank, each epoch
 
 ``val`` is split row for row across the workers (``mm_ray.train.data_config.SplitConfig``); each rank scores
 its part under every modality subset, the accumulators' sums are all-reduced (``mm_ray.train.mergeable``),
@@ -16,22 +16,22 @@ import ray.train
 import torch
 import torch.distributed as dist
 
+from mm_ray.modalities.registry import Registry
 from mm_ray.train.mergeable import all_reduce_metrics, lockstep
-from mm_ray.train.metrics import SUBSETS, ClassMetrics, score_subsets
+from mm_ray.train.metrics import ClassMetrics, score_subsets
 from mm_ray.train.parallel import is_fsdp
 from mm_ray.train.spec import LoopConfig
 from mm_ray.train.wrapping import unwrap
 
-FULL_SUBSET = SUBSETS[-1]
-"""The subset with every modality: its accuracy is the headline ``val_accuracy``."""
 
-
-def validate(model, loop: LoopConfig, device: torch.device, autocast, subsets) -> dict[str, float | int]:
+def validate(
+    model, loop: LoopConfig, device: torch.device, autocast, subsets, registry: Registry
+) -> dict[str, float | int]:
     """Every rank scores its part of ``val`` (split row for row across the workers); the sums are added up
     over the ranks (``all_reduce_metrics``), so each metric equals one process scoring the whole set. A DDP
     model is scored through its inner module (no collective in its forward, any part size); an FSDP model
     gathers its parameters in every forward, so the ranks score in step (``lockstep``)."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     # The iterator's prefetch thread as in training (none on CPU workers: it would compete with torch's thread
     # for the worker's core; measured with `mm-ray bench train --modes val1,val2`).
     val = ray.train.get_dataset_shard("val").iter_torch_batches(
@@ -44,21 +44,27 @@ def validate(model, loop: LoopConfig, device: torch.device, autocast, subsets) -
         lockstep(val, device) if sharded else val,
         subsets,
         device,
+        registry=registry,
         autocast_dtype=autocast,
         per_class=per_class,
     )
     all_reduce_metrics([*meters.values(), per_class], device=device)
     results = {subset: meter.result() for subset, meter in meters.items()}
     classes = per_class.result()
+    # The subset with every modality: its accuracy is the headline val_accuracy.
+    full = results[registry.full_subset]
     metrics: dict[str, float | int] = {
-        "val_loss": results[FULL_SUBSET]["loss"],
-        "val_accuracy": results[FULL_SUBSET]["accuracy"],
-        "val_samples": results[FULL_SUBSET]["samples"],
+        "val_loss": full["loss"],
+        "val_accuracy": full["accuracy"],
+        "val_samples": full["samples"],
         # The mean of the per-class accuracies: the accuracy a class-balanced set would show.
         "val_balanced_accuracy": sum(c["accuracy"] for c in classes) / len(classes)
         if classes
         else float("nan"),
         "val_seconds": max_over_ranks(time.perf_counter() - started, device),
+        # The CPU the slowest rank's process spent on it (every thread): the work each rank did, which a
+        # machine busy with other processes stretches in wall time but not in CPU time.
+        "val_cpu_seconds": max_over_ranks(time.process_time() - cpu_started, device),
     }
     for subset, r in results.items():
         metrics[f"subset/{subset}/accuracy"] = r["accuracy"]

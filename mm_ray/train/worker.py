@@ -23,22 +23,21 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from mm_ray.config.load import as_dict
 from mm_ray.data.ledger import check_error_budget, ledger_get
-from mm_ray.preprocess.augment import augment_split, build_augmenter
+from mm_ray.modalities.augment import augment_split, build_augmenter
+from mm_ray.modalities.registry import modalities_of
 from mm_ray.train.autocast import autocast_dtype, grad_scaler
 from mm_ray.train.checkpoint import load_checkpoint, restore_into
 from mm_ray.train.datasets import RESUME_DATASET
 from mm_ray.train.freezing import begin_epoch
 from mm_ray.train.loop import loop_epoch, seed_everything
-from mm_ray.train.metrics import SUBSETS
 from mm_ray.train.parallel import local_param_fraction, parallelize
 from mm_ray.train.position import DataPosition, PositionTracker, set_rng_state
 from mm_ray.train.reports import report_epoch, report_step
 from mm_ray.train.schedule import optimizer_and_schedule
 from mm_ray.train.spec import LoopConfig
 from mm_ray.train.step_hook import StepHook, fault_drill
-from mm_ray.train.validation import FULL_SUBSET, validate
+from mm_ray.train.validation import validate
 
 PLACEMENT_GROUP_METRIC = "train_placement_group"
 """Metric carrying the hex id of the worker group's placement group (``mm_ray.tune.cleanup`` reads it)."""
@@ -76,10 +75,9 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     autocast = autocast_dtype(loop.precision, device, legacy_bf16=loop.bf16)
     start_epoch, history, position = _resume(checkpoint, model, optimizer, scheduler, scaler, device)
     attempt_step = int(scheduler.last_epoch)
-    # The audio settings the data was made with say how a random gain shows in its features.
-    augmenter = build_augmenter(
-        as_dict(loop.augment), seed=loop.seed, rank=rank, audio=as_dict(loop.resolved.audio)
-    )
+    # The settings the data was made with say how augmentation acts on it (a random gain in MFCCs).
+    augmenter = build_augmenter(loop.augment, loop.resolved, seed=loop.seed, rank=rank)
+    registry = modalities_of(loop.resolved)
     placement = _placement_group_id()
     nodes = _worker_nodes()
     for epoch in range(start_epoch, loop.epochs):
@@ -132,8 +130,8 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         if placement:
             metrics[PLACEMENT_GROUP_METRIC] = placement
         if loop.has_val:
-            subsets = SUBSETS if loop.subsets_at(epoch + 1) else (FULL_SUBSET,)
-            metrics.update(validate(model, loop, device, autocast, subsets))
+            subsets = registry.subsets() if loop.subsets_at(epoch + 1) else (registry.full_subset,)
+            metrics.update(validate(model, loop, device, autocast, subsets, registry))
         if config.get("ledger") is not None:
             metrics.update(quarantine_metrics(config["ledger"], config["error_budget"]))
         history.append(metrics)

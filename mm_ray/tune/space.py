@@ -20,7 +20,7 @@ A space file uses the same dotted keys as CLI overrides (``model.width``, ``trai
 Only ``model.*`` and ``train.*`` keys can be searched: trials read a preprocessed cache, so preprocessing
 keys would change nothing, and the keys that size a trial or place its files are fixed for the whole sweep
 (``RESERVED``). Every key and value is checked against the config schema, and every preset against
-``PRESETS``, so a typo fails before any trial starts, with a ``ConfigError`` naming the key.
+the model zoo's presets, so a typo fails before any trial starts, with a ``ConfigError`` naming the key.
 A ``when`` may only name a ``choice`` or ``grid`` parameter listed earlier in the file (Optuna asks in file
 order).
 """
@@ -35,10 +35,10 @@ from typing import Any
 
 import yaml
 
-from mm_ray.columns import MODALITIES
 from mm_ray.config.load import ConfigError, build, set_dotted
 from mm_ray.config.schema import Config
-from mm_ray.models.presets import PRESETS
+from mm_ray.modalities.registry import BUILTIN, Registry
+from mm_ray.models.presets import FUSION_PRESETS, only_modality
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
 """``choice: [v, ...]``, ``grid: [v, ...]``, ``uniform: [low, high]``, ``loguniform: [low, high]``,
@@ -105,7 +105,7 @@ class SearchSpace:
         for p in self.params:
             if p.key in config and config[p.key] is not None and p.is_active(chosen):
                 chosen[p.key] = config[p.key]
-        only = PRESETS[chosen["model.preset"]].only if "model.preset" in chosen else None
+        only = only_modality(chosen["model.preset"]) if "model.preset" in chosen else None
         if only is not None:
             unused = [k for k in chosen if k.startswith(LR_BY_MODALITY) and k != LR_BY_MODALITY + only]
             for key in unused:
@@ -192,26 +192,27 @@ def tune_domain(p: Param) -> Any:
     return tune.uniform(*p.args)
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    """Parse and validate the space file ``path``; errors are ``ConfigError`` naming the file and key."""
+def load_space(path: str | Path, registry: Registry = BUILTIN) -> SearchSpace:
+    """Parse and validate the space file ``path`` (its modality names against ``registry``: the built-ins, plus
+    the sweep's plug-ins); errors are ``ConfigError`` naming the file and key."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"tune.space: search space file not found: {path}")
     raw = yaml.safe_load(path.read_text())
     try:
-        return parse_space(raw)
+        return parse_space(raw, registry)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 
 
-def parse_space(raw: Any) -> SearchSpace:
-    """A ``SearchSpace`` from the mapping read from a space file."""
+def parse_space(raw: Any, registry: Registry = BUILTIN) -> SearchSpace:
+    """A ``SearchSpace`` from the mapping read from a space file (modality names checked against ``registry``)."""
     if not isinstance(raw, dict) or not raw:
         raise ConfigError("a search space is a non-empty mapping of dotted keys to distributions")
     params: list[Param] = []
     for key, spec in raw.items():
         param = _parse_param(str(key), spec, {p.key: p for p in params})
-        _check_values(param)
+        _check_values(param, registry)
         params.append(param)
     return SearchSpace(tuple(params))
 
@@ -273,14 +274,19 @@ def _parse_when(key: str, when: Any, earlier: Mapping[str, Param]) -> tuple[tupl
     return tuple(conditions)
 
 
-def _check_values(p: Param) -> None:
+def _is_preset(name: Any, registry: Registry) -> bool:
+    return name in FUSION_PRESETS or only_modality(str(name)) in registry
+
+
+def _check_values(p: Param, registry: Registry) -> None:
     """Every value the parameter can take must make a valid config (unknown keys and wrong types fail)."""
     if p.key == "model.preset":
-        unknown = [v for v in p.args if v not in PRESETS]
+        unknown = [v for v in p.args if not _is_preset(v, registry)]
         if unknown or p.kind not in CATEGORICAL:
-            raise ConfigError(f"model.preset: unknown preset(s) {unknown}; known: {', '.join(PRESETS)}")
-    if p.key.startswith(LR_BY_MODALITY) and p.key[len(LR_BY_MODALITY) :] not in MODALITIES:
-        raise ConfigError(f"{p.key}: not a modality (expected one of {', '.join(MODALITIES)})")
+            known = [f"unimodal_{m}" for m in registry.names] + list(FUSION_PRESETS)
+            raise ConfigError(f"model.preset: unknown preset(s) {unknown}; known: {', '.join(known)}")
+    if p.key.startswith(LR_BY_MODALITY) and p.key[len(LR_BY_MODALITY) :] not in registry:
+        raise ConfigError(f"{p.key}: not a modality (expected one of {', '.join(registry.names)})")
     values = p.args if p.kind in CATEGORICAL else _range_probes(p)
     for value in values:
         raw: dict[str, Any] = {}

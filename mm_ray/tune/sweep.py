@@ -31,7 +31,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +39,15 @@ import yaml
 
 from mm_ray.cluster.storage import warn_if_unshared
 from mm_ray.config.load import ConfigError, as_dict, config_from_dict, persistable
-from mm_ray.config.schema import Config
+from mm_ray.config.schema import Config, RayConfig
 from mm_ray.data.cache import Cache
+from mm_ray.modalities.registry import registry_with
 from mm_ray.runtime import init_ray
 from mm_ray.train.outputs import json_safe
 from mm_ray.tune import plots, results
 from mm_ray.tune.resources import concurrency
 from mm_ray.tune.space import SearchSpace, load_space, parse_space
+from mm_ray.tune.trust import check_trusted_results, check_trusted_storage
 
 SWEEP_FILE = "sweep.yaml"
 
@@ -83,7 +85,7 @@ def plan_sweep(
         path = space_path or cfg.tune.space
         if not path:
             raise ConfigError("tune.space: required (a search space YAML, or `mm-ray tune --space FILE`)")
-        space = load_space(path)
+        space = load_space(path, registry_with(tuple(cfg.modalities.plugins)))
         cfg = dataclasses.replace(cfg, tune=dataclasses.replace(cfg.tune, space=str(Path(path).resolve())))
     _check(cfg)
     t = cfg.train
@@ -193,16 +195,17 @@ def run_sweep(sweep: Sweep, *, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     return collect(sweep, grid, concurrent=concurrent)
 
 
-def continue_experiment(results_dir: str | Path) -> dict[str, Any]:
-    """Continue the sweep whose results directory (``sweep.yaml``) is ``results_dir``: trials that finished
-    are kept as they are, unfinished ones continue (their Train runs from their last checkpoints); returns the
-    summary with its records (``resume_sweep`` is the public form)."""
+def continue_experiment(sweep: Sweep) -> dict[str, Any]:
+    """Continue the experiment of ``sweep`` (its own plan, or ``load_sweep``'s reading of ``sweep.yaml``): trials
+    that finished are kept as they are, unfinished ones continue (their Train runs from their last checkpoints);
+    returns the summary with its records (``resume_sweep`` is the public form). Every file Tune will unpickle
+    is checked first (``mm_ray.tune.trust``)."""
     import ray.tune
 
     from mm_ray.track.tune import tune_logging
 
-    sweep = load_sweep(results_dir)
-    check_trusted_storage(sweep.experiment_path)
+    check_trusted_storage(sweep.experiment_path)  # before Ray starts: a refusal costs nothing
+    init_ray(sweep.cfg.ray)  # a running Ray (the demo's) is reused
     if not ray.tune.Tuner.can_restore(sweep.experiment_path):
         raise ConfigError(f"--resume: no Tune experiment state in {sweep.experiment_path}")
     tuner = ray.tune.Tuner.restore(
@@ -219,32 +222,6 @@ def continue_experiment(results_dir: str | Path) -> dict[str, Any]:
 
 TUNER_STATE = "tuner.pkl"
 """Ray Tune's experiment state: ``Tuner.restore`` unpickles it (Ray offers no other way to resume)."""
-
-
-def check_trusted_storage(experiment_path: str) -> None:
-    """Refuse to resume from a local experiment that someone else could have written.
-
-    Resuming unpickles ``tuner.pkl``, so whoever can write the storage path can run code in this process:
-    the storage path is a trust boundary. A local experiment directory, and its state file, must belong to
-    this user and be writable by nobody else (no world write bit, no group write bit for another group);
-    remote storage (``s3://``) is
-    trusted as far as its bucket policy is. Raises ``ConfigError`` naming the path and the fix.
-    """
-    if "://" in experiment_path:
-        return
-    for path in (Path(experiment_path), Path(experiment_path) / TUNER_STATE):
-        if not path.exists():
-            continue
-        st = path.stat()
-        # Group write counts only for a group other than this user's own (umask 002 with per-user groups
-        # makes every directory group-writable, by the user alone).
-        foreign_group_write = st.st_mode & 0o020 and st.st_gid != os.getgid()
-        if st.st_uid != os.getuid() or st.st_mode & 0o002 or foreign_group_write:
-            raise ConfigError(
-                f"--resume: {path} is writable by other users or owned by someone else "
-                f"(mode {oct(st.st_mode & 0o777)}, owner uid {st.st_uid}); resuming would unpickle a file "
-                f"they could have planted. Check it, then `chmod go-w {path}` (and own it) to resume"
-            )
 
 
 @contextlib.contextmanager
@@ -273,13 +250,45 @@ def save_sweep(sweep: Sweep) -> Path:
     return path
 
 
-def load_sweep(results_dir: str | Path) -> Sweep:
-    """The ``Sweep`` saved in ``results_dir/sweep.yaml`` by ``run_sweep``."""
-    path = Path(results_dir) / SWEEP_FILE
+def load_sweep(
+    results_dir: str | Path,
+    *,
+    ray: RayConfig | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    builders: Sequence[str] = (),
+    plugins: Sequence[str] = (),
+) -> Sweep:
+    """The ``Sweep`` saved in ``results_dir/sweep.yaml`` by ``run_sweep``, to resume it.
+
+    The file is data, not settings: the cluster to join (``ray``) and the storage options (credentials,
+    endpoint) are the caller's, never the file's; a ``model.builder`` it names (in the config or the space) is
+    code, run only when the caller names it in ``builders``, and so is a plug-in modality (``plugins``). The directory must be this user's alone
+    (``mm_ray.tune.trust``). ``ConfigError`` naming the file otherwise.
+    """
+    results_dir = Path(results_dir)
+    path = results_dir / SWEEP_FILE
     if not path.is_file():
         raise ConfigError(f"--resume: {path} not found (not a sweep's results directory)")
+    check_trusted_results(results_dir)
     saved = yaml.safe_load(path.read_text())
-    return Sweep(config_from_dict(saved["config"]), parse_space(saved["space"]))
+    cfg = config_from_dict(saved["config"])
+    foreign = [p for p in cfg.modalities.plugins if p not in plugins]
+    if foreign:
+        raise ConfigError(
+            f"--resume: {path} names the plug-in modality {foreign[0]}: code named in a saved file is run only "
+            f"when you name it yourself; pass modalities.plugins=[{', '.join(cfg.modalities.plugins)}] if you "
+            "trust it"
+        )
+    space = parse_space(saved["space"], registry_with(tuple(cfg.modalities.plugins)))
+    named = {cfg.model.builder} | {v for p in space.params if p.key == "model.builder" for v in p.args}
+    untrusted = sorted(b for b in named if b and b not in builders)
+    if untrusted:
+        raise ConfigError(
+            f"--resume: {path} names model.builder {', '.join(untrusted)}: code named in a saved file is run only "
+            f"when you name it yourself; pass model.builder={untrusted[0]} if you trust that module"
+        )
+    data = dataclasses.replace(cfg.data, storage_options=dict(storage_options or {}))
+    return Sweep(dataclasses.replace(cfg, ray=ray or RayConfig(), data=data), space)
 
 
 def trial_dirname(trial: Any) -> str:
@@ -507,12 +516,23 @@ def _with_shared_tokenizer(plan: Sweep) -> Sweep:
     return dataclasses.replace(plan, cfg=dataclasses.replace(cfg, text=text))
 
 
-def resume_sweep(results_dir: str | Path) -> SweepResult:
+def resume_sweep(
+    results_dir: str | Path,
+    *,
+    ray: RayConfig | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    builders: Sequence[str] = (),
+    plugins: Sequence[str] = (),
+) -> SweepResult:
     """Continue the interrupted sweep whose results directory is ``results_dir`` (``<output_dir>/<name>``,
-    holding ``sweep.yaml``); its saved config and space are used. Joins Ray as that config says."""
-    plan = load_sweep(results_dir)
-    init_ray(plan.cfg.ray)
-    summary = continue_experiment(results_dir)
+    holding ``sweep.yaml``); its saved config and space are used, but not its ``ray`` section nor its storage
+    options: ``ray`` (default: a local Ray, or ``RAY_ADDRESS``) and ``storage_options`` (default: credentials
+    from the environment) are the caller's. ``builders``/``plugins``: the ``model.builder`` functions and plug-in
+    modalities the caller trusts (see ``load_sweep``)."""
+    plan = load_sweep(
+        results_dir, ray=ray, storage_options=storage_options, builders=builders, plugins=plugins
+    )
+    summary = continue_experiment(plan)
     summary["decoded"]["this_run"] = 0
     return SweepResult(plan, {k: v for k, v in summary.items() if k != "records"}, summary["records"])
 

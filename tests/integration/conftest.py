@@ -21,7 +21,7 @@ from mm_ray.config.load import load_config
 from mm_ray.config.schema import RayConfig
 from mm_ray.data.captions import obtain_tokenizer
 from mm_ray.data.pipeline import Ingest
-from mm_ray.demo.generate import make_shards
+from mm_ray.demo.dataset import make_shards
 from mm_ray.runtime import init_ray
 
 # Small outputs keep every run to seconds; the shapes differ from each other and from the

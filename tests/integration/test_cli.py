@@ -190,7 +190,7 @@ def test_demo_generates_preprocesses_trains_and_reports(tmp_path: Path, capsys) 
     out = capsys.readouterr().out
     assert "samples ok" in out  # the ingest table
     assert "held-out accuracy against the benchmark's references" in out and "Bayes" in out
-    assert "validation accuracy by modality subset, every run" in out and "image+audio+text" in out
+    assert "validation accuracy by modality subset, every run" in out and "image+text+audio" in out
     assert "cross-modal retrieval on the val shards" in out and "image->text" in out
     # The closing sweep: one Ray Tune trial per sweep preset on the same cache, then its leaderboard.
     sweep = summary["sweep"]

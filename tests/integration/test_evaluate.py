@@ -20,8 +20,10 @@ from mm_ray.config.load import load_config
 from mm_ray.data.build import build_cache
 from mm_ray.data.cache import Cache
 from mm_ray.train.evaluate import evaluate
-from mm_ray.train.metrics import SUBSETS
+from mm_ray.train.metrics import DEFAULT_REGISTRY
 from mm_ray.train.ray_trainer import fit
+
+SUBSETS = DEFAULT_REGISTRY.subsets()
 
 pytestmark = pytest.mark.integration
 
@@ -100,13 +102,13 @@ def test_cli_on_the_run_directory_uses_its_latest_checkpoint(
     result = json.loads(json_path.read_text())
     assert result["checkpoint"] == trained.summary["checkpoint"] and result["epoch"] == 2
     assert result["picked_from"] == run_dir
-    assert re.search(r"fused \(text\+audio\+image\): \S+ x 0\.2 CPU", result["pools"]), result["pools"]
+    assert re.search(r"fused \(text\+image\+audio\): \S+ x 0\.2 CPU", result["pools"]), result["pools"]
     assert f"latest checkpoint of {run_dir}" in out
     _assert_same_scores(result["subsets"], trained.summary["subsets"])
     # The per-subset table: a header and one row per subset with its sample count and accuracy.
     assert "subset" in out and "accuracy" in out
-    full = result["subsets"]["image+audio+text"]
-    row = next(line for line in out.splitlines() if line.startswith("image+audio+text "))
+    full = result["subsets"]["image+text+audio"]
+    row = next(line for line in out.splitlines() if line.startswith("image+text+audio "))
     assert row.split()[1:3] == [str(full["samples"]), f"{full['accuracy']:.4f}"]
 
 
@@ -134,7 +136,7 @@ def test_cli_ensemble_of_a_checkpoint_with_its_earlier_self(trained: Trained, tm
     result = json.loads(json_path.read_text())
     assert result["ensemble"] == [str(first)] and result["preset"].startswith("ensemble of ")
     # Averaged probabilities: a distribution whose loss is finite and differs from the last epoch's alone.
-    full, alone = result["subsets"]["image+audio+text"], trained.summary["subsets"]["image+audio+text"]
+    full, alone = result["subsets"]["image+text+audio"], trained.summary["subsets"]["image+text+audio"]
     assert full["samples"] == alone["samples"] and math.isfinite(full["loss"])
     assert full["loss"] != pytest.approx(alone["loss"], rel=1e-6)
 

@@ -19,17 +19,17 @@ from tokenizers import Tokenizer
 from mm_ray import columns as C
 from mm_ray.config.load import load_config
 from mm_ray.data.build import build_cache
-from mm_ray.preprocess.audio import AudioPreprocessor
-from mm_ray.preprocess.image import ImagePreprocessor
-from mm_ray.preprocess.text import TextPreprocessor
+from mm_ray.modalities.audio_decode import AudioPreprocessor
+from mm_ray.modalities.image_decode import ImagePreprocessor
+from mm_ray.modalities.text_decode import TextPreprocessor
 
 from .conftest import AUDIO_FRAMES, IMAGE_SIZE, MAX_LENGTH, N_MELS, SMALL, Run
 
 pytestmark = pytest.mark.integration
 
 OUTPUT_COLUMNS = {
-    C.KEY, C.SHARD, C.LABEL, C.IMAGE, C.INPUT_IDS, C.ATTENTION_MASK, C.AUDIO,
-    C.HAS_IMAGE, C.HAS_TEXT, C.HAS_AUDIO,
+    C.KEY, C.SHARD, C.LABEL, "image", "input_ids", "attention_mask", "audio",
+    "has_image", "has_text", "has_audio",
 }  # fmt: skip
 
 
@@ -62,15 +62,15 @@ def test_columns_have_exact_dtypes_and_shapes(streamed: Run, truth) -> None:
     cols, n = streamed.columns, len(truth)
     assert set(cols) == OUTPUT_COLUMNS  # raw bytes and reject columns never leave the pipeline
     expected = {
-        C.IMAGE: (np.uint8, (n, 3, IMAGE_SIZE, IMAGE_SIZE)),
-        C.INPUT_IDS: (np.int32, (n, MAX_LENGTH)),
-        C.ATTENTION_MASK: (np.int8, (n, MAX_LENGTH)),
-        C.AUDIO: (np.float32, (n, N_MELS, AUDIO_FRAMES)),
+        "image": (np.uint8, (n, 3, IMAGE_SIZE, IMAGE_SIZE)),
+        "input_ids": (np.int32, (n, MAX_LENGTH)),
+        "attention_mask": (np.int8, (n, MAX_LENGTH)),
+        "audio": (np.float32, (n, N_MELS, AUDIO_FRAMES)),
         C.LABEL: (np.int64, (n,)),
     }
     for name, (dtype, shape) in expected.items():
         assert (cols[name].dtype, cols[name].shape) == (np.dtype(dtype), shape), name
-    for name in (C.HAS_IMAGE, C.HAS_TEXT, C.HAS_AUDIO):
+    for name in ("has_image", "has_text", "has_audio"):
         assert cols[name].dtype == np.bool_ and cols[name].all(), name
     shards = {Path(str(s)).name for s in cols[C.SHARD]}
     assert shards == {f"{split}-{i:06d}.tar" for split, i in [("train", 0), ("train", 1), ("train", 2),
@@ -86,12 +86,12 @@ def test_each_row_holds_its_own_samples_preprocessed(streamed: Run, truth) -> No
         row = streamed.row(key)
         image = next(members[ext] for ext in ("jpg", "png") if ext in members)
         sound = next(members[ext] for ext in ("wav", "flac") if ext in members)
-        np.testing.assert_array_equal(row[C.IMAGE], images.decode(image))
-        np.testing.assert_allclose(row[C.AUDIO], audio.decode(sound), rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(row["image"], images.decode(image))
+        np.testing.assert_allclose(row["audio"], audio.decode(sound), rtol=1e-5, atol=1e-5)
         ids, mask = text.decode(caption_of(members).encode("utf-8"))
-        np.testing.assert_array_equal(row[C.INPUT_IDS], ids)
-        np.testing.assert_array_equal(row[C.ATTENTION_MASK], mask)
-        assert row[C.IMAGE].any() and np.isfinite(row[C.AUDIO]).all()
+        np.testing.assert_array_equal(row["input_ids"], ids)
+        np.testing.assert_array_equal(row["attention_mask"], mask)
+        assert row["image"].any() and np.isfinite(row["audio"]).all()
 
 
 def test_summary_counts_every_sample_and_nothing_quarantined(streamed: Run, tmp_path: Path) -> None:
@@ -126,7 +126,7 @@ def test_preprocess_writes_a_cache_made_with_its_tokenizer(demo_shards, truth, t
     assert json.loads((out / "manifest.json").read_text()) == manifest
     tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
     for row in rows:
-        ids = np.asarray(row[C.INPUT_IDS])
+        ids = np.asarray(row["input_ids"])
         assert ids.dtype == np.int32 and ids.shape == (MAX_LENGTH,)
         # Demo captions are plain ASCII words and punctuation: decoding gives the lower-cased caption.
         caption = caption_of(truth[row[C.KEY]])
@@ -151,9 +151,9 @@ def test_missing_audio_is_kept_with_presence_mask_and_zeros(run_ingest, partial_
     assert set(run.keys) == silent | full
     for key in run.keys:
         row = run.row(key)
-        assert row[C.HAS_AUDIO] == (key in full)
-        assert row[C.AUDIO].any() == (key in full)  # a missing clip is all zeros, not log(eps)
-        assert row[C.HAS_IMAGE] and row[C.HAS_TEXT]
+        assert row["has_audio"] == (key in full)
+        assert row["audio"].any() == (key in full)  # a missing clip is all zeros, not log(eps)
+        assert row["has_image"] and row["has_text"]
     assert run.ingest.finish()["samples_quarantined"] == 0
 
 

@@ -15,17 +15,19 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from mm_ray.demo.generate import make_shards
 
 from mm_ray.columns import KEY, SHARD
 from mm_ray.config.load import load_config
 from mm_ray.data.build import build_cache
 from mm_ray.data.sample_ids import sample_ids
-from mm_ray.demo.generate import make_shards
 from mm_ray.train.checkpoint import latest_checkpoint, open_checkpoint
 from mm_ray.train.evaluate import evaluate
-from mm_ray.train.metrics import SUBSETS, evaluate_subsets
+from mm_ray.train.metrics import DEFAULT_REGISTRY, evaluate_subsets
 from mm_ray.train.position import DataPosition
 from mm_ray.train.ray_trainer import fit
+
+SUBSETS = DEFAULT_REGISTRY.subsets()
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -175,7 +177,7 @@ def test_fsdp_run_validates_split_and_its_checkpoint_moves_across_strategies(odd
 
     columns = cache_columns(val)
     expected = evaluate_subsets(model, [columns], SUBSETS)
-    assert metrics["val_samples"] == expected["image+audio+text"]["samples"] == table.num_rows == 9
+    assert metrics["val_samples"] == expected[DEFAULT_REGISTRY.full_subset]["samples"] == table.num_rows == 9
     for subset in SUBSETS:
         assert sharded.subsets[subset]["accuracy"] == expected[subset]["accuracy"]
         assert abs(sharded.subsets[subset]["loss"] - expected[subset]["loss"]) < 1e-5
@@ -183,7 +185,7 @@ def test_fsdp_run_validates_split_and_its_checkpoint_moves_across_strategies(odd
     scored = evaluate(sharded.checkpoint, [str(shards / s) for s in manifest["shards"]["val"]], device="cpu")
     assert (
         scored["samples"] == 9
-        and scored["subsets"]["image+audio+text"]["accuracy"] == metrics["val_accuracy"]
+        and scored["subsets"][DEFAULT_REGISTRY.full_subset]["accuracy"] == metrics["val_accuracy"]
     )
     # The FSDP checkpoint resumes under DDP on one worker (another strategy, another worker count).
     resumed = fit(_config(tmp_path, "fsdp", *data, "train.epochs=2", "train.num_workers=1"))

@@ -13,7 +13,7 @@ import pytest
 from shardkit import label_of, read_tar_samples
 
 from mm_ray import columns as C
-from mm_ray.preprocess.image import ImagePreprocessor
+from mm_ray.modalities.image_decode import ImagePreprocessor
 
 from .conftest import IMAGE_SIZE
 
@@ -50,7 +50,7 @@ def test_glob_over_s3_gives_the_local_samples(run_ingest, s3, bucket_prefix, tra
     images = ImagePreprocessor(size=IMAGE_SIZE)
     for key, members in train_truth.items():
         local = next(members[ext] for ext in ("jpg", "png") if ext in members)
-        np.testing.assert_array_equal(run.row(key)[C.IMAGE], images.decode(local))
+        np.testing.assert_array_equal(run.row(key)["image"], images.decode(local))
     summary = run.ingest.finish()
     assert summary["samples_ok"] == len(train_truth) and summary["samples_quarantined"] == 0
     assert summary["shards_unreadable"] == []

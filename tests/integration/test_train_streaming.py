@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import ray
 from shardkit import good_sample, read_tar_samples, write_samples
@@ -18,7 +20,7 @@ from mm_ray.config.load import load_config
 from mm_ray.data.captions import obtain_tokenizer
 from mm_ray.data.epochs import shuffled_per_epoch
 from mm_ray.data.pipeline import Ingest
-from mm_ray.demo.generate import make_shards
+from mm_ray.demo.dataset import make_shards
 from mm_ray.train.checkpoint import open_checkpoint
 from mm_ray.train.ray_trainer import fit
 from mm_ray.train.resume import finished_epochs
@@ -174,6 +176,35 @@ def test_epoch_k_has_the_same_block_order_reached_fresh_or_after_a_resume() -> N
     assert len({tuple(o) for o in fresh}) == 4
     for k in (1, 3):
         assert orders(k, 4 - k) == fresh[k:], f"resumed at epoch {k}"
+
+
+def _label_cache(root: Path, rows: int) -> Path:
+    """A cache of ``rows`` rows whose label is the row's index (only what reading it in order needs)."""
+    (root / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"label": pa.array(range(rows), pa.int64())}), root / "data" / "part-0.parquet")
+    (root / "tokenizer.json").write_text("{}")
+    shapes = {"image": [3, 2, 2], "input_ids": [2], "audio": [2, 2]}
+    counts = {str(i): 1 for i in range(rows)}
+    (root / "manifest.json").write_text(
+        json.dumps({"samples_ok": rows, "shapes": shapes, "label_counts": counts})
+    )
+    return root
+
+
+def test_a_resumed_cache_run_starts_its_shuffle_at_the_epoch_it_resumes(tmp_path: Path, monkeypatch) -> None:
+    """A run resumed after epoch k reads the cache in epoch k's order, not epoch 0's again (the driver passes the
+    checkpoint's epoch to the shuffle; ``finished_epochs`` itself reads Ray Train's storage, tested beside)."""
+    from mm_ray.train import inputs
+
+    cache = _label_cache(tmp_path / "cache", rows=1024)  # 4 blocks of 256 rows: an order to shuffle
+    cfg = load_config(None, [f"train.cache={cache}", "train.shuffle=true", "train.seed=3",
+                             f"output_dir={tmp_path}", "name=resumed", "train.num_workers=1"])  # fmt: skip
+    fresh = inputs.cache_inputs(cfg).datasets["train"]
+    epochs = [[row["label"] for row in fresh.take_all()] for _ in range(3)]  # one execution per epoch
+    assert len({tuple(order) for order in epochs}) == 3 and sorted(epochs[0]) == list(range(1024))
+    monkeypatch.setattr(inputs, "finished_epochs", lambda cfg: 2)  # its checkpoint: 2 epochs finished
+    resumed = inputs.cache_inputs(cfg).datasets["train"]
+    assert [row["label"] for row in resumed.take_all()] == epochs[2]
 
 
 def test_stream_drops_key_columns_before_the_workers(shards) -> None:

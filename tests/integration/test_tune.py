@@ -31,6 +31,7 @@ from mm_ray.cli.main import main
 from mm_ray.config.load import load_config
 from mm_ray.data.build import build_cache
 from mm_ray.data.cache import Cache
+from mm_ray.train.checkpoint import load_checkpoint
 from mm_ray.tune.sweep import plan_sweep, run_sweep
 
 pytestmark = pytest.mark.integration
@@ -251,7 +252,16 @@ def test_a_sweep_whose_driver_was_killed_resumes_without_rerunning_finished_tria
         # Not trained again: no new result rows, no new or rewritten checkpoint.
         assert _trial_files(experiment, trial_id) == before[trial_id]
         assert by_id[trial_id]["epochs_run"] == 2
-    assert all(r["epochs_run"] >= 1 for r in resumed["records"])
+    # Every trial, the interrupted ones too: each epoch trained and recorded once, none skipped. The Train run's
+    # own last checkpoint says what the model went through: its history, and its optimizer's step count, which
+    # is the finished trials' steps per epoch times the epochs (an epoch trained twice into it would add steps).
+    per_epoch = load_checkpoint(by_id[next(iter(finished))]["checkpoint"])["metrics"]["step"] // 2
+    for r in resumed["records"]:
+        epochs = list(range(1, r["epochs_run"] + 1))
+        assert r["epochs_run"] >= 1 and [h["epoch"] for h in r["history"]] == epochs, r["trial_id"]
+        state = load_checkpoint(r["checkpoint"])
+        assert state["epoch"] == r["epochs_run"] and [h["epoch"] for h in state["history"]] == epochs
+        assert state["metrics"]["step"] == per_epoch * r["epochs_run"] > 0, r["trial_id"]
 
 
 def _wait_for_a_saved_finished_trial(experiment: Path, child: subprocess.Popen, timeout_s: float) -> set[str]:

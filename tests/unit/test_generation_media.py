@@ -12,13 +12,13 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from mm_ray.bench.topics import colour_topics, pairwise_distance
 from mm_ray.config.load import load_config
 from mm_ray.demo.render_image import make_noise_bank, render_image
 from mm_ray.generation.media import griffin_lim, image_grid, image_png, mel_png, wav_bytes
 from mm_ray.generation.run import check_can_generate
-from mm_ray.generation.topics import colour_topics, pairwise_distance
-from mm_ray.preprocess.audio import AudioPreprocessor
-from mm_ray.preprocess.image import ImagePreprocessor
+from mm_ray.modalities.audio_decode import AudioPreprocessor
+from mm_ray.modalities.image_decode import ImagePreprocessor
 from mm_ray.train.checkpoint import CheckpointError, LoadedCheckpoint
 from mm_ray.train.spec import LoopConfig
 
@@ -105,7 +105,7 @@ def test_only_generative_checkpoints_generate() -> None:
 
 
 def test_bench_generate_refuses_an_unknown_preset_before_making_data(tmp_path) -> None:
-    from mm_ray.generation.bench import bench_generation
+    from mm_ray.bench.generation import bench_generation
 
     with pytest.raises(ValueError, match="presets must name some of"):
         bench_generation(load_config("pipelines/generate.yaml"), tmp_path, presets=("gan",))

@@ -9,8 +9,9 @@ import pytest
 from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import PoolsConfig
 from mm_ray.data.ledger import ErrorBudgetExceeded, QuarantineLedger, check_error_budget, write_quarantine_log
-from mm_ray.data.placement import Node, check_workers
 from mm_ray.data.resources import plan_ingest
+from mm_ray.modalities import BUILTIN
+from mm_ray.placement import Node, check_workers
 from mm_ray.quarantine import QuarantineRecord, Reason
 
 
@@ -78,8 +79,11 @@ def _pools(**changes) -> dict:
     return pools
 
 
+SHARES = {m: BUILTIN[m].cost_share for m in ("text", "image", "audio")}
+
+
 def test_default_plan_fits_two_cpus_with_room_for_reads() -> None:
-    plan = plan_ingest(_pools(), total_cpus=2, read_num_cpus=0.25, read_slots=2)
+    plan = plan_ingest(_pools(), total_cpus=2, read_num_cpus=0.25, read_slots=2, shares=SHARES)
     assert plan.pools["image"].min_size >= 2 and plan.pools["audio"].min_size >= 2
     assert plan.pool_cpus + 2 * 0.25 <= 2
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -14,13 +15,13 @@ from mm_ray.quarantine import Reason
 RAW_COLUMNS = {
     C.KEY,
     C.SHARD,
-    C.IMAGE_BYTES,
-    C.TEXT_BYTES,
-    C.AUDIO_BYTES,
+    "image_bytes",
+    "text_bytes",
+    "audio_bytes",
     C.LABEL,
-    C.HAS_IMAGE,
-    C.HAS_TEXT,
-    C.HAS_AUDIO,
+    "has_image",
+    "has_text",
+    "has_audio",
 }
 JPEG = b"\xff\xd8\xff\xe0 not decoded here"
 
@@ -39,28 +40,28 @@ def test_full_sample_gives_exactly_the_raw_columns():
     assert row == {
         C.KEY: "k",
         C.SHARD: "s.tar",
-        C.IMAGE_BYTES: JPEG,
-        C.TEXT_BYTES: b"a cat",
-        C.AUDIO_BYTES: b"fLaC...",
+        "image_bytes": JPEG,
+        "text_bytes": b"a cat",
+        "audio_bytes": b"fLaC...",
         C.LABEL: 7,
-        C.HAS_IMAGE: True,
-        C.HAS_TEXT: True,
-        C.HAS_AUDIO: True,
+        "has_image": True,
+        "has_text": True,
+        "has_audio": True,
     }
 
 
 def test_missing_modalities_are_none_with_presence_false_and_bytes_are_not_validated():
     row, _ = run({"txt": b"\xff\xfe not utf-8", "cls": b"0"})
-    assert row[C.TEXT_BYTES] == b"\xff\xfe not utf-8"  # the text preprocessor judges UTF-8, not us
-    assert row[C.IMAGE_BYTES] is None and row[C.AUDIO_BYTES] is None
-    assert (row[C.HAS_IMAGE], row[C.HAS_TEXT], row[C.HAS_AUDIO]) == (False, True, False)
+    assert row["text_bytes"] == b"\xff\xfe not utf-8"  # the text preprocessor judges UTF-8, not us
+    assert row["image_bytes"] is None and row["audio_bytes"] is None
+    assert (row["has_image"], row["has_text"], row["has_audio"]) == (False, True, False)
 
 
 def test_extension_full_match_beats_last_part_match_then_tuple_order_decides():
-    assert run({"seg.png": b"mask", "cls": b"1"})[0][C.IMAGE_BYTES] == b"mask"  # last dotted part
-    assert run({"seg.png": b"mask", "png": b"photo", "cls": b"1"})[0][C.IMAGE_BYTES] == b"photo"
-    assert run({"png": b"png", "jpg": b"jpg", "cls": b"1"})[0][C.IMAGE_BYTES] == b"jpg"
-    assert run({"mp3": b"mp3", "wav": b"wav", "cls": b"1"})[0][C.AUDIO_BYTES] == b"wav"
+    assert run({"seg.png": b"mask", "cls": b"1"})[0]["image_bytes"] == b"mask"  # last dotted part
+    assert run({"seg.png": b"mask", "png": b"photo", "cls": b"1"})[0]["image_bytes"] == b"photo"
+    assert run({"png": b"png", "jpg": b"jpg", "cls": b"1"})[0]["image_bytes"] == b"jpg"
+    assert run({"mp3": b"mp3", "wav": b"wav", "cls": b"1"})[0]["audio_bytes"] == b"wav"
 
 
 def test_unknown_extension_is_a_member_level_note_and_the_sample_is_kept():
@@ -106,19 +107,19 @@ def test_missing_label_is_quarantined_only_when_required():
 
 def test_text_from_txt_member_else_from_json_field():
     members = MemberMap(label_required=False)
-    assert run({"txt": b"member", "json": b'{"caption": "field"}'}, members)[0][C.TEXT_BYTES] == b"member"
+    assert run({"txt": b"member", "json": b'{"caption": "field"}'}, members)[0]["text_bytes"] == b"member"
     assert (
-        run({"jpg": JPEG, "json": '{"caption": "café"}'.encode()}, members)[0][C.TEXT_BYTES]
+        run({"jpg": JPEG, "json": '{"caption": "café"}'.encode()}, members)[0]["text_bytes"]
         == "café".encode()
     )
-    other_field = MemberMap(label_required=False, json_text_field="alt")
-    assert run({"jpg": JPEG, "json": b'{"alt": "a", "caption": "c"}'}, other_field)[0][C.TEXT_BYTES] == b"a"
+    other_field = MemberMap(label_required=False, json_fields={"text": "alt"})
+    assert run({"jpg": JPEG, "json": b'{"alt": "a", "caption": "c"}'}, other_field)[0]["text_bytes"] == b"a"
     row, _ = run({"jpg": JPEG, "json": b'{"caption": ["not", "a", "string"]}'}, members)
-    assert row[C.TEXT_BYTES] is None and not row[C.HAS_TEXT]
+    assert row["text_bytes"] is None and not row["has_text"]
     # A lone surrogate escape is passed on as bytes the text preprocessor will reject, not an error here.
     row, _ = run({"jpg": JPEG, "json": b'{"caption": "\\ud800"}'}, members)
     with pytest.raises(UnicodeDecodeError):
-        row[C.TEXT_BYTES].decode("utf-8")
+        row["text_bytes"].decode("utf-8")
 
 
 def test_required_modality_missing():
@@ -142,24 +143,40 @@ def test_bad_json_quarantines_only_when_it_was_needed(bad_json: bytes):
     assert row is None and reasons(records) == [Reason.BAD_JSON]
     # Not needed (label and text come from members; img2dataset metadata): kept, with a member note.
     row, records = run({"jpg": JPEG, "txt": b"t", "cls": b"1", "json": bad_json})
-    assert row is not None and row[C.TEXT_BYTES] == b"t"
+    assert row is not None and row["text_bytes"] == b"t"
     assert [(r.reason, r.is_sample) for r in records] == [(IGNORED_MEMBER, False)] and "k.json" in records[
         0
     ].detail
     # Text not required: the sample is kept without text, as if the JSON had no caption.
     row, records = run({"jpg": JPEG, "cls": b"1", "json": bad_json})
-    assert row is not None and not row[C.HAS_TEXT] and reasons(records) == [IGNORED_MEMBER]
+    assert row is not None and not row["has_text"] and reasons(records) == [IGNORED_MEMBER]
 
 
 def test_member_map_normalises_and_validates():
-    members = MemberMap(image=["JPG", ".png"], text="txt", required=["Image"])  # as YAML may give them
-    assert members.image == ("jpg", "png") and members.text == ("txt",) and members.required == ("image",)
-    assert hash(members) == hash(MemberMap(image=("jpg", "png"), required=("image",)))
-    assert run({"jpg": JPEG, "cls": b"1"}, members)[0][C.HAS_IMAGE]
+    as_yaml = {"image": ["JPG", ".png"], "text": "txt", "audio": ["wav"]}  # as YAML may give them
+    members = MemberMap(extensions=as_yaml, required=["Image"])
+    assert members.extensions == (("image", ("jpg", "png")), ("text", ("txt",)), ("audio", ("wav",)))
+    assert members.required == ("image",) and members.modalities == ("image", "text", "audio")
+    again = MemberMap(extensions=(("image", ("jpg", "png")), ("text", ("txt",)), ("audio", ("wav",))))
+    assert hash(dataclasses.replace(members, required=())) == hash(again)
+    assert run({"jpg": JPEG, "cls": b"1"}, members)[0]["has_image"]
     with pytest.raises(ValueError, match="required modalities"):
         MemberMap(required=("label",))
     with pytest.raises(ValueError, match="'json' is mapped to both 'text' and 'json'"):
-        MemberMap(text=("txt", "json"))
+        MemberMap(extensions={"image": ("jpg",), "text": ("txt", "json")})
+
+
+def test_a_map_reads_exactly_its_modalities_and_their_columns():
+    members = MemberMap(
+        extensions={"image": ("jpg",), "features": ("npy",)}, json_fields={}, label_required=False
+    )
+    row, records = run({"jpg": JPEG, "npy": b"\x93NUMPY...", "txt": b"ignored"}, members)
+    assert set(row) == {C.KEY, C.SHARD, C.LABEL, "image_bytes", "has_image", "features_bytes", "has_features"}
+    assert row["features_bytes"] == b"\x93NUMPY..." and [r.reason for r in records] == [
+        Reason.UNKNOWN_EXTENSION
+    ]
+    row, records = run({"txt": b"only text", "cls": b"1"}, members)
+    assert row is None and records[-1].detail == "no image, features content"
 
 
 def test_img2dataset_json_fields_are_ignored_without_notes():
@@ -167,4 +184,4 @@ def test_img2dataset_json_fields_are_ignored_without_notes():
     row, records = run(
         {"jpg": JPEG, "txt": b"t", "json": json.dumps(meta).encode()}, MemberMap(label_required=False)
     )
-    assert records == [] and row[C.TEXT_BYTES] == b"t" and row[C.LABEL] == -1
+    assert records == [] and row["text_bytes"] == b"t" and row[C.LABEL] == -1

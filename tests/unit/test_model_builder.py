@@ -15,7 +15,14 @@ import torch
 from mm_ray.config.load import ConfigError, as_dict, config_from_dict, load_config
 from mm_ray.models import ModelSpec, param_groups
 from mm_ray.models.builder import BuilderError
-from mm_ray.train.checkpoint import TOKENIZER_FILE, CheckpointError, open_checkpoint, save_checkpoint
+from mm_ray.train.checkpoint import (
+    TOKENIZER_FILE,
+    CheckpointError,
+    LoadedCheckpoint,
+    open_checkpoint,
+    open_for_shards,
+    save_checkpoint,
+)
 from mm_ray.train.loop import loop_epoch, seed_everything
 from mm_ray.train.schedule import optimizer_and_schedule
 from mm_ray.train.spec import LoopConfig, read_loop_config
@@ -115,17 +122,16 @@ def test_a_builder_model_trains_saves_and_restores_only_when_named(tmp_path: Pat
         tmp_path, model=model, optimizer=optimizer, scheduler=scheduler, epoch=3, config=loop.to_state()
     )
     (tmp_path / TOKENIZER_FILE).write_text("{}")
-    ckpt = open_checkpoint(tmp_path)
     assert read_loop_config(loop.to_state()) == loop
-    # The saved config does not carry the builder into the caller's settings...
-    assert ckpt.config().model.builder is None
+    # Opened without naming the builder, or naming another: refused...
     with pytest.raises(CheckpointError, match=r"pass model\.builder=builders:bag_of_features"):
-        ckpt.restore_model()
+        open_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="builders:other given"):
-        ckpt.restore_model(builder="builders:other")
-    # ...until the caller names the same one.
-    cfg = ckpt.config([f"model.builder={BUILDER}"])
-    restored = ckpt.restore_model(builder=cfg.model.builder)
+        open_checkpoint(tmp_path, builder="builders:other")
+    # ...until the caller names the same one; the saved config does not carry it into the caller's settings.
+    ckpt = open_checkpoint(tmp_path, builder=BUILDER)
+    assert ckpt.config().model.builder is None
+    restored = ckpt.restore_model()
     batch = {k: torch.from_numpy(v) for k, v in _batches()[0].items()}
     model.eval()
     with torch.no_grad():
@@ -155,15 +161,16 @@ def test_a_builder_named_only_in_a_checkpoint_is_never_imported(tmp_path: Path, 
         config=state,
     )
     (ckpt_dir / TOKENIZER_FILE).write_text("{}")
-    ckpt = open_checkpoint(ckpt_dir)
-    for attempt in (
-        lambda: ckpt.restore_model(),
-        lambda: ckpt.restore_model(builder=ckpt.config().model.builder),
-    ):
-        with pytest.raises(CheckpointError, match="planted_builder:make"):
-            attempt()
+    with pytest.raises(CheckpointError, match="planted_builder:make"):
+        open_checkpoint(ckpt_dir)
+    with pytest.raises(CheckpointError, match="planted_builder:make"):
+        open_for_shards(ckpt_dir, ["shards"], purpose="evaluate on")  # the saved config names no builder
+    # Held without the open's check (a LoadedCheckpoint made by hand): restoring checks again.
+    bare = LoadedCheckpoint(ckpt_dir, {"config": state, "model": model.state_dict(), "epoch": 1}, "{}")
+    with pytest.raises(CheckpointError, match="planted_builder:make"):
+        bare.restore_model()
     assert not marker.exists() and "planted_builder" not in sys.modules
-    ckpt.restore_model(builder="planted_builder:make")  # named by the caller: imported
+    open_checkpoint(ckpt_dir, builder="planted_builder:make").restore_model()  # named by the caller: imported
     assert marker.read_text() == "ran"
     sys.modules.pop("planted_builder", None)
 
@@ -175,13 +182,13 @@ def test_builder_errors_name_the_key() -> None:
     with pytest.raises(
         BuilderError, match=r"model.builder=no_such_module_xyz:f: cannot import 'no_such_module_xyz'"
     ):
-        ModelSpec(**spec, builder="no_such_module_xyz:f").build()
+        ModelSpec.from_dict({**spec, "builder": "no_such_module_xyz:f"}).build()
     with pytest.raises(BuilderError, match=r"not a torch\.nn\.Module"):
-        ModelSpec(**spec, builder="builders:not_a_module").build()
+        ModelSpec.from_dict({**spec, "builder": "builders:not_a_module"}).build()
     with pytest.raises(BuilderError, match=r"expected 'package\.module:function'"):
-        ModelSpec(**spec, builder="builders.bag_of_features").build()
+        ModelSpec.from_dict({**spec, "builder": "builders.bag_of_features"}).build()
     with pytest.raises(BuilderError, match="no function 'missing'"):
-        ModelSpec(**spec, builder="builders:missing").build()
+        ModelSpec.from_dict({**spec, "builder": "builders:missing"}).build()
     with pytest.raises(ConfigError, match="auxiliary and alignment losses"):
         _loop("train.aux_loss_weight=0.3")
 

@@ -11,7 +11,10 @@ from mm_ray.models import ENCODER_SIZES, PRESETS, build_model, param_groups
 from mm_ray.models.fusion import LowRankTensorFusion
 
 B, NUM_CLASSES, SIZE, LENGTH, VOCAB, N_MELS, FRAMES = 4, 5, 32, 16, 100, 16, 26
-SUBSETS = [c for r in (1, 2, 3) for c in itertools.combinations(("image", "text", "audio"), r)]
+FEAT = 12
+ALL = ("image", "text", "audio", "features")
+"""Every built-in modality: the features vector (an embedding computed elsewhere) too."""
+SUBSETS = [c for r in range(1, 5) for c in itertools.combinations(("image", "text", "audio", "features"), r)]
 # cgan classifies from text only and generates images: not a fusion of the modalities it is given.
 FUSION_PRESETS = [p for p, spec in PRESETS.items() if spec.only is None and spec.family != "cgan"]
 UNIMODAL_PRESETS = [p for p, spec in PRESETS.items() if spec.only is not None]
@@ -25,15 +28,18 @@ def make_batch(seed: int = 0) -> dict[str, torch.Tensor]:
         "input_ids": torch.randint(0, VOCAB, (B, LENGTH), generator=g, dtype=torch.int32),
         "attention_mask": (torch.arange(LENGTH) < lengths[:, None]).to(torch.int8),
         "audio": torch.randn(B, N_MELS, FRAMES, generator=g) - 8.0,
+        "features": torch.randn(B, FEAT, generator=g),
         "label": torch.randint(0, NUM_CLASSES, (B,), generator=g),
         "has_image": torch.ones(B, dtype=torch.bool),
         "has_text": torch.ones(B, dtype=torch.bool),
         "has_audio": torch.ones(B, dtype=torch.bool),
+        "has_features": torch.ones(B, dtype=torch.bool),
     }
 
 
-def tiny(preset: str, modalities=("image", "text", "audio"), **kwargs):
+def tiny(preset: str, modalities=ALL, **kwargs):
     args = dict(num_classes=NUM_CLASSES, image_size=SIZE, vocab_size=VOCAB, n_mels=N_MELS)
+    args["shapes"] = {"features": (FEAT,)}
     args.update(width=16, depth=1, fusion_dim=16, max_text_len=LENGTH)
     return build_model(preset, modalities=modalities, **{**args, **kwargs})
 
@@ -52,10 +58,10 @@ def test_fusion_presets_give_logits_for_every_modality_subset(preset):
 @pytest.mark.parametrize("preset", UNIMODAL_PRESETS)
 def test_unimodal_presets_use_only_their_modality(preset):
     only = PRESETS[preset].only
-    model = tiny(preset)  # all three modalities offered: the baseline ignores the other two
+    model = tiny(preset)  # every modality offered: the baseline ignores the others
     assert model.modalities == (only,)
     assert model(make_batch()).shape == (B, NUM_CLASSES)
-    others = tuple(m for m in ("image", "text", "audio") if m != only)
+    others = tuple(m for m in ALL if m != only)
     with pytest.raises(ValueError, match=only):
         tiny(preset, others)
 
@@ -72,7 +78,7 @@ def test_gradients_reach_every_present_encoder(preset):
 
 
 def test_low_rank_factors_are_registered_parameters():
-    model = tiny("low_rank_tensor", rank=3)
+    model = tiny("low_rank_tensor", ("image", "text", "audio"), rank=3)
     fusion = model.fusion
     assert isinstance(fusion, LowRankTensorFusion)
     assert len(fusion.factors) == 3 and fusion.factors[0].shape == (3, 16 + 1, 16)
@@ -120,7 +126,7 @@ def test_param_groups_split_parameters_by_modality():
     model = tiny("gated")
     groups = param_groups(model, lr=1e-3, lr_by_modality={"image": 1e-2, "text": 1e-4})
     by_name = {g["name"]: g for g in groups}
-    assert set(by_name) == {"image", "text", "audio", "fusion"}
+    assert set(by_name) == {"image", "text", "audio", "features", "fusion"}
     assert by_name["image"]["lr"] == 1e-2
     assert by_name["text"]["lr"] == 1e-4
     assert by_name["audio"]["lr"] == 1e-3 and by_name["fusion"]["lr"] == 1e-3

@@ -9,6 +9,9 @@ from mm_ray.models import PRESETS, LSTMTextEncoder, build_model
 from mm_ray.models.fusion import FixedWeightedFusion
 
 B, NUM_CLASSES, SIZE, LENGTH, VOCAB, N_MELS, FRAMES = 4, 5, 32, 16, 100, 16, 26
+FEAT = 12
+ALL = ("image", "text", "audio", "features")
+"""Every built-in modality: the features vector (an embedding computed elsewhere) too."""
 
 
 def make_batch(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -19,12 +22,14 @@ def make_batch(seed: int = 0) -> dict[str, torch.Tensor]:
         "input_ids": torch.randint(1, VOCAB, (B, LENGTH), generator=g, dtype=torch.int32),
         "attention_mask": (torch.arange(LENGTH) < lengths[:, None]).to(torch.int8),
         "audio": torch.randn(B, N_MELS, FRAMES, generator=g) - 8.0,
+        "features": torch.randn(B, FEAT, generator=g),
         "label": torch.randint(0, NUM_CLASSES, (B,), generator=g),
     }
 
 
-def tiny(preset: str, modalities=("image", "text", "audio"), **kwargs):
+def tiny(preset: str, modalities=ALL, **kwargs):
     args = dict(num_classes=NUM_CLASSES, image_size=SIZE, vocab_size=VOCAB, n_mels=N_MELS)
+    args["shapes"] = {"features": (FEAT,)}
     args.update(width=16, depth=1, fusion_dim=16, max_text_len=LENGTH)
     return build_model(preset, modalities=modalities, **{**args, **kwargs})
 
@@ -152,7 +157,7 @@ def test_fixed_weighted_model_output_does_not_depend_on_a_zero_weight_modality()
 )
 def test_bad_fusion_weights_are_errors(weights, message):
     with pytest.raises(ValueError, match=message):
-        tiny("fixed_weighted", fusion_weights=weights)
+        tiny("fixed_weighted", ("image", "text", "audio"), fusion_weights=weights)
 
 
 def test_fusion_weights_of_modalities_the_model_lacks_are_ignored():

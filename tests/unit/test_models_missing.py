@@ -11,6 +11,9 @@ import torch
 from mm_ray.models import PRESETS, build_model, drop_modalities, drop_to_subsets
 
 B, SIZE, LENGTH, VOCAB, N_MELS, FRAMES = 4, 32, 16, 100, 16, 26
+FEAT = 12
+ALL = ("image", "text", "audio", "features")
+"""Every built-in modality: the features vector (an embedding computed elsewhere) too."""
 ABSENT = torch.tensor([True, False, True, False])  # rows 1 and 3 lack the modality under test
 
 
@@ -21,17 +24,20 @@ def make_batch(seed: int = 0) -> dict[str, torch.Tensor]:
         "input_ids": torch.randint(0, VOCAB, (B, LENGTH), generator=g, dtype=torch.int32),
         "attention_mask": torch.ones(B, LENGTH, dtype=torch.int8),
         "audio": torch.randn(B, N_MELS, FRAMES, generator=g) - 8.0,
+        "features": torch.randn(B, FEAT, generator=g),
         "has_image": torch.ones(B, dtype=torch.bool),
         "has_text": torch.ones(B, dtype=torch.bool),
         "has_audio": torch.ones(B, dtype=torch.bool),
+        "has_features": torch.ones(B, dtype=torch.bool),
     }
 
 
-def tiny(preset: str, **kwargs):
+def tiny(preset: str, modalities=("image", "text", "audio"), **kwargs):
     return build_model(
         preset,
-        modalities=("image", "text", "audio"),
+        modalities=modalities,
         num_classes=3,
+        shapes={"features": (FEAT,)},
         image_size=SIZE,
         vocab_size=VOCAB,
         n_mels=N_MELS,
@@ -215,10 +221,10 @@ def test_modality_dropout_out_of_range_is_an_error(bad):
 
 def test_every_preset_handles_a_sample_with_no_modality_at_all():
     batch = make_batch()
-    for key in ("has_image", "has_text", "has_audio"):
+    for key in ("has_image", "has_text", "has_audio", "has_features"):
         batch[key] = torch.tensor([False, True, True, True])
     for preset in PRESETS:
-        logits = tiny(preset).eval()(batch)
+        logits = tiny(preset, ALL).eval()(batch)
         assert torch.isfinite(logits).all(), preset
 
 

@@ -9,10 +9,14 @@ import pytest
 import soundfile as sf
 import soxr
 
-from mm_ray.columns import AUDIO, AUDIO_BYTES, HAS_AUDIO, REJECT, REJECT_DETAIL
-from mm_ray.preprocess.audio import AudioPreprocessor
+from mm_ray.columns import REJECT, REJECT_DETAIL
+from mm_ray.modalities.audio_decode import AudioPreprocessor
 from mm_ray.preprocess.mel import mel_band_edges
 from mm_ray.quarantine import Reason, SampleError
+
+AUDIO = "audio"
+AUDIO_BYTES = "audio_bytes"
+HAS_AUDIO = "has_audio"
 
 RATES = [8000, 22050, 44100, 48000]
 

@@ -11,27 +11,23 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from mm_ray.columns import (
-    ATTENTION_MASK,
-    AUDIO,
-    AUDIO_BYTES,
-    HAS_AUDIO,
-    HAS_IMAGE,
-    HAS_TEXT,
-    IMAGE,
-    IMAGE_BYTES,
-    INPUT_IDS,
-    KEY,
-    LABEL,
-    REJECT,
-    REJECT_DETAIL,
-    TEXT_BYTES,
-)
-from mm_ray.preprocess.audio import AudioPreprocessor
-from mm_ray.preprocess.image import ImagePreprocessor
-from mm_ray.preprocess.text import TextPreprocessor
+from mm_ray.columns import KEY, LABEL, REJECT, REJECT_DETAIL
+from mm_ray.modalities.audio_decode import AudioPreprocessor
+from mm_ray.modalities.image_decode import ImagePreprocessor
+from mm_ray.modalities.text_decode import TextPreprocessor
 from mm_ray.preprocess.tokenizer import train_tokenizer
 from mm_ray.quarantine import Reason
+
+ATTENTION_MASK = "attention_mask"
+AUDIO = "audio"
+AUDIO_BYTES = "audio_bytes"
+HAS_AUDIO = "has_audio"
+HAS_IMAGE = "has_image"
+HAS_TEXT = "has_text"
+IMAGE = "image"
+IMAGE_BYTES = "image_bytes"
+INPUT_IDS = "input_ids"
+TEXT_BYTES = "text_bytes"
 
 
 @dataclasses.dataclass

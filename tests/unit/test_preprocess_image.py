@@ -9,9 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from mm_ray.columns import HAS_IMAGE, IMAGE, IMAGE_BYTES, REJECT, REJECT_DETAIL
-from mm_ray.preprocess.image import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor, normalize_images
+from mm_ray.columns import REJECT, REJECT_DETAIL
+from mm_ray.modalities.image_decode import IMAGENET_MEAN, IMAGENET_STD, ImagePreprocessor, normalize_images
 from mm_ray.quarantine import Reason, SampleError
+
+HAS_IMAGE = "has_image"
+IMAGE = "image"
+IMAGE_BYTES = "image_bytes"
 
 COLOR = (200, 40, 90)
 
@@ -206,7 +210,7 @@ def test_only_the_configured_formats_are_decoded() -> None:
     import numpy as _np
     from PIL import Image as _Image
 
-    from mm_ray.preprocess.image import ImagePreprocessor, formats_for
+    from mm_ray.modalities.image_decode import ImagePreprocessor, formats_for
     from mm_ray.quarantine import Reason as _Reason
     from mm_ray.quarantine import SampleError as _SampleError
 
@@ -222,7 +226,7 @@ def test_only_the_configured_formats_are_decoded() -> None:
 
 
 def test_crop_box_draws_area_and_aspect_like_random_resized_crop():
-    from mm_ray.preprocess.image import crop_box
+    from mm_ray.modalities.image_decode import crop_box
 
     rng = np.random.default_rng(0)
     width, height, min_scale, max_aspect = 400, 300, 0.3, 1.5

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mm_ray.columns import AUDIO, AUDIO_BYTES, HAS_AUDIO
 from mm_ray.config.schema import Config
-from mm_ray.preprocess.audio import AudioPreprocessor
+from mm_ray.modalities.audio_decode import AudioPreprocessor
 from mm_ray.preprocess.mel import dct_matrix, delta, feature_rows, mfcc_features
+
+AUDIO = "audio"
+AUDIO_BYTES = "audio_bytes"
+HAS_AUDIO = "has_audio"
 
 
 def wav(freq: float, rate: int = 22050, seconds: float = 1.2) -> bytes:
@@ -117,4 +120,4 @@ def test_an_mfcc_config_reaches_the_audio_stage_and_the_cache_shapes() -> None:
     manifest = cache_manifest(cfg, summary, [], "{}", 0.0)
     assert pre.output_shape == (39, 101)
     assert manifest["shapes"]["audio"] == [39, 101]
-    assert manifest["preprocess"]["audio"]["features"] == "mfcc"
+    assert manifest["preprocess"]["modalities"]["audio"]["features"] == "mfcc"

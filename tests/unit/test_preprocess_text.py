@@ -6,10 +6,15 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from mm_ray.columns import ATTENTION_MASK, HAS_TEXT, INPUT_IDS, REJECT, REJECT_DETAIL, TEXT_BYTES
-from mm_ray.preprocess.text import TextPreprocessor
+from mm_ray.columns import REJECT, REJECT_DETAIL
+from mm_ray.modalities.text_decode import TextPreprocessor
 from mm_ray.preprocess.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
 from mm_ray.quarantine import Reason, SampleError
+
+ATTENTION_MASK = "attention_mask"
+HAS_TEXT = "has_text"
+INPUT_IDS = "input_ids"
+TEXT_BYTES = "text_bytes"
 
 CORPUS = [
     "A red bus drives down the busy street.",

@@ -18,13 +18,13 @@ import torch
 
 from mm_ray.config.load import ConfigError, load_config
 from mm_ray.data.captions import check_encoder_tokenizer, obtain_tokenizer
+from mm_ray.modalities.text_decode import TextPreprocessor
 from mm_ray.models import FusionModel
 from mm_ray.models.pretrained import PretrainedEncoder, apply_epoch
 from mm_ray.models.pretrained.backbones import build_encoder
-from mm_ray.preprocess.text import TextPreprocessor
 from mm_ray.preprocess.tokenizer import train_tokenizer
 from mm_ray.train.checkpoint import TOKENIZER_FILE, open_checkpoint, save_checkpoint
-from mm_ray.train.encoder_weights import with_image_weights_from_run
+from mm_ray.train.encoder_weights import with_backbone_weights_from_runs
 from mm_ray.train.loop import loop_epoch, seed_everything
 from mm_ray.train.schedule import optimizer_and_schedule
 from mm_ray.train.spec import LoopConfig
@@ -154,7 +154,7 @@ def test_text_pooling(zoo: Zoo, pool: str) -> None:
 
 def test_audio_frames_are_padded_normalised_and_pooled(zoo: Zoo) -> None:
     spec = _loop(zoo).model.encoders["audio"]
-    assert spec["features"] == {"mean": -4.2677393, "std": 4.5689974, "do_normalize": True}
+    assert spec["feature_stats"] == {"mean": -4.2677393, "std": 4.5689974, "do_normalize": True}
     encoder = build_encoder("audio", {**spec, "pool": "cls"}, out_dim=8).eval()
     mels = torch.randn(2, N_MELS, FRAMES)
     seen = []
@@ -234,7 +234,7 @@ def test_a_checkpoint_rebuilds_the_model_without_the_pretrained_files(zoo: Zoo, 
         f"output_dir={tmp_path}",
         "name=fused",
     ]
-    path = with_image_weights_from_run(load_config(None, fused)).model.encoders.image.path
+    path = with_backbone_weights_from_runs(load_config(None, fused)).model.encoders.image.path
     assert path == str(tmp_path / "fused" / "pretrained" / "image.pt")
     saved = torch.load(path, weights_only=True)
     assert saved.keys() == model.encoders["image"].backbone.model.state_dict().keys()
@@ -244,7 +244,7 @@ def test_a_checkpoint_rebuilds_the_model_without_the_pretrained_files(zoo: Zoo, 
     with pytest.raises(
         ConfigError, match=r"model\.encoders\.image\.path: .* holds a torchvision resnet18, not"
     ):
-        with_image_weights_from_run(load_config(None, [*fused, "model.encoders.image.arch=resnet34"]))
+        with_backbone_weights_from_runs(load_config(None, [*fused, "model.encoders.image.arch=resnet34"]))
 
 
 def test_the_text_pool_tokenizes_with_the_models_own_tokenizer(zoo: Zoo, tmp_path: Path) -> None:
@@ -301,7 +301,7 @@ def test_the_default_keeps_mm_rays_own_encoders_and_spec() -> None:
         (["model.encoders.text.path={ast}"], r"model\.encoders\.text\.path: .* is an audio model"),
         (
             ["model.encoders.text.source=torchvision"],
-            r"model\.encoders\.text\.source: torchvision builds image",
+            r"model\.encoders\.text\.source: torchvision does not build text encoders",
         ),
         (["model.encoders.image.unfreeze_after=2"], r"model\.encoders\.image\.unfreeze_after: needs"),
         (["model.encoders.image.pool=cls"], r"model\.encoders\.image\.pool"),

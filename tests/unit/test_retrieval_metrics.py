@@ -50,7 +50,8 @@ def test_identical_embeddings_retrieve_their_pair_and_unrelated_ones_score_chanc
     aligned = unit_rows(n)
     present = {m: np.ones(n, bool) for m in ("image", "audio", "text")}
     embeddings = {"image": aligned, "text": aligned, "audio": unit_rows(n, seed=1)}
-    image, audio = retrieval_scores(embeddings, present, labels, ks=(1, 5), gallery_size=100)
+    pairs = [("image", "text"), ("audio", "text")]
+    image, audio = retrieval_scores(embeddings, present, labels, pairs=pairs, ks=(1, 5), gallery_size=100)
     assert (image["query"], image["gallery"], image["galleries"], image["gallery_size"]) == (
         "image",
         "text",
@@ -78,7 +79,10 @@ def test_only_samples_holding_both_modalities_are_queried() -> None:
 def test_a_pair_the_model_lacks_is_skipped_and_no_common_samples_give_nan() -> None:
     rows = unit_rows(4)
     present = {"image": np.ones(4, bool), "text": np.zeros(4, bool)}
-    (record,) = retrieval_scores({"image": rows, "text": rows}, present, np.arange(4))  # audio->text skipped
+    pairs = [("image", "text"), ("audio", "text")]
+    (record,) = retrieval_scores(
+        {"image": rows, "text": rows}, present, np.arange(4), pairs=pairs
+    )  # audio->text skipped
     assert record["queries"] == 0 and np.isnan(record["recall@1"])
 
 

@@ -86,3 +86,54 @@ def test_an_endpoint_gone_longer_than_the_retries_truncates_the_shard_naming_the
     assert all("after 1 retries with back-off" in r.detail for r in records)
     good = [i.key for i in items if isinstance(i, RawSample)]
     assert good == sorted(read_tar_samples(shard))[: len(good)]  # what came before the cut, in order
+
+
+def test_the_open_is_retried_too(server, shard) -> None:
+    url = server.upload_dir(shard.parent, prefix="retry") + shard.name
+    server.stop()  # away when the shard is opened, longer than the S3 client's own quick retries (~2-3 s)
+    restart = threading.Timer(5.0, server.restart)
+    restart.start()
+    try:
+        items = list(iter_shard(url, storage_options=server.storage_options, retry=FAST))
+    finally:
+        restart.join()
+    assert [i for i in items if isinstance(i, QuarantineRecord)] == []
+    assert sorted(i.key for i in items) == sorted(read_tar_samples(shard))
+
+
+def test_a_missing_object_is_not_retried(server) -> None:
+    started = time.monotonic()
+    slow = Backoff(attempts=3, first_s=5.0, max_s=5.0)  # a retry would take 5 s at least
+    [record] = list(iter_shard("s3://retry/none.tar", storage_options=server.storage_options, retry=slow))
+    assert record.reason == Reason.UNREADABLE_SHARD and time.monotonic() - started < 5.0
+
+
+@pytest.mark.parametrize("versioned", [False, True])
+def test_an_object_replaced_mid_read_ends_the_shard_there_never_splicing_two_versions(
+    server, shard, tmp_path, versioned
+) -> None:
+    if versioned:
+        server.client().put_bucket_versioning(Bucket="retry", VersioningConfiguration={"Status": "Enabled"})
+    url = server.upload_dir(shard.parent, prefix="retry") + shard.name
+    # The replacement: the same keys, other bytes (what a re-run of the writer would upload).
+    other = {}
+    for i in range(12):
+        members = good_sample(100 + i, label=(i + 1) % 3)
+        members["bin"] = os.urandom(500_000)
+        other[f"s{i:02d}"] = members
+    replacement = write_samples(tmp_path / "v2" / shard.name, other)
+    items = iter_shard(url, storage_options=server.storage_options, buffer_size=1 << 20, retry=FAST)
+    first = next(items)  # the first 1 MiB GET is in
+    server.client().upload_file(str(replacement), "retry", f"retry/{shard.name}")
+    rest = list(items)
+    samples = [i for i in [first, *rest] if isinstance(i, RawSample)]
+    records = [i for i in rest if isinstance(i, QuarantineRecord)]
+    assert records and records[-1].reason == Reason.TRUNCATED_SHARD
+    assert "the object changed while it was read" in records[-1].detail
+    truth = read_tar_samples(shard)
+    assert len(samples) < len(truth)  # it stopped where the object changed
+    for sample in samples:  # and everything it kept is the first version's, byte for byte
+        assert (
+            sample.members["bin"] == truth[sample.key]["bin"]
+            and sample.members["jpg"] == truth[sample.key]["jpg"]
+        )

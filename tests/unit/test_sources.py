@@ -171,3 +171,22 @@ def test_s3_credentials_may_come_from_the_environment(s3, s3_shards: str):
     fs, path = filesystem_for(s3_shards + "val-000.tgz", opts)
     assert path == f"{s3.bucket}/{s3_shards.split('/', 3)[3]}val-000.tgz"
     assert fs.get_file_info(path).size > 0
+
+
+def test_a_file_name_that_is_not_utf8_becomes_an_unreadable_shard_naming_it(tmp_path: Path) -> None:
+    """A latin-1 byte in a shard's file name (pyarrow's listing raised UnicodeDecodeError for the whole run):
+    listed with the byte escaped, opened as a named unreadable shard, the other shards read as usual."""
+    root = tmp_path / "shards"
+    write_tar(root / "ok.tar", {"k.txt": b"hi"})
+    write_tar(root / "nested" / "deep.tar", {"d.txt": b"hi"})
+    bad = root.as_posix().encode() + b"/caf\xe9.tar"
+    with open(bad, "wb") as f:  # bytes path: the name cannot be spelled as text
+        f.write(write_tar(tmp_path / "any.tar", {"x.txt": b"hi"}).read_bytes())
+    escaped = f"{root}/caf\\xe9.tar"
+    assert expand_shards(str(root)) == [escaped, f"{root}/ok.tar"]
+    assert expand_shards(f"{root}/*.tar") == [escaped, f"{root}/ok.tar"]
+    assert expand_shards(f"{root}/*/*.tar") == [f"{root}/nested/deep.tar"]
+    [record] = list(iter_shard(escaped))
+    assert record.reason == Reason.UNREADABLE_SHARD and record.shard == escaped
+    assert "not valid UTF-8" in record.detail and "rename it" in record.detail
+    assert [s.key for s in iter_shard(f"{root}/ok.tar")] == ["k"]

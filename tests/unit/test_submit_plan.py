@@ -136,3 +136,58 @@ def test_every_package_source_travels_from_this_checkout() -> None:
     }
     assert every_source and every_source <= set(job.files)
     assert not [f for f in job.files if f.startswith(("tests/", ".git/", ".venv/", "runs/", "data/"))]
+
+
+def test_include_of_an_existing_path_outside_the_project_is_refused(tmp_path: Path) -> None:
+    project, outside = tmp_path / "project", tmp_path / "outside.txt"
+    _project(project)
+    outside.write_text("someone's notes\n")  # it exists: only the inside-the-project rule can refuse it
+    for path in ("../outside.txt", str(outside)):
+        with pytest.raises(SubmitError, match="not a file or directory inside the project directory"):
+            plan_job(["demo"], project_root=project, include=[path])
+
+
+def test_links_are_never_followed_out_of_the_allow_listed_tree(tmp_path: Path) -> None:
+    """A link in the package (``mm_ray/creds.py -> ~/.aws/credentials``), a linked ``pipelines/``, a linked
+    directory inside it, a named config and an ``--include`` that are links: none travels, nor what it points at."""
+    project, home = tmp_path / "project", tmp_path / "home"
+    _project(project)
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials").write_text("aws_secret_access_key = planted\n")
+    (home / "team_pipelines" / "nested").mkdir(parents=True)
+    (home / "team_pipelines" / "theirs.yaml").write_text("name: theirs\n")
+    (home / "team_pipelines" / "nested" / "deep.yaml").write_text("name: deep\n")
+    (project / "mm_ray" / "creds.py").symlink_to(home / ".aws" / "credentials")
+    (project / "mm_ray" / "inner.py").symlink_to(project / "mm_ray" / "data" / "pipeline.py")  # inside, still
+    (project / "pipelines" / "linked").symlink_to(home / "team_pipelines", target_is_directory=True)
+    (project / "extra" / "away").symlink_to(home / ".aws", target_is_directory=True)
+    job = plan_job(["train"], project_root=project, include=["extra"])
+    assert not [
+        f
+        for f in job.files
+        if f.startswith(("mm_ray/creds", "mm_ray/inner", "pipelines/linked", "extra/away"))
+    ]
+    staged = stage(job, project, tmp_path / "staged")
+    assert not any("planted" in p.read_text() for p in staged.rglob("*") if p.is_file())
+
+    # A whole linked pipelines/: none of it travels (the package still does).
+    other = tmp_path / "other"
+    _project(other)
+    for path in sorted((other / "pipelines").iterdir()):
+        path.unlink()
+    (other / "pipelines").rmdir()
+    (other / "pipelines").symlink_to(home / "team_pipelines", target_is_directory=True)
+    job = plan_job(["train"], project_root=other)
+    assert "mm_ray/__init__.py" in job.files and not [f for f in job.files if f.startswith("pipelines/")]
+
+    # Named outright: refused, naming the argument.
+    (project / "configs" / "link.yaml").symlink_to(project / "configs" / "mine.yaml")
+    with pytest.raises(SubmitError, match=r"--config configs/link\.yaml: a symbolic link"):
+        plan_job(["train", "--config", "configs/link.yaml"], project_root=project)
+    (project / "cfglink").symlink_to(project / "configs", target_is_directory=True)
+    with pytest.raises(SubmitError, match=r"--config cfglink/mine\.yaml: a symbolic link, or under one"):
+        plan_job(["train", "--config", "cfglink/mine.yaml"], project_root=project)
+    with pytest.raises(SubmitError, match="--include extra/away: not a file or directory inside the project"):
+        plan_job(["train"], project_root=project, include=["extra/away"])
+    with pytest.raises(SubmitError, match=r"--include cfglink: a symbolic link"):
+        plan_job(["train"], project_root=project, include=["cfglink"])

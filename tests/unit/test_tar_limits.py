@@ -164,12 +164,12 @@ def test_a_caption_over_the_limit_is_rejected_before_tokenizing() -> None:
     import numpy as np
 
     from mm_ray import columns as C
-    from mm_ray.preprocess.text import TextPreprocessor
+    from mm_ray.modalities.text_decode import TextPreprocessor
     from mm_ray.preprocess.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(["a red bus", "a quiet river"], vocab_size=100)
     pre = TextPreprocessor(tokenizer, max_length=8, max_caption_bytes=100)
-    out = pre({C.TEXT_BYTES: np.array([b"a red bus", b"a" * 101], dtype=object)})
+    out = pre({"text_bytes": np.array([b"a red bus", b"a" * 101], dtype=object)})
     assert list(out[C.REJECT]) == ["", Reason.CAPTION_TOO_LONG.value]
     assert "101 bytes, over text.max_caption_bytes=100" in out[C.REJECT_DETAIL][1]
 

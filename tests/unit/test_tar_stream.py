@@ -100,7 +100,7 @@ def test_webdataset_shard_writer_round_trip(tmp_path: Path):
     assert got == truth
     rows = [assemble(RawSample(SHARD, k, m), MemberMap())[0] for k, m in got.items()]
     assert [r[C.LABEL] for r in rows] == [i % 3 for i in range(6)]
-    assert all(r[C.HAS_IMAGE] and r[C.HAS_TEXT] and r[C.HAS_AUDIO] for r in rows)
+    assert all(r["has_image"] and r["has_text"] and r["has_audio"] for r in rows)
 
 
 def write_folder(root: Path, samples: dict[str, dict[str, bytes]]) -> None:
@@ -158,11 +158,11 @@ def test_img2dataset_layout(tmp_path: Path):
     for s in samples:
         row, notes = assemble(s, members)
         assert notes == []
-        assert row[C.TEXT_BYTES] == truth[s.key]["txt"] and row[C.IMAGE_BYTES] == truth[s.key]["jpg"]
-        assert row[C.LABEL] == -1 and not row[C.HAS_AUDIO]
+        assert row["text_bytes"] == truth[s.key]["txt"] and row["image_bytes"] == truth[s.key]["jpg"]
+        assert row[C.LABEL] == -1 and not row["has_audio"]
     # Without the .txt member the JSON caption is the text.
     row, _ = assemble(RawSample(SHARD, "k", {"jpg": b"x", "json": truth["000000001"]["json"]}), members)
-    assert row[C.TEXT_BYTES] == b"json caption 1"
+    assert row["text_bytes"] == b"json caption 1"
 
 
 def test_webdataset_tar_gz():

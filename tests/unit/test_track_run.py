@@ -92,7 +92,7 @@ def test_a_run_is_logged_to_mlflow_and_tensorboard(tmp_path: Path, store: str) -
     params = run.data.params
     assert params["name"] == "tracked" and params["model.preset"] == cfg.model.preset
     assert float(params["train.lr"]) == cfg.train.lr
-    assert json.loads(params["model.modalities"]) == list(cfg.model.modalities)
+    assert json.loads(params["embed.pairs"]) == list(cfg.embed.pairs) and params["model.modalities"] == "null"
     assert params["data.storage_options.endpoint_override"] == "h:9"
     assert not any(SECRET in value for value in params.values())
     assert not any("secret_key" in key for key in params)

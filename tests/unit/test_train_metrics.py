@@ -10,13 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from mm_ray.train.metrics import (
-    SUBSETS,
+    DEFAULT_REGISTRY,
     SubsetMetrics,
     evaluate_subsets,
     format_subset_table,
     mask_modalities,
     parse_subset,
 )
+
+SUBSETS = DEFAULT_REGISTRY.subsets()
 
 B = 4
 
@@ -85,7 +87,7 @@ def test_evaluate_subsets_shows_the_model_each_subset():
     assert model.modes == [False] * len(SUBSETS)  # evaluated in eval mode ...
     assert model.training  # ... and the caller's mode is restored
     # The model predicts "number of present modalities"; the label is 3, so only the full subset is right.
-    assert results["image+audio+text"]["accuracy"] == 1.0
+    assert results["image+text+audio"]["accuracy"] == 1.0
     assert all(results[s]["accuracy"] == 0.0 for s in SUBSETS[:-1])
     assert all(r["samples"] == B for r in results.values())
 
@@ -117,13 +119,13 @@ def test_subset_metrics_empty_is_nan():
 def test_format_subset_table_is_aligned():
     results = {
         "image": {"accuracy": 0.5, "loss": 1.25, "samples": 10},
-        "image+audio+text": {"accuracy": 0.987654, "loss": 0.03, "samples": 1000},
+        "image+text+audio": {"accuracy": 0.987654, "loss": 0.03, "samples": 1000},
     }
     lines = format_subset_table(results).splitlines()
     assert lines[0].split() == ["subset", "samples", "accuracy", "loss"]
     assert len({len(line) for line in lines}) == 1  # every row has the same width
     assert lines[2].split() == ["image", "10", "0.5000", "1.2500"]
-    assert lines[3].split() == ["image+audio+text", "1000", "0.9877", "0.0300"]
+    assert lines[3].split() == ["image+text+audio", "1000", "0.9877", "0.0300"]
     assert lines[2].index("0.5000") == lines[3].index("0.9877")
 
 

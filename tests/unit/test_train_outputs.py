@@ -14,8 +14,10 @@ import yaml
 from PIL import Image
 
 from mm_ray.config.load import as_dict, load_config
-from mm_ray.train.metrics import SUBSETS
+from mm_ray.train.metrics import DEFAULT_REGISTRY
 from mm_ray.train.outputs import json_safe, metric_columns, plot_curves, write_run_outputs
+
+SUBSETS = DEFAULT_REGISTRY.subsets()
 
 TRAIN_KEYS = [f"train_{k}" for k in ("loss", "accuracy", "samples", "steps", "seconds", "samples_per_s")]
 VAL_KEYS = ["val_loss", "val_accuracy", "val_samples"]

@@ -2,9 +2,9 @@
 ``[B, features]``, and ``build_encoder``, which wraps one into a ``PretrainedEncoder`` from its spec (a plain dict
 that checkpoints store, made by ``mm_ray.models.pretrained.resolve``)::
 
-    enc = build_encoder("image", {"source": "torchvision", "arch": "resnet18", "path": "r18.pt", "pool": "avg",
-                                  "freeze": True, "unfreeze_after": 2}, out_dim=64)
-    enc = build_encoder("text", {"source": "transformers", "path": "bert-dir", "pool": "mean",
+    enc = build_encoder("image", {"source": "torchvision", "kind": TORCHVISION_IMAGE, "arch": "resnet18",
+                                  "path": "r18.pt", "pool": "avg", "freeze": True, "unfreeze_after": 2}, out_dim=64)
+    enc = build_encoder("text", {"source": "transformers", "kind": HF_TEXT, "path": "bert-dir", "pool": "mean",
                                  "hf_config": {...config.json...}}, out_dim=64, load_weights=False)
 
 ``load_weights=False`` builds the architecture only (random weights): what a checkpoint restores into, so
@@ -23,10 +23,17 @@ import torch
 from torch import nn
 
 from mm_ray.config.load import ConfigError
-from mm_ray.models.encoders import _token_mask
+from mm_ray.encoders.builtin import _token_mask
+from mm_ray.modalities.image_decode import IMAGENET_MEAN, IMAGENET_STD
 from mm_ray.models.pretrained.encoder import PretrainedEncoder
 from mm_ray.models.pretrained.libraries import torchvision_models, transformers_module
-from mm_ray.preprocess.image import IMAGENET_MEAN, IMAGENET_STD
+
+TORCHVISION_IMAGE = "torchvision_image"
+"""A torchvision classification model on normalised images."""
+HF_TEXT = "hf_text"
+"""A BERT-like ``transformers`` encoder on token ids and a mask."""
+HF_AUDIO = "hf_audio"
+"""An Audio Spectrogram Transformer (``transformers``) on log-mel frames."""
 
 AST_MODEL_TYPE = "audio-spectrogram-transformer"
 AST_FEATURES = {"mean": -4.2677393, "std": 4.5689974, "do_normalize": True}
@@ -96,10 +103,11 @@ class ASTBackbone(nn.Module):
 def build_encoder(
     modality: str, spec: Mapping[str, Any], *, out_dim: int, load_weights: bool = True
 ) -> PretrainedEncoder:
-    """The ``PretrainedEncoder`` for ``modality`` that ``spec`` describes (weights read only with ``load_weights``)."""
+    """The ``PretrainedEncoder`` of ``modality`` that ``spec`` describes (weights read only with ``load_weights``):
+    its ``kind`` (``TORCHVISION_IMAGE``, ``HF_TEXT``, ``HF_AUDIO``) says which backbone."""
     key = f"model.encoders.{modality}"
     schedule = {"freeze": bool(spec.get("freeze")), "unfreeze_after": spec.get("unfreeze_after")}
-    if spec["source"] == "torchvision":
+    if spec["kind"] == TORCHVISION_IMAGE:
         backbone, features = _torchvision(spec, load_weights, key)
         norm = (tuple(spec.get("mean") or IMAGENET_MEAN), tuple(spec.get("std") or IMAGENET_STD))
         return PretrainedEncoder(
@@ -107,17 +115,19 @@ def build_encoder(
         )
     model = _transformers_model(spec, load_weights, key)
     hidden = int(model.config.hidden_size)
-    if modality == "text":
+    if spec["kind"] == HF_TEXT:
         backbone: nn.Module = HFTextBackbone(model, spec["pool"], int(model.config.max_position_embeddings))
     else:
-        backbone = ASTBackbone(model, spec["pool"], int(model.config.max_length), spec.get("features") or {})
+        backbone = ASTBackbone(
+            model, spec["pool"], int(model.config.max_length), spec.get("feature_stats") or {}
+        )
     return PretrainedEncoder(backbone, feature_dim=hidden, out_dim=out_dim, **schedule)
 
 
 def _torchvision(spec: Mapping[str, Any], load_weights: bool, key: str) -> tuple[nn.Module, int]:
     models = torchvision_models(f"{key}.source")
     model = models.get_model(spec["arch"], weights=None)
-    head = _last_linear(model)
+    head = _last_linear(model, f"{key}.arch")
     features = int(model.get_submodule(head).in_features)
     parent, _, attr = head.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, attr, nn.Identity())
@@ -133,13 +143,11 @@ def _torchvision(spec: Mapping[str, Any], load_weights: bool, key: str) -> tuple
     return TorchvisionBackbone(model, head), features
 
 
-def _last_linear(model: nn.Module) -> str:
+def _last_linear(model: nn.Module, key: str) -> str:
     """The name of the last ``nn.Linear`` registered in ``model``: a torchvision classifier's class head."""
     names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     if not names:
-        raise ConfigError(
-            f"model.encoders.image.arch: {type(model).__name__} has no Linear class head to replace"
-        )
+        raise ConfigError(f"{key}: {type(model).__name__} has no Linear class head to replace")
     return names[-1]
 
 

@@ -1,58 +1,78 @@
 """``model.encoders`` -> the encoder specs a ``ModelSpec`` stores, checked on the driver before any worker starts.
 
-    specs = resolve_encoders(cfg.model.encoders, modalities=("image", "text"), max_text_len=32, n_mels=32,
-                             vocab_size=4096, audio=cfg.audio)
-    # {"image": {"source": "torchvision", "arch": "resnet18", "path": ".../r18.pt", "pool": "avg", ...}}
+    specs = resolve_encoders([EncoderRequest(name, encoder_config, spec.library, settings, shapes), ...],
+                             vocab_size=4096)
+    # {"image": {"source": "torchvision", "kind": "torchvision_image", "arch": "resnet18", "path": ..., ...}}
 
 Every mistake is a ``ConfigError`` naming the key at fault: an unknown architecture, a missing weights file or
 model directory, a model directory whose ``config.json`` names a model type the installed ``transformers`` does
 not have (no remote code is ever run), a text model without ``tokenizer.json``, an audio model whose mel bins or
-sample rate differ from ``audio.*``. A spec holds what rebuilding the encoder needs besides its weights: the
-``config.json`` content (``hf_config``) and the audio feature statistics, so a checkpoint is self-contained.
+sample rate differ from ``audio.*``. Which library serves which modality is the modality's own word
+(``ModalitySpec.library``: source -> kind: ``torchvision_image``, ``hf_text``, ``hf_audio``). A spec holds what rebuilding the encoder needs besides its weights: the
+``config.json`` content (``hf_config``) and the audio feature statistics (``feature_stats``), so a checkpoint is self-contained.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mm_ray.config.load import ConfigError, as_dict
-from mm_ray.config.schema import AudioConfig, EncoderConfig, EncodersConfig
-from mm_ray.models.pretrained.backbones import AST_FEATURES, AST_MODEL_TYPE
+from mm_ray.config.load import ConfigError
+from mm_ray.config.schema import AudioConfig, EncoderConfig
+from mm_ray.models.pretrained.backbones import (
+    AST_FEATURES,
+    AST_MODEL_TYPE,
+    HF_AUDIO,
+    HF_TEXT,
+    TORCHVISION_IMAGE,
+)
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 STATE_DICT_SUFFIXES = (".pt", ".pth")
 
 
-def resolve_encoders(
-    encoders: EncodersConfig,
-    *,
-    modalities: Sequence[str],
-    max_text_len: int,
-    n_mels: int,
-    vocab_size: int,
-    audio: AudioConfig,
-) -> dict[str, dict[str, Any]]:
-    """The spec of every non-builtin encoder among ``modalities`` ({} when all are mm_ray's own)."""
+@dataclasses.dataclass(frozen=True)
+class EncoderRequest:
+    """One modality's ``model.encoders.<name>`` setting with what checking it needs."""
+
+    modality: str
+    config: EncoderConfig
+    library: Mapping[str, str]
+    """The modality's library sources -> backbone kinds (``ModalitySpec.library``)."""
+    settings: Any
+    """The modality's preprocessing settings (an audio model checks its mel bins and rate against them)."""
+    shape: Sequence[int]
+    """The per-row shape of the modality's main column (a text model: ``[max_length]``; audio: ``[mels, T]``)."""
+
+
+def resolve_encoders(requests: Iterable[EncoderRequest], *, vocab_size: int) -> dict[str, dict[str, Any]]:
+    """The spec of every non-builtin encoder among ``requests`` ({} when all are mm_ray's own)."""
     specs: dict[str, dict[str, Any]] = {}
-    for modality in modalities:
-        enc: EncoderConfig = getattr(encoders, modality)
+    for request in requests:
+        enc = request.config
         if enc.source == "builtin":
             continue
-        key = f"model.encoders.{modality}"
-        spec = _schedule(enc, key)
-        if enc.source == "torchvision":
-            spec.update(_torchvision(enc, modality, key))
+        key = f"model.encoders.{request.modality}"
+        kind = request.library.get(enc.source)
+        if kind is None:
+            offered = ", ".join(["builtin", *request.library])
+            raise ConfigError(
+                f"{key}.source: {enc.source} does not build {request.modality} encoders ({offered})"
+            )
+        spec = {**_schedule(enc, key), "kind": kind}
+        if kind == TORCHVISION_IMAGE:
+            spec.update(_torchvision(enc, key))
         else:
-            spec.update(_transformers(enc, modality, key))
-            if modality == "text":
-                _check_text(spec, key, max_text_len, vocab_size)
-            else:
-                spec["features"] = _check_audio(spec, enc, key, n_mels, audio)
-        specs[modality] = spec
+            spec.update(_transformers(enc, key))
+            if kind == HF_TEXT:
+                _check_text(spec, key, request.modality, request.shape[0], vocab_size)
+            elif kind == HF_AUDIO:
+                spec["feature_stats"] = _check_audio(spec, enc, key, request)
+        specs[request.modality] = spec
     return specs
 
 
@@ -64,11 +84,9 @@ def _schedule(enc: EncoderConfig, key: str) -> dict[str, Any]:
     return {"source": enc.source, "freeze": enc.freeze, "unfreeze_after": enc.unfreeze_after}
 
 
-def _torchvision(enc: EncoderConfig, modality: str, key: str) -> dict[str, Any]:
+def _torchvision(enc: EncoderConfig, key: str) -> dict[str, Any]:
     from mm_ray.models.pretrained.libraries import torchvision_models
 
-    if modality != "image":
-        raise ConfigError(f"{key}.source: torchvision builds image encoders; use transformers for {modality}")
     if enc.pool not in ("default", "avg"):
         raise ConfigError(
             f"{key}.pool: a torchvision model pools with its own global average ('avg'), got {enc.pool!r}"
@@ -107,9 +125,7 @@ def _state_dict_file(path: str, key: str) -> str:
     return str(p.resolve())
 
 
-def _transformers(enc: EncoderConfig, modality: str, key: str) -> dict[str, Any]:
-    if modality == "image":
-        raise ConfigError(f"{key}.source: image encoders come from torchvision")
+def _transformers(enc: EncoderConfig, key: str) -> dict[str, Any]:
     if enc.pool == "avg":
         raise ConfigError(f"{key}.pool: a transformers encoder pools with 'cls' or 'mean', got 'avg'")
     if enc.mean is not None or enc.std is not None:
@@ -144,7 +160,7 @@ def _check_model_type(hf_config: Mapping[str, Any], key: str) -> None:
         )
 
 
-def _check_text(spec: dict[str, Any], key: str, max_text_len: int, vocab_size: int) -> None:
+def _check_text(spec: dict[str, Any], key: str, modality: str, max_text_len: int, vocab_size: int) -> None:
     config = spec["hf_config"]
     if config["model_type"] == AST_MODEL_TYPE:
         raise ConfigError(f"{key}.path: {spec['path']} is an audio model, not a text encoder")
@@ -155,7 +171,7 @@ def _check_text(spec: dict[str, Any], key: str, max_text_len: int, vocab_size: i
     positions = config.get("max_position_embeddings")
     if positions is not None and max_text_len > positions:
         raise ConfigError(
-            f"text.max_length: {max_text_len} tokens, the model at {key}.path reads at most {positions}"
+            f"{modality}.max_length: {max_text_len} tokens, the model at {key}.path reads at most {positions}"
         )
     if config.get("vocab_size") is not None and vocab_size > config["vocab_size"]:
         raise ConfigError(
@@ -164,7 +180,9 @@ def _check_text(spec: dict[str, Any], key: str, max_text_len: int, vocab_size: i
         )
 
 
-def _check_audio(spec: dict[str, Any], enc: EncoderConfig, key: str, n_mels: int, audio: AudioConfig) -> dict:
+def _check_audio(spec: dict[str, Any], enc: EncoderConfig, key: str, request: EncoderRequest) -> dict:
+    audio: AudioConfig = request.settings
+    n_mels, prefix = request.shape[0], request.modality
     config = spec["hf_config"]
     if config["model_type"] != AST_MODEL_TYPE:
         raise ConfigError(
@@ -172,10 +190,10 @@ def _check_audio(spec: dict[str, Any], enc: EncoderConfig, key: str, n_mels: int
             f"{AST_MODEL_TYPE!r}), got {config['model_type']!r}"
         )
     if audio.features != "log_mel":
-        raise ConfigError(f"audio.features: an AST reads log-mel frames, got {audio.features!r}")
+        raise ConfigError(f"{prefix}.features: an AST reads log-mel frames, got {audio.features!r}")
     if config.get("num_mel_bins") != n_mels:
         raise ConfigError(
-            f"audio.n_mels: {n_mels} mel bins, the model at {key}.path reads {config.get('num_mel_bins')}"
+            f"{prefix}.n_mels: {n_mels} mel bins, the model at {key}.path reads {config.get('num_mel_bins')}"
         )
     extractor = Path(spec["path"]) / "preprocessor_config.json"
     features = dict(AST_FEATURES)
@@ -185,7 +203,7 @@ def _check_audio(spec: dict[str, Any], enc: EncoderConfig, key: str, n_mels: int
         rate = saved.get("sampling_rate")
         if rate is not None and rate != audio.sample_rate:
             raise ConfigError(
-                f"audio.sample_rate: {audio.sample_rate} Hz, the model at {key}.path expects {rate} Hz"
+                f"{prefix}.sample_rate: {audio.sample_rate} Hz, the model at {key}.path expects {rate} Hz"
             )
     return features
 
@@ -200,6 +218,6 @@ def _read_json(path: Path, key: str) -> dict[str, Any]:
     return data
 
 
-def configured(encoders: EncodersConfig) -> bool:
-    """Whether any modality's encoder comes from a library."""
-    return any(v["source"] != "builtin" for v in as_dict(encoders).values())
+def configured(encoders: Iterable[EncoderConfig]) -> bool:
+    """Whether any of the modalities' encoders comes from a library."""
+    return any(enc.source != "builtin" for enc in encoders)

@@ -37,9 +37,15 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from PIL import Image
 
-from mm_ray.columns import HAS_IMAGE, IMAGE, IMAGE_BYTES, REJECT, REJECT_DETAIL
+from mm_ray.columns import REJECT, REJECT_DETAIL
+from mm_ray.modalities.spec import presence_column, raw_column
 from mm_ray.preprocess.batch import decode_rows, reject_columns
 from mm_ray.quarantine import Reason, SampleError
+
+NAME = "image"
+IMAGE = NAME
+"""The model-ready column: uint8 ``[3, size, size]``."""
+IMAGE_BYTES, HAS_IMAGE = raw_column(NAME), presence_column(NAME)
 
 if TYPE_CHECKING:
     import torch

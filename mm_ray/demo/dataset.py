@@ -2,7 +2,7 @@
 
 Usage::
 
-    from mm_ray.demo.generate import make_shards, load_manifest, shard_paths
+    from mm_ray.demo.dataset import make_shards, load_manifest, shard_paths
 
     manifest = make_shards("data/demo", num_samples=10_000, seed=0, workers=4)
     manifest["bayes_accuracy"], manifest["caps"]["image"], manifest["additive_fusion"]
@@ -181,7 +181,9 @@ def shard_paths(path: str | os.PathLike, split: str) -> list[str]:
     return [os.path.join(root, name) for name in load_manifest(path)["shards"][split]]
 
 
-def generate(demo: DemoConfig, out_dir: str | os.PathLike, progress: ProgressFactory | None = None) -> dict:
+def write_dataset(
+    demo: DemoConfig, out_dir: str | os.PathLike, progress: ProgressFactory | None = None
+) -> dict:
     """``make_shards`` with the settings of a config's ``demo`` section; returns the manifest."""
     done = [0]
 
@@ -200,7 +202,7 @@ def generate(demo: DemoConfig, out_dir: str | os.PathLike, progress: ProgressFac
         )
 
 
-def reuse_or_generate(
+def reuse_or_write(
     demo: DemoConfig, shard_dir: str | os.PathLike, progress: ProgressFactory | None = None
 ) -> dict:
     """The manifest of the shards in ``shard_dir`` when they were generated with ``demo``'s settings, else
@@ -219,4 +221,4 @@ def reuse_or_generate(
             return manifest
     except (FileNotFoundError, ValueError, KeyError):
         pass
-    return generate(demo, shard_dir, progress)
+    return write_dataset(demo, shard_dir, progress)

@@ -1,9 +1,10 @@
-"""Per-modality encoders: each maps one modality's model-ready batch column to ``[B, out_dim]``.
+"""The built-in unimodal encoders: each maps one modality's model-ready batch column to ``[B, out_dim]``.
 
     image = ImageEncoder(width=64, depth=2, out_dim=64)        # float32 [B, 3, S, S] (normalized)
     text = TextEncoder(vocab_size=8192, dim=64, depth=2, out_dim=64)  # int ids [B, L] + mask [B, L]
     text = LSTMTextEncoder(vocab_size=8192, dim=64, depth=1, out_dim=64)  # same inputs, an RNN inside
     audio = AudioEncoder(n_mels=64, width=64, depth=2, out_dim=64)     # log-mel float32 [B, n_mels, T]
+    features = FeaturesEncoder(in_dim=512, width=64, depth=2, out_dim=64)  # float32 [B, ...] (flattened)
 
 ``depth=0`` gives the *shallow* form used by early fusion: only the stem and a global pool, so
 the joint network sees low-level features. Normalization is per sample (GroupNorm / LayerNorm,
@@ -192,3 +193,25 @@ class AudioEncoder(nn.Module):
         """float32 ``[B, n_mels, T]`` -> ``[B, out_dim]``."""
         h = self.features(self.input_norm(mels))
         return self.proj(torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1))
+
+
+class FeaturesEncoder(nn.Module):
+    """An MLP over a precomputed array, flattened: LayerNorm of the input (embeddings from elsewhere come at any
+    scale), ``max(1, depth)`` hidden layers of ``2 * width`` units, a linear projection. ``depth=0`` (early
+    fusion's shallow form) keeps one hidden layer."""
+
+    def __init__(self, *, in_dim: int, width: int = 64, depth: int = 2, out_dim: int = 64):
+        super().__init__()
+        hidden = 2 * width
+        layers: list[nn.Module] = [nn.LayerNorm(in_dim)]
+        size = in_dim
+        for _ in range(max(1, depth)):
+            layers += [nn.Linear(size, hidden), nn.GELU()]
+            size = hidden
+        layers.append(nn.Linear(size, out_dim))
+        self.net = nn.Sequential(*layers)
+        self.out_dim = out_dim
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """float ``[B, ...]`` -> ``[B, out_dim]``."""
+        return self.net(features.flatten(1))

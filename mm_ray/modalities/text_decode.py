@@ -19,10 +19,16 @@ from __future__ import annotations
 import numpy as np
 from tokenizers import Tokenizer
 
-from mm_ray.columns import ATTENTION_MASK, HAS_TEXT, INPUT_IDS, REJECT, REJECT_DETAIL, TEXT_BYTES
+from mm_ray.columns import REJECT, REJECT_DETAIL
+from mm_ray.modalities.spec import presence_column, raw_column
 from mm_ray.preprocess.batch import decode_rows, reject_columns
 from mm_ray.preprocess.tokenizer import PAD, load_tokenizer
 from mm_ray.quarantine import Reason, SampleError
+
+NAME = "text"
+INPUT_IDS, ATTENTION_MASK = "input_ids", "attention_mask"
+"""The model-ready columns: int32 token ids and the int8 attention mask, ``[max_length]`` each."""
+TEXT_BYTES, HAS_TEXT = raw_column(NAME), presence_column(NAME)
 
 PAD_TOKENS = (PAD, "<pad>")
 """Padding tokens looked for, in order: mm_ray's and BERT's ``[PAD]``, then RoBERTa-style ``<pad>`` (a text

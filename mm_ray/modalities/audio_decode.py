@@ -32,7 +32,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from mm_ray.columns import AUDIO, AUDIO_BYTES, HAS_AUDIO, REJECT, REJECT_DETAIL
+from mm_ray.columns import REJECT, REJECT_DETAIL
+from mm_ray.modalities.spec import presence_column, raw_column
 from mm_ray.preprocess.batch import decode_rows, reject_columns
 from mm_ray.preprocess.mel import (
     dct_matrix,
@@ -44,6 +45,11 @@ from mm_ray.preprocess.mel import (
     num_frames,
 )
 from mm_ray.quarantine import Reason, SampleError
+
+NAME = "audio"
+AUDIO = NAME
+"""The model-ready column: float32 ``[feature rows, frames]`` (log-mel or MFCC)."""
+AUDIO_BYTES, HAS_AUDIO = raw_column(NAME), presence_column(NAME)
 
 CropMode = Literal["start", "center", "random"]
 Features = Literal["log_mel", "mfcc"]

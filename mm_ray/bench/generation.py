@@ -12,7 +12,7 @@ every trainer shares (``loop_epoch``; one process, no Ray Train):
 - ``mvae`` and ``cgan`` on the usual label (their classifiers) and their generative losses.
 
 For every validation caption it draws one image from the text alone and reads its topic back (a) from the
-background colour (``mm_ray.generation.topics``, independent of any model) and (b) with the topic reader; the
+background colour (``mm_ray.bench.topics``, independent of any model) and (b) with the topic reader; the
 reference is the topic the caption names. Real validation images are scored the same way (their colour is
 itself corrupted at the benchmark's rate, so they agree with their caption less than perfectly), and chance is
 1/K. Diversity: the mean pairwise distance of ``samples`` draws for one caption per topic (RMS per pixel, 0..1),
@@ -32,20 +32,22 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from mm_ray.bench.topics import colour_topics, pairwise_distance
 from mm_ray.bench.train import cache_columns, plain_trainer, shuffled_batches
-from mm_ray.columns import IMAGE, KEY, LABEL
+from mm_ray.columns import KEY, LABEL
 from mm_ray.config.schema import Config
-from mm_ray.demo.generate import shard_paths
+from mm_ray.demo.dataset import shard_paths
 from mm_ray.demo.shards import shard_file_name, shard_latents
 from mm_ray.generation.media import image_grid
-from mm_ray.generation.topics import colour_topics, pairwise_distance
+from mm_ray.modalities.image import IMAGE
+from mm_ray.modalities.text import TEXT
 from mm_ray.progress import ProgressFactory
 from mm_ray.tables import format_table
 from mm_ray.train.loop import loop_epoch
 
 logger = logging.getLogger(__name__)
 
-MODELS = {"mvae": ("image", "text"), "cgan": ("image", "text")}
+MODELS = {"mvae": (IMAGE.name, TEXT.name), "cgan": (IMAGE.name, TEXT.name)}
 """The generative presets compared, and the modalities each trains on: the two the measured direction (text ->
 image) needs; an audio encoder and decoder would only add cost here (``mm-ray generate --to audio`` uses them)."""
 READER = "unimodal_image"
@@ -70,7 +72,7 @@ def bench_generation(
     the reader always are). Returns
     ``{"rows": [...], "topics": K, "train": {model: {...}}, "grid": path}``.
     """
-    from mm_ray.demo.generate import reuse_or_generate
+    from mm_ray.demo.dataset import reuse_or_write
     from mm_ray.demo.run import demo_caches
 
     unknown = sorted(set(presets) - set(MODELS))
@@ -78,7 +80,7 @@ def bench_generation(
         raise ValueError(f"presets must name some of {list(MODELS)}, got {list(presets)}")
     presets = tuple(m for m in MODELS if m in presets)
     work_dir = Path(work_dir)
-    manifest = reuse_or_generate(cfg.demo, work_dir / "shards", progress)
+    manifest = reuse_or_write(cfg.demo, work_dir / "shards", progress)
     shards = {split: shard_paths(work_dir / "shards", split) for split in ("train", "val")}
     caches = demo_caches(cfg, work_dir, shards, manifest, progress)
     data = {split: _columns(cache.uri) for split, cache in caches.items()}
@@ -148,7 +150,7 @@ def _image_topics(keys: np.ndarray, manifest: dict[str, Any]) -> dict[str, np.nd
 
 
 def _train(cfg: Config, preset: str, cache, columns, epochs: int, k: int):
-    modalities = MODELS.get(preset, ("image",))
+    modalities = MODELS.get(preset, (IMAGE.name,))
     run = dataclasses.replace(
         cfg,
         model=dataclasses.replace(cfg.model, preset=preset, modalities=list(modalities)),
@@ -178,12 +180,14 @@ def _read_topics(reader, images: np.ndarray) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for start in range(0, len(images), 256):
-            out.append(reader({IMAGE: torch.from_numpy(images[start : start + 256])}).argmax(-1).numpy())
+            out.append(
+                reader({IMAGE.column: torch.from_numpy(images[start : start + 256])}).argmax(-1).numpy()
+            )
     return np.concatenate(out)
 
 
 def _score_real(reader, val, topics, k: int) -> dict[str, Any]:
-    images = val[IMAGE]
+    images = val[IMAGE.column]
     truth = topics["text_topic"]
     by_topic = [images[truth == t][:8].astype(np.float32) / 255.0 for t in range(k)]
     return {
@@ -200,18 +204,20 @@ def _score_real(reader, val, topics, k: int) -> dict[str, Any]:
 def _score_model(name, model, reader, val, topics, k: int, samples: int):
     truth = topics["text_topic"]
     text = {c: torch.from_numpy(np.ascontiguousarray(v)) for c, v in val.items()
-            if c in ("input_ids", "attention_mask", "has_text")}  # fmt: skip
+            if c in (*TEXT.column_names, TEXT.presence_column)}  # fmt: skip
     rng = torch.Generator().manual_seed(0)
     drawn = []
     for start in range(0, len(truth), 256):
         part = {c: v[start : start + 256] for c, v in text.items()}
-        drawn.append(model.generate(part, target="image", sources=("text",), samples=1, generator=rng)[:, 0])
+        drawn.append(
+            model.generate(part, target=IMAGE.name, sources=(TEXT.name,), samples=1, generator=rng)[:, 0]
+        )
     images = _to_uint8(torch.cat(drawn).numpy())
     # One caption per topic (the first naming it), ``samples`` draws each: the grid and the diversity.
     first = [int(np.flatnonzero(truth == t)[0]) for t in range(k)]
     part = {c: v[first] for c, v in text.items()}
     per_caption = model.generate(
-        part, target="image", sources=("text",), samples=samples, generator=rng
+        part, target=IMAGE.name, sources=(TEXT.name,), samples=samples, generator=rng
     ).numpy()
     row = {
         "images": f"{name}: generated from text",
@@ -231,7 +237,7 @@ def _real_examples(val, truth: np.ndarray, k: int, samples: int) -> np.ndarray:
     """``[k, samples, 3, S, S]`` real validation images in [0, 1], ``samples`` per topic their caption names."""
     rows = []
     for t in range(k):
-        picked = val[IMAGE][truth == t][:samples].astype(np.float32) / 255.0
+        picked = val[IMAGE.column][truth == t][:samples].astype(np.float32) / 255.0
         pad = np.ones((samples - len(picked), *picked.shape[1:]), dtype=np.float32)
         rows.append(np.concatenate([picked, pad]))
     return np.stack(rows)
