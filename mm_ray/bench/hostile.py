@@ -160,15 +160,15 @@ def _run_case(spec: dict[str, Any]) -> dict[str, Any]:
         cache = build_cache(cfg, [spec["shard"]], spec["cache"])
     seconds = time.perf_counter() - started
     group, peak = monitor.largest_process()
-    ingest = cache.manifest["ingest"]
+    ingest = cache.manifest.ingest
     return {
         "seconds": round(seconds, 1),
         "largest_process_mb": round(peak),
         "largest_process": group,
         "tree_peak_mb": round(monitor.peak_pss_mb),
-        "samples_ok": ingest["samples_ok"],
-        "quarantine_reasons": ingest["quarantine_reasons"],
-        "members_ignored": ingest.get("members_ignored", {}),
+        "samples_ok": ingest.samples_ok,
+        "quarantine_reasons": ingest.quarantine_reasons,
+        "members_ignored": ingest.members_ignored,
     }
 
 

@@ -28,7 +28,7 @@ from mm_ray.bench import train as train_bench
 from mm_ray.bench.measure import median_run, run_spec
 from mm_ray.config.load import load_config
 from mm_ray.config.schema import Config
-from mm_ray.data.cache import MANIFEST, Cache, CacheError, preprocess_config_hash
+from mm_ray.data.cache import MANIFEST, Cache, CacheError
 from mm_ray.data.captions import obtain_tokenizer
 from mm_ray.demo.dataset import reuse_or_write, shard_paths
 from mm_ray.tables import format_table
@@ -360,8 +360,6 @@ def cache_is_current(cache: Path, cfg: Config, urls: list[str]) -> bool:
         return False
     written = (cache / MANIFEST).stat().st_mtime
     local = [u for u in urls if "://" not in u]
-    return (
-        opened.manifest.get("config_hash") == preprocess_config_hash(cfg, tokenizer_json)
-        and sorted(opened.manifest.get("shards", [])) == sorted(urls)
-        and all(os.path.getmtime(u) <= written for u in local)
+    return opened.manifest.made_by(cfg, tokenizer_json, urls) and all(
+        os.path.getmtime(u) <= written for u in local
     )

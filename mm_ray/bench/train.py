@@ -40,6 +40,7 @@ from typing import Any
 
 from mm_ray.bench.measure import run_spec
 from mm_ray.config.schema import Config
+from mm_ray.data.manifest import PreprocessingRecord
 
 MODES = ("plain", "ray1", "ray2")
 SHARD_MODES = ("loader", "stream1", "ray1")
@@ -97,7 +98,7 @@ def plain_trainer(
     tokenizer_json: str,
     num_classes: int,
     rows: int,
-    preprocessing: Mapping[str, Any] | None,
+    preprocessing: PreprocessingRecord | None,
     device: str = "cpu",
 ) -> tuple[Any, Any, Any, Any]:
     """(loop config, model, optimizer, scheduler) built exactly as ``train_fn_per_worker`` builds them."""
@@ -220,8 +221,8 @@ def run_loader(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, An
     import torch
 
     from mm_ray.bench.baselines import dataloader_batches
-    from mm_ray.data.cache import model_ready_shapes, preprocessing_of
     from mm_ray.data.captions import obtain_tokenizer
+    from mm_ray.data.manifest import model_ready_shapes, preprocessing_of
     from mm_ray.data.members import member_map
     from mm_ray.data.pipeline import decoders_of
     from mm_ray.data.sources import expand_shards

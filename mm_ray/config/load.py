@@ -67,6 +67,34 @@ def config_from_dict(
     return build(Config, merged, prefix="")
 
 
+def with_keys(cfg: Any, keys: typing.Mapping[str, Any]) -> Any:
+    """``cfg`` (a ``Config``, or any section) with the dotted ``keys`` set to their values, each checked like an
+    override of the user's (``ConfigError`` naming the key); the sections not named stay the same objects."""
+    for key, value in keys.items():
+        cfg = _set_key(cfg, key.split("."), value, prefix="")
+    return cfg
+
+
+def _set_key(node: Any, parts: list[str], value: Any, prefix: str) -> Any:
+    name, rest = parts[0], parts[1:]
+    key = _join(prefix, name)
+    if isinstance(node, dict):  # a mapping field (``modalities.settings``): its values are plain data
+        return {**node, name: _set_key(node.get(name, {}), rest, value, key) if rest else value}
+    if not dataclasses.is_dataclass(node):
+        raise ConfigError(f"{key}: {prefix} is not a section, got {_show(node)}")
+    names = [f.name for f in dataclasses.fields(node)]
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean '{_join(prefix, close[0])}'?)" if close else f" (known: {', '.join(names)})"
+        raise ConfigError(f"unknown key '{key}'{hint}")
+    current = getattr(node, name)
+    if rest:
+        new = _set_key(current, rest, value, key)
+    else:
+        new = check(typing.get_type_hints(type(node))[name], value, key, current)
+    return dataclasses.replace(node, **{name: new})
+
+
 def _merge_into(base: dict[str, Any], over: typing.Mapping[str, Any]) -> None:
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

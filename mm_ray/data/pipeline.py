@@ -29,10 +29,11 @@ import ray.data
 
 from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
-from mm_ray.data.cache import model_ready_shapes, row_bytes
+from mm_ray.data.cache import row_bytes
 from mm_ray.data.datasource import ShardDatasource
 from mm_ray.data.epochs import shuffled_per_epoch
 from mm_ray.data.ledger import QuarantineLedger, check_error_budget, ledger_get, write_quarantine_log
+from mm_ray.data.manifest import model_ready_shapes
 from mm_ray.data.members import MemberMap, member_map
 from mm_ray.data.resources import IngestPlan, plan_ingest
 from mm_ray.data.sources import expand_shards

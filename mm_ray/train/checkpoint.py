@@ -37,7 +37,7 @@ import torch
 
 from mm_ray.config.load import ConfigError, as_dict, config_from_dict
 from mm_ray.config.schema import Config
-from mm_ray.data.cache import model_ready_shapes
+from mm_ray.data.manifest import model_ready_shapes
 from mm_ray.data.sources import ShardSpecError
 from mm_ray.modalities.registry import BUILTIN, modalities_of, settings_of
 from mm_ray.train.spec import LoopConfig, read_loop_config

@@ -424,7 +424,7 @@ def decoded(cfg: Config, records: Sequence[dict[str, Any]] = ()) -> dict[str, in
         )
     for split, cache in (("train_cache", cfg.train.cache), ("val_cache", cfg.train.val_cache)):
         if cache:
-            counts[split] = int(Cache.open(cache, cfg.data.storage_options).manifest["samples_read"])
+            counts[split] = Cache.open(cache, cfg.data.storage_options).manifest.samples_read
     return counts
 
 
@@ -557,5 +557,5 @@ def ensure_caches(cfg: Config) -> dict[str, int]:
         # The val cache must share the train cache's tokenizer: token ids index one embedding table.
         made = build_cache(cfg, shards, cache, tokenizer_json=tokenizer_json)
         tokenizer_json = tokenizer_json or made.tokenizer_json
-        decoded[key] = int(made.manifest["samples_read"])
+        decoded[key] = made.manifest.samples_read
     return decoded

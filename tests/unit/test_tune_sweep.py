@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import yaml
+from cachekit import write_manifest
 
 from mm_ray.cli.main import main
 from mm_ray.config.load import ConfigError, as_dict, load_config
@@ -23,8 +23,7 @@ SPACE = {
 def setup(tmp_path: Path) -> list[str]:
     """Overrides for a plannable sweep: a space file and two directories that look like caches."""
     for split in ("train", "val"):
-        (tmp_path / split).mkdir()
-        (tmp_path / split / "manifest.json").write_text(json.dumps({"samples_read": 10}))
+        write_manifest(tmp_path / split, samples_read=10)
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
     return [
         "name=s",
