@@ -53,7 +53,10 @@ def encoder_spec(modality: str, saved: Mapping[str, Any]) -> dict[str, Any]:
     """A library encoder's spec as a checkpoint saved it, in today's words: the backbone ``kind`` that the first
     format left to the modality's name, and an audio model's feature statistics, once saved as ``features``."""
     spec = dict(saved)
-    spec.setdefault("kind", BUILTIN[modality].library_kinds[spec["source"]])
+    if "kind" not in spec and modality in BUILTIN:
+        kind = BUILTIN[modality].library_kinds.get(spec.get("source"))
+        if kind is not None:
+            spec["kind"] = kind
     if "features" in spec:
         spec["feature_stats"] = spec.pop("features")
     return spec

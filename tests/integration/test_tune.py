@@ -95,8 +95,8 @@ def test_a_four_trial_sweep_exports_a_runnable_best_config(caches, tmp_path: Pat
     assert summary["decoded"] == {
         "trials": 0,
         "this_run": 0,
-        "train_cache": Cache.open(str(caches[0])).manifest["samples_read"],
-        "val_cache": Cache.open(str(caches[1])).manifest["samples_read"],
+        "train_cache": Cache.open(str(caches[0])).manifest.samples_read,
+        "val_cache": Cache.open(str(caches[1])).manifest.samples_read,
     }
     # The leaderboard: a header, a rule and one row per trial, best first.
     table = [line for line in out.splitlines() if line.startswith("| ")]
