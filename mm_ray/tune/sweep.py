@@ -3,7 +3,7 @@
     import mm_ray
 
     result = mm_ray.sweep(mm_ray.load_config("pipelines/tune_small.yaml"))   # starts or joins Ray
-    result.best["preset"], result.summary["trial_epochs_fraction"], result.leaderboard()
+    result.best.preset, result.summary["trial_epochs_fraction"], result.leaderboard()
     result = mm_ray.resume_sweep("runs/tune_small")    # after Ctrl-C / a crash: the unfinished trials only
 
     sweep = plan_sweep(cfg)                      # the steps: validate, load tune.space, fix paths, num_classes
@@ -368,7 +368,7 @@ def collect(sweep: Sweep, grid: Any, *, concurrent: int | None) -> dict[str, Any
     outputs.update(
         best_by_preset_png=str(out / "best_by_preset.png"), trial_curves_png=str(out / "trial_curves.png")
     )
-    statuses = [r["status"] for r in records]
+    statuses = [r.status for r in records]
     summary = {
         "experiment": sweep.experiment_path,
         "trials": len(records),
@@ -377,7 +377,7 @@ def collect(sweep: Sweep, grid: Any, *, concurrent: int | None) -> dict[str, Any
         "interrupted": grid.num_terminated + grid.num_errors < len(grid) or len(grid) < sweep.trials,
         "max_concurrent_trials": concurrent,
         **results.trial_epochs(records, trials=sweep.trials, max_epochs=cfg.train.epochs),
-        "best": _best_summary(records[0]) if records and records[0]["best"] is not None else None,
+        "best": _best_summary(records[0]) if records and records[0].best is not None else None,
         "decoded": decoded(cfg, records),
         "outputs": outputs,
         "tracking": sweep_tracking(cfg, sweep.experiment_path),
@@ -388,7 +388,7 @@ def collect(sweep: Sweep, grid: Any, *, concurrent: int | None) -> dict[str, Any
     return summary
 
 
-def _record(sweep: Sweep, result: Any) -> dict[str, Any]:
+def _record(sweep: Sweep, result: Any) -> results.TrialRecord:
     cfg = sweep.cfg
     frame = result.metrics_dataframe
     rows = frame.to_dict("records") if frame is not None else []
@@ -407,12 +407,12 @@ def _record(sweep: Sweep, result: Any) -> dict[str, Any]:
     )
 
 
-def _best_summary(record: dict[str, Any]) -> dict[str, Any]:
-    keys = ("trial_id", "preset", "best", "best_epoch", "epochs_run", "checkpoint", "params")
-    return {k: record[k] for k in keys}
+def _best_summary(record: results.TrialRecord) -> dict[str, Any]:
+    """What summary.json keeps of the best trial: its record without the history and status."""
+    return {k: v for k, v in record.to_dict().items() if k not in ("history", "status", "error")}
 
 
-def decoded(cfg: Config, records: Sequence[dict[str, Any]] = ()) -> dict[str, int]:
+def decoded(cfg: Config, records: Sequence[results.TrialRecord] = ()) -> dict[str, int]:
     """Samples decoded from raw shards into the caches the trials read (once, by ``mm-ray preprocess``),
     and by the trials themselves: none when they read model-ready Parquet; when they stream the shards,
     every epoch of every trial decodes its samples again."""
@@ -420,7 +420,7 @@ def decoded(cfg: Config, records: Sequence[dict[str, Any]] = ()) -> dict[str, in
     if streams(cfg):
         # A trial's ledger counts each sample once however many epochs read it: times the epochs it ran.
         counts["trials"] = sum(
-            r["history"][-1].get("ingest_samples_read", 0) * r["epochs_run"] for r in records if r["history"]
+            r.history[-1].get("ingest_samples_read", 0) * r.epochs_run for r in records if r.history
         )
     for split, cache in (("train_cache", cfg.train.cache), ("val_cache", cfg.train.val_cache)):
         if cache:
@@ -449,12 +449,14 @@ class SweepResult:
 
     sweep: Sweep
     summary: dict[str, Any]
-    records: list[dict[str, Any]]
+    records: list[results.TrialRecord]
+    """Best first (``mm_ray.tune.results.rank``)."""
 
     @property
-    def best(self) -> dict[str, Any] | None:
-        """The best trial (``trial_id``, ``preset``, ``best``, ``params``, ...), None when none scored."""
-        return self.summary["best"]
+    def best(self) -> results.TrialRecord | None:
+        """The best trial's record (``trial_id``, ``preset``, ``best``, ``params``, ...), None when none scored."""
+        first = self.records[0] if self.records else None
+        return first if first is not None and first.best is not None else None
 
     @property
     def interrupted(self) -> bool:

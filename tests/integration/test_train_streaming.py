@@ -248,7 +248,7 @@ def test_a_sweep_streams_the_shards_in_every_trial(shards, tmp_path: Path) -> No
     assert summary["max_concurrent_trials"] == 1  # each streaming trial runs its own pools
     good = _good_rows(shards["train"])
     for record in result.records:
-        last = record["history"][-1]
+        last = record.history[-1]
         assert last["train_samples"] == good and last["ingest_samples_quarantined"] == 2
         assert last["val_samples"] == _good_rows(shards["val"])
     # Every trial decoded every sample it read (no cache): two trials x one epoch x (good + 2 bad).
