@@ -5,6 +5,8 @@ Every record mm_ray writes to a file is a frozen dataclass with one writer (``to
 one it needs, fails naming the field rather than surfacing later as a ``KeyError``::
 
     fields = record_fields(CacheManifest, data, "cache manifest")    # a dict of the known fields, or RecordError
+    run = read_record(TrainRun, data, "bench train result")         # nested records built from their type hints
+    plain(run)                                                       # and back to plain data
 
 Pure Python.
 """
@@ -12,6 +14,8 @@ Pure Python.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,9 +52,38 @@ def record_fields(cls: type, data: Any, what: str, *, unsaved: Sequence[str] = (
     return dict(data)
 
 
-def plain(record: Any) -> dict[str, Any]:
-    """A record's fields as plain data (tuples as lists, nested records as dicts): the start of a writer."""
-    return {f.name: _plain(getattr(record, f.name)) for f in dataclasses.fields(record)}
+def read_record(cls: type, data: Any, what: str) -> Any:
+    """Dataclass ``cls`` from the plain data ``plain`` made of one: ``record_fields``' checks, then every field
+    converted by its type hint (a nested record, a mapping or tuple of them, a tuple of values)."""
+    hints = typing.get_type_hints(cls)
+    fields = record_fields(cls, data, what)
+    return cls(**{name: _typed(hints[name], value, f"{what}: {name}") for name, value in fields.items()})
+
+
+def _typed(tp: Any, value: Any, what: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if value is None:
+        return None
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _typed(inner[0], value, what) if len(inner) == 1 else value
+    if dataclasses.is_dataclass(tp):
+        return read_record(tp, value, what)
+    if origin in (dict, Mapping) and args:
+        return {k: _typed(args[1], v, f"{what}.{k}") for k, v in as_mapping(value, what).items()}
+    if origin is tuple and args:
+        return tuple(_typed(args[0], v, f"{what}[{i}]") for i, v in enumerate(value))
+    return value
+
+
+def plain(record: Any, *, omit_none: bool = False) -> dict[str, Any]:
+    """A record's fields as plain data (tuples as lists, nested records as dicts): the start of a writer.
+    ``omit_none``: fields that are None and default to None are left out (what was not measured)."""
+    return {
+        f.name: _plain(getattr(record, f.name))
+        for f in dataclasses.fields(record)
+        if not (omit_none and getattr(record, f.name) is None and f.default is None)
+    }
 
 
 def _plain(value: Any) -> Any:

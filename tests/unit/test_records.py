@@ -1,6 +1,7 @@
 """Typed records with one writer and one reader each: the cache manifest (with its preprocessing and ingest
-records) and the encoder spec round-trip, refuse a field they do not know by its name, and read every older
-layout (``tests/fixtures/cache_manifests``: written by the code of each layout)."""
+records), the encoder spec and the benchmarks' results round-trip, refuse a field they do not know by its name,
+and read every older layout (``tests/fixtures/cache_manifests``: written by the code of each layout). Trial
+records: ``test_tune_results.py``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,20 @@ from pathlib import Path
 import pytest
 from cachekit import SUMMARY, a_manifest
 
+from mm_ray.bench.records import (
+    BenchModel,
+    GenerationBench,
+    GenerationRow,
+    GeneratorTraining,
+    IngestBench,
+    IngestRun,
+    ProcessPeak,
+    StartupParts,
+    StreamMemoryBench,
+    StreamMemoryRun,
+    TrainBench,
+    TrainRun,
+)
 from mm_ray.config.load import load_config
 from mm_ray.data.cache import MANIFEST, Cache, CacheError
 from mm_ray.data.manifest import CacheManifest, IngestRecord, PreprocessingRecord, cache_manifest
@@ -173,3 +188,57 @@ def test_a_model_spec_keeps_its_encoder_specs_typed_through_a_checkpoint() -> No
     assert ModelSpec.from_dict(saved) == spec
     with pytest.raises(RecordError, match=r"model spec: unknown field\(s\) \['optimizer'\]"):
         ModelSpec.from_dict({**saved, "optimizer": "adam"})
+
+
+# ---------------------------------------------------------------------------------------- benchmark results
+
+
+def _train_run(rate: float, parts: StartupParts | None = None) -> TrainRun:
+    return TrainRun(epochs=3, samples=300, epoch_seconds=(2.0, 1.0, 1.0), steady_samples_per_s=rate,
+                    startup_s=4.5, seconds=9.0, samples_per_s=33.3, torch_threads=2, peak_pss_mb=812.5,
+                    cpu_s_by_process={"driver": 3.1, "ray::RayTrainWorker": 9.0}, startup_parts=parts,
+                    ray_start_s=2.0 if parts else None, workers=1 if parts else None)  # fmt: skip
+
+
+BENCH_SUMMARIES = [
+    IngestBench(cores=2, shards=8, rounds=2,
+                results={"ray": IngestRun(400, 10.0, 3.0, 40.0, 57.1, 900.0, {"driver": 1.0}, ray_start_s=2.5,
+                                          pools="fused: 2-2 x 1 CPU", steady_samples_per_s_runs=(57.1, 55.0))},
+                ratios={"c/b": 0.9}, ratios_by_round=({"c/b": 0.9}, {"c/b": 0.95})),
+    IngestBench(cores=2, shards=8, rounds=1, results={"floor": IngestRun(400, 5.0, 0.0, 80.0, 80.0, 300.0, {})}),
+    TrainBench(cores=2, source="cache", cache="runs/bench/train_cache", shards=None, epochs=3,
+               model=BenchModel("late_concat", 64, 2), batch_size=64,
+               results={"plain": _train_run(100.0), "ray1": _train_run(95.0, StartupParts(6.0, 1.5))},
+               ratios={"ray1/plain steady": 0.95}),
+    StreamMemoryBench(cores=2, scale=10, memory_ratio=1.1, rss_ratio=1.3, target=1.3,
+                      results={"1x": StreamMemoryRun(2000, 60.0, 40.0, 1500.0, 3000.0, ProcessPeak("raylet", 90.0),
+                                                     {"raylet": 90.0})}),
+    GenerationBench(rows=(GenerationRow("real (val)", 0.9, 1.0, 0.25, 0.3, colour_vs_rendered=0.95),), topics=4,
+                    train={"mvae": GeneratorTraining(4, 12.5, {"loss": 0.5})}, grid="g.png", samples=8,
+                    grid_rows="per topic: real images, then mvae"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("summary", BENCH_SUMMARIES, ids=lambda s: type(s).__name__)
+def test_a_benchmark_summary_reads_back_from_its_json(summary) -> None:
+    saved = json.loads(json.dumps(summary.to_dict()))  # what `mm-ray bench ... --json` writes
+    assert type(summary).from_dict(saved) == summary
+
+
+def test_what_a_mode_did_not_measure_is_left_out_of_its_json() -> None:
+    plain_loop = _train_run(100.0).to_dict()
+    assert not {"ray_start_s", "workers", "startup_parts"} & set(plain_loop)
+    assert _train_run(95.0, StartupParts(6.0, 1.5)).to_dict()["startup_parts"] == {
+        "to_worker_s": 6.0,
+        "worker_to_first_batch_s": 1.5,
+    }
+    assert "ratios" not in BENCH_SUMMARIES[1].to_dict()  # mm_ray's pipeline did not run: nothing compared
+
+
+def test_a_child_result_with_a_field_the_parent_does_not_know_is_refused_by_name() -> None:
+    saved = _train_run(100.0).to_dict()
+    with pytest.raises(RecordError, match=r"bench train run: unknown field\(s\) \['gpu_util'\]"):
+        TrainRun.from_dict({**saved, "gpu_util": 0.5})
+    nested = {**saved, "startup_parts": {"to_worker_s": 1.0, "worker_to_first_batch_s": 1.0, "extra": 1}}
+    with pytest.raises(RecordError, match=r"bench train run: startup_parts: unknown field\(s\) \['extra'\]"):
+        TrainRun.from_dict(nested)
