@@ -32,9 +32,38 @@ first use, so ``import mm_ray`` stays cheap.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what IDEs and type checkers resolve; at run time ``__getattr__`` imports on first use
+    from mm_ray.cluster.submit import SubmitError as SubmitError
+    from mm_ray.cluster.submit import submit as submit
+    from mm_ray.config.load import ConfigError as ConfigError
+    from mm_ray.config.schema import Config as Config
+    from mm_ray.data.build import build_cache as build_cache
+    from mm_ray.data.cache import Cache as Cache
+    from mm_ray.data.cache import CacheError as CacheError
+    from mm_ray.data.ledger import ErrorBudgetExceeded as ErrorBudgetExceeded
+    from mm_ray.data.pipeline import Ingest as Ingest
+    from mm_ray.data.pipeline import ingest as ingest
+    from mm_ray.data.sources import ShardSpecError as ShardSpecError
+    from mm_ray.demo.dataset import make_shards as make_shards
+    from mm_ray.demo.run import DEMO_DEFAULTS as DEMO_DEFAULTS
+    from mm_ray.demo.run import run_demo as run_demo
+    from mm_ray.generation.run import generate as generate
+    from mm_ray.retrieval.embed import embed as embed
+    from mm_ray.runtime import init_ray as init_ray
+    from mm_ray.settings import load_config as load_config
+    from mm_ray.train.checkpoint import CheckpointError as CheckpointError
+    from mm_ray.train.checkpoint import open_checkpoint as open_checkpoint
+    from mm_ray.train.evaluate import evaluate as evaluate
+    from mm_ray.train.ray_trainer import TrainResult as TrainResult
+    from mm_ray.train.ray_trainer import fit as fit
+    from mm_ray.tune.sweep import SweepResult as SweepResult
+    from mm_ray.tune.sweep import resume_sweep as resume_sweep
+    from mm_ray.tune.sweep import sweep as sweep
+
 
 _API = {
     "load_config": "mm_ray.settings",

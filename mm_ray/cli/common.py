@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,21 +18,20 @@ from typing import Any
 from tqdm import tqdm
 
 from mm_ray.cli.console import stderr_is_terminal
+from mm_ray.commands import CONFIG_OPTIONS, JSON_OPTION, OVERRIDE
 from mm_ray.config.schema import Config
 from mm_ray.settings import load_config
 
-_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
-
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", help="pipeline YAML (see pipelines/); defaults apply without one")
-    p.add_argument("--json", metavar="PATH", help="also write the final summary as JSON")
+    p.add_argument(*CONFIG_OPTIONS, help="pipeline YAML (see pipelines/); defaults apply without one")
+    p.add_argument(JSON_OPTION, metavar="PATH", help="also write the final summary as JSON")
 
 
 def split_overrides(words: list[str]) -> tuple[list[str], list[str]]:
     """Separate ``key=value`` overrides from other positional words (order kept)."""
-    overrides = [w for w in words if _OVERRIDE.match(w)]
-    return [w for w in words if not _OVERRIDE.match(w)], overrides
+    overrides = [w for w in words if OVERRIDE.match(w)]
+    return [w for w in words if not OVERRIDE.match(w)], overrides
 
 
 def config_from_args(args: argparse.Namespace, overrides: list[str]) -> Config:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import shlex
 import shutil
 import tempfile
@@ -46,6 +45,7 @@ from typing import Any
 from mm_ray.cluster.auth import HOW_TO_AUTHENTICATE, TokenError, auth_headers, resolve_token
 from mm_ray.cluster.runtime_env import RuntimeEnvError, merge_runtime_env
 from mm_ray.cluster.secrets import credentials_in_argv, credentials_in_file, refusal
+from mm_ray.commands import FILE_OPTIONS, command, overrides
 
 UPLOAD_ALLOW = (
     ("mm_ray", ("*.py",)),
@@ -64,23 +64,6 @@ is): larger ones that ``--include`` adds are data, not settings."""
 # Jobs stream their logs; without this Python buffers a job's stdout and `mm-ray jobs logs --follow`
 # shows nothing until a 4 KiB buffer fills.
 JOB_ENV_VARS = {"PYTHONUNBUFFERED": "1"}
-
-LOCAL_ONLY = ("submit", "jobs")
-CONFIG_COMMANDS = (
-    "demo",
-    "make-shards",
-    "preprocess",
-    "train",
-    "evaluate",
-    "embed",
-    "tune",
-    "bench",
-    "config",
-)
-"""Commands that load a config (``--config`` and ``key=value`` words)."""
-
-_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*=")
-_FILE_OPTIONS = {"--config": "--config", "-c": "--config", "--space": "--space"}
 
 
 class SubmitError(ValueError):
@@ -112,14 +95,18 @@ def plan_job(argv: Sequence[str], *, project_root: Path, include: Sequence[str] 
         argv = argv[1:]
     if not argv:
         raise SubmitError("no command to submit: put an mm-ray command after `--`, e.g. `-- demo`")
-    if argv[0] in LOCAL_ONLY:
+    try:
+        spec = command(argv[0])
+    except KeyError as err:
+        raise SubmitError(str(err.args[0])) from None
+    if spec.local_only:
         raise SubmitError(f"`{argv[0]}` runs on your machine, not on the cluster")
     root = project_root.resolve()
     named = named_files(argv)
     for name, path in named:
         check_file(name, path, root)
     config = dict(named).get("--config")
-    if argv[0] in CONFIG_COMMANDS:
+    if spec.loads_config:
         space = space_in_config(argv, root, config)
         if space:
             check_file(f"tune.space (set in --config {config})", space, root)
@@ -147,29 +134,19 @@ def named_files(argv: Sequence[str]) -> list[tuple[str, str]]:
     words = list(argv)
     for i, word in enumerate(words):
         option, eq, value = word.partition("=")
-        if option in _FILE_OPTIONS:
+        if option in FILE_OPTIONS:
             value = value if eq else (words[i + 1] if i + 1 < len(words) else "")
             if not value:
                 raise SubmitError(f"{option}: needs a file")
-            found.append((_FILE_OPTIONS[option], value))
+            found.append((FILE_OPTIONS[option], value))
         elif word.startswith("tune.space=") and word.partition("=")[2]:
             found.append(("tune.space", word.partition("=")[2]))
     return found
 
 
 def overrides_of(argv: Sequence[str]) -> list[str]:
-    """The ``key=value`` words of a command (not option values)."""
-    out, skip = [], False
-    for word in argv[1:]:
-        if skip:
-            skip = False
-            continue
-        if word in _FILE_OPTIONS or word in ("--out", "--json", "--shards", "--cache", "--plot"):
-            skip = True
-            continue
-        if _OVERRIDE.match(word):
-            out.append(word)
-    return out
+    """The ``key=value`` words of a command (not option values), read with the CLI's own grammar."""
+    return overrides(argv)
 
 
 def space_in_config(argv: Sequence[str], root: Path, config: str | None) -> str | None:

@@ -155,3 +155,13 @@ def test_no_test_imports_the_cli_for_library_behaviour() -> None:
         imported = {n for n in _imports(path) if n.startswith("mm_ray.cli")}
         assert imported <= {"mm_ray.cli.main", "mm_ray.cli.main.main", "mm_ray.cli.main.parse_args",
                             "mm_ray.cli.common", "mm_ray.cli.common.split_overrides"}, path  # fmt: skip
+
+
+def test_the_type_checking_block_names_every_public_name_where_it_lives() -> None:
+    """IDEs resolve ``mm_ray.fit`` through the facade's ``TYPE_CHECKING`` imports: they must match ``_API``."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    block = next(
+        n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING"
+    )
+    imported = {a.name: node.module for node in block.body for a in node.names}
+    assert imported == mm_ray._API
