@@ -69,30 +69,49 @@ def config_from_dict(
 
 def with_keys(cfg: Any, keys: typing.Mapping[str, Any]) -> Any:
     """``cfg`` (a ``Config``, or any section) with the dotted ``keys`` set to their values, each checked like an
-    override of the user's (``ConfigError`` naming the key); the sections not named stay the same objects."""
+    override of the user's (``ConfigError`` naming the key); the sections not named stay the same objects::
+
+        with_keys(cfg, {"train.lr": 0.01, "model.preset": "gated"})
+    """
     for key, value in keys.items():
-        cfg = _set_key(cfg, key.split("."), value, prefix="")
+        cfg = _set_key(cfg, type(cfg), key.split("."), value, prefix="")
     return cfg
 
 
-def _set_key(node: Any, parts: list[str], value: Any, prefix: str) -> Any:
+def _set_key(node: Any, hint: Any, parts: list[str], value: Any, prefix: str) -> Any:
+    """``node`` (of type ``hint``) with the key ``parts`` below it set to ``value``."""
     name, rest = parts[0], parts[1:]
     key = _join(prefix, name)
-    if isinstance(node, dict):  # a mapping field (``modalities.settings``): its values are plain data
-        return {**node, name: _set_key(node.get(name, {}), rest, value, key) if rest else value}
+    if isinstance(node, dict):  # a mapping field (``train.lr_by_modality``): its values have one type
+        args = typing.get_args(_without_none(hint))
+        inner = args[1] if len(args) == 2 else Any
+        current = node.get(name)
+        new = _set_key(current or {}, inner, rest, value, key) if rest else check(inner, value, key, current)
+        return {**node, name: new}
     if not dataclasses.is_dataclass(node):
         raise ConfigError(f"{key}: {prefix} is not a section, got {_show(node)}")
     names = [f.name for f in dataclasses.fields(node)]
     if name not in names:
         close = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean '{_join(prefix, close[0])}'?)" if close else f" (known: {', '.join(names)})"
-        raise ConfigError(f"unknown key '{key}'{hint}")
+        hint_text = (
+            f" (did you mean '{_join(prefix, close[0])}'?)" if close else f" (known: {', '.join(names)})"
+        )
+        raise ConfigError(f"unknown key '{key}'{hint_text}")
+    field_type = typing.get_type_hints(type(node))[name]
     current = getattr(node, name)
     if rest:
-        new = _set_key(current, rest, value, key)
+        new = _set_key(current if current is not None else {}, field_type, rest, value, key)
     else:
-        new = check(typing.get_type_hints(type(node))[name], value, key, current)
+        new = check(field_type, value, key, current)
     return dataclasses.replace(node, **{name: new})
+
+
+def _without_none(tp: Any) -> Any:
+    """``X`` of ``X | None``; other types as they are."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return inner[0] if len(inner) == 1 else tp
+    return tp
 
 
 def _merge_into(base: dict[str, Any], over: typing.Mapping[str, Any]) -> None:

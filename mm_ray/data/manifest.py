@@ -27,10 +27,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mm_ray.config.schema import Config
+from mm_ray.config.schema import Config, MembersConfig
 from mm_ray.modalities.legacy import first_preprocess_sections, manifest_shapes
 from mm_ray.modalities.registry import BUILTIN, Registry, extensions_of, modalities_of, settings_of
-from mm_ray.records import as_mapping, plain, record_fields
+from mm_ray.records import as_mapping, plain, read_record, record_fields
 
 TOKENIZER = "tokenizer.json"
 """The tokenizer's file name inside a cache (what a manifest's ``tokenizer`` names)."""
@@ -44,7 +44,7 @@ class PreprocessingRecord:
     """Modality -> its recorded settings (``ModalitySpec.record``: those the model-ready bytes depend on)."""
     classes: tuple[str, ...] = ()
     """With string labels (``data.labels=names``): the label map, label id = position; else empty."""
-    members: Mapping[str, Any] | None = None
+    members: MembersConfig | None = None
     """With string labels: ``data.members`` as the label strings were read (new shards must be read the same
     way to get the same ids); else None."""
     names_modalities: bool = True
@@ -54,16 +54,15 @@ class PreprocessingRecord:
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", {m: dict(s) for m, s in self.modalities.items()})
         object.__setattr__(self, "classes", tuple(self.classes))
-        if self.members is not None:
-            object.__setattr__(self, "members", dict(self.members))
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest's ``preprocess`` (always the current layout)."""
-        out: dict[str, Any] = {"modalities": plain(self)["modalities"]}
+        saved = plain(self)
+        out: dict[str, Any] = {"modalities": saved["modalities"]}
         if self.classes:
-            out["classes"] = list(self.classes)
+            out["classes"] = saved["classes"]
         if self.members is not None:
-            out["members"] = plain(self)["members"]
+            out["members"] = saved["members"]
         return out
 
     @classmethod
@@ -71,12 +70,17 @@ class PreprocessingRecord:
         """The record ``to_dict`` wrote, or one of the first layout (``image``/``audio``/``text_max_length``)."""
         what, unsaved = "cache manifest: preprocess", ("names_modalities",)
         if "modalities" in as_mapping(data, what):
-            return cls(**record_fields(cls, data, what, unsaved=unsaved))
-        # The first layout: a section per modality at the top, in that layout's words.
-        labels = {k: data[k] for k in ("classes", "members") if k in data}
-        sections = first_preprocess_sections({k: v for k, v in data.items() if k not in labels})
-        fields = record_fields(cls, {**labels, "modalities": sections}, what)
-        return cls(**fields, names_modalities=False)
+            fields = record_fields(cls, data, what, unsaved=unsaved)
+        else:  # the first layout: a section per modality at the top, in that layout's words
+            labels = {k: data[k] for k in ("classes", "members") if k in data}
+            sections = first_preprocess_sections({k: v for k, v in data.items() if k not in labels})
+            fields = {
+                **record_fields(cls, {**labels, "modalities": sections}, what),
+                "names_modalities": False,
+            }
+        if fields.get("members") is not None:  # members a later version added take their defaults
+            fields["members"] = read_record(MembersConfig, fields["members"], f"{what}: members")
+        return cls(**fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,8 +232,7 @@ def preprocessing_of(cfg: Config) -> PreprocessingRecord:
     return PreprocessingRecord(
         modalities={s.name: s.record(settings_of(cfg, s)) for s in reg},
         classes=tuple(cfg.data.classes) if names else (),
-        # Persisted: the member mapping goes into the manifest as plain data.
-        members=dataclasses.asdict(cfg.data.members) if names else None,
+        members=cfg.data.members if names else None,
     )
 
 

@@ -252,7 +252,7 @@ class Ingest:
         urls = expand_shards(shard_specs, storage_options=cfg.data.storage_options) * repeat
         reg = modalities_of(cfg)
         groups = pool_groups(cfg, reg)
-        pools = {name: dataclasses.asdict(_pool_config(cfg, reg, name)) for name in groups}
+        pools = {name: _pool_config(cfg, reg, name) for name in groups}
         keys = {name: "pools.fused" if name == FUSED_POOL else pool_key(reg[name]) for name in groups}
         shares = {name: sum(reg[m].cost_share for m in modalities) for name, modalities in groups.items()}
         reads_in_pool = FUSED_POOL in groups and cfg.pools.layout != "per_modality"

@@ -244,6 +244,8 @@ def with_preprocessing(cfg: Config, preprocessing: PreprocessingRecord | None) -
     if preprocessing.classes:
         # The label map the rows' ids came from: evaluate/embed map new shards' labels with it.
         keys.update({"data.labels": "names", "data.classes": list(preprocessing.classes)})
-        if preprocessing.members:
-            keys.update({f"data.members.{k}": v for k, v in preprocessing.members.items()})
-    return with_keys(cfg, keys)
+    cfg = with_keys(cfg, keys)
+    if preprocessing.classes and preprocessing.members is not None:
+        # ... read from the members the label strings were read from.
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, members=preprocessing.members))
+    return cfg

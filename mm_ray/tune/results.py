@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from mm_ray.config.load import as_dict
+from mm_ray.config.schema import Config
 from mm_ray.models.presets import PRESETS
 from mm_ray.records import RecordError, as_mapping, plain, record_fields
 from mm_ray.train.outputs import json_safe
@@ -207,16 +207,14 @@ def read_trials(path: str | Path) -> list[TrialRecord]:
     return [TrialRecord.from_dict(r) for r in saved]
 
 
-def best_config(
-    records: Sequence[TrialRecord], base: Mapping[str, Any], space: SearchSpace
-) -> dict[str, Any] | None:
-    """The first ranked record's full config (``as_dict``), named ``<base name>-best`` with its own run
-    storage so ``mm-ray train --config best_config.yaml`` trains it from scratch; None when no trial scored."""
+def best_config(records: Sequence[TrialRecord], base: Config, space: SearchSpace) -> Config | None:
+    """The first ranked record's full config, named ``<base name>-best`` with its own run storage so that
+    ``mm-ray train --config best_config.yaml`` trains it from scratch; None when no trial scored."""
     if not records or records[0].best is None:
         return None
-    cfg = trial_config(base, space, records[0].params, name=f"{base['name']}-best")
+    cfg = trial_config(base, space, records[0].params, name=f"{base.name}-best")
     # The trials' Train runs live in the experiment; the retrained one goes where `mm-ray train` puts runs.
-    return as_dict(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, storage_path=None)))
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, storage_path=None))
 
 
 def _is_number(value: Any) -> bool:

@@ -299,7 +299,7 @@ def _trainable(sweep: Sweep) -> Any:
     from mm_ray.tune.trainable import train_trial
 
     trainable = ray.tune.with_parameters(
-        train_trial, base=as_dict(sweep.cfg), space=sweep.space, storage=f"{sweep.experiment_path}/train"
+        train_trial, base=sweep.cfg, space=sweep.space, storage=f"{sweep.experiment_path}/train"
     )
     # The driver only starts the Train run (its workers hold their own CPUs/GPUs): a fraction of a CPU.
     return ray.tune.with_resources(trainable, {"CPU": sweep.cfg.tune.driver_cpus})
@@ -357,9 +357,10 @@ def collect(sweep: Sweep, grid: Any, *, concurrent: int | None) -> dict[str, Any
     records = results.rank([_record(sweep, result) for result in grid], cfg.tune.mode)
     out = sweep.results_dir
     outputs = results.write_trials(records, out, sweep.space)
-    best = results.best_config(records, persistable(as_dict(cfg)), sweep.space)
+    best = results.best_config(records, cfg, sweep.space)
     if best is not None:
-        (out / "best_config.yaml").write_text(yaml.safe_dump(best, sort_keys=False))
+        # Written, so as plain data without secrets (the storage credentials stay in this process).
+        (out / "best_config.yaml").write_text(yaml.safe_dump(persistable(as_dict(best)), sort_keys=False))
         outputs["best_config_yaml"] = str(out / "best_config.yaml")
     plots.plot_best_by_preset(records, out / "best_by_preset.png", metric=cfg.tune.metric, mode=cfg.tune.mode)
     plots.plot_trial_curves(

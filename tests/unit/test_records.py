@@ -242,3 +242,22 @@ def test_a_child_result_with_a_field_the_parent_does_not_know_is_refused_by_name
     nested = {**saved, "startup_parts": {"to_worker_s": 1.0, "worker_to_first_batch_s": 1.0, "extra": 1}}
     with pytest.raises(RecordError, match=r"bench train run: startup_parts: unknown field\(s\) \['extra'\]"):
         TrainRun.from_dict(nested)
+
+
+def test_string_labels_bring_their_label_map_and_the_members_they_were_read_from() -> None:
+    made_with = load_config(
+        None, ["data.labels=names", "data.classes=[cat,dog]", "data.members.json_label_field=category"]
+    )
+    saved = json.loads(cache_manifest(made_with, SUMMARY, ["a.tar"], "{}", 1.0).to_json())
+    assert saved["preprocess"]["members"]["json_label_field"] == "category"
+    record = CacheManifest.from_dict(saved).preprocess
+    cfg = with_preprocessing(load_config(None, []), record)
+    assert (cfg.data.labels, cfg.data.classes, cfg.data.members.json_label_field) == (
+        "names",
+        ["cat", "dog"],
+        "category",
+    )
+    # A member field this version does not know is data it cannot honour: refused by name.
+    saved["preprocess"]["members"]["xml_label_field"] = "cls"
+    with pytest.raises(RecordError, match=r"preprocess: members: unknown field\(s\) \['xml_label_field'\]"):
+        CacheManifest.from_dict(saved)

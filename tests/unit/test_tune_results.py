@@ -134,12 +134,10 @@ def test_a_trial_record_with_a_field_the_reader_does_not_know_is_refused_by_name
 
 
 def test_best_config_is_a_full_runnable_config(records: list[TrialRecord], tmp_path: Path) -> None:
-    base = as_dict(
-        load_config(None, ["name=sweep", "train.cache=/data/cache", "train.storage_path=/x/train"])
-    )
+    base = load_config(None, ["name=sweep", "train.cache=/data/cache", "train.storage_path=/x/train"])
     best = best_config(rank(records, "max"), base, SPACE)
     path = tmp_path / "best.yaml"
-    path.write_text(yaml.safe_dump(best))
+    path.write_text(yaml.safe_dump(as_dict(best)))
     cfg = load_config(path)  # what `mm-ray train --config best.yaml` does first
     assert cfg.name == "sweep-best" and cfg.model.preset == "late_concat" and cfg.train.lr == 5e-3
     assert cfg.train.cache == "/data/cache" and cfg.train.storage_path is None
