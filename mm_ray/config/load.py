@@ -3,7 +3,8 @@
 Usage::
 
     cfg = load_config("pipelines/demo.yaml", ["image.size=128", "pools.image.min_size=2"])
-    as_dict(cfg)          # plain dict, e.g. for writing the resolved config next to a run
+    with_keys(cfg, {"train.lr": 0.01})   # the typed config with dotted keys set, each checked like an override
+    as_dict(cfg)          # plain dict, for writing the resolved config next to a run (or printing it)
     config_from_dict(as_dict(cfg), ["pools.image.num_cpus=0.5"])   # and back, with overrides on top
 
 Errors are ``ConfigError`` and always name the dotted key at fault, e.g.
