@@ -179,6 +179,18 @@ def test_an_encoder_spec_of_the_first_layout_reads() -> None:
     assert {m: EncoderSpec.from_dict(saved, m) for m, saved in first.items()} == SPECS
 
 
+def test_an_encoder_spec_as_checkpoints_before_the_record_saved_it_reads() -> None:
+    """The layout with ``kind``, each backbone writing only its own fields (what checkpoints hold today)."""
+    saved = {
+        "image": {"source": "torchvision", "freeze": True, "unfreeze_after": 2, "kind": TORCHVISION_IMAGE,
+                  "arch": "resnet18", "path": "r.pt", "pool": "avg", "mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]},
+        "audio": {"source": "transformers", "freeze": False, "unfreeze_after": None, "kind": HF_AUDIO, "path": "ast",
+                  "pool": "cls", "hf_config": {"model_type": "audio-spectrogram-transformer"},
+                  "feature_stats": {"mean": -4.0, "std": 4.5, "do_normalize": False}},
+    }  # fmt: skip
+    assert {m: EncoderSpec.from_dict(s, m) for m, s in saved.items()} == {m: SPECS[m] for m in saved}
+
+
 def test_a_model_spec_keeps_its_encoder_specs_typed_through_a_checkpoint() -> None:
     spec = ModelSpec(preset="late_concat", modalities=("image", "text"), num_classes=3,
                      shapes={"image": (3, 8, 8), "input_ids": (4,), "attention_mask": (4,)},
