@@ -1,7 +1,7 @@
 """``mm-ray bench generate``: do the generative presets draw the topic a caption names? Measured, not eyeballed.
 
-    summary = bench_generation(load_config("pipelines/generate.yaml"), "runs/generate")
-    print(generation_table(summary["rows"]))
+    summary = bench_generation(load_config("pipelines/generate.yaml"), "runs/generate")   # -> GenerationBench
+    print(generation_table(summary.rows))
 
 On the demo benchmark the caption names a topic and the image's background colour shows the same topic. The
 benchmark makes demo shards and their caches (``mm_ray.demo``), then trains three models with the plain loop
@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from mm_ray.bench.records import GenerationBench, GenerationRow, GeneratorTraining
 from mm_ray.bench.topics import colour_topics, pairwise_distance
 from mm_ray.bench.train import cache_columns, plain_trainer, shuffled_batches
 from mm_ray.columns import KEY, LABEL
@@ -63,14 +65,13 @@ def bench_generation(
     presets: tuple[str, ...] = tuple(MODELS),
     grid_path: str | Path | None = None,
     progress: ProgressFactory | None = None,
-) -> dict[str, Any]:
+) -> GenerationBench:
     """Train the reader and the generative presets on ``cfg``'s demo data under ``work_dir``, measure them.
 
     ``epochs``: per model (``unimodal_image``, ``mvae``, ``cgan``); by default the reader 2 (it reaches 100 % on
     real images), ``mvae`` ``cfg.train.epochs`` and ``cgan`` 1.5 times that (its steps are cheaper, and the
     adversarial game learns slower). ``presets``: which of ``MODELS`` to train and score (the real images and
-    the reader always are). Returns
-    ``{"rows": [...], "topics": K, "train": {model: {...}}, "grid": path}``.
+    the reader always are). Returns the table's rows, the topics K, how each model trained and the grid's path.
     """
     from mm_ray.demo.dataset import reuse_or_write
     from mm_ray.demo.run import demo_caches
@@ -107,16 +108,14 @@ def bench_generation(
     real = _real_examples(val, topics["val"]["text_topic"], k, samples)
     grid.write_bytes(image_grid(np.concatenate([real[:, None], *(g[:, None] for g in generated.values())], 1)
                                 .reshape(-1, samples, *real.shape[2:])))  # fmt: skip
-    return {"rows": rows, "topics": k, "train": train, "grid": str(grid), "samples": samples,
-            "grid_rows": "per topic: real images, then " + ", then ".join(presets)}  # fmt: skip
+    return GenerationBench(rows=tuple(rows), topics=k, train=train, grid=str(grid), samples=samples,
+                           grid_rows="per topic: real images, then " + ", then ".join(presets))  # fmt: skip
 
 
-def generation_table(rows: list[dict[str, Any]]) -> str:
+def generation_table(rows: Sequence[GenerationRow]) -> str:
     """The benchmark's rows as a table."""
     headers = ["images", "topic by colour", "topic by classifier", "chance", "diversity (one caption)"]
-    body = [
-        [r["images"], r["colour_topic"], r["classifier_topic"], r["chance"], r["diversity"]] for r in rows
-    ]
+    body = [[r.images, r.colour_topic, r.classifier_topic, r.chance, r.diversity] for r in rows]
     return format_table(headers, body)
 
 
@@ -168,7 +167,7 @@ def _train(cfg: Config, preset: str, cache, columns, epochs: int, k: int):
         stats = loop_epoch(model, batches, optimizer, scheduler, loop, device="cpu")
         logger.info("bench generate: %s epoch %d/%d %s", preset, epoch + 1, epochs, _short(stats))
     seconds = time.perf_counter() - started
-    return model.eval(), {"epochs": epochs, "seconds": round(seconds, 1), **_short(stats)}
+    return model.eval(), GeneratorTraining(epochs=epochs, seconds=round(seconds, 1), last_epoch=_short(stats))
 
 
 def _short(stats: dict[str, Any]) -> dict[str, Any]:
@@ -186,19 +185,19 @@ def _read_topics(reader, images: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _score_real(reader, val, topics, k: int) -> dict[str, Any]:
+def _score_real(reader, val, topics, k: int) -> GenerationRow:
     images = val[IMAGE.column]
     truth = topics["text_topic"]
     by_topic = [images[truth == t][:8].astype(np.float32) / 255.0 for t in range(k)]
-    return {
-        "images": "real (val)",
-        "colour_topic": float((colour_topics(images, k) == truth).mean()),
-        "classifier_topic": float((_read_topics(reader, images) == truth).mean()),
-        "colour_vs_rendered": float((colour_topics(images, k) == topics["image_color"]).mean()),
-        "classifier_vs_rendered": float((_read_topics(reader, images) == topics["image_color"]).mean()),
-        "chance": 1.0 / k,
-        "diversity": float(np.mean([pairwise_distance(x) for x in by_topic if len(x) > 1])),
-    }
+    return GenerationRow(
+        images="real (val)",
+        colour_topic=float((colour_topics(images, k) == truth).mean()),
+        classifier_topic=float((_read_topics(reader, images) == truth).mean()),
+        colour_vs_rendered=float((colour_topics(images, k) == topics["image_color"]).mean()),
+        classifier_vs_rendered=float((_read_topics(reader, images) == topics["image_color"]).mean()),
+        chance=1.0 / k,
+        diversity=float(np.mean([pairwise_distance(x) for x in by_topic if len(x) > 1])),
+    )
 
 
 def _score_model(name, model, reader, val, topics, k: int, samples: int):
@@ -219,13 +218,13 @@ def _score_model(name, model, reader, val, topics, k: int, samples: int):
     per_caption = model.generate(
         part, target=IMAGE.name, sources=(TEXT.name,), samples=samples, generator=rng
     ).numpy()
-    row = {
-        "images": f"{name}: generated from text",
-        "colour_topic": float((colour_topics(images, k) == truth).mean()),
-        "classifier_topic": float((_read_topics(reader, images) == truth).mean()),
-        "chance": 1.0 / k,
-        "diversity": float(np.mean([pairwise_distance(x) for x in per_caption])),
-    }
+    row = GenerationRow(
+        images=f"{name}: generated from text",
+        colour_topic=float((colour_topics(images, k) == truth).mean()),
+        classifier_topic=float((_read_topics(reader, images) == truth).mean()),
+        chance=1.0 / k,
+        diversity=float(np.mean([pairwise_distance(x) for x in per_caption])),
+    )
     return row, per_caption
 
 

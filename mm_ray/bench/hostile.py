@@ -19,6 +19,7 @@ without the hostile sample, in the same run. Usage::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gzip
 import io
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mm_ray.bench.measure import TreeMonitor, run_spec
+from mm_ray.bench.records import HostileCase
 
 CASES = ("baseline", "bomb", "caption", "caption_under_member_cap")
 HOSTILE_KEY = "hostile"
@@ -100,11 +102,11 @@ def write_case_shard(case: str, demo_shard: Path, out: Path, gib: float = 2.0) -
     return path
 
 
-def bench_hostile(cases: list[str], overrides: list[str], gib: float = 2.0) -> dict[str, Any]:
+def bench_hostile(cases: list[str], overrides: list[str], gib: float = 2.0) -> dict[str, HostileCase]:
     """Run every case (each in a fresh interpreter) and return ``{case: figures}``."""
     from mm_ray.demo.dataset import make_shards
 
-    results: dict[str, Any] = {}
+    results: dict[str, HostileCase] = {}
     with tempfile.TemporaryDirectory(prefix="mm_ray_hostile_") as tmp:
         root = Path(tmp)
         manifest = make_shards(
@@ -115,25 +117,24 @@ def bench_hostile(cases: list[str], overrides: list[str], gib: float = 2.0) -> d
             shard = write_case_shard(case, demo_shard, root, gib)
             spec = {"shard": str(shard), "overrides": overrides, "cache": str(root / f"cache_{case}")}
             figures = run_spec("mm_ray.bench.hostile", spec, dict(os.environ), what=f"bench hostile {case}")
-            figures["shard_mb"] = round(shard.stat().st_size / 2**20, 1)
-            results[case] = figures
+            shard_mb = round(shard.stat().st_size / 2**20, 1)
+            results[case] = dataclasses.replace(HostileCase.from_dict(figures), shard_mb=shard_mb)
     return results
 
 
-def hostile_table(results: dict[str, Any]) -> str:
+def hostile_table(results: dict[str, HostileCase]) -> str:
     from mm_ray.tables import format_table
 
     rows = [
         [
             case,
-            r["shard_mb"],
-            r["seconds"],
-            r["largest_process_mb"],
-            r["largest_process"],
-            r["tree_peak_mb"],
-            r["samples_ok"],
-            ", ".join(f"{k}={v}" for k, v in {**r["quarantine_reasons"], **r["members_ignored"]}.items())
-            or "-",
+            r.shard_mb,
+            r.seconds,
+            r.largest_process_mb,
+            r.largest_process,
+            r.tree_peak_mb,
+            r.samples_ok,
+            ", ".join(f"{k}={v}" for k, v in {**r.quarantine_reasons, **r.members_ignored}.items()) or "-",
         ]
         for case, r in results.items()
     ]
@@ -150,7 +151,7 @@ def hostile_table(results: dict[str, Any]) -> str:
     return format_table(headers, rows)
 
 
-def _run_case(spec: dict[str, Any]) -> dict[str, Any]:
+def _run_case(spec: dict[str, Any]) -> HostileCase:
     from mm_ray.config.load import load_config
     from mm_ray.data.build import build_cache
 
@@ -160,21 +161,21 @@ def _run_case(spec: dict[str, Any]) -> dict[str, Any]:
         cache = build_cache(cfg, [spec["shard"]], spec["cache"])
     seconds = time.perf_counter() - started
     group, peak = monitor.largest_process()
-    ingest = cache.manifest["ingest"]
-    return {
-        "seconds": round(seconds, 1),
-        "largest_process_mb": round(peak),
-        "largest_process": group,
-        "tree_peak_mb": round(monitor.peak_pss_mb),
-        "samples_ok": ingest["samples_ok"],
-        "quarantine_reasons": ingest["quarantine_reasons"],
-        "members_ignored": ingest.get("members_ignored", {}),
-    }
+    ingest = cache.manifest.ingest
+    return HostileCase(
+        seconds=round(seconds, 1),
+        largest_process_mb=round(peak),
+        largest_process=group,
+        tree_peak_mb=round(monitor.peak_pss_mb),
+        samples_ok=ingest.samples_ok,
+        quarantine_reasons=ingest.quarantine_reasons,
+        members_ignored=ingest.members_ignored,
+    )
 
 
 def _worker_main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
-    Path(spec["out"]).write_text(json.dumps(_run_case(spec)))
+    Path(spec["out"]).write_text(json.dumps(_run_case(spec).to_dict()))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Any
 from mm_ray import columns as C
 from mm_ray.bench.baselines import dataloader_batches, decode_floor
 from mm_ray.bench.measure import TreeMonitor, run_spec
+from mm_ray.bench.records import IngestRun
 from mm_ray.config.schema import Config
 from mm_ray.data.members import member_map
 from mm_ray.data.pipeline import Ingest, decoders_of
@@ -52,6 +53,7 @@ class _Clock:
         self.first: float | None = None
         self.samples = 0
         self.samples_at_first = 0
+        self.end: float | None = None
 
     def batch(self, n: int) -> None:
         if self.first is None:
@@ -59,22 +61,30 @@ class _Clock:
             self.samples_at_first = n
         self.samples += n
 
-    def result(self) -> dict[str, float]:
-        end = time.perf_counter()
+    def stop(self) -> None:
+        """The last batch came: the clock stops here (before the monitor's own last look)."""
+        self.end = time.perf_counter()
+
+    def result(self, monitor: TreeMonitor, **ray: Any) -> IngestRun:
+        """The run's figures, with ``monitor``'s memory and CPU and the Ray pipeline's own (``ray``)."""
+        end = self.end or time.perf_counter()
         first = self.first or end
         steady = (self.samples - self.samples_at_first) / max(end - first, 1e-9)
-        return {
-            "samples": self.samples,
-            "seconds": round(end - self.start, 2),
-            "first_batch_s": round(first - self.start, 2),
-            "samples_per_s": round(self.samples / (end - self.start), 1),
-            "steady_samples_per_s": round(steady, 1),
-        }
+        return IngestRun(
+            samples=self.samples,
+            seconds=round(end - self.start, 2),
+            first_batch_s=round(first - self.start, 2),
+            samples_per_s=round(self.samples / (end - self.start), 1),
+            steady_samples_per_s=round(steady, 1),
+            peak_pss_mb=round(monitor.peak_pss_mb, 1),
+            cpu_s_by_process=monitor.cpu_by_group(),
+            **ray,
+        )
 
 
 def run_mode(
     mode: str, cfg: Config, tokenizer_json: str, urls: list[str], cores: int, repeat: int = 1
-) -> dict[str, Any]:
+) -> IngestRun:
     """Run one mode in this process (called inside the per-mode subprocess)."""
     decoders = decoders_of(cfg, tokenizer_json)
     members, batch = member_map(cfg), cfg.pools.fused.batch_size
@@ -106,13 +116,8 @@ def run_mode(
             clock = _Clock()
             clock.batch(0)
             clock.samples = decode_floor(urls, decoders, members, batch, processes=cores)
-        result = clock.result()
-    return {
-        **result,
-        **extra,
-        "peak_pss_mb": round(mon.peak_pss_mb, 1),
-        "cpu_s_by_process": mon.cpu_by_group(),
-    }
+        clock.stop()
+    return clock.result(mon, **extra)
 
 
 def run_in_subprocess(
@@ -123,11 +128,12 @@ def run_in_subprocess(
     urls: list[str],
     cores: int,
     repeat: int = 1,
-) -> dict[str, Any]:
-    """Run ``mode`` in a fresh interpreter; returns its result dict."""
+) -> IngestRun:
+    """Run ``mode`` in a fresh interpreter; returns its result."""
     spec = {"mode": mode, "config": config_path, "overrides": overrides, "cores": cores}
     spec.update(tokenizer=tokenizer, urls=urls, repeat=repeat)
-    return run_spec("mm_ray.bench.ingest", spec, {**os.environ, **SINGLE_THREADED}, what=f"bench mode {mode}")
+    env = {**os.environ, **SINGLE_THREADED}
+    return IngestRun.from_dict(run_spec("mm_ray.bench.ingest", spec, env, what=f"bench mode {mode}"))
 
 
 def _worker_main(spec_path: str) -> None:
@@ -137,7 +143,7 @@ def _worker_main(spec_path: str) -> None:
     cfg = load_config(spec["config"], spec["overrides"])
     tokenizer_json = Path(spec["tokenizer"]).read_text()
     result = run_mode(spec["mode"], cfg, tokenizer_json, spec["urls"], spec["cores"], spec["repeat"])
-    Path(spec["out"]).write_text(json.dumps(result))
+    Path(spec["out"]).write_text(json.dumps(result.to_dict()))
 
 
 def resolve_urls(cfg: Config, shard_specs: list[str]) -> list[str]:

@@ -15,15 +15,18 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
+
+from mm_ray.bench.records import IngestRun, TrainRun
 
 
 def process_group(proc: psutil.Process, root_pid: int) -> str:
@@ -123,11 +126,14 @@ class TreeMonitor:
         self.sample()
 
 
-def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+Run = TypeVar("Run", IngestRun, TrainRun)
+
+
+def median_run(runs: list[Run]) -> Run:
     """Of one mode's repeated runs, the one with the median steady samples/s (every run's rate kept in it)."""
-    ordered = sorted(runs, key=lambda r: r["steady_samples_per_s"])
-    rates = [r["steady_samples_per_s"] for r in runs]
-    return {**ordered[len(ordered) // 2], "steady_samples_per_s_runs": rates}
+    ordered = sorted(runs, key=lambda r: r.steady_samples_per_s)
+    rates = tuple(r.steady_samples_per_s for r in runs)
+    return dataclasses.replace(ordered[len(ordered) // 2], steady_samples_per_s_runs=rates)
 
 
 def run_spec(module: str, spec: dict[str, Any], env: dict[str, str], *, what: str) -> dict[str, Any]:

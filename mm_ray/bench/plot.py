@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+
+from mm_ray.bench.records import IngestRun, TrainRun
 
 INGEST_BARS = (("samples_per_s", "end to end"), ("steady_samples_per_s", "after the first batch"))
 
 
-def plot_ingest(results: dict[str, dict[str, Any]], labels: dict[str, str], path: str | Path) -> Path:
+def plot_ingest(results: Mapping[str, IngestRun], labels: dict[str, str], path: str | Path) -> Path:
     """Write a PNG comparing the ingest pipelines; returns its path."""
     return plot_modes(
         results, labels, path, bars=INGEST_BARS, title="mm-ray bench ingest", ylabel="samples / s"
@@ -17,7 +18,7 @@ def plot_ingest(results: dict[str, dict[str, Any]], labels: dict[str, str], path
 
 
 def plot_modes(
-    results: dict[str, dict[str, Any]],
+    results: Mapping[str, IngestRun | TrainRun],
     labels: dict[str, str],
     path: str | Path,
     *,
@@ -25,8 +26,8 @@ def plot_modes(
     title: str,
     ylabel: str,
 ) -> Path:
-    """Write a PNG with one group of bars per mode (in ``labels``' order), one bar per ``(result key, legend)``
-    of ``bars``, each labelled with its value; returns its path."""
+    """Write a PNG with one group of bars per mode (in ``labels``' order), one bar per ``(field, legend)`` of
+    ``bars`` (a field of the runs, e.g. ``steady_samples_per_s``), each labelled with its value; returns its path."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers and CI
@@ -37,9 +38,9 @@ def plot_modes(
     xs = range(len(modes))
     width = 0.8 / len(bars)
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    for i, (key, legend) in enumerate(bars):
+    for i, (field, legend) in enumerate(bars):
         offset = (i - (len(bars) - 1) / 2) * width
-        values = [results[m][key] for m in modes]
+        values = [getattr(results[m], field) for m in modes]
         ax.bar([x + offset for x in xs], values, width=width, label=legend)
         for x, value in zip(xs, values, strict=True):
             ax.text(x + offset, value, f"{value:.0f}", ha="center", va="bottom", fontsize=8)

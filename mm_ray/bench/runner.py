@@ -1,10 +1,11 @@
 """The benchmarks as library calls: each prepares its data, runs every mode in a fresh subprocess and returns
-the results with their ratios; ``mm-ray bench`` prints them.
+the results with their ratios (typed records, ``mm_ray.bench.records``); ``mm-ray bench`` prints them.
 
-    results = bench_ingest(config_path=None, overrides=[], shard_specs=[], cores=2)      # (a), (b), (c)
-    results = bench_memory(config_path=None, overrides=[], shard_specs=[], cores=2)      # 1x vs 10x data
-    results = bench_train(config_path=None, overrides=[], shard_specs=[], cores=2)       # plain vs Ray Train
-    results = bench_stream_memory(config_path=None, overrides=[], shard_specs=[], cores=2)  # streaming, 1x vs 10x
+    summary = bench_ingest(config_path=None, overrides=[], shard_specs=[], cores=2)      # (a), (b), (c)
+    summary = bench_memory(config_path=None, overrides=[], shard_specs=[], cores=2)      # 1x vs 10x data
+    summary = bench_train(config_path=None, overrides=[], shard_specs=[], cores=2)       # plain vs Ray Train
+    summary = bench_stream_memory(config_path=None, overrides=[], shard_specs=[], cores=2)  # streaming, 1x vs 10x
+    summary.results["ray"].steady_samples_per_s, summary.ratios, summary.to_dict()      # --json writes the last
 
 Without shard specs the demo benchmark's shards are generated once into ``<output_dir>/<name>/shards``
 (``BENCH_DEFAULTS``: 4,000 samples in 8 shards) and reused.
@@ -18,17 +19,26 @@ import os
 import shutil
 import statistics
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from mm_ray.bench import ingest as ingest_bench
 from mm_ray.bench import stream_memory as stream_memory_bench
 from mm_ray.bench import train as train_bench
 from mm_ray.bench.measure import median_run, run_spec
+from mm_ray.bench.records import (
+    BenchModel,
+    IngestBench,
+    IngestRun,
+    MemoryBench,
+    StreamMemoryBench,
+    StreamMemoryRun,
+    TrainBench,
+    TrainRun,
+)
 from mm_ray.config.load import load_config
 from mm_ray.config.schema import Config
-from mm_ray.data.cache import MANIFEST, Cache, CacheError, preprocess_config_hash
+from mm_ray.data.cache import MANIFEST, Cache, CacheError
 from mm_ray.data.captions import obtain_tokenizer
 from mm_ray.demo.dataset import reuse_or_write, shard_paths
 from mm_ray.tables import format_table
@@ -86,7 +96,7 @@ def bench_ingest(
     cores: int,
     modes: Sequence[str] = ingest_bench.MODES,
     repeat: int = 1,
-) -> dict[str, Any]:
+) -> IngestBench:
     """(a) decode floor, (b) webdataset + DataLoader, (c) the mm_ray pipeline on the same shards.
 
     ``repeat`` > 1 runs the modes that many rounds, in the given order and then reversed, alternately, so that
@@ -99,7 +109,7 @@ def bench_ingest(
     overrides = [*([] if config_path else BENCH_DEFAULTS), *overrides]
     cfg = load_config(config_path, overrides)
     urls = _shard_urls(cfg, shard_specs)
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    runs: dict[str, list[IngestRun]] = {mode: [] for mode in modes}
     with tokenizer_file(cfg, urls) as tok:
         for round_ in range(repeat):
             # On a shared machine the speed drifts over minutes: pairs run back to back, in alternating order.
@@ -110,15 +120,14 @@ def bench_ingest(
                     ingest_bench.run_in_subprocess(mode, config_path, overrides, str(tok), urls, cores)
                 )
     results = {mode: median_run(r) for mode, r in runs.items()}
-    summary: dict[str, Any] = {"cores": cores, "shards": len(urls), "rounds": repeat, "results": results}
     by_round = [ingest_ratios({mode: r[i] for mode, r in runs.items()}) for i in range(repeat)]
-    if by_round[0]:
-        summary["ratios"] = {k: round(statistics.median(r[k] for r in by_round), 3) for k in by_round[0]}
-        summary["ratios_by_round"] = by_round
-    return summary
+    if not by_round[0]:  # mm_ray's pipeline did not run: nothing to compare
+        return IngestBench(cores=cores, shards=len(urls), rounds=repeat, results=results)
+    ratios = {k: round(statistics.median(r[k] for r in by_round), 3) for k in by_round[0]}
+    return IngestBench(cores, len(urls), repeat, results, ratios=ratios, ratios_by_round=tuple(by_round))
 
 
-def ingest_ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+def ingest_ratios(results: Mapping[str, IngestRun]) -> dict[str, float]:
     """mm_ray (c) over the DataLoader (b) and over the decode floor (a), for the modes that ran: end to end,
     steady, and the first batch's wait (c's over b's: lower is better)."""
     c = results.get("ray")
@@ -126,23 +135,17 @@ def ingest_ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
         return {}
     out = {}
     if (b := results.get("dataloader")) is not None:
-        out["c/b"] = round(c["samples_per_s"] / b["samples_per_s"], 3)
-        out["c/b steady"] = round(c["steady_samples_per_s"] / b["steady_samples_per_s"], 3)
-        out["first batch c/b"] = round(c["first_batch_s"] / max(b["first_batch_s"], 1e-3), 3)
+        out["c/b"] = round(c.samples_per_s / b.samples_per_s, 3)
+        out["c/b steady"] = round(c.steady_samples_per_s / b.steady_samples_per_s, 3)
+        out["first batch c/b"] = round(c.first_batch_s / max(b.first_batch_s, 1e-3), 3)
     if (a := results.get("floor")) is not None:
-        out["c/a"] = round(c["samples_per_s"] / a["samples_per_s"], 3)
+        out["c/a"] = round(c.samples_per_s / a.samples_per_s, 3)
     return out
 
 
-def ingest_table(results: dict[str, dict[str, Any]]) -> str:
+def ingest_table(results: Mapping[str, IngestRun]) -> str:
     rows = [
-        [
-            ingest_bench.LABELS[m],
-            r["samples_per_s"],
-            r["steady_samples_per_s"],
-            r["first_batch_s"],
-            r["peak_pss_mb"],
-        ]
+        [ingest_bench.LABELS[m], r.samples_per_s, r.steady_samples_per_s, r.first_batch_s, r.peak_pss_mb]
         for m, r in results.items()
     ]
     return format_table(
@@ -152,7 +155,7 @@ def ingest_table(results: dict[str, dict[str, Any]]) -> str:
 
 def bench_memory(
     *, config_path: str | None, overrides: Sequence[str], shard_specs: Sequence[str], cores: int
-) -> dict[str, Any]:
+) -> MemoryBench:
     """The Ray pipeline over the shards once and ten times over (same shards repeated): peak memory ratio."""
     overrides = [*([] if config_path else BENCH_DEFAULTS), *overrides]
     cfg = load_config(config_path, overrides)
@@ -164,12 +167,12 @@ def bench_memory(
             results[f"{scale}x"] = ingest_bench.run_in_subprocess(
                 "ray", config_path, overrides, str(tok), urls, cores, scale
             )
-    ratio = results["10x"]["peak_pss_mb"] / results["1x"]["peak_pss_mb"]
-    return {"results": results, "memory_ratio_10x_1x": round(ratio, 3)}
+    ratio = results["10x"].peak_pss_mb / results["1x"].peak_pss_mb
+    return MemoryBench(results=results, memory_ratio_10x_1x=round(ratio, 3))
 
 
-def memory_table(results: dict[str, dict[str, Any]]) -> str:
-    rows = [[k, r["samples"], r["samples_per_s"], r["peak_pss_mb"]] for k, r in results.items()]
+def memory_table(results: Mapping[str, IngestRun]) -> str:
+    rows = [[k, r.samples, r.samples_per_s, r.peak_pss_mb] for k, r in results.items()]
     return format_table(["data", "samples", "samples/s", "peak PSS (MB)"], rows)
 
 
@@ -200,13 +203,13 @@ def bench_stream_memory(
     shard_specs: Sequence[str],
     cores: int,
     scale: int = 10,
-) -> dict[str, Any]:
+) -> StreamMemoryBench:
     """Streaming training over the shards once and ``scale`` times over (``mm_ray.bench.stream_memory``):
     peak memory of each and their ratio."""
     overrides = [*([] if config_path else STREAM_MEMORY_DEFAULTS), *overrides]
     cfg = load_config(config_path, overrides)
     urls = _shard_urls(cfg, shard_specs, split=None if shard_specs else "train")
-    results = {}
+    results: dict[str, StreamMemoryRun] = {}
     with tokenizer_file(cfg, urls) as tok, tempfile.TemporaryDirectory() as links:
         # One tokenizer for both runs (trained once, not again on the 10x list of the same captions).
         run_overrides = [*overrides, f"text.tokenizer={tok}"]
@@ -217,26 +220,26 @@ def bench_stream_memory(
                 config_path, run_overrides, shards, cores
             )
     one, many = results["1x"], results[f"{scale}x"]
-    return {
-        "cores": cores,
-        "scale": scale,
-        "results": results,
-        "memory_ratio": round(many["peak_pss_mb"] / one["peak_pss_mb"], 3),
-        "rss_ratio": round(many["peak_rss_mb"] / one["peak_rss_mb"], 3),
-        "target": stream_memory_bench.TARGET,
-    }
+    return StreamMemoryBench(
+        cores=cores,
+        scale=scale,
+        results=results,
+        memory_ratio=round(many.peak_pss_mb / one.peak_pss_mb, 3),
+        rss_ratio=round(many.peak_rss_mb / one.peak_rss_mb, 3),
+        target=stream_memory_bench.TARGET,
+    )
 
 
-def stream_memory_table(results: dict[str, dict[str, Any]]) -> str:
+def stream_memory_table(results: Mapping[str, StreamMemoryRun]) -> str:
     rows = [
         [
             k,
-            r["samples"],
-            r["samples_per_s"],
-            r["seconds"],
-            r["peak_pss_mb"],
-            r["peak_rss_mb"],
-            f"{r['largest_process']['group']} {r['largest_process']['pss_mb']}",
+            r.samples,
+            r.samples_per_s,
+            r.seconds,
+            r.peak_pss_mb,
+            r.peak_rss_mb,
+            f"{r.largest_process.group} {r.largest_process.pss_mb}",
         ]
         for k, r in results.items()
     ]
@@ -254,7 +257,7 @@ def bench_train(
     cache: str | None = None,
     repeat: int = 1,
     source: str = "cache",
-) -> dict[str, Any]:
+) -> TrainBench:
     """Plain PyTorch loop vs Ray Train (``mm_ray.bench.train``): with ``source="cache"`` on one preprocessed
     cache (1 and 2 workers); with ``source="shards"`` the webdataset + DataLoader loop vs ``fit`` streaming
     from the same shards, and ``fit`` on their cache beside them."""
@@ -264,7 +267,7 @@ def bench_train(
     modes = list(modes or (train_bench.SHARD_MODES if source == "shards" else train_bench.MODES))
     shards = _shard_urls(cfg, shard_specs, split="train") if source == "shards" else []
     cache = cache or str(bench_cache(cfg, config_path, overrides, shard_specs, cores))
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    runs: dict[str, list[TrainRun]] = {mode: [] for mode in modes}
     for round_ in range(repeat):
         # Rounds interleave the modes, so a burst of load from elsewhere does not hit one mode only.
         for mode in modes:
@@ -274,64 +277,56 @@ def bench_train(
                 train_bench.run_in_subprocess(mode, config_path, overrides, cache, cores, shards)
             )
     results = {mode: median_run(r) for mode, r in runs.items()}
-    summary: dict[str, Any] = {
-        "cores": cores,
-        "source": source,
-        "cache": cache,
-        "shards": len(shards) or None,
-        "epochs": cfg.train.epochs,
-        "model": {"preset": cfg.model.preset, "width": cfg.model.width, "depth": cfg.model.depth},
-        "batch_size": cfg.train.batch_size,
-        "rounds": repeat,
-        "results": results,
-    }
     baseline = train_bench.BASELINE[source]
     ratios = train_bench.ratios(results, baseline) if baseline in results and len(results) > 1 else {}
     # The large-run options: the ratio of each round's pair, then their median (paired rounds).
     by_round = [train_bench.large_ratios({m: r[i] for m, r in runs.items()}) for i in range(repeat)]
     if by_round and by_round[0]:
         ratios.update({k: statistics.median(r[k] for r in by_round) for k in by_round[0]})
-        summary["large_ratios_by_round"] = by_round
-    if ratios:
-        summary["ratios"] = ratios
-    return summary
+    return TrainBench(
+        cores=cores,
+        source=source,
+        cache=cache,
+        shards=len(shards) or None,
+        epochs=cfg.train.epochs,
+        model=BenchModel(cfg.model.preset, cfg.model.width, cfg.model.depth),
+        batch_size=cfg.train.batch_size,
+        results=results,
+        ratios=ratios or None,
+        rounds=repeat,
+        large_ratios_by_round=tuple(by_round) if by_round and by_round[0] else None,
+    )
 
 
-def train_table(results: dict[str, dict[str, Any]], cores: int) -> str:
+def train_table(results: Mapping[str, TrainRun], cores: int) -> str:
     rows = [
         [
             train_bench.LABELS[m],
             f"{train_bench.WORKERS[m]} x {1 if m in ('val1', 'val2') else cores / train_bench.WORKERS[m]:g}",
-            r["torch_threads"],
-            r["steady_samples_per_s"],
-            r["samples_per_s"],
-            r["startup_s"],
-            r["epoch_seconds"],
-            r["peak_pss_mb"],
+            r.torch_threads,
+            r.steady_samples_per_s,
+            r.samples_per_s,
+            r.startup_s,
+            list(r.epoch_seconds),
+            r.peak_pss_mb,
         ]
         for m, r in results.items()
     ]
     headers = ["mode", "workers x CPUs", "torch threads", "steady samples/s", "end-to-end samples/s"]
     headers = [*headers, "start-up (s)", "epoch seconds", "peak PSS (MB)"]
-    if any("steady_val_seconds" in r for r in results.values()):
+    if any(r.steady_val_seconds is not None for r in results.values()):
         headers += ["validation s (epochs >= 2)", "validation CPU s, slowest worker"]
         for row, r in zip(rows, results.values(), strict=True):
-            row += [r.get("steady_val_seconds", ""), r.get("steady_val_cpu_seconds", "")]
+            row += [r.steady_val_seconds or "", r.steady_val_cpu_seconds or ""]
     return format_table(headers, rows)
 
 
-def startup_table(results: dict[str, dict[str, Any]]) -> str:
+def startup_table(results: Mapping[str, TrainRun]) -> str:
     """Where each Ray mode's start-up went: Ray and the Train worker group, then the first batch."""
     rows = [
-        [
-            train_bench.LABELS[m],
-            r["ray_start_s"],
-            p["to_worker_s"],
-            p["worker_to_first_batch_s"],
-            r["startup_s"],
-        ]
+        [train_bench.LABELS[m], r.ray_start_s, p.to_worker_s, p.worker_to_first_batch_s, r.startup_s]
         for m, r in results.items()
-        if (p := r.get("startup_parts"))
+        if (p := r.startup_parts) is not None
     ]
     headers = [
         "mode",
@@ -372,8 +367,6 @@ def cache_is_current(cache: Path, cfg: Config, urls: list[str]) -> bool:
         return False
     written = (cache / MANIFEST).stat().st_mtime
     local = [u for u in urls if "://" not in u]
-    return (
-        opened.manifest.get("config_hash") == preprocess_config_hash(cfg, tokenizer_json)
-        and sorted(opened.manifest.get("shards", [])) == sorted(urls)
-        and all(os.path.getmtime(u) <= written for u in local)
+    return opened.manifest.made_by(cfg, tokenizer_json, urls) and all(
+        os.path.getmtime(u) <= written for u in local
     )

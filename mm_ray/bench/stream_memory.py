@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mm_ray.bench.measure import run_spec
+from mm_ray.bench.records import ProcessPeak, StreamMemoryRun
 
 TARGET = 1.3
 """The issue's goal: streaming over 10x the data peaks within this factor of the 1x run."""
@@ -57,7 +58,7 @@ def repeated_shards(urls: list[str], times: int, out_dir: Path) -> list[str]:
     return made
 
 
-def run_scale(cfg: Any, cores: int) -> dict[str, Any]:
+def run_scale(cfg: Any, cores: int) -> StreamMemoryRun:
     """One run (in this process): ``fit(cfg)`` on a fresh local Ray of ``cores`` CPUs, watched by TreeMonitor."""
     import mm_ray.train.ray_trainer  # noqa: F401  (imported before the clock: torch and Ray Train)
     from mm_ray.bench.measure import TreeMonitor
@@ -74,24 +75,25 @@ def run_scale(cfg: Any, cores: int) -> dict[str, Any]:
     ray.shutdown()
     epoch = result.history[-1]
     group, largest = mon.largest_process()
-    return {
-        "samples": epoch["train_samples"],
-        "seconds": round(seconds, 1),
-        "samples_per_s": round(epoch["train_samples"] / max(epoch["train_seconds"], 1e-9), 1),
-        "peak_pss_mb": round(mon.peak_pss_mb, 1),
-        "peak_rss_mb": round(mon.peak_rss_mb, 1),
-        "largest_process": {"group": group, "pss_mb": round(largest, 1)},
-        "peak_pss_mb_by_group": mon.peak_by_group(),
-    }
+    return StreamMemoryRun(
+        samples=epoch["train_samples"],
+        seconds=round(seconds, 1),
+        samples_per_s=round(epoch["train_samples"] / max(epoch["train_seconds"], 1e-9), 1),
+        peak_pss_mb=round(mon.peak_pss_mb, 1),
+        peak_rss_mb=round(mon.peak_rss_mb, 1),
+        largest_process=ProcessPeak(group, round(largest, 1)),
+        peak_pss_mb_by_group=mon.peak_by_group(),
+    )
 
 
 def run_in_subprocess(
     config_path: str | None, overrides: list[str], shards: list[str], cores: int
-) -> dict[str, Any]:
+) -> StreamMemoryRun:
     """``run_scale`` in a fresh interpreter over ``shards``; returns its result."""
     spec = {"config": config_path, "overrides": overrides, "shards": shards, "cores": cores}
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    return run_spec("mm_ray.bench.stream_memory", spec, env, what=f"stream-memory over {len(shards)} shards")
+    what = f"stream-memory over {len(shards)} shards"
+    return StreamMemoryRun.from_dict(run_spec("mm_ray.bench.stream_memory", spec, env, what=what))
 
 
 def scale_overrides(shards: list[str], storage: str, name: str) -> list[str]:
@@ -114,7 +116,7 @@ def _worker_main(spec_path: str) -> None:
             spec["config"], [*spec["overrides"], *scale_overrides(spec["shards"], storage, name)]
         )
         result = run_scale(cfg, spec["cores"])
-    Path(spec["out"]).write_text(json.dumps(result))
+    Path(spec["out"]).write_text(json.dumps(result.to_dict()))
 
 
 if __name__ == "__main__":

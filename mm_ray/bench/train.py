@@ -40,7 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from mm_ray.bench.measure import run_spec
+from mm_ray.bench.records import StartupParts, TrainRun
 from mm_ray.config.schema import Config
+from mm_ray.data.manifest import PreprocessingRecord
 
 MODES = ("plain", "ray1", "ray2")
 SHARD_MODES = ("loader", "stream1", "ray1")
@@ -125,7 +127,7 @@ def plain_trainer(
     tokenizer_json: str,
     num_classes: int,
     rows: int,
-    preprocessing: Mapping[str, Any] | None,
+    preprocessing: PreprocessingRecord | None,
     device: str = "cpu",
 ) -> tuple[Any, Any, Any, Any]:
     """(loop config, model, optimizer, scheduler) built exactly as ``train_fn_per_worker`` builds them."""
@@ -167,7 +169,7 @@ def plain_epochs(
     loop, model, optimizer, scheduler = trainer
     autocast = autocast_dtype(loop.precision, device, legacy_bf16=loop.bf16)
     scaler = grad_scaler(loop.precision, device)
-    history = []
+    history = []  # the epoch rows a Ray run's history has, with the keys ``epoch_rates`` reads
     for epoch in range(loop.epochs):
         apply_epoch(model, epoch)  # library encoders' freeze schedule, as the Train workers apply it
         started_at, started = time.time(), time.perf_counter()
@@ -253,8 +255,8 @@ def run_loader(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, An
     import torch
 
     from mm_ray.bench.baselines import dataloader_batches
-    from mm_ray.data.cache import model_ready_shapes, preprocessing_of
     from mm_ray.data.captions import obtain_tokenizer
+    from mm_ray.data.manifest import model_ready_shapes, preprocessing_of
     from mm_ray.data.members import member_map
     from mm_ray.data.pipeline import decoders_of
     from mm_ray.data.sources import expand_shards
@@ -284,13 +286,13 @@ def run_loader(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, An
     return plain_epochs(trainer, epoch_batches, device=device, t0=t0)
 
 
-def startup_parts(first: dict[str, Any], t0: float) -> dict[str, float]:
+def startup_parts(first: dict[str, Any], t0: float) -> StartupParts | None:
     """Where a Ray run's start-up went: to the worker function's entry (Ray, controller, worker group), then
     to the first batch (the dataset's first block), from the first epoch's metrics."""
     entered, first_batch = first.get("worker_entered_at"), first.get("first_batch_at")
     if entered is None or first_batch is None:
-        return {}
-    return {"to_worker_s": round(entered - t0, 2), "worker_to_first_batch_s": round(first_batch - entered, 2)}
+        return None
+    return StartupParts(round(entered - t0, 2), round(first_batch - entered, 2))
 
 
 def step_checkpoint_share(history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -314,10 +316,15 @@ def validation_seconds(history: list[dict[str, Any]]) -> dict[str, Any]:
     if not seconds:
         return {}
     later = seconds[1:] or seconds
-    return {
+    out = {
         "val_seconds": [round(s, 2) for s in seconds],
         "steady_val_seconds": round(sum(later) / len(later), 2),
     }
+    cpu = [h["val_cpu_seconds"] for h in history if "val_cpu_seconds" in h]
+    if cpu:
+        later_cpu = cpu[1:] or cpu
+        out["steady_val_cpu_seconds"] = round(sum(later_cpu) / len(later_cpu), 2)
+    return out
 
 
 def epoch_rates(history: list[dict[str, Any]], t0: float, end: float) -> dict[str, Any]:
@@ -394,7 +401,7 @@ RUNNERS = {"plain": run_plain, "loader": run_loader, "stream1": run_stream}
 
 def run_mode(
     mode: str, config_path: str | None, overrides: list[str], cache: str, cores: int, shards: list[str]
-) -> dict[str, Any]:
+) -> TrainRun:
     """Run one mode in this process (called inside the per-mode subprocess)."""
     # Imported before the clock starts (ray_trainer pulls in torch and Ray Train): start-up counts the
     # work of starting Ray, the trainer and the data, not Python's imports.
@@ -410,59 +417,55 @@ def run_mode(
             result = run(cfg, WORKERS[mode], cores, t0)
         # Ray stops after the monitor's last look, while its processes still have their names.
         _stop_ray()
-    return {**result, "peak_pss_mb": round(mon.peak_pss_mb, 1), "cpu_s_by_process": mon.cpu_by_group()}
+    return TrainRun(**result, peak_pss_mb=round(mon.peak_pss_mb, 1), cpu_s_by_process=mon.cpu_by_group())
 
 
 def run_in_subprocess(
     mode: str, config_path: str | None, overrides: list[str], cache: str, cores: int, shards: list[str]
-) -> dict[str, Any]:
-    """Run ``mode`` in a fresh interpreter on ``cache`` (or ``shards``); returns its result dict."""
+) -> TrainRun:
+    """Run ``mode`` in a fresh interpreter on ``cache`` (or ``shards``); returns its result."""
     spec = {"mode": mode, "config": config_path, "overrides": overrides, "cores": cores, "shards": shards}
     spec["cache"] = str(Path(cache).resolve())
     # Ray sets OMP_NUM_THREADS from each worker's CPUs only when it is unset: an inherited value
     # (the ingest benchmark pins 1) would hide what a worker gets by itself.
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    return run_spec("mm_ray.bench.train", spec, env, what=f"bench train mode {mode}")
+    return TrainRun.from_dict(run_spec("mm_ray.bench.train", spec, env, what=f"bench train mode {mode}"))
 
 
-def large_ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+def large_ratios(results: Mapping[str, TrainRun]) -> dict[str, float]:
     """The large-run options' ratios, for the pairs of modes that ran: compiled, bf16 and ckpt200 over eager
     (steady samples/s), val2 over val1 (steady validation seconds)."""
     out = {}
     for mode in ("compiled", "bf16", "ckpt200"):
         if mode in results and "eager" in results:
             out[f"{mode}/eager steady"] = round(
-                results[mode]["steady_samples_per_s"] / results["eager"]["steady_samples_per_s"], 3
+                results[mode].steady_samples_per_s / results["eager"].steady_samples_per_s, 3
             )
-    if "val1" in results and "val2" in results:
-        val1, val2 = results["val1"], results["val2"]
-        out["val2/val1 validation seconds"] = round(
-            val2["steady_val_seconds"] / val1["steady_val_seconds"], 3
-        )
-        if "steady_val_cpu_seconds" in val1 and "steady_val_cpu_seconds" in val2:
+    val1, val2 = results.get("val1"), results.get("val2")
+    if val1 is not None and val2 is not None and val1.steady_val_seconds and val2.steady_val_seconds:
+        out["val2/val1 validation seconds"] = round(val2.steady_val_seconds / val1.steady_val_seconds, 3)
+        if val1.steady_val_cpu_seconds and val2.steady_val_cpu_seconds:
             out["val2/val1 validation CPU seconds (slowest worker)"] = round(
-                val2["steady_val_cpu_seconds"] / val1["steady_val_cpu_seconds"], 3
+                val2.steady_val_cpu_seconds / val1.steady_val_cpu_seconds, 3
             )
     return out
 
 
-def ratios(results: dict[str, dict[str, Any]], baseline: str = "plain") -> dict[str, float]:
+def ratios(results: Mapping[str, TrainRun], baseline: str = "plain") -> dict[str, float]:
     """Every other mode over ``baseline``, steady and end to end (only for the modes that ran)."""
     base = results[baseline]
     out = {}
     for mode, r in results.items():
         if mode != baseline and mode not in LARGE_MODES:
-            out[f"{mode}/{baseline} steady"] = round(
-                r["steady_samples_per_s"] / base["steady_samples_per_s"], 3
-            )
-            out[f"{mode}/{baseline} end to end"] = round(r["samples_per_s"] / base["samples_per_s"], 3)
+            out[f"{mode}/{baseline} steady"] = round(r.steady_samples_per_s / base.steady_samples_per_s, 3)
+            out[f"{mode}/{baseline} end to end"] = round(r.samples_per_s / base.samples_per_s, 3)
     return out
 
 
 TRAIN_BARS = (("steady_samples_per_s", "steady (epochs >= 2)"), ("samples_per_s", "end to end"))
 
 
-def plot_train(results: dict[str, dict[str, Any]], path: str | Path) -> Path:
+def plot_train(results: Mapping[str, TrainRun], path: str | Path) -> Path:
     """A PNG bar chart of steady and end-to-end samples/s per mode; returns its path."""
     from mm_ray.bench.plot import plot_modes
 
@@ -483,7 +486,7 @@ def _worker_main(spec_path: str) -> None:
     result = run_mode(
         spec["mode"], spec["config"], spec["overrides"], spec["cache"], spec["cores"], spec["shards"]
     )
-    Path(spec["out"]).write_text(json.dumps(result))
+    Path(spec["out"]).write_text(json.dumps(result.to_dict()))
 
 
 if __name__ == "__main__":

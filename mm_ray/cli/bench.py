@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from mm_ray.bench import hostile as hostile_bench
 from mm_ray.bench import ingest as ingest_bench
 from mm_ray.bench import runner
 from mm_ray.bench import train as train_bench
+from mm_ray.bench.records import IngestBench, IngestRun, StreamMemoryBench, TrainBench, TrainRun
 from mm_ray.cli.common import add_config_args, config_from_args, split_overrides, write_json
 
 
@@ -110,47 +112,57 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise SystemExit(f"mm-ray bench: {err}") from None
     if args.target == "hostile":
-        summary = hostile_bench.bench_hostile(modes, overrides, gib=args.bomb_gib)
-        print(hostile_bench.hostile_table(summary))
-    elif args.target == "train":
+        cases = hostile_bench.bench_hostile(modes, overrides, gib=args.bomb_gib)
+        print(hostile_bench.hostile_table(cases))
+        write_json(args.json, {case: c.to_dict() for case, c in cases.items()})
+        return 0
+    if args.target == "train":
         summary = runner.bench_train(
             **common, modes=modes, cache=args.cache, repeat=args.repeat, source=args.source
         )
         print_train(summary, args.plot)
     elif args.target == "stream-memory":
         summary = runner.bench_stream_memory(**common, scale=args.scale)
-        print(runner.stream_memory_table(summary["results"]))
-        verdict = "met" if summary["memory_ratio"] <= summary["target"] else "missed"
-        print(
-            f"peak PSS ratio {summary['scale']}x/1x = {summary['memory_ratio']:.2f} (target <= {summary['target']}: "
-            f"{verdict}); summed RSS ratio {summary['rss_ratio']:.2f}"
-        )
-        for scale, r in summary["results"].items():
-            top = ", ".join(f"{g} {mb:g}" for g, mb in list(r["peak_pss_mb_by_group"].items())[:6])
-            print(f"peak PSS by process group (MB), {scale}: {top}")
+        print_stream_memory(summary)
     elif args.target == "memory":
         summary = runner.bench_memory(**common)
-        print(runner.memory_table(summary["results"]))
+        print(runner.memory_table(summary.results))
         print(
-            f"memory ratio 10x/1x = {summary['memory_ratio_10x_1x']:.2f} "
+            f"memory ratio 10x/1x = {summary.memory_ratio_10x_1x:.2f} "
             "(streaming keeps it flat; 10.0 would mean memory grows with data)"
         )
     else:
         summary = runner.bench_ingest(**common, modes=modes, repeat=args.repeat)
-        print(f"\ningest benchmark: {summary['shards']} shards, {args.cores} cores")
-        print(runner.ingest_table(summary["results"]))
-        if "ratios" in summary:
-            of = f"median of {summary['rounds']} rounds, " if summary["rounds"] > 1 else ""
-            print(
-                f"ratios ({of}c = mm_ray, b = DataLoader, a = decode floor): "
-                + ", ".join(f"{k} = {v:.2f}" for k, v in summary["ratios"].items())
-            )
-            if summary["rounds"] > 1:
-                for i, r in enumerate(summary["ratios_by_round"], 1):
-                    print(f"  round {i}: " + ", ".join(f"{k} = {v:.2f}" for k, v in r.items()))
-        print_cpu(summary["results"])
-    write_json(args.json, summary)
+        print_ingest(summary)
+    write_json(args.json, summary.to_dict())
     return 0
+
+
+def print_ingest(summary: IngestBench) -> None:
+    print(f"\ningest benchmark: {summary.shards} shards, {summary.cores} cores")
+    print(runner.ingest_table(summary.results))
+    if summary.ratios is not None:
+        of = f"median of {summary.rounds} rounds, " if summary.rounds > 1 else ""
+        print(
+            f"ratios ({of}c = mm_ray, b = DataLoader, a = decode floor): "
+            + ", ".join(f"{k} = {v:.2f}" for k, v in summary.ratios.items())
+        )
+        if summary.rounds > 1:
+            for i, r in enumerate(summary.ratios_by_round or (), 1):
+                print(f"  round {i}: " + ", ".join(f"{k} = {v:.2f}" for k, v in r.items()))
+    print_cpu(summary.results)
+
+
+def print_stream_memory(summary: StreamMemoryBench) -> None:
+    print(runner.stream_memory_table(summary.results))
+    verdict = "met" if summary.memory_ratio <= summary.target else "missed"
+    print(
+        f"peak PSS ratio {summary.scale}x/1x = {summary.memory_ratio:.2f} (target <= {summary.target}: "
+        f"{verdict}); summed RSS ratio {summary.rss_ratio:.2f}"
+    )
+    for scale, r in summary.results.items():
+        top = ", ".join(f"{g} {mb:g}" for g, mb in list(r.peak_pss_mb_by_group.items())[:6])
+        print(f"peak PSS by process group (MB), {scale}: {top}")
 
 
 def bench_generate(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -163,29 +175,30 @@ def bench_generate(args: argparse.Namespace, overrides: list[str]) -> int:
     except ValueError as err:
         raise SystemExit(f"mm-ray bench: {err}") from None
     summary = bench_generation(cfg, Path(cfg.output_dir) / cfg.name, presets=presets, grid_path=args.plot)
-    k = summary["topics"]
-    print(f"\ncross-modal generation (text -> image), {k} topics: topic read back from the images")
-    print(generation_table(summary["rows"]))
-    for name, stats in summary["train"].items():
-        print(f"trained {name}: {stats['epochs']} epochs, {stats['seconds']} s")
-    print(f"grid ({summary['grid_rows']}): {summary['grid']}")
-    write_json(args.json, summary)
+    print(
+        f"\ncross-modal generation (text -> image), {summary.topics} topics: topic read back from the images"
+    )
+    print(generation_table(summary.rows))
+    for name, trained in summary.train.items():
+        print(f"trained {name}: {trained.epochs} epochs, {trained.seconds} s")
+    print(f"grid ({summary.grid_rows}): {summary.grid}")
+    write_json(args.json, summary.to_dict())
     return 0
 
 
-def print_train(summary: dict, plot: str | None) -> None:
-    results = summary["results"]
-    samples = next(iter(results.values()))["samples"] // max(1, summary["epochs"])
-    model = summary["model"]
+def print_train(summary: TrainBench, plot: str | None) -> None:
+    results = summary.results
+    samples = next(iter(results.values())).samples // max(1, summary.epochs)
+    model = summary.model
     print(
-        f"\ntraining benchmark: {samples:,} samples x {summary['epochs']} epochs, model {model['preset']} "
-        f"(width {model['width']}, depth {model['depth']}), batch {summary['batch_size']}, {summary['cores']} cores"
+        f"\ntraining benchmark: {samples:,} samples x {summary.epochs} epochs, model {model.preset} "
+        f"(width {model.width}, depth {model.depth}), batch {summary.batch_size}, {summary.cores} cores"
     )
-    print(runner.train_table(results, summary["cores"]))
-    ratios = summary.get("ratios", {})
+    print(runner.train_table(results, summary.cores))
+    ratios = summary.ratios or {}
     if ratios:
         print("ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()))
-    target = "stream1/loader steady" if summary.get("source") == "shards" else "ray1/plain steady"
+    target = "stream1/loader steady" if summary.source == "shards" else "ray1/plain steady"
     if target in ratios:
         verdict = "met" if ratios[target] >= train_bench.TARGET else "missed"
         print(f"target {target} >= {train_bench.TARGET}: {verdict} ({ratios[target]:.2f})")
@@ -211,9 +224,9 @@ def print_train(summary: dict, plot: str | None) -> None:
         print(f"chart: {train_bench.plot_train(results, plot)}")
 
 
-def print_cpu(results: dict) -> None:
+def print_cpu(results: Mapping[str, IngestRun | TrainRun]) -> None:
     for mode, r in results.items():
         print(
             f"CPU seconds by process, {mode}: "
-            + ", ".join(f"{g} {s:.1f}" for g, s in r["cpu_s_by_process"].items())
+            + ", ".join(f"{g} {s:.1f}" for g, s in r.cpu_s_by_process.items())
         )

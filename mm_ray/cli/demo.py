@@ -46,8 +46,8 @@ def main(args: argparse.Namespace) -> int:
     print(caps_table(result.manifest))
     print(ingest_table(result.caches))
     for split, cache in result.caches.items():
-        if cache.manifest["samples_quarantined"]:
-            print(format_summary(f"quarantine ({split})", cache.manifest["quarantine_reasons"]))
+        if cache.manifest.samples_quarantined:
+            print(format_summary(f"quarantine ({split})", cache.manifest.quarantine_reasons))
     print_training(result)
     if result.sweep is not None:
         from mm_ray.tune.report import sweep_report
@@ -118,7 +118,8 @@ def summary(result: DemoResult) -> dict[str, Any]:
         "bayes_accuracy": result.manifest["bayes_accuracy"],
         "caps": result.manifest["caps"],
         "preprocess": {
-            split: {"out": c.uri, **c.manifest.get("ingest", {})} for split, c in result.caches.items()
+            split: {"out": c.uri, **(c.manifest.ingest.to_dict() if c.manifest.ingest else {})}
+            for split, c in result.caches.items()
         },
         "training": {name: r.as_dict() for name, r in result.training.items()},
         "ensemble": result.ensemble,

@@ -29,10 +29,10 @@ def main(args: argparse.Namespace) -> int:
     if not specs:
         raise SystemExit("mm-ray preprocess: no shards given (pass SHARDS... or set data.shards)")
     cache = build_cache(cfg, specs, args.out, progress=PolledProgress)
-    summary = {"out": cache.uri, "config_hash": cache.manifest["config_hash"], **cache.manifest["ingest"]}
+    summary = {"out": cache.uri, "config_hash": cache.manifest.config_hash, **cache.manifest.ingest.to_dict()}
     print(format_summary("preprocess summary", summary))
     if cache.classes:
-        counts = cache.manifest.get("label_counts", {})
+        counts = cache.manifest.label_counts or {}
         rows = [[name, str(i), str(counts.get(str(i), 0))] for i, name in enumerate(cache.classes)]
         print(f"\nlabel map: {len(cache.classes)} classes (saved in the manifest's preprocess.classes)")
         print(format_table(["class", "id", "samples"], rows))

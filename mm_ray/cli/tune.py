@@ -93,6 +93,6 @@ def main(args: argparse.Namespace) -> int:
     if tracking:
         print("\n" + format_summary("experiment tracking", tracking))
         print("\n".join(f"  view: {command}" for command in view_commands(tracking).values()))
-    write_json(args.json, json_safe({**result.summary, "records": result.records}))
+    write_json(args.json, json_safe({**result.summary, "records": [r.to_dict() for r in result.records]}))
     # A sweep in which no trial reported its metric (all errored, say) did not do its job.
     return 0 if result.best or result.interrupted else 1

@@ -3,7 +3,8 @@
 Usage::
 
     cfg = load_config("pipelines/demo.yaml", ["image.size=128", "pools.image.min_size=2"])
-    as_dict(cfg)          # plain dict, e.g. for writing the resolved config next to a run
+    with_keys(cfg, {"train.lr": 0.01})   # the typed config with dotted keys set, each checked like an override
+    as_dict(cfg)          # plain dict, for writing the resolved config next to a run (or printing it)
     config_from_dict(as_dict(cfg), ["pools.image.num_cpus=0.5"])   # and back, with overrides on top
 
 Errors are ``ConfigError`` and always name the dotted key at fault, e.g.
@@ -65,6 +66,53 @@ def config_from_dict(
         key, value = parse_override(item)
         set_dotted(merged, key, value)
     return build(Config, merged, prefix="")
+
+
+def with_keys(cfg: Any, keys: typing.Mapping[str, Any]) -> Any:
+    """``cfg`` (a ``Config``, or any section) with the dotted ``keys`` set to their values, each checked like an
+    override of the user's (``ConfigError`` naming the key); the sections not named stay the same objects::
+
+        with_keys(cfg, {"train.lr": 0.01, "model.preset": "gated"})
+    """
+    for key, value in keys.items():
+        cfg = _set_key(cfg, type(cfg), key.split("."), value, prefix="")
+    return cfg
+
+
+def _set_key(node: Any, hint: Any, parts: list[str], value: Any, prefix: str) -> Any:
+    """``node`` (of type ``hint``) with the key ``parts`` below it set to ``value``."""
+    name, rest = parts[0], parts[1:]
+    key = _join(prefix, name)
+    if isinstance(node, dict):  # a mapping field (``train.lr_by_modality``): its values have one type
+        args = typing.get_args(_without_none(hint))
+        inner = args[1] if len(args) == 2 else Any
+        current = node.get(name)
+        new = _set_key(current or {}, inner, rest, value, key) if rest else check(inner, value, key, current)
+        return {**node, name: new}
+    if not dataclasses.is_dataclass(node):
+        raise ConfigError(f"{key}: {prefix} is not a section, got {_show(node)}")
+    names = [f.name for f in dataclasses.fields(node)]
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint_text = (
+            f" (did you mean '{_join(prefix, close[0])}'?)" if close else f" (known: {', '.join(names)})"
+        )
+        raise ConfigError(f"unknown key '{key}'{hint_text}")
+    field_type = typing.get_type_hints(type(node))[name]
+    current = getattr(node, name)
+    if rest:
+        new = _set_key(current if current is not None else {}, field_type, rest, value, key)
+    else:
+        new = check(field_type, value, key, current)
+    return dataclasses.replace(node, **{name: new})
+
+
+def _without_none(tp: Any) -> Any:
+    """``X`` of ``X | None``; other types as they are."""
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return inner[0] if len(inner) == 1 else tp
+    return tp
 
 
 def _merge_into(base: dict[str, Any], over: typing.Mapping[str, Any]) -> None:

@@ -2,8 +2,15 @@
 
 YAML files under ``pipelines/`` and dotted CLI overrides (``image.size=128``) are checked against these
 dataclasses by ``mm_ray.config.load``; an unknown key or a value of the wrong type is an error that names
-the dotted key. Components never receive these objects: the wiring code (``mm_ray.data.pipeline``, the CLI)
-turns a section into flat keyword arguments.
+the dotted key.
+
+Who gets what: the entry points (``build_cache``, ``fit``, ``sweep``, ``evaluate``, the CLI) and the wiring
+below them (``mm_ray.data.pipeline``, ``mm_ray.train.spec``, ``mm_ray.modalities.registry``) take the whole
+``Config``. A component takes only the typed section it needs (a decoder's settings such as ``ImageConfig``,
+``PoolConfig`` for the resource plan, ``AugmentConfig`` for the batch augmenter, ``EncoderConfig`` for a
+library encoder), or plain keyword arguments the wiring made from one (the preprocessors running in the actor
+pools), never the whole ``Config`` and never a dict made from a section. ``as_dict`` is for what leaves the
+process as data: a config written beside a run or into a checkpoint, printed, or sent to MLflow as params.
 
 ``mm-ray config show [FILE] [key=value ...]`` prints the resolved config; ``mm-ray config explain`` prints
 every key with its docstring.

@@ -1,7 +1,7 @@
 """Decode shards once into a preprocessed cache (``mm-ray preprocess``, ``mm_ray.build_cache``).
 
     cache = build_cache(cfg, ["shards/train-*.tar"], "runs/cache")     # -> Cache (mm_ray.data.cache)
-    cache.manifest["samples_ok"], cache.manifest["quarantine_reasons"]
+    cache.manifest.samples_ok, cache.manifest.quarantine_reasons, cache.manifest.ingest
 
 Steps: with ``data.labels=names``, the label map (``mm_ray.data.labels``; saved as the manifest's
 ``preprocess.classes``) -> get the tokenizer (``tokenizer_json``, ``text.tokenizer``, or one trained on the shards' captions) ->
@@ -13,9 +13,7 @@ may be a local directory or an ``s3://`` prefix (``data.storage_options``).
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
 import pyarrow.fs as pafs
 import ray
@@ -25,9 +23,7 @@ from mm_ray.data.cache import (
     DATA,
     MANIFEST,
     QUARANTINE_LOG,
-    TOKENIZER,
     Cache,
-    cache_manifest,
     cache_uri,
     label_counts,
     write_text,
@@ -35,6 +31,7 @@ from mm_ray.data.cache import (
 from mm_ray.data.captions import obtain_tokenizer
 from mm_ray.data.labels import with_classes
 from mm_ray.data.ledger import ErrorBudgetExceeded, quarantine_jsonl
+from mm_ray.data.manifest import TOKENIZER, cache_manifest
 from mm_ray.data.pipeline import Ingest
 from mm_ray.data.sources import filesystem_for
 from mm_ray.progress import ProgressFactory, watch
@@ -90,11 +87,10 @@ def build_cache(
     finally:  # written whether or not the budget held: it is what explains a failure
         write_text(fs, f"{root}/{QUARANTINE_LOG}", quarantine_jsonl(stream.quarantine_records()))
     seconds = time.perf_counter() - started
-    manifest = cache_manifest(cfg, summary, stream.urls, tokenizer_json, seconds)
-    manifest["ingest"] = _ingest_summary(summary, seconds)
-    # Counted once here, so that training knows its classes without a Ray Data job over the rows.
-    manifest["label_counts"] = label_counts(out, options) if summary["samples_ok"] else {}
-    write_text(fs, f"{root}/{MANIFEST}", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    # Labels counted once here, so that training knows its classes without a Ray Data job over the rows.
+    counts = label_counts(out, options) if summary["samples_ok"] else {}
+    manifest = cache_manifest(cfg, summary, stream.urls, tokenizer_json, seconds, label_counts=counts)
+    write_text(fs, f"{root}/{MANIFEST}", manifest.to_json())
     return Cache(cache_uri(out), manifest, options)
 
 
@@ -106,24 +102,3 @@ def _clear(fs: pafs.FileSystem, root: str) -> None:
     # Ray Data writes new files beside old ones: a re-run would otherwise double the cache.
     if fs.get_file_info(f"{root}/{DATA}").type == pafs.FileType.Directory:
         fs.delete_dir(f"{root}/{DATA}")
-
-
-def _ingest_summary(summary: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """What the preprocessing run did, kept in the manifest (the CLI prints it)."""
-    keep = (
-        "samples_read",
-        "samples_ok",
-        "samples_quarantined",
-        "quarantine_reasons",
-        "members_ignored",
-        "shards",
-        "shards_unreadable",
-        "shards_truncated",
-        "shards_empty",
-        "pools",
-    )
-    out = {k: summary[k] for k in keep if k in summary}
-    out.update(
-        seconds=round(seconds, 2), samples_per_s=round(summary["samples_read"] / max(seconds, 1e-9), 1)
-    )
-    return out

@@ -10,7 +10,7 @@ Layout of a cache (a local directory or an ``s3://bucket/prefix``)::
 ``Cache`` is the one owner of that layout::
 
     cache = Cache.open("runs/demo/cache/train")           # or "s3://bucket/caches/train", storage_options=...
-    cache.manifest["samples_ok"], cache.shapes, cache.tokenizer_json
+    cache.manifest.samples_ok, cache.shapes, cache.tokenizer_json     # the manifest: mm_ray.data.manifest
     ds = cache.dataset()                                   # the rows as a Ray dataset
 
 Every file goes through a ``pyarrow.fs`` filesystem (``mm_ray.data.sources.filesystem_for``), so a cache in
@@ -23,10 +23,7 @@ whether a cache matches its config.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,14 +32,14 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
 from mm_ray.columns import KEY, SHARD
-from mm_ray.config.schema import Config
 from mm_ray.data.epochs import shuffled_per_epoch, starting_at_epoch
+from mm_ray.data.manifest import CacheManifest, PreprocessingRecord
 from mm_ray.data.sources import S3_PREFIX, filesystem_for
 from mm_ray.modalities.legacy import manifest_shapes
-from mm_ray.modalities.registry import BUILTIN, Registry, extensions_of, modalities_of, settings_of
+from mm_ray.modalities.registry import BUILTIN, Registry
+from mm_ray.records import RecordError
 
 MANIFEST = "manifest.json"
-TOKENIZER = "tokenizer.json"
 DATA = "data"
 QUARANTINE_LOG = "quarantine.jsonl"
 
@@ -57,7 +54,7 @@ class Cache:
 
     uri: str
     """Absolute local path or ``s3://bucket/prefix``."""
-    manifest: Mapping[str, Any]
+    manifest: CacheManifest
     storage_options: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
@@ -72,7 +69,11 @@ class Cache:
                 f"{uri} is not a preprocessed cache (no {MANIFEST}: never written, or its writing did not "
                 "finish); make it with `mm-ray preprocess SHARDS --out DIR`"
             ) from None
-        return cls(cache_uri(uri), json.loads(text), options)
+        try:
+            manifest = CacheManifest.from_json(text)
+        except (RecordError, ValueError) as err:  # a JSON error is a ValueError too
+            raise CacheError(f"{uri}/{MANIFEST}: not a manifest this version reads: {err}") from None
+        return cls(cache_uri(uri), manifest, options)
 
     @staticmethod
     def exists(uri: str, storage_options: Mapping[str, str] | None = None) -> bool:
@@ -84,7 +85,7 @@ class Cache:
     def tokenizer_json(self) -> str:
         """The tokenizer (JSON) the text column was made with."""
         fs, path = self._fs()
-        name = self.manifest.get("tokenizer", TOKENIZER)
+        name = self.manifest.tokenizer
         # The manifest is data: its field names a file of this cache, never a path to somewhere else.
         if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
             raise CacheError(f"{self.uri}/{MANIFEST}: tokenizer {name!r} is not a file name inside the cache")
@@ -93,24 +94,22 @@ class Cache:
     @property
     def samples(self) -> int:
         """Rows in the cache (samples that passed every check)."""
-        return int(self.manifest["samples_ok"])
+        return self.manifest.samples_ok
 
     @property
-    def shapes(self) -> Mapping[str, list[int]]:
+    def shapes(self) -> dict[str, list[int]]:
         """Per-row shape of every model-ready column: ``image`` [3, S, S], ``input_ids`` [L], ..."""
-        return manifest_shapes(self.manifest["shapes"])
+        return {c: list(v) for c, v in self.manifest.shapes.items()}
 
     @property
-    def preprocessing(self) -> Mapping[str, Any] | None:
-        """What the rows were made with (``preprocessing_of``: each modality's recorded settings, the label
-        map of string labels); None in the oldest caches."""
-        return self.manifest.get("preprocess")
+    def preprocessing(self) -> PreprocessingRecord:
+        """What the rows were made with (each modality's recorded settings, the label map of string labels)."""
+        return self.manifest.preprocess
 
     @property
     def classes(self) -> list[str] | None:
         """The class names of string labels (``data.labels=names``; label id = position), else None."""
-        classes = (self.preprocessing or {}).get("classes")
-        return list(classes) if classes else None
+        return list(self.manifest.preprocess.classes) or None
 
     @property
     def data_uri(self) -> str:
@@ -126,10 +125,7 @@ class Cache:
     def num_classes(self) -> int | None:
         """The number of class names (string labels), else one more than the largest label in the cache (None for
         caches written before labels were counted)."""
-        if self.classes:
-            return len(self.classes)
-        counts = self.manifest.get("label_counts")
-        return 1 + max(int(label) for label in counts) if counts else None
+        return self.manifest.num_classes
 
     def dataset(
         self,
@@ -245,63 +241,8 @@ def label_counts(uri: str, storage_options: Mapping[str, str] | None = None) -> 
     return {str(int(label)): int(n) for label, n in zip(labels, counts, strict=True)}
 
 
-def preprocess_config_hash(cfg: Config, tokenizer_json: str) -> str:
-    """sha256 over the settings that determine the cache's content."""
-    reg = modalities_of(cfg)
-    relevant = {
-        "modalities": {s.name: s.record(settings_of(cfg, s)) for s in reg},
-        "extensions": {s.name: list(extensions_of(cfg, s)) for s in reg},
-        "members": {k: v for k, v in dataclasses.asdict(cfg.data.members).items() if k not in BUILTIN},
-        "required": list(cfg.data.required_modalities),
-        "label_required": cfg.data.label_required,
-        "tokenizer_sha256": hashlib.sha256(tokenizer_json.encode()).hexdigest(),
-    }
-    if cfg.data.labels == "names":
-        relevant["classes"] = list(cfg.data.classes)
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def model_ready_shapes(cfg: Config, registry: Registry | None = None) -> dict[str, list[int]]:
-    """Per-row shapes of the model-ready columns that ``cfg``'s preprocessing makes, for its modalities."""
-    reg = registry if registry is not None else modalities_of(cfg)
-    return {c: list(shape) for s in reg for c, shape in s.shapes(settings_of(cfg, s)).items()}
-
-
 def row_bytes(shapes: Mapping[str, Sequence[int]], registry: Registry = BUILTIN) -> int:
     """In-memory bytes of one model-ready row, from a cache manifest's shapes: each modality's columns (their
     dtypes from ``registry``) with its presence flag, and the int64 label."""
     shapes = manifest_shapes(shapes)
     return 8 + sum(s.row_bytes(shapes) for s in registry if all(c in shapes for c in s.column_names))
-
-
-def preprocessing_of(cfg: Config) -> dict[str, Any]:
-    """The settings a manifest records as ``preprocess`` (what a model trained on the rows saw): each modality's
-    recorded settings (``ModalitySpec.record``) under ``modalities``; with string labels also ``classes``, the
-    label map that turned them into the rows' ids, and ``members``, the member mapping the label strings were
-    read with. ``mm_ray.modalities.legacy.preprocessing_sections`` reads this and the first format."""
-    reg = modalities_of(cfg)
-    out: dict[str, Any] = {"modalities": {s.name: s.record(settings_of(cfg, s)) for s in reg}}
-    if cfg.data.labels == "names":
-        out["classes"] = list(cfg.data.classes)
-        # Which members and JSON field held those strings: new shards must be read the same way to get their ids.
-        out["members"] = dataclasses.asdict(cfg.data.members)
-    return out
-
-
-def cache_manifest(
-    cfg: Config, summary: Mapping[str, Any], urls: list[str], tokenizer_json: str, seconds: float
-) -> dict[str, Any]:
-    """The manifest written next to the cached rows."""
-    return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config_hash": preprocess_config_hash(cfg, tokenizer_json),
-        "shards": urls,
-        "samples_ok": summary["samples_ok"],
-        "samples_read": summary["samples_read"],
-        "samples_quarantined": summary["samples_quarantined"],
-        "quarantine_reasons": summary["quarantine_reasons"],
-        "shapes": model_ready_shapes(cfg),
-        "tokenizer": TOKENIZER,
-        "preprocess": preprocessing_of(cfg),
-        "seconds": round(seconds, 2),
-    }

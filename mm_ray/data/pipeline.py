@@ -29,10 +29,11 @@ import ray.data
 
 from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
-from mm_ray.data.cache import model_ready_shapes, row_bytes
+from mm_ray.data.cache import row_bytes
 from mm_ray.data.datasource import ShardDatasource
 from mm_ray.data.epochs import shuffled_per_epoch
 from mm_ray.data.ledger import QuarantineLedger, check_error_budget, ledger_get, write_quarantine_log
+from mm_ray.data.manifest import model_ready_shapes
 from mm_ray.data.members import MemberMap, member_map
 from mm_ray.data.resources import IngestPlan, plan_ingest
 from mm_ray.data.sources import expand_shards
@@ -305,7 +306,7 @@ class Ingest:
         urls = expand_shards(shard_specs, storage_options=cfg.data.storage_options) * repeat
         reg = modalities_of(cfg)
         groups = pool_groups(cfg, reg)
-        pools = {name: dataclasses.asdict(_pool_config(cfg, reg, name)) for name in groups}
+        pools = {name: _pool_config(cfg, reg, name) for name in groups}
         keys = {name: "pools.fused" if name == FUSED_POOL else pool_key(reg[name]) for name in groups}
         shares = {name: sum(reg[m].cost_share for m in modalities) for name, modalities in groups.items()}
         reads_in_pool = FUSED_POOL in groups and cfg.pools.layout != "per_modality"

@@ -21,6 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from mm_ray.config.load import ConfigError
+from mm_ray.config.schema import PoolConfig
 from mm_ray.placement import Node, capacity, usable_nodes
 
 
@@ -79,7 +80,7 @@ class IngestPlan:
 
 
 def plan_ingest(
-    pools: dict[str, dict],
+    pools: Mapping[str, PoolConfig],
     *,
     total_cpus: float = 0.0,
     total_gpus: float = 0.0,
@@ -94,8 +95,8 @@ def plan_ingest(
     reads_in_pool: bool = False,
     keys: Mapping[str, str] | None = None,
 ) -> IngestPlan:
-    """Resolve pool sizes. ``pools[name]`` holds the PoolConfig fields as a dict (``name`` is a modality, or
-    ``fused`` for the pool that runs several), ``shares[name]`` its fraction of the CPU budget (the caller
+    """Resolve pool sizes. ``pools[name]`` is the pool's settings (``name`` is a modality, or ``fused`` for the
+    pool that runs several), ``shares[name]`` its fraction of the CPU budget (the caller
     derives it from the modalities' ``ModalitySpec.cost_share``; default: equal shares). ``keys[name]``: the config
     key of that pool in messages (default ``pools.<name>``).
 
@@ -153,30 +154,30 @@ def plan_ingest(
 
 
 def pools_by_node_set(
-    pools: dict[str, dict], nodes: Sequence[Node], keys: Mapping[str, str] | None = None
+    pools: Mapping[str, PoolConfig], nodes: Sequence[Node], keys: Mapping[str, str] | None = None
 ) -> list[tuple[list[Node], list[str]]]:
     """The pools grouped by the nodes they may use (their ``resources``), as ``(nodes, pool names)``; the
     smallest sets (the most pinned pools) first: a pool that may use every node is planned after the pinned
     ones, from what they left, so two pools never count the same CPUs."""
     by_set: dict[frozenset[str], list[str]] = {}
-    for m, cfg in pools.items():
+    for m, pool in pools.items():
         key = (keys or {}).get(m, f"pools.{m}")
-        where = usable_nodes(nodes, cfg.get("resources") or {}, f"{key}.resources")
+        where = usable_nodes(nodes, pool.resources, f"{key}.resources")
         by_set.setdefault(frozenset(n.node_id for n in where), []).append(m)
     order = sorted(by_set, key=lambda ids: (sum(n.cpus for n in nodes if n.node_id in ids), sorted(ids)))
     return [([n for n in nodes if n.node_id in ids], by_set[ids]) for ids in order]
 
 
-def _on(members: list[str], pools: dict[str, dict], keys: Mapping[str, str]) -> str:
+def _on(members: list[str], pools: Mapping[str, PoolConfig], keys: Mapping[str, str]) -> str:
     """`` on the nodes of pools.<m>.resources`` for pinned pools (nothing for unpinned ones)."""
-    pinned = [m for m in members if pools[m].get("resources")]
+    pinned = [m for m in members if pools[m].resources]
     return f" on the nodes of {keys[pinned[0]]}.resources" if pinned else " of the cluster"
 
 
-def _plan_pool(key: str, cfg: dict, budget: float, nodes: Sequence[Node]) -> PoolPlan:
+def _plan_pool(key: str, pool: PoolConfig, budget: float, nodes: Sequence[Node]) -> PoolPlan:
     """``key``: the pool's config key (``pools.image``); ``budget``: the CPUs its share of its nodes allows."""
-    num_cpus, num_gpus = float(cfg["num_cpus"]), float(cfg["num_gpus"])
-    resources = dict(cfg.get("resources") or {})
+    num_cpus, num_gpus = float(pool.num_cpus), float(pool.num_gpus)
+    resources = dict(pool.resources)
     total_gpus = sum(n.gpus for n in nodes)
     if num_cpus <= 0 and num_gpus <= 0:
         raise ConfigError(f"{key}.num_cpus: must be > 0 for a CPU pool, got {num_cpus:g}")
@@ -189,8 +190,8 @@ def _plan_pool(key: str, cfg: dict, budget: float, nodes: Sequence[Node]) -> Poo
     fits = capacity(nodes, resources)
     if fits is not None:
         auto = max(1, min(auto, fits))
-    min_size = cfg.get("min_size") or auto
-    max_size = cfg.get("max_size") or max(min_size, cfg.get("min_size") or auto)
+    min_size = pool.min_size or auto
+    max_size = pool.max_size or max(min_size, pool.min_size or auto)
     if max_size < min_size:
         raise ConfigError(f"{key}.max_size={max_size} is below {key}.min_size={min_size}")
     if fits is not None and max_size > fits:
@@ -198,4 +199,4 @@ def _plan_pool(key: str, cfg: dict, budget: float, nodes: Sequence[Node]) -> Poo
             f"{key}.resources: {max_size} actors of {resources} do not fit the {fits} that the "
             f"nodes declaring them hold; this would deadlock. Lower the amounts or {key}.max_size"
         )
-    return PoolPlan(min_size, max_size, num_cpus, num_gpus, int(cfg["batch_size"]), resources)
+    return PoolPlan(min_size, max_size, num_cpus, num_gpus, int(pool.batch_size), resources)

@@ -30,7 +30,7 @@ from typing import Any
 from mm_ray.config.load import ConfigError, as_dict, config_from_dict
 from mm_ray.config.schema import Config
 from mm_ray.data.build import build_cache
-from mm_ray.data.cache import Cache, preprocess_config_hash
+from mm_ray.data.cache import Cache
 from mm_ray.data.captions import obtain_tokenizer
 from mm_ray.demo.bayes import MODALITY_ORDER, subset_key
 from mm_ray.demo.dataset import reuse_or_write, shard_paths
@@ -167,12 +167,8 @@ def _current_caches(
     tokenizer_json = caches["train"].tokenizer_json
     if cfg.text.tokenizer or caches["val"].tokenizer_json != tokenizer_json:
         return None
-    wanted = preprocess_config_hash(cfg, tokenizer_json)
-    for split, cache in caches.items():
-        if cache.manifest.get("config_hash") != wanted or sorted(cache.manifest["shards"]) != sorted(
-            shards[split]
-        ):
-            return None
+    if not all(cache.manifest.made_by(cfg, tokenizer_json, shards[split]) for split, cache in caches.items()):
+        return None
     return caches
 
 
@@ -323,6 +319,6 @@ def ingest_table(caches: dict[str, Cache]) -> str:
     rows = []
     for split, cache in caches.items():
         m = cache.manifest
-        rate = m.get("ingest", {}).get("samples_per_s", "-")
-        rows.append([split, m["samples_ok"], m["samples_quarantined"], len(m["shards"]), rate, cache.uri])
+        rate = m.ingest.samples_per_s if m.ingest is not None else "-"
+        rows.append([split, m.samples_ok, m.samples_quarantined, len(m.shards), rate, cache.uri])
     return format_table(["split", "samples ok", "quarantined", "shards", "samples/s", "cache"], rows)

@@ -17,6 +17,7 @@ from mm_ray.modalities.registry import BUILTIN
 from mm_ray.modalities.spec import Shapes
 from mm_ray.modalities.text import TEXT
 from mm_ray.modalities.text_decode import ATTENTION_MASK, INPUT_IDS
+from mm_ray.records import RecordError
 
 SIZE_FIELDS = ("image_size", "max_text_len", "n_mels", "audio_frames")
 """The per-modality size arguments of the first model-spec format and of ``build_model``'s old signature."""
@@ -52,17 +53,26 @@ def encoder_spec(modality: str, saved: Mapping[str, Any]) -> dict[str, Any]:
     """A library encoder's spec as a checkpoint saved it, in today's words: the backbone ``kind`` that the first
     format left to the modality's name, and an audio model's feature statistics, once saved as ``features``."""
     spec = dict(saved)
-    spec.setdefault("kind", BUILTIN[modality].library_kinds[spec["source"]])
+    if "kind" not in spec and modality in BUILTIN:
+        kind = BUILTIN[modality].library_kinds.get(spec.get("source"))
+        if kind is not None:
+            spec["kind"] = kind
     if "features" in spec:
         spec["feature_stats"] = spec.pop("features")
     return spec
 
 
-def preprocessing_sections(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """A cache manifest's ``preprocess`` record -> modality name -> its recorded settings. The first format
-    held ``image`` and ``audio`` sections and ``text_max_length``; the current one a ``modalities`` mapping."""
-    if "modalities" in record:
-        return {name: dict(section) for name, section in record["modalities"].items()}
+FIRST_PREPROCESS_FIELDS = (IMAGE.name, AUDIO.name, "text_max_length")
+"""The per-modality fields of a cache manifest's ``preprocess`` record in the first layout."""
+
+
+def first_preprocess_sections(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A cache manifest's ``preprocess`` record of the first layout (``image`` and ``audio`` sections and
+    ``text_max_length``; without ``classes``/``members``) -> modality name -> its recorded settings, as the
+    current layout's ``modalities`` holds them. ``RecordError`` naming a field of no layout."""
+    unknown = sorted(set(record) - set(FIRST_PREPROCESS_FIELDS))
+    if unknown:
+        raise RecordError(f"cache manifest: preprocess: unknown field(s) {unknown}")
     sections = {IMAGE.name: dict(record[IMAGE.name]), AUDIO.name: dict(record[AUDIO.name])}
     if "text_max_length" in record:
         sections[TEXT.name] = {"max_length": record["text_max_length"]}

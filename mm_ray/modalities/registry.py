@@ -303,6 +303,11 @@ def settings_of(cfg: Config, spec: ModalitySpec) -> Any:
     return build(spec.settings_type, raw, prefix=f"modalities.settings.{spec.name}")
 
 
+def settings_key(name: str) -> str:
+    """The config section of modality ``name``'s settings (``image``, ``modalities.settings.depth``)."""
+    return name if _is_builtin_section(name) else f"modalities.settings.{name}"
+
+
 def extensions_of(cfg: Config, spec: ModalitySpec) -> tuple[str, ...]:
     """The member extensions read as ``spec`` (configured, else the spec's own)."""
     if _is_builtin_section(spec.name):

@@ -30,6 +30,7 @@ from mm_ray.modalities.registry import BUILTIN, UNIMODAL_PREFIX, Registry
 from mm_ray.modalities.spec import EncoderContext, ModalitySpec
 from mm_ray.models import fusion as F
 from mm_ray.models.model import FusionModel
+from mm_ray.models.pretrained.encoder_spec import EncoderSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +128,7 @@ def build_model(
     aux_heads: bool = False,
     align_dim: int = 0,
     vae_beta: float = 1.0,
-    encoders: Mapping[str, Mapping] | None = None,
+    encoders: Mapping[str, EncoderSpec] | None = None,
     load_pretrained: bool = True,
     **sizes: int,
 ) -> nn.Module:
@@ -221,7 +222,7 @@ def _generative(
 
 
 def _library_encoders(
-    specs: Mapping[str, Mapping], chosen: tuple[str, ...], dim: int, seed: int, load: bool
+    specs: Mapping[str, EncoderSpec], chosen: tuple[str, ...], dim: int, seed: int, load: bool
 ) -> dict[str, nn.Module]:
     """The chosen modalities' encoders from torchvision / transformers (none: {}, and nothing imported). Built
     from their own random streams, so mm_ray's own encoders keep the initial weights of the seed."""

@@ -22,10 +22,12 @@ from typing import Any
 
 from torch import nn
 
-from mm_ray.modalities.legacy import SIZE_FIELDS, encoder_spec, shapes_from_sizes, sizes_from_shapes
+from mm_ray.modalities.legacy import SIZE_FIELDS, shapes_from_sizes, sizes_from_shapes
 from mm_ray.modalities.registry import Registry, registry_with
 from mm_ray.models.builder import build_custom
 from mm_ray.models.presets import build_model
+from mm_ray.models.pretrained.encoder_spec import EncoderSpec
+from mm_ray.records import plain, record_fields
 
 # Fields that fix what a batch must look like: models that share a data pipeline agree on them.
 INPUT_FIELDS = ("shapes", "vocab_size", "num_classes")
@@ -63,7 +65,7 @@ class ModelSpec:
     """The builder's extra keyword arguments."""
     vae_beta: float = 1.0
     """KL weight of the ``mvae`` ELBO."""
-    encoders: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    encoders: Mapping[str, EncoderSpec] = dataclasses.field(default_factory=dict)
     """Modality -> the spec of its encoder from torchvision / transformers (``mm_ray.models.pretrained.resolve``);
     {} = mm_ray's own encoders."""
     plugins: tuple[str, ...] = ()
@@ -77,7 +79,7 @@ class ModelSpec:
         object.__setattr__(self, "plugins", tuple(self.plugins))
         object.__setattr__(self, "fusion_weights", dict(self.fusion_weights))
         object.__setattr__(self, "builder_kwargs", dict(self.builder_kwargs))
-        object.__setattr__(self, "encoders", {m: dict(v) for m, v in self.encoders.items()})
+        object.__setattr__(self, "encoders", dict(self.encoders))
 
     @property
     def name(self) -> str:
@@ -113,15 +115,10 @@ class ModelSpec:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data: lists, dicts, numbers and strings only."""
-        out = dataclasses.asdict(self)
-        out["modalities"] = list(self.modalities)
-        out["shapes"] = {c: list(v) for c, v in self.shapes.items()}
-        out["builder_kwargs"] = dict(self.builder_kwargs)
-        out["plugins"] = list(self.plugins)
-        if not self.encoders:
-            del out[
-                "encoders"
-            ]  # mm_ray's own encoders: the spec is written as before library encoders existed
+        out = plain(self)
+        out["builder_kwargs"] = dict(self.builder_kwargs)  # the builder's own values, as given
+        if not self.encoders:  # mm_ray's own encoders: the spec is written as before library encoders existed
+            del out["encoders"]
         return out
 
     @classmethod
@@ -131,14 +128,9 @@ class ModelSpec:
         if "shapes" not in data:  # the first format: one size field per built-in modality
             sizes = {name: data.pop(name) for name in SIZE_FIELDS if name in data}
             data["shapes"] = shapes_from_sizes(**sizes)
-        encoders = {m: encoder_spec(m, v) for m, v in data.get("encoders", {}).items()}
-        if encoders:
-            data["encoders"] = encoders
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"model spec: unknown field(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        fields = record_fields(cls, data, "model spec")
+        fields["encoders"] = {m: EncoderSpec.from_dict(v, m) for m, v in fields.get("encoders", {}).items()}
+        return cls(**fields)
 
     def inputs(self) -> dict[str, Any]:
         """The input-shape fields (``INPUT_FIELDS``) and their values."""

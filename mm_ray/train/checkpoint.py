@@ -43,9 +43,9 @@ import torch
 
 from mm_ray.config.load import ConfigError, as_dict, config_from_dict
 from mm_ray.config.schema import Config
-from mm_ray.data.cache import model_ready_shapes
+from mm_ray.data.manifest import model_ready_shapes
 from mm_ray.data.sources import ShardSpecError
-from mm_ray.modalities.registry import BUILTIN, modalities_of, settings_of
+from mm_ray.modalities.registry import modalities_of, settings_key, settings_of
 from mm_ray.train.parallel import full_states, load_full_states
 from mm_ray.train.spec import LoopConfig, read_loop_config
 from mm_ray.train.wrapping import unwrap
@@ -300,13 +300,16 @@ def check_inputs(cfg: Config, loop: LoopConfig) -> None:
             free = {axis for name, axis in spec.variable_axes if name == column}
             if want is None or _same_shape(want, got, free):
                 continue
-            theirs = dataclasses.asdict(settings_of(loop.resolved, spec))
-            yours = dataclasses.asdict(settings_of(cfg, spec))
-            prefix = spec.name if spec.name in BUILTIN else f"modalities.settings.{spec.name}"
-            differ = [k for k in theirs if theirs[k] != yours.get(k)]
-            given = ", ".join(f"{prefix}.{k}: {yours.get(k)!r}" for k in differ) or f"{prefix} settings"
+            theirs, yours = settings_of(loop.resolved, spec), settings_of(cfg, spec)
+            prefix = settings_key(spec.name)
+            differ = [
+                f.name
+                for f in dataclasses.fields(theirs)
+                if getattr(theirs, f.name) != getattr(yours, f.name)
+            ]
+            given = ", ".join(f"{prefix}.{k}: {getattr(yours, k)!r}" for k in differ) or f"{prefix} settings"
             fix = (
-                " ".join(f"{prefix}.{k}={theirs[k]}" for k in differ)
+                " ".join(f"{prefix}.{k}={getattr(theirs, k)}" for k in differ)
                 or f"the training data's {prefix} settings"
             )
             raise ConfigError(

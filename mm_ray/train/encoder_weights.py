@@ -54,10 +54,10 @@ def _extract(cfg: Config, modality: str, enc) -> str:
     except CheckpointError as err:
         raise ConfigError(f"{key}: {err}") from None
     spec = ckpt.loop.model.encoders.get(modality)
-    if not spec or spec.get("source") != "torchvision" or spec.get("arch") != enc.arch:
+    if spec is None or spec.kind != TORCHVISION_IMAGE or spec.arch != enc.arch:
         got = (
-            f"a torchvision {spec['arch']}"
-            if spec and spec.get("arch")
+            f"a torchvision {spec.arch}"
+            if spec is not None and spec.arch
             else f"mm_ray's own {modality} encoder"
         )
         raise ConfigError(f"{key}: {ckpt.directory} holds {got}, not a torchvision {enc.arch}")

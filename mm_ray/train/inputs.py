@@ -27,8 +27,9 @@ import ray.data
 from mm_ray.columns import KEY, SHARD
 from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
-from mm_ray.data.cache import Cache, label_counts, model_ready_shapes, preprocessing_of, row_bytes
+from mm_ray.data.cache import Cache, label_counts, row_bytes
 from mm_ray.data.labels import with_classes
+from mm_ray.data.manifest import PreprocessingRecord, model_ready_shapes, preprocessing_of
 from mm_ray.data.pipeline import Ingest
 from mm_ray.modalities.registry import BUILTIN, Registry, registry_with
 from mm_ray.train.datasets import CacheRecipe, Recipe, TrainDatasets
@@ -54,7 +55,8 @@ class TrainInputs:
     num_classes: int
     rows: int
     """Training samples per epoch (known for a cache, estimated for shards): sizes the LR schedule."""
-    preprocessing: Mapping[str, Any] | None
+    preprocessing: PreprocessingRecord
+    """What the training rows were made with (a cache's record, or the run's own settings for shards)."""
     streams: dict[str, Ingest] = dataclasses.field(default_factory=dict)
     """``shards`` only: the ingest run of each split (its ledger counts what was quarantined)."""
     cropped_at_decode: bool = False

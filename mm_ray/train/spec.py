@@ -23,14 +23,16 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from mm_ray.config.load import ConfigError, as_dict, build, config_from_dict, persistable
+from mm_ray.config.load import ConfigError, as_dict, build, config_from_dict, persistable, with_keys
 from mm_ray.config.schema import AugmentConfig, Config
-from mm_ray.modalities.legacy import manifest_shapes, preprocessing_sections
+from mm_ray.data.manifest import PreprocessingRecord
+from mm_ray.modalities.legacy import manifest_shapes
 from mm_ray.modalities.registry import (
     encoder_config_of,
     modalities_of,
     model_modalities,
     registry_with,
+    settings_key,
     settings_of,
 )
 from mm_ray.models.pretrained.resolve import EncoderRequest, configured, resolve_encoders
@@ -88,12 +90,12 @@ class LoopConfig:
         num_classes: int,
         rows: int,
         has_val: bool,
-        preprocessing: Mapping[str, Any] | None = None,
+        preprocessing: PreprocessingRecord | None = None,
         cropped_at_decode: bool = False,
     ) -> LoopConfig:
         """The loop of run ``cfg`` on training data of ``rows`` samples whose model-ready ``shapes`` are
         ``{"image": [3, S, S], "input_ids": [L], ...}`` (a cache manifest's ``shapes``); ``preprocessing`` is
-        the data's own record of its settings (``mm_ray.data.cache.preprocessing_of``), when known;
+        the data's own record of its settings (``mm_ray.data.manifest.PreprocessingRecord``), when known;
         ``cropped_at_decode``: the image pools already drew the random resized crop (the batches are not
         cropped again; flips, rotation and jitter stay)."""
         t, m = cfg.train, cfg.model
@@ -235,32 +237,31 @@ def read_loop_config(saved: Mapping[str, Any]) -> LoopConfig:
     return LoopConfig(**data)
 
 
-def with_preprocessing(cfg: Config, preprocessing: Mapping[str, Any] | None) -> Config:
+def with_preprocessing(cfg: Config, preprocessing: PreprocessingRecord | None) -> Config:
     """``cfg`` with the modalities and settings the training data was preprocessed with, and its class names when
     its labels were strings: what a model trained on it really saw, whatever the run's own config said. None
     leaves ``cfg`` as it is."""
-    if not preprocessing:
+    if preprocessing is None:
         return cfg
-    raw = as_dict(cfg)
-    sections = preprocessing_sections(preprocessing)
     known = registry_with(tuple(cfg.modalities.plugins))
-    unknown = [name for name in sections if name not in known]
+    unknown = [name for name in preprocessing.modalities if name not in known]
     if unknown:
         raise ConfigError(
             f"modalities.plugins: the training data holds modality {unknown[0]!r}, which no spec of yours "
             "defines; name its plug-in in modalities.plugins"
         )
-    for name, recorded in sections.items():
-        if name in raw:  # a built-in modality: its own section
-            raw[name] = {**raw[name], **recorded}
-        else:
-            settings = raw["modalities"]["settings"]
-            settings[name] = {**settings.get(name, {}), **recorded}
-    if "modalities" in preprocessing:  # the current format names the data's modalities; the first held three
-        raw["data"] = {**raw["data"], "modalities": list(known.order(sections))}
-    if preprocessing.get("classes"):
+    # Laid over the run's config as dotted keys, through the loader: every recorded value is checked like a key
+    # of the user's (a section holds only what its spec records).
+    keys: dict[str, Any] = {}
+    for name, recorded in preprocessing.modalities.items():
+        keys.update({f"{settings_key(name)}.{k}": v for k, v in recorded.items()})
+    if preprocessing.names_modalities:
+        keys["data.modalities"] = list(known.order(preprocessing.modalities))
+    if preprocessing.classes:
         # The label map the rows' ids came from: evaluate/embed map new shards' labels with it.
-        raw["data"] = {**raw["data"], "labels": "names", "classes": list(preprocessing["classes"])}
-        if preprocessing.get("members"):
-            raw["data"]["members"] = dict(preprocessing["members"])
-    return config_from_dict(raw)
+        keys.update({"data.labels": "names", "data.classes": list(preprocessing.classes)})
+    cfg = with_keys(cfg, keys)
+    if preprocessing.classes and preprocessing.members is not None:
+        # ... read from the members the label strings were read from.
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, members=preprocessing.members))
+    return cfg

@@ -11,14 +11,14 @@ Matplotlib ``Figure`` without pyplot, as in ``mm_ray.train.outputs``: no GUI bac
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mm_ray.tune.results import TrialRecord
 
-def plot_best_by_preset(
-    records: Sequence[Mapping[str, Any]], path: str | Path, *, metric: str, mode: str
-) -> Path:
+
+def plot_best_by_preset(records: Sequence[TrialRecord], path: str | Path, *, metric: str, mode: str) -> Path:
     """Horizontal bars, best preset on top; presets whose trials never scored are left out."""
     from matplotlib.figure import Figure
 
@@ -26,9 +26,9 @@ def plot_best_by_preset(
     tried: dict[str, int] = {}
     pick = max if mode == "max" else min
     for r in records:
-        tried[r["preset"]] = tried.get(r["preset"], 0) + 1
-        if r["best"] is not None:
-            best[r["preset"]] = pick(best.get(r["preset"], r["best"]), r["best"])
+        tried[r.preset] = tried.get(r.preset, 0) + 1
+        if r.best is not None:
+            best[r.preset] = pick(best.get(r.preset, r.best), r.best)
     order = sorted(best, key=best.get, reverse=mode == "max")[::-1]  # barh draws bottom-up
     fig = Figure(figsize=(6.4, 0.5 * len(order) + 1.6), layout="constrained")
     ax = fig.subplots()
@@ -44,28 +44,29 @@ def plot_best_by_preset(
 
 
 def plot_trial_curves(
-    records: Sequence[Mapping[str, Any]], path: str | Path, *, metric: str, max_epochs: int
+    records: Sequence[TrialRecord], path: str | Path, *, metric: str, max_epochs: int
 ) -> Path:
     """``metric`` per epoch for every trial; colour = preset, a cross = stopped early by the scheduler."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    presets = list(dict.fromkeys(r["preset"] for r in records))
+    presets = list(dict.fromkeys(r.preset for r in records))
     colours = {p: f"C{i % 10}" for i, p in enumerate(presets)}
     fig = Figure(figsize=(7.2, 4.4), layout="constrained")
     ax = fig.subplots()
     labelled: set[str] = set()
     for r in records:
-        points = [(row["epoch"], row[metric]) for row in r["history"] if row.get(metric) is not None]
+        # A history row holds the metrics by the names the trainer reported them under.
+        points = [(row["epoch"], row[metric]) for row in r.history if row.get(metric) is not None]
         if not points:
             continue
         epochs, values = zip(*points, strict=True)
-        label = None if r["preset"] in labelled else r["preset"]
-        labelled.add(r["preset"])
-        ax.plot(epochs, values, marker="o", markersize=3, color=colours[r["preset"]], alpha=0.8, label=label)
-        if r["status"] == "stopped":
+        label = None if r.preset in labelled else r.preset
+        labelled.add(r.preset)
+        ax.plot(epochs, values, marker="o", markersize=3, color=colours[r.preset], alpha=0.8, label=label)
+        if r.status == "stopped":
             ax.plot(epochs[-1], values[-1], marker="x", markersize=9, color="black")
-    if any(r["status"] == "stopped" for r in records):
+    if any(r.status == "stopped" for r in records):
         ax.plot([], [], marker="x", linestyle="none", color="black", label="stopped early")
     ax.set_xlim(0.8, max(max_epochs, 1) + 0.2)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -14,12 +14,9 @@ def sweep_report(result: SweepResult) -> str:
     headers, rows = result.leaderboard()
     parts = [f"leaderboard ({tune.metric}, {tune.mode})", format_table(headers, rows)]
     shown: dict[str, Any] = {k: v for k, v in result.summary.items() if k not in ("outputs", "best")}
-    if result.best:
-        shown["best"] = {
-            "trial": result.best["trial_id"],
-            "preset": result.best["preset"],
-            tune.metric: result.best["best"],
-        }
+    best = result.best
+    if best is not None:
+        shown["best"] = {"trial": best.trial_id, "preset": best.preset, tune.metric: best.best}
     parts.append("\n" + format_summary("sweep summary", shown))
     if result.interrupted:
         parts.append(f"\ninterrupted: continue with `mm-ray tune --resume {result.sweep.results_dir}`")

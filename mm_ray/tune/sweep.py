@@ -3,7 +3,7 @@
     import mm_ray
 
     result = mm_ray.sweep(mm_ray.load_config("pipelines/tune_small.yaml"))   # starts or joins Ray
-    result.best["preset"], result.summary["trial_epochs_fraction"], result.leaderboard()
+    result.best.preset, result.summary["trial_epochs_fraction"], result.leaderboard()
     result = mm_ray.resume_sweep("runs/tune_small")    # after Ctrl-C / a crash: the unfinished trials only
 
     sweep = plan_sweep(cfg)                      # the steps: validate, load tune.space, fix paths, num_classes
@@ -302,7 +302,7 @@ def _trainable(sweep: Sweep) -> Any:
     from mm_ray.tune.trainable import train_trial
 
     trainable = ray.tune.with_parameters(
-        train_trial, base=as_dict(sweep.cfg), space=sweep.space, storage=f"{sweep.experiment_path}/train"
+        train_trial, base=sweep.cfg, space=sweep.space, storage=f"{sweep.experiment_path}/train"
     )
     # The driver only starts the Train run (its workers hold their own CPUs/GPUs): a fraction of a CPU.
     return ray.tune.with_resources(trainable, {"CPU": sweep.cfg.tune.driver_cpus})
@@ -360,9 +360,10 @@ def collect(sweep: Sweep, grid: Any, *, concurrent: int | None) -> dict[str, Any
     records = results.rank([_record(sweep, result) for result in grid], cfg.tune.mode)
     out = sweep.results_dir
     outputs = results.write_trials(records, out, sweep.space)
-    best = results.best_config(records, persistable(as_dict(cfg)), sweep.space)
+    best = results.best_config(records, cfg, sweep.space)
     if best is not None:
-        (out / "best_config.yaml").write_text(yaml.safe_dump(best, sort_keys=False))
+        # Written, so as plain data without secrets (the storage credentials stay in this process).
+        (out / "best_config.yaml").write_text(yaml.safe_dump(persistable(as_dict(best)), sort_keys=False))
         outputs["best_config_yaml"] = str(out / "best_config.yaml")
     plots.plot_best_by_preset(records, out / "best_by_preset.png", metric=cfg.tune.metric, mode=cfg.tune.mode)
     plots.plot_trial_curves(
@@ -371,7 +372,7 @@ def collect(sweep: Sweep, grid: Any, *, concurrent: int | None) -> dict[str, Any
     outputs.update(
         best_by_preset_png=str(out / "best_by_preset.png"), trial_curves_png=str(out / "trial_curves.png")
     )
-    statuses = [r["status"] for r in records]
+    statuses = [r.status for r in records]
     summary = {
         "experiment": sweep.experiment_path,
         "trials": len(records),
@@ -380,7 +381,7 @@ def collect(sweep: Sweep, grid: Any, *, concurrent: int | None) -> dict[str, Any
         "interrupted": grid.num_terminated + grid.num_errors < len(grid) or len(grid) < sweep.trials,
         "max_concurrent_trials": concurrent,
         **results.trial_epochs(records, trials=sweep.trials, max_epochs=cfg.train.epochs),
-        "best": _best_summary(records[0]) if records and records[0]["best"] is not None else None,
+        "best": _best_summary(records[0]) if records and records[0].best is not None else None,
         "decoded": decoded(cfg, records),
         "outputs": outputs,
         "tracking": sweep_tracking(cfg, sweep.experiment_path),
@@ -391,7 +392,7 @@ def collect(sweep: Sweep, grid: Any, *, concurrent: int | None) -> dict[str, Any
     return summary
 
 
-def _record(sweep: Sweep, result: Any) -> dict[str, Any]:
+def _record(sweep: Sweep, result: Any) -> results.TrialRecord:
     cfg = sweep.cfg
     frame = result.metrics_dataframe
     rows = frame.to_dict("records") if frame is not None else []
@@ -410,12 +411,12 @@ def _record(sweep: Sweep, result: Any) -> dict[str, Any]:
     )
 
 
-def _best_summary(record: dict[str, Any]) -> dict[str, Any]:
-    keys = ("trial_id", "preset", "best", "best_epoch", "epochs_run", "checkpoint", "params")
-    return {k: record[k] for k in keys}
+def _best_summary(record: results.TrialRecord) -> dict[str, Any]:
+    """What summary.json keeps of the best trial: its record without the history and status."""
+    return {k: v for k, v in record.to_dict().items() if k not in ("history", "status", "error")}
 
 
-def decoded(cfg: Config, records: Sequence[dict[str, Any]] = ()) -> dict[str, int]:
+def decoded(cfg: Config, records: Sequence[results.TrialRecord] = ()) -> dict[str, int]:
     """Samples decoded from raw shards into the caches the trials read (once, by ``mm-ray preprocess``),
     and by the trials themselves: none when they read model-ready Parquet; when they stream the shards,
     every epoch of every trial decodes its samples again."""
@@ -423,11 +424,11 @@ def decoded(cfg: Config, records: Sequence[dict[str, Any]] = ()) -> dict[str, in
     if streams(cfg):
         # A trial's ledger counts each sample once however many epochs read it: times the epochs it ran.
         counts["trials"] = sum(
-            r["history"][-1].get("ingest_samples_read", 0) * r["epochs_run"] for r in records if r["history"]
+            r.history[-1].get("ingest_samples_read", 0) * r.epochs_run for r in records if r.history
         )
     for split, cache in (("train_cache", cfg.train.cache), ("val_cache", cfg.train.val_cache)):
         if cache:
-            counts[split] = int(Cache.open(cache, cfg.data.storage_options).manifest["samples_read"])
+            counts[split] = Cache.open(cache, cfg.data.storage_options).manifest.samples_read
     return counts
 
 
@@ -452,12 +453,14 @@ class SweepResult:
 
     sweep: Sweep
     summary: dict[str, Any]
-    records: list[dict[str, Any]]
+    records: list[results.TrialRecord]
+    """Best first (``mm_ray.tune.results.rank``)."""
 
     @property
-    def best(self) -> dict[str, Any] | None:
-        """The best trial (``trial_id``, ``preset``, ``best``, ``params``, ...), None when none scored."""
-        return self.summary["best"]
+    def best(self) -> results.TrialRecord | None:
+        """The best trial's record (``trial_id``, ``preset``, ``best``, ``params``, ...), None when none scored."""
+        first = self.records[0] if self.records else None
+        return first if first is not None and first.best is not None else None
 
     @property
     def interrupted(self) -> bool:
@@ -560,5 +563,5 @@ def ensure_caches(cfg: Config) -> dict[str, int]:
         # The val cache must share the train cache's tokenizer: token ids index one embedding table.
         made = build_cache(cfg, shards, cache, tokenizer_json=tokenizer_json)
         tokenizer_json = tokenizer_json or made.tokenizer_json
-        decoded[key] = int(made.manifest["samples_read"])
+        decoded[key] = made.manifest.samples_read
     return decoded

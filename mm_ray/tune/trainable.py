@@ -1,6 +1,6 @@
 """The Tune function trainable: one trial = one Ray Train run (Ray 2.60's Train-inside-Tune pattern).
 
-    trainable = ray.tune.with_parameters(train_trial, base=as_dict(cfg), space=space, storage=".../exp/train")
+    trainable = ray.tune.with_parameters(train_trial, base=cfg, space=space, storage=".../exp/train")
     ray.tune.Tuner(ray.tune.with_resources(trainable, {"CPU": 0.25}), param_space=...)
 
 Each trial's sampled parameters (dotted keys, the search space's) are laid over the sweep's base config
@@ -19,27 +19,22 @@ Inside this function use ``ray.tune.*`` (report, get_context); ``ray.train.*`` b
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from mm_ray.config.load import build, set_dotted
+from mm_ray.config.load import with_keys
 from mm_ray.config.schema import Config
 from mm_ray.tune.space import SearchSpace
 
 
-def trial_config(base: Mapping[str, Any], space: SearchSpace, params: Mapping[str, Any], name: str) -> Config:
-    """The config of one trial: ``base`` (``as_dict`` of the sweep's config) with the trial's active
-    parameters set, named ``name``. Checked by the schema like any config."""
-    raw = copy.deepcopy(dict(base))
-    for key, value in space.active(params).items():
-        set_dotted(raw, key, value)
-    raw["name"] = name
-    return build(Config, raw, prefix="")
+def trial_config(base: Config, space: SearchSpace, params: Mapping[str, Any], name: str) -> Config:
+    """The config of one trial: the sweep's config ``base`` with the trial's active parameters (dotted keys) set,
+    each checked like an override, named ``name``."""
+    return with_keys(base, {**space.active(params), "name": name})
 
 
-def train_trial(params: dict[str, Any], *, base: dict[str, Any], space: SearchSpace, storage: str) -> None:
+def train_trial(params: dict[str, Any], *, base: Config, space: SearchSpace, storage: str) -> None:
     """Tune function trainable: train the trial's config with Ray Train; metrics reach Tune per epoch."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback

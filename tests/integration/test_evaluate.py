@@ -19,6 +19,7 @@ from mm_ray.cli.main import main
 from mm_ray.config.load import load_config
 from mm_ray.data.build import build_cache
 from mm_ray.data.cache import Cache
+from mm_ray.data.manifest import CacheManifest
 from mm_ray.train.evaluate import evaluate
 from mm_ray.train.metrics import DEFAULT_REGISTRY
 from mm_ray.train.ray_trainer import fit
@@ -35,7 +36,7 @@ TINY_MODEL = ("model.width=8", "model.depth=1", "model.fusion_dim=8")
 class Trained:
     summary: dict[str, Any]
     val_specs: list[str]
-    val_manifest: dict[str, Any]
+    val_manifest: CacheManifest
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def trained(demo_shards, tmp_path_factory) -> Trained:
     ]
     summary = fit(load_config(None, overrides)).as_dict()
     assert summary["epochs_run"] == 2 and summary["checkpoint"]
-    return Trained(summary, val_specs, dict(Cache.open(str(out / "val")).manifest))
+    return Trained(summary, val_specs, Cache.open(str(out / "val")).manifest)
 
 
 def _assert_same_scores(scores: dict[str, dict], reference: dict[str, dict]) -> None:
@@ -78,10 +79,8 @@ def _assert_same_scores(scores: dict[str, dict], reference: dict[str, dict]) -> 
 def test_checkpoint_scores_the_val_shards_as_training_scored_the_val_cache(trained: Trained) -> None:
     result = evaluate(trained.summary["checkpoint"], trained.val_specs)
     _assert_same_scores(result["subsets"], trained.summary["subsets"])
-    assert (
-        result["samples"] == trained.val_manifest["samples_ok"] == trained.summary["metrics"]["val_samples"]
-    )
-    assert result["quarantined"] == trained.val_manifest["samples_quarantined"]
+    assert result["samples"] == trained.val_manifest.samples_ok == trained.summary["metrics"]["val_samples"]
+    assert result["quarantined"] == trained.val_manifest.samples_quarantined
     assert result["shards"] == len(trained.val_specs)
     assert result["epoch"] == 2 and result["picked_from"] is None
     assert result["checkpoint"] == trained.summary["checkpoint"]

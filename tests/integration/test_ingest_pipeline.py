@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 from mm_ray import columns as C
 from mm_ray.config.load import load_config
 from mm_ray.data.build import build_cache
+from mm_ray.data.cache import Cache
 from mm_ray.modalities.audio_decode import AudioPreprocessor
 from mm_ray.modalities.image_decode import ImagePreprocessor
 from mm_ray.modalities.text_decode import TextPreprocessor
@@ -119,11 +120,13 @@ def test_preprocess_writes_a_cache_made_with_its_tokenizer(demo_shards, truth, t
     rows = cache.dataset().take_all()
     assert sorted(r[C.KEY] for r in rows) == sorted(truth)
     assert {r[C.KEY]: r[C.LABEL] for r in rows} == {k: label_of(m) for k, m in truth.items()}
-    assert manifest["samples_ok"] == 48 and manifest["samples_quarantined"] == 0
-    assert re.fullmatch(r"[0-9a-f]{16}", manifest["config_hash"])
+    assert manifest.samples_ok == 48 and manifest.samples_quarantined == 0
+    assert re.fullmatch(r"[0-9a-f]{16}", manifest.config_hash)
     assert cache.uri == str(out) and cache.tokenizer_json == (out / "tokenizer.json").read_text()
-    assert manifest["shapes"]["audio"] == [N_MELS, AUDIO_FRAMES]
-    assert json.loads((out / "manifest.json").read_text()) == manifest
+    assert manifest.shapes["audio"] == (N_MELS, AUDIO_FRAMES)
+    saved = json.loads((out / "manifest.json").read_text())
+    assert saved["shapes"]["audio"] == [N_MELS, AUDIO_FRAMES] and saved["samples_ok"] == 48
+    assert Cache.open(str(out)).manifest == manifest
     tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
     for row in rows:
         ids = np.asarray(row["input_ids"])

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
+from cachekit import write_manifest
 from shardkit import good_sample, read_tar_samples, write_samples
 
 from mm_ray.config.load import load_config
@@ -185,9 +186,7 @@ def _label_cache(root: Path, rows: int) -> Path:
     (root / "tokenizer.json").write_text("{}")
     shapes = {"image": [3, 2, 2], "input_ids": [2], "audio": [2, 2]}
     counts = {str(i): 1 for i in range(rows)}
-    (root / "manifest.json").write_text(
-        json.dumps({"samples_ok": rows, "shapes": shapes, "label_counts": counts})
-    )
+    write_manifest(root, samples_ok=rows, shapes=shapes, label_counts=counts)
     return root
 
 
@@ -249,7 +248,7 @@ def test_a_sweep_streams_the_shards_in_every_trial(shards, tmp_path: Path) -> No
     assert summary["max_concurrent_trials"] == 1  # each streaming trial runs its own pools
     good = _good_rows(shards["train"])
     for record in result.records:
-        last = record["history"][-1]
+        last = record.history[-1]
         assert last["train_samples"] == good and last["ingest_samples_quarantined"] == 2
         assert last["val_samples"] == _good_rows(shards["val"])
     # Every trial decoded every sample it read (no cache): two trials x one epoch x (good + 2 bad).

@@ -95,8 +95,8 @@ def test_a_four_trial_sweep_exports_a_runnable_best_config(caches, tmp_path: Pat
     assert summary["decoded"] == {
         "trials": 0,
         "this_run": 0,
-        "train_cache": Cache.open(str(caches[0])).manifest["samples_read"],
-        "val_cache": Cache.open(str(caches[1])).manifest["samples_read"],
+        "train_cache": Cache.open(str(caches[0])).manifest.samples_read,
+        "val_cache": Cache.open(str(caches[1])).manifest.samples_read,
     }
     # The leaderboard: a header, a rule and one row per trial, best first.
     table = [line for line in out.splitlines() if line.startswith("| ")]
@@ -190,7 +190,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(caches, 
     first = run_sweep(sweep, callbacks=[InterruptAfter(1)])
     assert first["interrupted"]
     # The trial that completed, and possibly the next one if it trained its last epoch before the signal.
-    finished = {r["trial_id"]: r for r in first["records"] if r["status"] in ("done", "stopped")}
+    finished = {r.trial_id: r for r in first["records"] if r.status in ("done", "stopped")}
     assert 1 <= len(finished) <= 2
     experiment = Path(first["experiment"])
     before = {t: _trial_files(experiment, t) for t in finished}

@@ -4,11 +4,20 @@ whichever modes ran, and the median run of repeated ones."""
 from __future__ import annotations
 
 from mm_ray.bench.measure import median_run
+from mm_ray.bench.records import IngestRun
 from mm_ray.bench.runner import ingest_ratios
 
 
-def _run(rate: float, steady: float, first: float) -> dict:
-    return {"samples_per_s": rate, "steady_samples_per_s": steady, "first_batch_s": first}
+def _run(rate: float, steady: float, first: float) -> IngestRun:
+    return IngestRun(
+        samples=100,
+        seconds=100 / rate,
+        first_batch_s=first,
+        samples_per_s=rate,
+        steady_samples_per_s=steady,
+        peak_pss_mb=500.0,
+        cpu_s_by_process={"driver": 1.0},
+    )
 
 
 def test_ratios_compare_mm_ray_with_each_baseline_that_ran() -> None:
@@ -25,8 +34,8 @@ def test_ratios_compare_mm_ray_with_each_baseline_that_ran() -> None:
 def test_the_median_run_is_picked_by_steady_rate_and_keeps_every_rate() -> None:
     runs = [_run(300, 330, 3), _run(290, 310, 4), _run(310, 350, 3)]
     picked = median_run(runs)
-    assert picked["samples_per_s"] == 300
-    assert picked["steady_samples_per_s_runs"] == [330, 310, 350]
+    assert picked.samples_per_s == 300
+    assert picked.steady_samples_per_s_runs == (330, 310, 350)
 
 
 def test_the_benchmark_reads_the_shards_its_manifest_lists_not_leftovers(tmp_path) -> None:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
+from cachekit import a_manifest
 
-from mm_ray.data.cache import MANIFEST, TOKENIZER, Cache, CacheError, write_text
+from mm_ray.data.cache import MANIFEST, Cache, CacheError, write_text
+from mm_ray.data.manifest import TOKENIZER
 
 
 def test_a_failed_write_leaves_the_old_file_whole(tmp_path: Path) -> None:
@@ -32,8 +34,8 @@ def test_a_manifest_cannot_point_the_tokenizer_outside_the_cache(tmp_path: Path,
     cache.mkdir()
     (tmp_path / "outside.json").write_text('{"planted": true}')
     (cache / TOKENIZER).write_text('{"model": "ours"}')
-    (cache / MANIFEST).write_text(json.dumps({"tokenizer": name, "samples_ok": 1}))
+    (cache / MANIFEST).write_text(json.dumps({**a_manifest().to_dict(), "tokenizer": name}))
     with pytest.raises(CacheError, match=f"tokenizer {name!r} is not a file name inside the cache"):
         _ = Cache.open(str(cache)).tokenizer_json
-    (cache / MANIFEST).write_text(json.dumps({"tokenizer": TOKENIZER, "samples_ok": 1}))
+    (cache / MANIFEST).write_text(a_manifest(tokenizer=TOKENIZER).to_json())
     assert Cache.open(str(cache)).tokenizer_json == '{"model": "ours"}'

@@ -39,3 +39,22 @@ def test_errors_name_the_key(tmp_path: Path) -> None:
         config_from_dict(saved)
     with pytest.raises(ConfigError, match="config file not found"):
         config_from_dict(as_dict(load_config()), path=tmp_path / "missing.yaml")
+
+
+def test_with_keys_sets_dotted_keys_on_a_typed_config_checking_each() -> None:
+    from mm_ray.config.load import with_keys
+
+    cfg = load_config(None, ["train.lr_by_modality={text: 0.01}"])
+    out = with_keys(
+        cfg, {"train.lr": 0.5, "train.lr_by_modality.image": 1, "modalities.settings.depth.size": 8}
+    )
+    assert out.train.lr == 0.5 and out.train.lr_by_modality == {"text": 0.01, "image": 1.0}
+    assert out.modalities.settings == {"depth": {"size": 8}}
+    assert out.image is cfg.image and cfg.train.lr != 0.5  # untouched sections are shared; cfg is unchanged
+    # Each value is checked like an override of the user's, naming the key.
+    with pytest.raises(ConfigError, match=r"train\.lr_by_modality\.image: expected a number, got 'fast'"):
+        with_keys(cfg, {"train.lr_by_modality.image": "fast"})
+    with pytest.raises(ConfigError, match=r"unknown key 'image\.sise' \(did you mean 'image\.size'\?\)"):
+        with_keys(cfg, {"image.sise": 64})
+    with pytest.raises(ConfigError, match=r"train\.lr\.x: train\.lr is not a section"):
+        with_keys(cfg, {"train.lr.x": 1})

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from mm_ray.config.load import ConfigError
-from mm_ray.config.schema import PoolsConfig
+from mm_ray.config.schema import PoolConfig, PoolsConfig
 from mm_ray.data.ledger import ErrorBudgetExceeded, QuarantineLedger, check_error_budget, write_quarantine_log
 from mm_ray.data.resources import plan_ingest
 from mm_ray.modalities import BUILTIN
@@ -70,12 +70,12 @@ def test_ledger_says_the_budget_is_exceeded_only_once_every_shard_was_read() -> 
     assert plain.shard_progress("s1", 3, done=True) is None
 
 
-def _pools(**changes) -> dict:
+def _pools(**changes) -> dict[str, PoolConfig]:
     cfg = PoolsConfig()
-    pools = {m: dataclasses.asdict(getattr(cfg, m)) for m in ("text", "image", "audio")}
+    pools = {m: getattr(cfg, m) for m in ("text", "image", "audio")}
     for key, value in changes.items():
         modality, field = key.split("__")
-        pools[modality][field] = value
+        pools[modality] = dataclasses.replace(pools[modality], **{field: value})
     return pools
 
 
@@ -127,8 +127,8 @@ GPU_NODE = Node("gpu", {"CPU": 8.0, "GPU": 1.0, "train_gpu": 1.0})
 HEAD = Node("head", {"CPU": 0.0})
 
 
-def _fused(**changes) -> dict:
-    return {"fused": {**dataclasses.asdict(PoolsConfig().fused), **changes}}
+def _fused(**changes) -> dict[str, PoolConfig]:
+    return {"fused": dataclasses.replace(PoolsConfig().fused, **changes)}
 
 
 def test_a_pinned_pool_is_sized_from_its_nodes_cpus_only() -> None:
@@ -155,8 +155,8 @@ def test_train_cpus_are_kept_only_where_the_workers_can_run() -> None:
 def test_pools_on_overlapping_nodes_never_count_the_same_cpus() -> None:
     nodes = [CPU_NODE, GPU_NODE]
     pools = {
-        "fused": {**dataclasses.asdict(PoolsConfig().fused), "resources": {"preprocess": 0.001}},
-        "image": {**dataclasses.asdict(PoolsConfig().image), "num_cpus": 1.0},
+        "fused": dataclasses.replace(PoolsConfig().fused, resources={"preprocess": 0.001}),
+        "image": dataclasses.replace(PoolsConfig().image, num_cpus=1.0),
     }
     plan = plan_ingest(pools, nodes=nodes, read_slots=0, shares={"fused": 0.5, "image": 0.5})
     # The pinned pool is planned first on its 16 CPUs; the unpinned one gets what is left of all 24.

@@ -95,7 +95,7 @@ def test_log_mel_stays_the_default_shape() -> None:
 
 
 def test_preprocess_config_hash_covers_the_feature_keys() -> None:
-    from mm_ray.data.cache import preprocess_config_hash
+    from mm_ray.data.manifest import preprocess_config_hash
 
     base = Config()
     hashes = {
@@ -111,7 +111,7 @@ def test_an_mfcc_config_reaches_the_audio_stage_and_the_cache_shapes() -> None:
     """The config's feature keys are what the Ray Data audio pool builds and what the cache manifest records
     as the model's audio input (the trainer sizes the audio encoder from the manifest)."""
     from mm_ray.config.load import load_config
-    from mm_ray.data.cache import cache_manifest
+    from mm_ray.data.manifest import cache_manifest
     from mm_ray.data.pipeline import preprocessor_kwargs
 
     cfg = load_config(None, ["audio.features=mfcc", "audio.n_mfcc=13", "audio.n_mels=32"])
@@ -119,5 +119,5 @@ def test_an_mfcc_config_reaches_the_audio_stage_and_the_cache_shapes() -> None:
     summary = {"samples_ok": 1, "samples_read": 1, "samples_quarantined": 0, "quarantine_reasons": {}}
     manifest = cache_manifest(cfg, summary, [], "{}", 0.0)
     assert pre.output_shape == (39, 101)
-    assert manifest["shapes"]["audio"] == [39, 101]
-    assert manifest["preprocess"]["modalities"]["audio"]["features"] == "mfcc"
+    assert manifest.shapes["audio"] == (39, 101)
+    assert manifest.preprocess.modalities["audio"]["features"] == "mfcc"

@@ -22,6 +22,7 @@ from mm_ray.modalities.text_decode import TextPreprocessor
 from mm_ray.models import FusionModel
 from mm_ray.models.pretrained import PretrainedEncoder, apply_epoch
 from mm_ray.models.pretrained.backbones import build_encoder
+from mm_ray.models.pretrained.encoder_spec import FeatureStats
 from mm_ray.preprocess.tokenizer import train_tokenizer
 from mm_ray.train.checkpoint import TOKENIZER_FILE, open_checkpoint, save_checkpoint
 from mm_ray.train.encoder_weights import with_backbone_weights_from_runs
@@ -154,8 +155,8 @@ def test_text_pooling(zoo: Zoo, pool: str) -> None:
 
 def test_audio_frames_are_padded_normalised_and_pooled(zoo: Zoo) -> None:
     spec = _loop(zoo).model.encoders["audio"]
-    assert spec["feature_stats"] == {"mean": -4.2677393, "std": 4.5689974, "do_normalize": True}
-    encoder = build_encoder("audio", {**spec, "pool": "cls"}, out_dim=8).eval()
+    assert spec.feature_stats == FeatureStats(mean=-4.2677393, std=4.5689974, do_normalize=True)
+    encoder = build_encoder("audio", dataclasses.replace(spec, pool="cls"), out_dim=8).eval()
     mels = torch.randn(2, N_MELS, FRAMES)
     seen = []
     encoder.backbone.model.register_forward_pre_hook(
@@ -222,7 +223,7 @@ def test_a_checkpoint_rebuilds_the_model_without_the_pretrained_files(zoo: Zoo, 
     for folder in copies.values():
         shutil.rmtree(folder)  # the downloaded copies are gone: the checkpoint alone must do
     ckpt = open_checkpoint(ckpt_dir)
-    assert ckpt.loop.model.encoders["text"]["hf_config"]["model_type"] == "bert"
+    assert ckpt.loop.model.encoders["text"].hf_config["model_type"] == "bert"
     restored = ckpt.restore_model()
     batch = _tensors(_batch(zoo, seed=3))
     with torch.no_grad():

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import yaml
+from cachekit import write_manifest
 
 from mm_ray.cli.main import main
-from mm_ray.config.load import ConfigError, as_dict, load_config
+from mm_ray.config.load import ConfigError, load_config
 from mm_ray.tune.sweep import ensure_caches, load_sweep, plan_sweep, run_sweep, save_sweep
 from mm_ray.tune.trainable import trial_config
 
@@ -23,8 +23,7 @@ SPACE = {
 def setup(tmp_path: Path) -> list[str]:
     """Overrides for a plannable sweep: a space file and two directories that look like caches."""
     for split in ("train", "val"):
-        (tmp_path / split).mkdir()
-        (tmp_path / split / "manifest.json").write_text(json.dumps({"samples_read": 10}))
+        write_manifest(tmp_path / split, samples_read=10)
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
     return [
         "name=s",
@@ -118,7 +117,7 @@ def test_an_existing_experiment_is_not_overwritten(setup: list[str]) -> None:
 
 def test_trial_config_applies_only_active_params(setup: list[str]) -> None:
     sweep = plan_sweep(load_config(None, setup))
-    base = as_dict(sweep.cfg)
+    base = sweep.cfg
     lrtf = trial_config(base, sweep.space, {"model.preset": "low_rank_tensor", "model.rank": 3}, name="t1")
     assert (lrtf.name, lrtf.model.preset, lrtf.model.rank, lrtf.train.epochs) == (
         "t1",
@@ -128,6 +127,9 @@ def test_trial_config_applies_only_active_params(setup: list[str]) -> None:
     )
     gated = trial_config(base, sweep.space, {"model.preset": "gated", "model.rank": None}, name="t2")
     assert gated.model.rank == sweep.cfg.model.rank  # the inactive None never reaches the config
+    # A sampled value is checked like an override of the user's, naming its key.
+    with pytest.raises(ConfigError, match=r"model\.rank: expected an integer, got 'three'"):
+        trial_config(base, sweep.space, {"model.preset": "low_rank_tensor", "model.rank": "three"}, name="t3")
 
 
 def test_resume_takes_no_new_settings_and_caches_need_a_source(tmp_path: Path, capsys) -> None:

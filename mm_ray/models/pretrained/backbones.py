@@ -1,11 +1,11 @@
 """Backbones from torchvision and HF ``transformers``, each mapping one modality's model-ready tensors to
-``[B, features]``, and ``build_encoder``, which wraps one into a ``PretrainedEncoder`` from its spec (a plain dict
-that checkpoints store, made by ``mm_ray.models.pretrained.resolve``)::
+``[B, features]``, and ``build_encoder``, which wraps one into a ``PretrainedEncoder`` from its ``EncoderSpec``
+(``mm_ray.models.pretrained.encoder_spec``: what checkpoints store, made by ``mm_ray.models.pretrained.resolve``)::
 
-    enc = build_encoder("image", {"source": "torchvision", "kind": TORCHVISION_IMAGE, "arch": "resnet18",
-                                  "path": "r18.pt", "pool": "avg", "freeze": True, "unfreeze_after": 2}, out_dim=64)
-    enc = build_encoder("text", {"source": "transformers", "kind": HF_TEXT, "path": "bert-dir", "pool": "mean",
-                                 "hf_config": {...config.json...}}, out_dim=64, load_weights=False)
+    enc = build_encoder("image", EncoderSpec(source="torchvision", kind=TORCHVISION_IMAGE, arch="resnet18",
+                                             path="r18.pt", pool="avg", freeze=True, unfreeze_after=2), out_dim=64)
+    enc = build_encoder("text", EncoderSpec(source="transformers", kind=HF_TEXT, path="bert-dir", pool="mean",
+                                            hf_config={...config.json...}), out_dim=64, load_weights=False)
 
 ``load_weights=False`` builds the architecture only (random weights): what a checkpoint restores into, so
 evaluation needs neither the weights file nor the model directory. The architecture of a ``transformers`` model
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -26,6 +25,7 @@ from mm_ray.config.load import ConfigError
 from mm_ray.encoders.builtin import _token_mask
 from mm_ray.modalities.image_decode import IMAGENET_MEAN, IMAGENET_STD
 from mm_ray.models.pretrained.encoder import PretrainedEncoder
+from mm_ray.models.pretrained.encoder_spec import EncoderSpec, FeatureStats
 from mm_ray.models.pretrained.libraries import torchvision_models, transformers_module
 
 TORCHVISION_IMAGE = "torchvision_image"
@@ -36,7 +36,7 @@ HF_AUDIO = "hf_audio"
 """An Audio Spectrogram Transformer (``transformers``) on log-mel frames."""
 
 AST_MODEL_TYPE = "audio-spectrogram-transformer"
-AST_FEATURES = {"mean": -4.2677393, "std": 4.5689974, "do_normalize": True}
+AST_FEATURES = FeatureStats(mean=-4.2677393, std=4.5689974, do_normalize=True)
 """``ASTFeatureExtractor``'s defaults (AudioSet statistics of its log-mel filter banks)."""
 
 
@@ -81,14 +81,15 @@ class ASTBackbone(nn.Module):
     pooled output (the mean of its CLS and distillation tokens); ``mean``: the mean over the patch tokens.
     """
 
-    def __init__(self, model: nn.Module, pool: str, max_length: int, features: Mapping[str, Any]):
+    def __init__(self, model: nn.Module, pool: str, max_length: int, features: FeatureStats | None):
         super().__init__()
+        features = features or AST_FEATURES
         self.model = model
         self.pool = pool
         self.max_length = max_length
-        self.normalize = bool(features.get("do_normalize", True))
-        self.mean = float(features.get("mean", AST_FEATURES["mean"]))
-        self.std = float(features.get("std", AST_FEATURES["std"]))
+        self.normalize = features.do_normalize
+        self.mean = float(features.mean)
+        self.std = float(features.std)
 
     def forward(self, mels: torch.Tensor) -> torch.Tensor:
         frames = mels.transpose(1, 2)[:, : self.max_length]  # AST reads [B, time, mel bins]
@@ -101,43 +102,41 @@ class ASTBackbone(nn.Module):
 
 
 def build_encoder(
-    modality: str, spec: Mapping[str, Any], *, out_dim: int, load_weights: bool = True
+    modality: str, spec: EncoderSpec, *, out_dim: int, load_weights: bool = True
 ) -> PretrainedEncoder:
     """The ``PretrainedEncoder`` of ``modality`` that ``spec`` describes (weights read only with ``load_weights``):
     its ``kind`` (``TORCHVISION_IMAGE``, ``HF_TEXT``, ``HF_AUDIO``) says which backbone."""
     key = f"model.encoders.{modality}"
-    schedule = {"freeze": bool(spec.get("freeze")), "unfreeze_after": spec.get("unfreeze_after")}
-    if spec["kind"] == TORCHVISION_IMAGE:
+    schedule = {"freeze": spec.freeze, "unfreeze_after": spec.unfreeze_after}
+    if spec.kind == TORCHVISION_IMAGE:
         backbone, features = _torchvision(spec, load_weights, key)
-        norm = (tuple(spec.get("mean") or IMAGENET_MEAN), tuple(spec.get("std") or IMAGENET_STD))
+        norm = (tuple(spec.mean or IMAGENET_MEAN), tuple(spec.std or IMAGENET_STD))
         return PretrainedEncoder(
             backbone, feature_dim=features, out_dim=out_dim, image_normalization=norm, **schedule
         )
     model = _transformers_model(spec, load_weights, key)
     hidden = int(model.config.hidden_size)
-    if spec["kind"] == HF_TEXT:
-        backbone: nn.Module = HFTextBackbone(model, spec["pool"], int(model.config.max_position_embeddings))
+    if spec.kind == HF_TEXT:
+        backbone: nn.Module = HFTextBackbone(model, spec.pool, int(model.config.max_position_embeddings))
     else:
-        backbone = ASTBackbone(
-            model, spec["pool"], int(model.config.max_length), spec.get("feature_stats") or {}
-        )
+        backbone = ASTBackbone(model, spec.pool, int(model.config.max_length), spec.feature_stats)
     return PretrainedEncoder(backbone, feature_dim=hidden, out_dim=out_dim, **schedule)
 
 
-def _torchvision(spec: Mapping[str, Any], load_weights: bool, key: str) -> tuple[nn.Module, int]:
+def _torchvision(spec: EncoderSpec, load_weights: bool, key: str) -> tuple[nn.Module, int]:
     models = torchvision_models(f"{key}.source")
-    model = models.get_model(spec["arch"], weights=None)
+    model = models.get_model(spec.arch, weights=None)
     head = _last_linear(model, f"{key}.arch")
     features = int(model.get_submodule(head).in_features)
     parent, _, attr = head.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, attr, nn.Identity())
-    if load_weights and spec.get("path"):
-        state = load_state_dict(spec["path"], f"{key}.path")
+    if load_weights and spec.path:
+        state = load_state_dict(spec.path, f"{key}.path")
         state = {k: v for k, v in state.items() if k not in (f"{head}.weight", f"{head}.bias")}
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise ConfigError(
-                f"{key}.path: {spec['path']} does not hold {spec['arch']} weights: missing "
+                f"{key}.path: {spec.path} does not hold {spec.arch} weights: missing "
                 f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
             )
     return TorchvisionBackbone(model, head), features
@@ -164,12 +163,12 @@ def load_state_dict(path: str | Path, key: str) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def _transformers_model(spec: Mapping[str, Any], load_weights: bool, key: str) -> nn.Module:
+def _transformers_model(spec: EncoderSpec, load_weights: bool, key: str) -> nn.Module:
     transformers = transformers_module(f"{key}.source")
-    config = transformers.AutoConfig.for_model(**spec["hf_config"])
+    config = transformers.AutoConfig.for_model(**(spec.hf_config or {}))
     if load_weights:
         model = transformers.AutoModel.from_pretrained(
-            spec["path"], config=config, local_files_only=True, trust_remote_code=False
+            spec.path, config=config, local_files_only=True, trust_remote_code=False
         )
     else:
         model = transformers.AutoModel.from_config(config, trust_remote_code=False)

@@ -2,14 +2,16 @@
 
     specs = resolve_encoders([EncoderRequest(name, encoder_config, spec.library, settings, shapes), ...],
                              vocab_size=4096)
-    # {"image": {"source": "torchvision", "kind": "torchvision_image", "arch": "resnet18", "path": ..., ...}}
+    # {"image": EncoderSpec(source="torchvision", kind="torchvision_image", arch="resnet18", path=..., ...)}
 
 Every mistake is a ``ConfigError`` naming the key at fault: an unknown architecture, a missing weights file or
 model directory, a model directory whose ``config.json`` names a model type the installed ``transformers`` does
 not have (no remote code is ever run), a text model without ``tokenizer.json``, an audio model whose mel bins or
 sample rate differ from ``audio.*``. Which library serves which modality is the modality's own word
-(``ModalitySpec.library``: source -> kind: ``torchvision_image``, ``hf_text``, ``hf_audio``). A spec holds what rebuilding the encoder needs besides its weights: the
-``config.json`` content (``hf_config``) and the audio feature statistics (``feature_stats``), so a checkpoint is self-contained.
+(``ModalitySpec.library``: source -> kind: ``torchvision_image``, ``hf_text``, ``hf_audio``). A spec
+(``mm_ray.models.pretrained.encoder_spec.EncoderSpec``) holds what rebuilding the encoder needs besides its
+weights: the ``config.json`` content (``hf_config``) and the audio feature statistics (``feature_stats``), so a
+checkpoint is self-contained.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from mm_ray.models.pretrained.backbones import (
     HF_TEXT,
     TORCHVISION_IMAGE,
 )
+from mm_ray.models.pretrained.encoder_spec import EncoderSpec, FeatureStats
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 STATE_DICT_SUFFIXES = (".pt", ".pth")
@@ -49,9 +52,9 @@ class EncoderRequest:
     """The per-row shape of the modality's main column (a text model: ``[max_length]``; audio: ``[mels, T]``)."""
 
 
-def resolve_encoders(requests: Iterable[EncoderRequest], *, vocab_size: int) -> dict[str, dict[str, Any]]:
+def resolve_encoders(requests: Iterable[EncoderRequest], *, vocab_size: int) -> dict[str, EncoderSpec]:
     """The spec of every non-builtin encoder among ``requests`` ({} when all are mm_ray's own)."""
-    specs: dict[str, dict[str, Any]] = {}
+    specs: dict[str, EncoderSpec] = {}
     for request in requests:
         enc = request.config
         if enc.source == "builtin":
@@ -63,15 +66,12 @@ def resolve_encoders(requests: Iterable[EncoderRequest], *, vocab_size: int) -> 
             raise ConfigError(
                 f"{key}.source: {enc.source} does not build {request.modality} encoders ({offered})"
             )
-        spec = {**_schedule(enc, key), "kind": kind}
-        if kind == TORCHVISION_IMAGE:
-            spec.update(_torchvision(enc, key))
-        else:
-            spec.update(_transformers(enc, key))
-            if kind == HF_TEXT:
-                _check_text(spec, key, request.modality, request.shape[0], vocab_size)
-            elif kind == HF_AUDIO:
-                spec["feature_stats"] = _check_audio(spec, enc, key, request)
+        backbone = _torchvision(enc, key) if kind == TORCHVISION_IMAGE else _transformers(enc, key)
+        spec = EncoderSpec(source=enc.source, kind=kind, **_schedule(enc, key), **backbone)
+        if kind == HF_TEXT:
+            _check_text(spec, key, request.modality, request.shape[0], vocab_size)
+        elif kind == HF_AUDIO:
+            spec = dataclasses.replace(spec, feature_stats=_check_audio(spec, enc, key, request))
         specs[request.modality] = spec
     return specs
 
@@ -81,7 +81,7 @@ def _schedule(enc: EncoderConfig, key: str) -> dict[str, Any]:
         raise ConfigError(
             f"{key}.unfreeze_after: needs {key}.freeze=true and a value >= 0, got {enc.unfreeze_after}"
         )
-    return {"source": enc.source, "freeze": enc.freeze, "unfreeze_after": enc.unfreeze_after}
+    return {"freeze": enc.freeze, "unfreeze_after": enc.unfreeze_after}
 
 
 def _torchvision(enc: EncoderConfig, key: str) -> dict[str, Any]:
@@ -160,14 +160,12 @@ def _check_model_type(hf_config: Mapping[str, Any], key: str) -> None:
         )
 
 
-def _check_text(spec: dict[str, Any], key: str, modality: str, max_text_len: int, vocab_size: int) -> None:
-    config = spec["hf_config"]
+def _check_text(spec: EncoderSpec, key: str, modality: str, max_text_len: int, vocab_size: int) -> None:
+    config = spec.hf_config or {}
     if config["model_type"] == AST_MODEL_TYPE:
-        raise ConfigError(f"{key}.path: {spec['path']} is an audio model, not a text encoder")
-    if not (Path(spec["path"]) / "tokenizer.json").is_file():
-        raise ConfigError(
-            f"{key}.path: {spec['path']} has no tokenizer.json (the text pool tokenizes with it)"
-        )
+        raise ConfigError(f"{key}.path: {spec.path} is an audio model, not a text encoder")
+    if not (Path(str(spec.path)) / "tokenizer.json").is_file():
+        raise ConfigError(f"{key}.path: {spec.path} has no tokenizer.json (the text pool tokenizes with it)")
     positions = config.get("max_position_embeddings")
     if positions is not None and max_text_len > positions:
         raise ConfigError(
@@ -180,10 +178,10 @@ def _check_text(spec: dict[str, Any], key: str, modality: str, max_text_len: int
         )
 
 
-def _check_audio(spec: dict[str, Any], enc: EncoderConfig, key: str, request: EncoderRequest) -> dict:
+def _check_audio(spec: EncoderSpec, enc: EncoderConfig, key: str, request: EncoderRequest) -> FeatureStats:
     audio: AudioConfig = request.settings
     n_mels, prefix = request.shape[0], request.modality
-    config = spec["hf_config"]
+    config = spec.hf_config or {}
     if config["model_type"] != AST_MODEL_TYPE:
         raise ConfigError(
             f"{key}.path: audio encoders are Audio Spectrogram Transformers on log-mels (model_type "
@@ -195,17 +193,19 @@ def _check_audio(spec: dict[str, Any], enc: EncoderConfig, key: str, request: En
         raise ConfigError(
             f"{prefix}.n_mels: {n_mels} mel bins, the model at {key}.path reads {config.get('num_mel_bins')}"
         )
-    extractor = Path(spec["path"]) / "preprocessor_config.json"
-    features = dict(AST_FEATURES)
+    extractor = Path(str(spec.path)) / "preprocessor_config.json"
+    stats = AST_FEATURES
     if extractor.is_file():
+        # The extractor's file is the model's (foreign JSON): its statistics by the names it gives them.
         saved = _read_json(extractor, f"{key}.path")
-        features.update({k: saved[k] for k in AST_FEATURES if k in saved})
+        known = AST_FEATURES.to_dict()
+        stats = FeatureStats(**{**known, **{k: saved[k] for k in known if k in saved}})
         rate = saved.get("sampling_rate")
         if rate is not None and rate != audio.sample_rate:
             raise ConfigError(
                 f"{prefix}.sample_rate: {audio.sample_rate} Hz, the model at {key}.path expects {rate} Hz"
             )
-    return features
+    return stats
 
 
 def _read_json(path: Path, key: str) -> dict[str, Any]:
