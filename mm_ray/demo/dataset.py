@@ -231,6 +231,9 @@ def reuse_or_write(
             and manifest["counts"]["total"] == demo.num_samples
             and manifest["image_size"] == [demo.min_image_px, demo.max_image_px]
             and manifest.get("features_dim", 0) == demo.features_dim
+            # shards written by code with another label rule are not this benchmark
+            and manifest["label_rule"]
+            == label_rule_text(manifest["num_symbols"], features=demo.features_dim > 0)
             and manifest["counts"]["val"] == round(demo.num_samples * demo.val_fraction)
             and all(size <= demo.samples_per_shard for size in manifest["shard_counts"].values())
         )

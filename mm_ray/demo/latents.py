@@ -14,13 +14,17 @@ The topic also picks which kind of information the label needs (``K`` even, 4 to
 
 **The features variant** (``features=True``; ``demo.features_dim > 0``) adds a fourth latent, ``style``, shown
 only by the FEATURES member (a ``.npy`` vector, :mod:`mm_ray.demo.render_features`), and gives it the shape's
-job in the scene regime::
+job in half of the scene regime::
 
-    topic <  h              "scene":   label = topic + h * (style mod 2)   redundant topic + unique features detail
+    topic <  h, topic even  "scene":   label = topic + h * (shape mod 2)   as before
+    topic <  h, topic odd   "scene":   label = topic + h * (style mod 2)   redundant topic + unique features detail
 
-The sound and synergy regimes are unchanged, so no subset without the features vector can tell the scene
-labels ``topic`` and ``topic + h`` apart. The draws of the three-modality latents come first and are the same
-with or without it (its style and the style's corruption are drawn after them).
+The sound and synergy regimes are unchanged, so no subset without the features vector can tell the odd scene
+labels ``topic`` and ``topic + h`` apart. The shape keeps a part of its own in the label (the even scene
+topics): a shape that mattered only through ``(shape + pitch) mod K`` would give the image encoder no signal of
+its own to start from, and a fusion takes many times longer to find it. The draws of the three-modality
+latents come first and are the same with or without it (its style and the style's corruption are drawn after
+them).
 
 The label is uniform over the K classes in every regime, so chance accuracy is exactly ``1 / K``. Each rendered
 symbol (the four ``OBSERVATIONS``, five with ``FEATURES_OBSERVATION``) is corrupted on its own: with probability ``corruption[name]`` the renderer
@@ -125,11 +129,11 @@ def label_rule(
     style: np.ndarray | None = None,
 ) -> np.ndarray:
     """The label of each sample from its clean latents (vectorised; works on broadcastable arrays). With
-    ``style`` (the features variant) the scene regime takes the style's parity instead of the shape's."""
+    ``style`` (the features variant) the odd scene topics take the style's parity instead of the shape's."""
     latents = (topic, shape, pitch) if style is None else (topic, shape, pitch, style)
     topic, shape, pitch, *rest = np.broadcast_arrays(*(np.asarray(a, dtype=np.int64) for a in latents))
     sound, synergy = regime_bounds(num_symbols)
-    detail = shape if style is None else rest[0]
+    detail = shape if style is None else np.where(topic % 2 == 0, shape, rest[0])
     scene_label = topic + (num_symbols // 2) * (detail % 2)
     synergy_label = (shape + pitch) % num_symbols
     return np.where(topic < sound, scene_label, np.where(topic < synergy, pitch, synergy_label))
@@ -150,7 +154,8 @@ def label_rule_text(num_symbols: int, *, features: bool = False) -> str:
         )
     return (
         f"K={num_symbols}; topic, shape, pitch, style uniform over 0..K-1. "
-        f"topic < {sound}: label = topic + {num_symbols // 2} * (style mod 2); "
+        f"topic < {sound} and even: label = topic + {num_symbols // 2} * (shape mod 2); "
+        f"topic < {sound} and odd: label = topic + {num_symbols // 2} * (style mod 2); "
         f"{sound} <= topic < {synergy}: label = pitch; "
         f"topic >= {synergy}: label = (shape + pitch) mod {num_symbols}. "
         "Text shows topic (word), image shows topic (background colour) and shape, audio shows pitch, the "

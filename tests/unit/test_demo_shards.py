@@ -256,8 +256,8 @@ def test_the_features_variant_adds_a_npy_vector_showing_the_style(features_datas
                 assert {e: b for e, b in members[key].items() if e not in ("npy", "cls")} == {
                     e: b for e, b in plain[key].items() if e != "cls"
                 }
-            scene = lat.topic < 2
-            assert (lat.label[scene] == lat.topic[scene] + 2 * (lat.style[scene] % 2)).all()
+            odd_scene = lat.topic == 1
+            assert (lat.label[odd_scene] == 1 + 2 * (lat.style[odd_scene] % 2)).all()
             assert (lat.label == label_rule(lat.topic, lat.shape, lat.pitch, 4, lat.style)).all()
     # 1 from the prototype, 4 x NOISE_STD^2 = 4 from the noise (the mean of 40: +-0.45)
     assert 3.5 < np.mean(squared_norms) < 6.5
@@ -279,3 +279,17 @@ def test_shards_are_rewritten_when_the_features_dim_changes(tmp_path):
     assert all("npy" not in m for m in _tar_members(tmp_path / "train-000000.tar").values())
     with pytest.raises(ValueError, match="features_dim must exceed"):
         make_shards(tmp_path / "x", num_samples=4, features_dim=4)
+
+
+def test_shards_written_under_another_label_rule_are_not_reused(tmp_path):
+    small = {
+        "num_samples": 4,
+        "samples_per_shard": 4,
+        "val_fraction": 0.0,
+        "min_image_px": 16,
+        "max_image_px": 16,
+    }
+    first = reuse_or_write(DemoConfig(**small), tmp_path)
+    stale = {**first, "label_rule": "an older rule"}
+    (tmp_path / "dataset.json").write_text(json.dumps(stale))
+    assert reuse_or_write(DemoConfig(**small), tmp_path) == first  # written again, with today's rule
