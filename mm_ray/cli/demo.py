@@ -19,7 +19,7 @@ from mm_ray.demo.learning import TOLERANCE, caps_table, every_subset_holds, lear
 from mm_ray.demo.run import DEMO_DEFAULTS, DemoResult, ingest_table, run_demo
 from mm_ray.retrieval.metrics import retrieval_table
 from mm_ray.tables import format_summary
-from mm_ray.train.metrics import format_subset_table, subset_comparison_table
+from mm_ray.train.metrics import DEFAULT_REGISTRY, format_subset_table, subset_comparison_table
 from mm_ray.train.outputs import json_safe
 
 
@@ -99,7 +99,8 @@ def print_training(result: DemoResult) -> None:
     variants = any(name != r.preset for name, r in result.training.items())
     if len(subsets) > 1 and (result.ensemble is not None or variants):
         print("\nvalidation accuracy by modality subset, every run")
-        print(subset_comparison_table(subsets, caps=result.manifest.get("caps")))
+        registry = result.registry or DEFAULT_REGISTRY
+        print(subset_comparison_table(subsets, caps=result.manifest.get("caps"), registry=registry))
     else:
         best = max(
             (r for r in result.learning if r.preset in result.training), key=lambda r: r.accuracy

@@ -268,6 +268,11 @@ class DemoConfig:
     """Smallest rendered image side."""
     max_image_px: int = 512
     """Largest rendered image side."""
+    features_dim: int = 0
+    """The features variant: > 0 adds a ``<key>.npy`` member to every sample (a float32 vector of this length
+    showing a fourth latent the label depends on; more than K) and the caps of all 15 modality subsets; 0 = the
+    three-modality benchmark. Read it with ``data.modalities=[image,text,audio,features]
+    features.shape=[<features_dim>]`` (``pipelines/features.yaml``)."""
     train_presets: list[PresetName] = field(default_factory=lambda: ["late_concat"])
     """Fusion presets ``mm-ray demo`` trains after preprocessing (``model``/``train`` settings, one run each under
     ``<run>/train/<preset>``), scored against the benchmark's caps; [] = stop after preprocessing."""

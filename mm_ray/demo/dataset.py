@@ -7,6 +7,7 @@ Usage::
     manifest = make_shards("data/demo", num_samples=10_000, seed=0, workers=4)
     manifest["bayes_accuracy"], manifest["caps"]["image"], manifest["additive_fusion"]
     train_files = shard_paths("data/demo", "train")
+    make_shards("data/demo4", num_samples=10_000, features_dim=16)   # + a .npy member: 15 subsets' caps
 
 The out dir gets ``train-000000.tar ...``, ``val-000000.tar ...`` and ``dataset.json`` (written last, so its
 presence means the dataset is complete). The same arguments give byte-identical shards whatever ``workers``
@@ -28,6 +29,7 @@ from mm_ray.config.schema import DemoConfig
 from mm_ray.demo.bayes import reference_numbers
 from mm_ray.demo.latents import check_params, label_rule_text
 from mm_ray.demo.render_audio import SAMPLE_RATES, pitch_frequencies
+from mm_ray.demo.render_features import NOISE_STD, check_dim
 from mm_ray.demo.render_image import PALETTE, SHAPES
 from mm_ray.demo.render_text import TOPIC_WORDS
 from mm_ray.demo.shards import SPLITS, ShardSpec, shard_file_name, write_shard
@@ -75,7 +77,7 @@ def _run(specs: list[ShardSpec], workers: int, progress: Callable[[int, int], No
     return sorted(stats, key=lambda s: (SPLITS.index(s["split"]), s["index"]))
 
 
-def _format_mix(stats: Iterable[dict]) -> dict:
+def _format_mix(stats: Iterable[dict], features: bool) -> dict:
     counts: Counter = Counter()
     for s in stats:
         counts.update(s["formats"])
@@ -87,18 +89,24 @@ def _format_mix(stats: Iterable[dict]) -> dict:
         "image": pick(("jpg", "png")),
         "audio": pick(("wav", "flac")),
         "text": pick(("txt", "json")),
+        **({"features": pick(("npy",))} if features else {}),
         "sample_rate": pick(SAMPLE_RATES, "sr_"),
         "channels": pick((1, 2), "channels_"),
     }
 
 
-def _rendering(num_symbols: int) -> dict:
+def _rendering(num_symbols: int, features_dim: int) -> dict:
     """What each symbol looks / sounds / reads like, for people inspecting the data."""
+    features = {
+        "style_vectors": f"float32 [{features_dim}]: one of {num_symbols} orthonormal prototypes + N(0, "
+        f"{NOISE_STD}^2) noise in the other {features_dim - num_symbols} directions"
+    }
     return {
         "topic_colors": [name for name, _ in PALETTE[:num_symbols]],
         "topic_words": [list(w) for w in TOPIC_WORDS[:num_symbols]],
         "shapes": list(SHAPES[:num_symbols]),
         "pitch_hz": [round(float(f), 1) for f in pitch_frequencies(num_symbols)],
+        **(features if features_dim else {}),
     }
 
 
@@ -112,17 +120,23 @@ def make_shards(
     num_symbols: int = 4,
     corruption: dict[str, float] | None = None,
     image_size: tuple[int, int] = (256, 512),
+    features_dim: int = 0,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Write the benchmark's shards and ``dataset.json`` into ``out_dir``; returns the manifest.
 
-    ``corruption`` maps rendered-symbol names (``latents.OBSERVATIONS``) to rates; missing ones take
-    ``DEFAULT_CORRUPTION``. ``image_size`` is the (min, max) side in pixels. ``workers=None`` uses one
+    ``corruption`` maps rendered-symbol names (``latents.observations(features)``) to rates; missing ones take
+    ``DEFAULT_CORRUPTION`` (``DEFAULT_FEATURES_CORRUPTION`` for the style). ``features_dim > 0`` writes the
+    features variant (a ``.npy`` vector per sample, the style in the label rule, caps of all 15 subsets); 0 keeps
+    the three-modality benchmark, shards and manifest byte for byte. ``image_size`` is the (min, max) side in pixels. ``workers=None`` uses one
     process per CPU (capped by the shard count) for datasets of ``AUTO_PARALLEL_SAMPLES`` or more, else
     renders in this process. ``progress(done_samples, total_samples)`` is called here as shards finish.
     """
-    rates = check_params(num_symbols, corruption)
+    features = features_dim > 0
+    rates = check_params(num_symbols, corruption, features=features)
+    if features:
+        check_dim(features_dim, num_symbols)
     if not 1 <= image_size[0] <= image_size[1]:
         raise ValueError(f"image_size must be (min, max) with 1 <= min <= max, got {image_size}")
     os.makedirs(out_dir, exist_ok=True)
@@ -130,7 +144,7 @@ def make_shards(
     common = {"seed": seed, "num_symbols": num_symbols, "corruption": rates, "image_size": tuple(image_size)}
     specs = [
         ShardSpec(path=os.path.join(out_dir, shard_file_name(split, index)), split=split, index=index,
-                  num_samples=count, **common)
+                  num_samples=count, features_dim=features_dim, **common)
         for split, sizes in plan.items()
         for index, count in enumerate(sizes)
     ]  # fmt: skip
@@ -141,13 +155,15 @@ def make_shards(
         "format_version": FORMAT_VERSION,
         **common,
         "image_size": list(image_size),
-        "label_rule": label_rule_text(num_symbols),
+        # only in the features variant: the three-modality manifest stays as it was
+        **({"features_dim": features_dim} if features else {}),
+        "label_rule": label_rule_text(num_symbols, features=features),
         "counts": {"total": num_samples, **{split: sum(sizes) for split, sizes in plan.items()}},
         "shards": {split: [s["file"] for s in stats if s["split"] == split] for split in SPLITS},
         "shard_counts": {s["file"]: s["num_samples"] for s in stats},
-        **reference_numbers(num_symbols=num_symbols, corruption=rates),
-        "format_mix": _format_mix(stats),
-        "rendering": _rendering(num_symbols),
+        **reference_numbers(num_symbols=num_symbols, corruption=rates, features=features),
+        "format_mix": _format_mix(stats, features),
+        "rendering": _rendering(num_symbols, features_dim),
     }
     _write_json(os.path.join(out_dir, MANIFEST_NAME), manifest)
     return manifest
@@ -198,6 +214,7 @@ def write_dataset(
             val_fraction=demo.val_fraction,
             seed=demo.seed,
             image_size=(demo.min_image_px, demo.max_image_px),
+            features_dim=demo.features_dim,
             progress=advance,
         )
 
@@ -213,6 +230,10 @@ def reuse_or_write(
             manifest["seed"] == demo.seed
             and manifest["counts"]["total"] == demo.num_samples
             and manifest["image_size"] == [demo.min_image_px, demo.max_image_px]
+            and manifest.get("features_dim", 0) == demo.features_dim
+            # shards written by code with another label rule are not this benchmark
+            and manifest["label_rule"]
+            == label_rule_text(manifest["num_symbols"], features=demo.features_dim > 0)
             and manifest["counts"]["val"] == round(demo.num_samples * demo.val_fraction)
             and all(size <= demo.samples_per_shard for size in manifest["shard_counts"].values())
         )

@@ -32,10 +32,9 @@ from mm_ray.config.schema import Config
 from mm_ray.data.build import build_cache
 from mm_ray.data.cache import Cache
 from mm_ray.data.captions import obtain_tokenizer
-from mm_ray.demo.bayes import MODALITY_ORDER, subset_key
 from mm_ray.demo.dataset import reuse_or_write, shard_paths
 from mm_ray.demo.learning import LearningRow, expectations_met, learning_rows
-from mm_ray.modalities.registry import checked, modalities_of, model_modalities
+from mm_ray.modalities.registry import Registry, checked, modalities_of, model_modalities
 from mm_ray.progress import ProgressFactory
 from mm_ray.runtime import init_ray
 from mm_ray.tables import format_table
@@ -91,6 +90,8 @@ class DemoResult:
     learning: list[LearningRow]
     sweep: Any
     """The closing sweep's ``SweepResult`` (None without ``demo.sweep_presets``)."""
+    registry: Registry | None = None
+    """The modalities the runs' models see, in canonical order (subset keys and tables follow them)."""
 
     @property
     def expectations_met(self) -> bool | None:
@@ -115,19 +116,17 @@ def run_demo(cfg: Config, *, progress: ProgressFactory | None = None) -> DemoRes
     swept = demo_sweep(cfg, run_dir)
     accuracies = {name: r.val_accuracy for name, r in trained.items()}
     presets = {name: r.preset for name, r in trained.items()}
+    registry = modalities_of(cfg)
+    registry = registry.only(model_modalities(cfg, registry))
     if ensemble is not None:
-        accuracies[ensemble["name"]] = ensemble["subsets"][subset_key(MODALITY_ORDER)]["accuracy"]
+        accuracies[ensemble["name"]] = ensemble["subsets"][registry.full_subset]["accuracy"]
         # Averaged probabilities of per-modality models: additive in log space, so its reference is additive's.
         presets[ensemble["name"]] = "additive"
     subsets = {name: r.subsets for name, r in trained.items()}
-    rows = learning_rows(
-        accuracies,
-        manifest,
-        modalities=model_modalities(cfg, modalities_of(cfg)),
-        presets=presets,
-        subsets=subsets,
+    rows = learning_rows(accuracies, manifest, modalities=registry.names, presets=presets, subsets=subsets)
+    return DemoResult(
+        str(run_dir), manifest, caches, trained, ensemble, retrieval, rows, swept, registry=registry
     )
-    return DemoResult(str(run_dir), manifest, caches, trained, ensemble, retrieval, rows, swept)
 
 
 def demo_caches(
@@ -177,6 +176,7 @@ def run_configs(cfg: Config, run_dir: Path) -> dict[str, Config]:
 
     Built before anything runs, so a bad variant override fails at once, naming ``demo.variants.<name>``.
     """
+    check_features_variant(cfg)
     base = dataclasses.replace(
         cfg,
         output_dir=str(run_dir / "train"),
@@ -203,6 +203,23 @@ def run_configs(cfg: Config, run_dir: Path) -> dict[str, Config]:
     if len(cfg.demo.ensemble) == 1:
         raise ConfigError("demo.ensemble: an ensemble needs at least two runs")
     return runs
+
+
+def check_features_variant(cfg: Config) -> None:
+    """``ConfigError`` when a run reads the ``features`` modality of demo shards that have none, or of another
+    length than ``features.shape`` (every sample would be quarantined as ``bad_features``)."""
+    if "features" not in modalities_of(cfg).names:
+        return
+    dim = cfg.demo.features_dim
+    if dim == 0:
+        raise ConfigError(
+            "data.modalities: features is read, but the demo shards have none (demo.features_dim=0); set "
+            "demo.features_dim (e.g. 16, with features.shape=[16]) for the features variant"
+        )
+    if list(cfg.features.shape or []) != [dim]:
+        raise ConfigError(
+            f"features.shape: the demo's feature vectors are [{dim}] (demo.features_dim), got {cfg.features.shape}"
+        )
 
 
 def train_runs(runs: dict[str, Config]) -> dict[str, Any]:

@@ -1,12 +1,15 @@
 """Write one shard of the synthetic benchmark as a webdataset tar file.
 
-Each shard is a pure function of (seed, split, shard index, size, K, corruption, image size): its latents
-come from one random stream and all rendering nuisances from another, both derived from those numbers with
-``numpy.random.SeedSequence``. So a shard's bytes do not depend on which process wrote it or in which order,
+Each shard is a pure function of (seed, split, shard index, size, K, corruption, image size, features dim): its
+latents come from one random stream and all rendering nuisances from another (the feature vectors' noise from a
+third), all derived from those numbers with ``numpy.random.SeedSequence``. So a shard's bytes do not depend on which process wrote it or in which order,
 and ``shard_latents`` can recompute a shard's latents without rendering anything.
 
 Per sample ``<key>`` the tar holds ``<key>.jpg|png``, ``<key>.wav|flac``, ``<key>.txt|json`` and ``<key>.cls``
-(the label as ASCII digits). Keys look like ``train000003_000042`` (no dots: webdataset splits on them).
+(the label as ASCII digits); with ``features_dim > 0`` also ``<key>.npy``, the style's feature vector (float32
+``[features_dim]``). The features variant's image, audio and text members are byte for byte those of the
+three-modality shards of the same settings (only the labels and the ``.npy`` members differ). Keys look like
+``train000003_000042`` (no dots: webdataset splits on them).
 
 Usage::
 
@@ -23,8 +26,9 @@ from collections import Counter
 import numpy as np
 import webdataset as wds
 
-from mm_ray.demo.latents import Latents, draw_latents
+from mm_ray.demo.latents import FEATURES_OBSERVATION, Latents, draw_latents
 from mm_ray.demo.render_audio import SAMPLE_RATES, render_audio
+from mm_ray.demo.render_features import render_features
 from mm_ray.demo.render_image import make_noise_bank, render_image
 from mm_ray.demo.render_text import render_text
 
@@ -48,6 +52,8 @@ class ShardSpec:
     num_symbols: int
     corruption: dict[str, float]
     image_size: tuple[int, int] = (256, 512)
+    features_dim: int = 0
+    """Length of the features variant's ``.npy`` vectors; 0 = the three-modality benchmark."""
 
 
 def shard_file_name(split: str, index: int) -> str:
@@ -74,10 +80,11 @@ def shard_latents(
     num_samples: int,
     num_symbols: int,
     corruption: dict[str, float] | None = None,
+    features: bool = False,
 ) -> Latents:
     """The latents (clean and as rendered) of every sample of one shard, in key order."""
     rng = _stream(seed, split, shard_index, 0)
-    return draw_latents(rng, num_samples, num_symbols=num_symbols, corruption=corruption)
+    return draw_latents(rng, num_samples, num_symbols=num_symbols, corruption=corruption, features=features)
 
 
 def _draw_containers(rng: np.random.Generator) -> dict:
@@ -140,8 +147,11 @@ def write_shard(spec: ShardSpec) -> dict:
         num_samples=spec.num_samples,
         num_symbols=spec.num_symbols,
         corruption=spec.corruption,
+        features=spec.features_dim > 0,
     )
     rng = _stream(spec.seed, spec.split, spec.index, 1)
+    # Its own stream: the other members' nuisances are drawn exactly as without the features variant.
+    features_rng = _stream(spec.seed, spec.split, spec.index, 2)
     noise_bank = make_noise_bank(rng, max_side=spec.image_size[1])
     formats: Counter = Counter()
     tmp_path = f"{spec.path}.tmp{os.getpid()}"
@@ -150,6 +160,12 @@ def write_shard(spec: ShardSpec) -> dict:
             members, fmt = render_sample(
                 rng, lat, i, num_symbols=spec.num_symbols, image_size=spec.image_size, noise_bank=noise_bank
             )
+            if spec.features_dim:
+                style = int(lat.observed[FEATURES_OBSERVATION][i])
+                members["npy"] = render_features(
+                    features_rng, style=style, num_symbols=spec.num_symbols, dim=spec.features_dim
+                )
+                formats.update(["npy"])
             writer.write({"__key__": sample_key(spec.split, spec.index, i), **members})
             formats.update([fmt["image"], fmt["audio"], fmt["text"]])
             formats.update([f"sr_{fmt['sample_rate']}", f"channels_{fmt['channels']}"])

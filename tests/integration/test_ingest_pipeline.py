@@ -7,6 +7,7 @@ so a row mix-up, a lost sample or a setting that did not reach its actor pool al
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ from mm_ray import columns as C
 from mm_ray.config.load import load_config
 from mm_ray.data.build import build_cache
 from mm_ray.data.cache import Cache
+from mm_ray.demo.dataset import make_shards
 from mm_ray.modalities.audio_decode import AudioPreprocessor
 from mm_ray.modalities.image_decode import ImagePreprocessor
 from mm_ray.modalities.text_decode import TextPreprocessor
@@ -169,3 +171,24 @@ def test_required_audio_quarantines_samples_without_it(run_ingest, partial_audio
     records = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
     assert {(r["key"], r["reason"]) for r in records} == {(k, "missing_required_modality") for k in silent}
     assert all(Path(r["shard"]).name == "silent-000000.tar" for r in records)
+
+
+def test_features_vectors_go_through_their_own_pool_exactly(run_ingest, tmp_path_factory) -> None:
+    """The benchmark's features variant: each row's ``features`` column is its own ``.npy`` member, read back
+    with numpy from the tar file, after the features actor pool."""
+    root = tmp_path_factory.mktemp("features_shards")
+    make_shards(root, num_samples=12, samples_per_shard=6, val_fraction=0.0, image_size=(24, 32), features_dim=6,
+                workers=1)  # fmt: skip
+    truth = read_tar_samples(root / "train-000000.tar") | read_tar_samples(root / "train-000001.tar")
+    run = run_ingest(
+        [str(root)],
+        "pools.layout=per_modality",
+        "data.modalities=[image,text,audio,features]",
+        "features.shape=[6]",
+    )
+    assert sorted(run.keys) == sorted(truth)
+    features = run.columns["features"]
+    assert features.dtype == np.float32 and features.shape == (12, 6) and run.columns["has_features"].all()
+    for key, row in zip(run.keys, features, strict=True):
+        np.testing.assert_array_equal(row, np.load(io.BytesIO(truth[key]["npy"]), allow_pickle=False))
+    assert re.search(r"^Operator \d+ MapBatches\(FeaturesStage\):", run.ingest.dataset.stats(), re.MULTILINE)

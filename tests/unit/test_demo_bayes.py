@@ -141,3 +141,139 @@ def test_additive_fit_misses_synergy_without_corruption():
     joint = joint_table(num_symbols=4, corruption=NO_CORRUPTION)
     # scene and sound regimes are additive in (image, audio); the synergy regime (1/4) is not learnt
     assert additive_reference(joint) < 1.0 - 0.15
+
+
+# ------------------------------------------------------------------------------------------ features variant
+
+FOUR = ("image", "text", "audio", "features")
+SEES = {
+    "image": ("image_color", "image_shape"),
+    "text": ("text_topic",),
+    "audio": ("audio_pitch",),
+    "features": ("features_style",),
+}
+"""What each modality sees, written out here (not read from the code)."""
+SHOWS = {"text_topic": 0, "image_color": 0, "image_shape": 1, "audio_pitch": 2, "features_style": 3}
+"""The latent (index into (topic, shape, pitch, style)) each observation shows."""
+
+
+def _label_by_hand(topic: int, shape: int, pitch: int, style: int, k: int) -> int:
+    """The features variant's rule as documented, written independently of ``label_rule``."""
+    h = k // 2
+    if topic < h:
+        return topic + h * ((shape if topic % 2 == 0 else style) % 2)
+    if topic < h + k // 4:
+        return pitch
+    return (shape + pitch) % k
+
+
+def _caps_by_brute_force(k: int, rates: dict[str, float]) -> dict[str, float]:
+    """Every subset's Bayes accuracy by looping over latents and seen observations in plain Python: for each
+    combination of seen values, the probability of the likeliest label, summed."""
+    caps = {}
+    for r in range(1, 5):
+        for subset in itertools.combinations(FOUR, r):
+            seen = [obs for m in subset for obs in SEES[m]]
+            total = 0.0
+            for values in itertools.product(range(k), repeat=len(seen)):
+                by_label = [0.0] * k
+                for latents in itertools.product(range(k), repeat=4):
+                    p = 1.0 / k**4
+                    for obs, value in zip(seen, values, strict=True):
+                        true = latents[SHOWS[obs]]
+                        p *= 1.0 - rates[obs] if value == true else rates[obs] / (k - 1)
+                    by_label[_label_by_hand(*latents, k)] += p
+                total += max(by_label)
+            caps["+".join(subset)] = total
+    return caps
+
+
+def test_features_variant_label_rule_gives_the_style_the_shapes_role_in_odd_scene_topics():
+    rows = [[0, 1, 3, 2], [1, 0, 0, 1], [1, 1, 0, 2], [2, 3, 1, 0], [3, 1, 2, 3]]
+    topic, shape, pitch, style = np.array(rows).T
+    assert label_rule(topic, shape, pitch, 4, style).tolist() == [2, 3, 1, 1, 3]
+    assert label_rule(topic, shape, pitch, 4).tolist() == [2, 1, 3, 1, 3]  # without it: the shape's parity
+    grid = np.meshgrid(*[np.arange(6)] * 4, indexing="ij")
+    counts = np.bincount(label_rule(*grid[:3], 6, grid[3]).ravel(), minlength=6)
+    assert (counts == 6**3).all()  # still uniform: chance is 1/K
+
+
+def test_features_variant_caps_match_a_brute_force_enumeration():
+    rates = {
+        "text_topic": 0.1,
+        "image_color": 0.2,
+        "image_shape": 0.05,
+        "audio_pitch": 0.15,
+        "features_style": 0.3,
+    }
+    joint = joint_table(num_symbols=4, corruption=rates, features=True)
+    assert joint.shape == (4,) * 6 and joint.sum() == pytest.approx(1.0)
+    caps = subset_caps(joint)
+    expected = _caps_by_brute_force(4, rates)
+    assert list(caps) == list(expected) and len(caps) == 15
+    for key, value in expected.items():
+        assert caps[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_features_variant_caps_by_hand_without_corruption():
+    caps = subset_caps(joint_table(num_symbols=4, corruption=dict.fromkeys(SHOWS, 0.0), features=True))
+    assert caps["image+text+audio+features"] == pytest.approx(1.0)
+    # without the style the odd scene topic (1/4) is a coin flip between topic and topic + 2; the rest is known
+    assert caps["image+text+audio"] == pytest.approx(0.25 + 0.25 * 0.5 + 0.25 + 0.25)
+    # the style alone: label 1 + 2 * (style mod 2) in the odd scene topic (1/4), and in 1/8 of the rest by luck
+    assert caps["features"] == pytest.approx(0.25 + 0.5 * 0.25)
+    # the image alone: the even scene topic, half the odd one, 1/4 of the sound and synergy regimes
+    assert caps["image"] == pytest.approx(0.25 + 0.125 + 0.5 * 0.25)
+
+
+def test_features_variant_caps_agree_with_monte_carlo_draws():
+    rng = np.random.default_rng(5)
+    n = 200_000
+    lat = draw_latents(rng, n, num_symbols=4, corruption=None, features=True)
+    assert lat.style is not None and set(lat.observed) == set(SHOWS)
+    joint = joint_table(num_symbols=4, features=True)
+    names = list(SHOWS)
+    fit, test = slice(0, n // 2), slice(n // 2, n)
+    for modalities in [FOUR, *itertools.combinations(FOUR, 1), *itertools.combinations(FOUR, 3)]:
+        seen = sorted(names.index(o) for m in modalities for o in SEES[m])
+        # The Bayes rule read off an empirical table of half the draws, scored on the other half.
+        counts = np.zeros((4,) * (1 + len(seen)))
+        np.add.at(counts, (lat.label[fit], *(lat.observed[names[a]][fit] for a in seen)), 1.0)
+        predict = counts.argmax(axis=0)
+        accuracy = (predict[tuple(lat.observed[names[a]][test] for a in seen)] == lat.label[test]).mean()
+        assert accuracy == pytest.approx(cap(joint, modalities), abs=0.008), modalities
+
+
+def test_features_variant_draws_leave_the_three_modality_draws_alone():
+    plain = draw_latents(np.random.default_rng(9), 500, num_symbols=4)
+    four = draw_latents(np.random.default_rng(9), 500, num_symbols=4, features=True)
+    for name in OBSERVATIONS:
+        assert (plain.observed[name] == four.observed[name]).all()
+    assert (plain.topic == four.topic).all() and plain.style is None
+    odd_scene = four.topic == 1  # K=4: topic 0 keeps the shape, topic 1 takes the style
+    assert (four.label[~odd_scene] == plain.label[~odd_scene]).all()
+    assert (four.label[odd_scene] == 1 + 2 * (four.style[odd_scene] % 2)).all()
+    with pytest.raises(ValueError, match="unknown corruption"):
+        check_params(4, {"features_style": 0.1})  # only the features variant has a style
+    assert check_params(4, {"features_style": 0.2}, features=True)["features_style"] == 0.2
+
+
+def test_features_variant_needs_the_vector_to_reach_bayes():
+    ref = reference_numbers(num_symbols=4, corruption=DEFAULT_CORRUPTION, features=True)
+    caps, bayes = ref["caps"], ref["bayes_accuracy"]
+    assert list(caps) == ["+".join(c) for r in range(1, 5) for c in itertools.combinations(FOUR, r)]
+    assert bayes == caps["image+text+audio+features"] and ref["chance_accuracy"] == pytest.approx(0.25)
+    without = [key for key in caps if "features" not in key.split("+")]
+    assert len(without) == 7 and max(caps[k] for k in without) == caps["image+text+audio"] < bayes - 0.08
+    for small, big in itertools.combinations(caps, 2):
+        if set(small.split("+")) < set(big.split("+")):
+            assert caps[small] <= caps[big] + 1e-12
+    # The additive reference cannot model the synergy regime: below Bayes, and the method names four terms.
+    assert ref["additive_fusion"] < bayes - 0.05 and "j(features)" in ref["additive_fusion_method"]
+
+
+def test_additive_fit_of_four_modalities_reaches_the_cap_when_only_the_vector_informs():
+    noise = dict.fromkeys(OBSERVATIONS, 0.75)
+    joint = joint_table(num_symbols=4, corruption={**noise, "features_style": 0.2}, features=True)
+    assert additive_reference(joint) == pytest.approx(cap(joint, ["features"]), abs=1e-9)
+    assert cap(joint, ["features"]) > 0.3

@@ -187,3 +187,68 @@ def test_the_subsets_pipeline_trains_film_and_late_concat_with_and_without_subse
         "film_11": ("film", 0.0, 0, 11),
     }
     assert all(run.train.subset_eval_every == 1 for run in runs.values())
+
+
+FOUR_MANIFEST = {
+    "caps": {
+        **MANIFEST["caps"],
+        "features": 0.36,
+        "image+features": 0.56,
+        "text+features": 0.56,
+        "audio+features": 0.41,
+        "image+text+features": 0.57,
+        "image+audio+features": 0.83,
+        "text+audio+features": 0.71,
+        "image+text+audio": 0.64,
+        "image+text+audio+features": 0.83,
+    },
+    "additive_fusion": 0.62,
+}
+
+
+def test_with_four_modalities_only_the_four_modality_fusion_is_held_to_bayes() -> None:
+    four = ("image", "text", "audio", "features")
+    assert reference_for("film", four, FOUR_MANIFEST) == ("Bayes", 0.83)
+    assert reference_for("film", four[:3], FOUR_MANIFEST) == ("image+text+audio cap", 0.64)
+    assert reference_for("unimodal_features", four, FOUR_MANIFEST) == ("features cap", 0.36)
+    rows = learning_rows(
+        {"unimodal_features": 0.35, "film": 0.81, "late_concat": 0.79},
+        FOUR_MANIFEST,
+        modalities=four,
+        subsets={"film": {key: {"accuracy": cap - 0.01} for key, cap in FOUR_MANIFEST["caps"].items()}},
+    )
+    verdicts = {r.preset: (r.reference, r.verdict, r.every_subset) for r in rows}
+    assert verdicts["unimodal_features"] == ("features cap", "ok: within 3 pts", "")
+    assert verdicts["film"][:2] == ("Bayes", "best fusion, ok: within 3 pts")
+    assert verdicts["film"][2].startswith("ok: every subset within 3 pts")
+    # One of the 15 subsets missing from the scores: no every-subset verdict.
+    partial = {k: {"accuracy": 0.9} for k in FOUR_MANIFEST["caps"] if k != "text+features"}
+    assert (
+        learning_rows({"film": 0.83}, FOUR_MANIFEST, modalities=four, subsets={"film": partial})[
+            0
+        ].every_subset
+        == ""
+    )
+    far = {k: {"accuracy": c} for k, c in FOUR_MANIFEST["caps"].items()} | {
+        "text+audio+features": {"accuracy": 0.6}
+    }
+    (row,) = learning_rows({"film": 0.83}, FOUR_MANIFEST, modalities=four, subsets={"film": far})
+    assert row.every_subset == "MISSED: 1 subset(s) over 3 pts under cap, worst text+audio+features -11.0"
+
+
+def test_the_features_pipeline_trains_four_modalities_on_the_features_variant(tmp_path) -> None:
+    cfg = load_config(PIPELINES / "features.yaml")
+    assert cfg.demo.features_dim > 0 and cfg.features.shape == [cfg.demo.features_dim]
+    runs = run_configs(cfg, tmp_path)
+    assert {r.model.preset for r in runs.values()} == {"unimodal_features", "film"}
+    assert all(list(r.data.modalities) == ["image", "text", "audio", "features"] for r in runs.values())
+
+
+def test_reading_features_from_demo_shards_without_them_is_an_error(tmp_path) -> None:
+    four = ["data.modalities=[image,text,audio,features]"]
+    with pytest.raises(ConfigError, match=r"demo\.features_dim=0"):
+        run_configs(load_config(None, [*four, "features.shape=[16]"]), tmp_path)
+    with pytest.raises(ConfigError, match=r"features\.shape: the demo's feature vectors are \[16\]"):
+        run_configs(load_config(None, [*four, "features.shape=[8]", "demo.features_dim=16"]), tmp_path)
+    # The features variant's shards read as three modalities: fine (the .npy members are not read).
+    assert run_configs(load_config(None, ["demo.features_dim=16"]), tmp_path)

@@ -14,9 +14,11 @@ import soundfile as sf
 import webdataset as wds
 from PIL import Image
 
-from mm_ray.demo.dataset import load_manifest, make_shards, plan_splits, shard_paths
+from mm_ray.config.schema import DemoConfig
+from mm_ray.demo.dataset import load_manifest, make_shards, plan_splits, reuse_or_write, shard_paths
 from mm_ray.demo.latents import label_rule
 from mm_ray.demo.render_audio import pitch_frequencies
+from mm_ray.demo.render_features import basis
 from mm_ray.demo.render_image import PALETTE
 from mm_ray.demo.render_text import TOPIC_WORDS
 from mm_ray.demo.shards import TAR_MTIME, shard_latents
@@ -204,3 +206,90 @@ def test_load_manifest_rejects_unknown_versions(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps({"format_version": 99}))
     with pytest.raises(ValueError, match="format_version"):
         load_manifest(tmp_path)
+
+
+def _tar_members(path) -> dict[str, dict[str, bytes]]:
+    """key -> {extension: bytes}, read with tarfile alone."""
+    out: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(path) as tar:
+        for member in tar.getmembers():
+            key, ext = member.name.split(".", 1)
+            out.setdefault(key, {})[ext] = tar.extractfile(member).read()
+    return out
+
+
+@pytest.fixture(scope="module")
+def features_dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo_features")
+    return out, make_shards(out, workers=1, features_dim=8, **ARGS)
+
+
+def test_the_features_variant_adds_a_npy_vector_showing_the_style(features_dataset, dataset):
+    out, manifest = features_dataset
+    plain_out, plain_manifest, _ = dataset
+    assert manifest["features_dim"] == 8 and "features_dim" not in plain_manifest
+    assert (
+        manifest["format_mix"]["features"] == {"npy": 40} and "features" not in plain_manifest["format_mix"]
+    )
+    assert (
+        len(manifest["caps"]) == 15
+        and manifest["bayes_accuracy"] == manifest["caps"]["image+text+audio+features"]
+    )
+    assert "style" in manifest["label_rule"] and manifest["corruption"]["features_style"] == 0.1
+    prototypes, squared_norms = basis(8)[:, :4], []
+    np.testing.assert_allclose(basis(8).T @ basis(8), np.eye(8), atol=1e-12)  # orthonormal
+    for split in ("train", "val"):
+        for index, shard in enumerate(manifest["shards"][split]):
+            lat = shard_latents(seed=7, split=split, shard_index=index, num_samples=manifest["shard_counts"][shard],
+                                num_symbols=4, corruption=manifest["corruption"], features=True)  # fmt: skip
+            members = _tar_members(out / shard)
+            plain = _tar_members(plain_out / shard)
+            for i, key in enumerate(sorted(members)):
+                vector = np.load(io.BytesIO(members[key]["npy"]), allow_pickle=False)
+                assert vector.dtype == np.float32 and vector.shape == (8,)
+                # On the prototypes the vector is exactly its (observed) style's one-hot; the noise is elsewhere.
+                onehot = np.eye(4)[lat.observed["features_style"][i]]
+                np.testing.assert_allclose(vector @ prototypes, onehot, atol=1e-5)
+                squared_norms.append(float(vector @ vector))
+                assert int(members[key]["cls"]) == lat.label[i]
+                # Every other member is byte for byte the three-modality benchmark's.
+                assert {e: b for e, b in members[key].items() if e not in ("npy", "cls")} == {
+                    e: b for e, b in plain[key].items() if e != "cls"
+                }
+            odd_scene = lat.topic == 1
+            assert (lat.label[odd_scene] == 1 + 2 * (lat.style[odd_scene] % 2)).all()
+            assert (lat.label == label_rule(lat.topic, lat.shape, lat.pitch, 4, lat.style)).all()
+    # 1 from the prototype, 4 x NOISE_STD^2 = 4 from the noise (the mean of 40: +-0.45)
+    assert 3.5 < np.mean(squared_norms) < 6.5
+
+
+def test_shards_are_rewritten_when_the_features_dim_changes(tmp_path):
+    small = {
+        "num_samples": 6,
+        "samples_per_shard": 6,
+        "val_fraction": 0.0,
+        "min_image_px": 16,
+        "max_image_px": 16,
+    }
+    four = reuse_or_write(DemoConfig(**small, features_dim=6), tmp_path)
+    assert four["features_dim"] == 6 and (tmp_path / "train-000000.tar").exists()
+    assert reuse_or_write(DemoConfig(**small, features_dim=6), tmp_path) == four  # reused
+    three = reuse_or_write(DemoConfig(**small), tmp_path)
+    assert "features_dim" not in three and len(three["caps"]) == 7
+    assert all("npy" not in m for m in _tar_members(tmp_path / "train-000000.tar").values())
+    with pytest.raises(ValueError, match="features_dim must exceed"):
+        make_shards(tmp_path / "x", num_samples=4, features_dim=4)
+
+
+def test_shards_written_under_another_label_rule_are_not_reused(tmp_path):
+    small = {
+        "num_samples": 4,
+        "samples_per_shard": 4,
+        "val_fraction": 0.0,
+        "min_image_px": 16,
+        "max_image_px": 16,
+    }
+    first = reuse_or_write(DemoConfig(**small), tmp_path)
+    stale = {**first, "label_rule": "an older rule"}
+    (tmp_path / "dataset.json").write_text(json.dumps(stale))
+    assert reuse_or_write(DemoConfig(**small), tmp_path) == first  # written again, with today's rule
