@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mm_ray.config.load import as_dict, load_config
+from mm_ray.config.load import load_config
 from mm_ray.modalities import BUILTIN, modalities_of
 from mm_ray.models import build_model, drop_to_subsets
 from mm_ray.models.groups import param_groups
@@ -140,8 +140,8 @@ def test_a_tune_space_searches_the_features_learning_rate_and_baseline() -> None
     )
     base = load_config(None, [*FOUR_MODALITIES, "train.lr=0.001"])
     sampled = {"train.lr_by_modality.features": 0.004, "train.lr_by_modality.text": 0.0002}
-    baseline = trial_config(as_dict(base), space, {"model.preset": "unimodal_features", **sampled}, "t0")
-    fusion = trial_config(as_dict(base), space, {"model.preset": "late_concat", **sampled}, "t1")
+    baseline = trial_config(base, space, {"model.preset": "unimodal_features", **sampled}, "t0")
+    fusion = trial_config(base, space, {"model.preset": "late_concat", **sampled}, "t1")
     # The baseline has only the features encoder: the text rate is dropped, the features rate kept.
     assert baseline.model.preset == "unimodal_features" and baseline.train.lr_by_modality == {
         "features": 0.004
