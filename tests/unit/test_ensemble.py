@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_fusion import KWARGS
 from torch import nn
 
 from mm_ray.config.load import ConfigError, load_config
@@ -17,18 +18,6 @@ from mm_ray.train.metrics import DEFAULT_REGISTRY, evaluate_subsets
 from mm_ray.train.spec import LoopConfig
 
 SUBSETS = DEFAULT_REGISTRY.subsets()
-
-KWARGS = {
-    "modalities": ["image", "text", "audio"],
-    "num_classes": 3,
-    "image_size": 16,
-    "vocab_size": 30,
-    "n_mels": 8,
-    "max_text_len": 8,
-    "width": 8,
-    "depth": 1,
-    "fusion_dim": 8,
-}
 
 
 class Fixed(nn.Module):

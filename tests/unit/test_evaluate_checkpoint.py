@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_fusion import KWARGS as MODEL_KWARGS
 
 from mm_ray.config.load import ConfigError, load_config
 from mm_ray.data.sources import ShardSpecError
@@ -27,17 +28,6 @@ from mm_ray.train.spec import LoopConfig
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "checkpoint_format1"
 
 PREPROCESS = ("image.size=16", "text.max_length=8", "audio.n_mels=8")
-MODEL_KWARGS = {
-    "modalities": ["image", "text", "audio"],
-    "num_classes": 3,
-    "image_size": 16,
-    "vocab_size": 30,
-    "n_mels": 8,
-    "max_text_len": 8,
-    "width": 8,
-    "depth": 1,
-    "fusion_dim": 8,
-}
 
 
 def _write(directory: Path, *, epoch: int, seed: int = 0, tokenizer: bool = True) -> torch.nn.Module:
