@@ -202,15 +202,13 @@ def print_train(summary: TrainBench, plot: str | None) -> None:
     if target in ratios:
         verdict = "met" if ratios[target] >= train_bench.TARGET else "missed"
         print(f"target {target} >= {train_bench.TARGET}: {verdict} ({ratios[target]:.2f})")
-    for i, by_round in enumerate(
-        summary.get("large_ratios_by_round", []) if summary.get("rounds", 1) > 1 else []
-    ):
+    for i, by_round in enumerate(summary.large_ratios_by_round or () if summary.rounds > 1 else ()):
         print(f"  round {i + 1}: " + ", ".join(f"{k} = {v:.3f}" for k, v in by_round.items()))
     for mode, r in results.items():
-        if "step_checkpoint_share" in r:
+        if r.step_checkpoint_share is not None:
             print(
-                f"{mode}: {r['step_checkpoints']} step checkpoints in epochs >= 2, {r['step_checkpoint_s']:.3f} s "
-                f"each, {r['step_checkpoint_share']:.2%} of those epochs' time (timed in the worker)"
+                f"{mode}: {r.step_checkpoints} step checkpoints in epochs >= 2, {r.step_checkpoint_s:.3f} s "
+                f"each, {r.step_checkpoint_share:.2%} of those epochs' time (timed in the worker)"
             )
     for name, (sign, goal) in train_bench.LARGE_TARGETS.items():
         if name in ratios:
