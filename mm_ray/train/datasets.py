@@ -25,6 +25,7 @@ import dataclasses
 import io
 from typing import Any, Protocol
 
+from mm_ray.data.epochs import shuffled_per_epoch
 from mm_ray.data.sample_ids import Resume
 from mm_ray.train.position import DataPosition
 
@@ -46,8 +47,25 @@ class CacheRecipe:
     in_memory: bool
     shuffle_seed: int | None
     limit: int | None
+    rows: tuple[bool, Any] | None = None
+    """In memory: ``(sample_ids, dataset)``, the rows already in the object store (``with_rows_in_memory``)."""
+
+    def with_rows_in_memory(self, sample_ids: bool) -> CacheRecipe:
+        """This recipe with an in-memory cache's rows put into the object store now, by the caller.
+
+        Ray Train calls ``build`` in its controller once the worker group holds its CPUs, and
+        ``ray.data.from_arrow`` starts a 1-CPU task per block there (the blocks' metadata): in a sweep whose
+        trials hold every CPU but Ray Data's share that task never starts and the trial waits for ever. Built
+        by the run's driver before the trainer asks for its workers, the controller only reorders blocks."""
+        if not self.in_memory:
+            return self
+        ds = self.cache.dataset(columns=self.columns, in_memory=True, limit=self.limit, sample_ids=sample_ids)
+        return dataclasses.replace(self, rows=(sample_ids, ds))
 
     def build(self, first_epoch: int = 0, *, sample_ids: bool = False, resume: Any = None) -> Any:
+        if self.rows is not None and resume is None and self.rows[0] == sample_ids:
+            ds = self.rows[1]
+            return ds if self.shuffle_seed is None else shuffled_per_epoch(ds, self.shuffle_seed, first_epoch)
         return self.cache.dataset(
             columns=self.columns,
             in_memory=self.in_memory,

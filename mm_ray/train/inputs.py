@@ -100,7 +100,7 @@ def cache_inputs(cfg: Config) -> TrainInputs:
         shuffle_seed=t.seed if t.shuffle else None,
         limit=t.limit_samples,
     )
-    datasets = positioned(recipe, cfg)
+    datasets = positioned(recipe.with_rows_in_memory(needs_sample_ids(cfg)), cfg)
     if "val" in caches:
         val = caches["val"]
         # Small blocks: distributed validation balances the workers' parts by blocks.
