@@ -65,7 +65,9 @@ class Multilabel:
         return meter.per_tag(names)
 
 
-def tag_names(member: bytes | None, field: object, separator: str) -> list[str] | None:
+def tag_names(
+    member: bytes | None, field: object, separator: str, field_name: str = "label"
+) -> list[str] | None:
     """The tag names of one sample: from the label member (UTF-8, split at ``separator``), else the JSON label
     field (a list of strings, or a string split at ``separator``); None when it has neither; ``ValueError``
     naming the source when it is not a set of names."""
@@ -78,10 +80,10 @@ def tag_names(member: bytes | None, field: object, separator: str) -> list[str] 
     if field is None:
         return None
     if isinstance(field, str):
-        return _checked(field.split(separator), "JSON label field")
+        return _checked(field.split(separator), f"JSON field {field_name!r}")
     if isinstance(field, list) and all(isinstance(x, str) for x in field):
-        return _checked(field, "JSON label field")
-    raise ValueError(f"JSON label field is not a list of tag names: {str(field)[:40]!r}")
+        return _checked(field, f"JSON field {field_name!r}")
+    raise ValueError(f"JSON field {field_name!r} is not a list of tag names: {str(field)[:40]!r}")
 
 
 def _checked(parts: Sequence[str], where: str) -> list[str]:

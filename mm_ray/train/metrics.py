@@ -25,7 +25,7 @@ import torch
 from mm_ray.columns import LABEL
 from mm_ray.modalities.registry import BUILTIN, DEFAULT_MODALITIES, Registry
 from mm_ray.tables import format_table
-from mm_ray.tasks.classification import ClassMetrics, SubsetMetrics
+from mm_ray.tasks.classification import ClassMetrics, SubsetMetrics  # noqa: F401 (re-exported: they lived here)
 from mm_ray.train.autocast import autocast_context
 from mm_ray.train.loop import to_device
 from mm_ray.train.wrapping import unwrap
@@ -57,11 +57,16 @@ def mask_modalities(
 
 
 def format_class_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """``ClassMetrics.result`` as a text table: one row per class, by name."""
-    return format_table(
-        ["class", "id", "samples", "accuracy"],
-        [[str(r["class"]), str(r["id"]), str(r["samples"]), f"{r['accuracy']:.4f}"] for r in rows],
-    )
+    """A task's per-class table (``ClassMetrics.result``: accuracy per class; multilabel: precision, recall, F1
+    and AP per tag; regression: MAE, RMSE, R^2 per target) as text: one row per class, by name."""
+    if not rows:
+        return format_table(["class", "id"], [])
+    columns = list(rows[0])
+
+    def cell(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    return format_table(columns, [[cell(r[c]) for c in columns] for r in rows])
 
 
 class Padding:
@@ -80,7 +85,7 @@ def score_subsets(
     *,
     registry: Registry = DEFAULT_REGISTRY,
     autocast_dtype: torch.dtype | None = None,
-    per_class: ClassMetrics | None = None,
+    per_class: Any = None,
     meter: Callable[[], Any] = SubsetMetrics,
 ) -> dict[str, Any]:
     """``evaluate_subsets``'s pass, returning the meters (``Mergeable``) instead of their results: what a rank
@@ -117,7 +122,8 @@ def evaluate_subsets(
     *,
     registry: Registry = DEFAULT_REGISTRY,
     autocast_dtype: torch.dtype | None = None,
-    per_class: ClassMetrics | None = None,
+    per_class: Any = None,
+    meter: Callable[[], Any] = SubsetMetrics,
 ) -> dict[str, dict[str, float | int]]:
     """Loss/accuracy of ``model`` on ``batches`` for each modality subset of ``registry`` (the run's modalities;
     ``subsets`` None = all of them), in one pass over ``batches``.
@@ -136,15 +142,19 @@ def evaluate_subsets(
         registry=registry,
         autocast_dtype=autocast_dtype,
         per_class=per_class,
+        meter=meter,
     )
-    return {subset: meter.result() for subset, meter in meters.items()}
+    return {subset: m.result() for subset, m in meters.items()}
 
 
 def format_subset_table(results: Mapping[str, Mapping[str, float | int]]) -> str:
-    """``evaluate_subsets``'s results as a plain, aligned text table (one row per subset)."""
-    header = ("subset", "samples", "accuracy", "loss")
+    """``evaluate_subsets``'s results as a plain, aligned text table (one row per subset): samples, the task's
+    metrics (accuracy; map, micro_f1, ...; r2, mae, rmse), loss."""
+    first = next(iter(results.values()), {"accuracy": 0.0})
+    metrics = [k for k in first if k not in ("samples", "loss")]
+    header = ("subset", "samples", *metrics, "loss")
     rows = [
-        (subset, str(r["samples"]), f"{r['accuracy']:.4f}", f"{r['loss']:.4f}")
+        (subset, str(r["samples"]), *(f"{r[m]:.4f}" for m in metrics), f"{r['loss']:.4f}")
         for subset, r in results.items()
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
