@@ -248,13 +248,16 @@ def label_values(uri: str, storage_options: Mapping[str, str] | None = None) -> 
     regression targets). Read with pyarrow, the label column only."""
     fs, path = filesystem_for(uri, dict(storage_options or {}))
     table = pads.dataset(f"{path}/{DATA}", format="parquet", filesystem=fs).to_table(columns=["label"])
-    column = table.column("label")
-    if isinstance(column.type, pa.ExtensionType):  # Ray's tensor type: one fixed-shape row per sample
-        return (
-            np.concatenate([chunk.to_numpy() for chunk in column.chunks])
-            if column.num_chunks
-            else np.zeros((0, 1))
-        )
+    column = table.column("label").combine_chunks()
+    if isinstance(column.type, pa.ExtensionType):  # Ray's tensor type, when registered in this process
+        column = column.storage
+    if (
+        pa.types.is_list(column.type)
+        or pa.types.is_large_list(column.type)
+        or pa.types.is_fixed_size_list(column.type)
+    ):
+        # One fixed-length float32 row per sample (multi-hot tags, regression targets).
+        return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
     return column.to_numpy()
 
 
