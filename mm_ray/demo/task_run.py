@@ -25,7 +25,6 @@ from typing import Any
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import Cache
 from mm_ray.data.labels import with_classes
-from mm_ray.demo.dataset import shard_paths
 from mm_ray.demo.run import demo_caches
 from mm_ray.demo.task_variants import write_task_dataset
 from mm_ray.progress import ProgressFactory
@@ -102,7 +101,10 @@ def run_task_demo(cfg: Config, *, progress: ProgressFactory | None = None) -> Ta
     run_dir = Path(cfg.output_dir) / cfg.name
     manifest = reuse_or_write_variant(cfg, run_dir / "shards")
     init_ray(cfg.ray)
-    shards = {split: shard_paths(run_dir / "shards", split) for split in ("train", "val")}
+    shards = {
+        split: [str(run_dir / "shards" / name) for name in manifest["shards"][split]]
+        for split in ("train", "val")
+    }
     cfg = with_classes(cfg, shards["train"])  # multilabel: one tag map, the training shards', for both caches
     counts = {"counts": manifest["counts"]}
     caches = demo_caches(cfg, run_dir, shards, counts, progress)

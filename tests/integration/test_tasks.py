@@ -23,7 +23,7 @@ from mm_ray.demo.task_variants import TAGS, write_task_dataset
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DOCS = Path(__file__).parents[2] / "docs" / "tasks.md"
-TINY = ["data.modalities=[text,features]", "features.shape=[8]", "text.max_length=12", "text.vocab_size=256",
+TINY = ["data.modalities=[text,features]", "features.shape=[64]", "text.max_length=12", "text.vocab_size=256",
         "model.width=16", "model.depth=1", "model.fusion_dim=32", "train.batch_size=32", "train.num_workers=1",
         "train.warmup_steps=10", "train.lr=0.005", "train.torch_threads=2"]  # fmt: skip
 TASK = {
