@@ -153,3 +153,27 @@ def test_headline_metrics_follow_the_task():
     assert headline_metric(TaskConfig(kind="regression")) == ("val_r2", "max")
     with pytest.raises(ValueError, match="target statistics"):
         task_of(TaskConfig(kind="regression"))
+
+
+def test_tune_metric_defaults_to_the_tasks_headline():
+    from mm_ray.config.load import load_config
+    from mm_ray.tune.sweep import with_objective
+
+    assert with_objective(load_config(None, [])).tune.metric == "val_accuracy"
+    tags = with_objective(load_config(None, ["task.kind=multilabel"])).tune
+    assert (tags.metric, tags.mode) == ("val_map", "max")
+    assert with_objective(load_config(None, ["task.kind=regression"])).tune.metric == "val_r2"
+    mine = with_objective(
+        load_config(None, ["task.kind=regression", "tune.metric=val_mae", "tune.mode=min"])
+    ).tune
+    assert (mine.metric, mine.mode) == ("val_mae", "min")
+
+
+@pytest.mark.parametrize("setting", ["train.aux_loss_weight=0.5", "model.preset=mvae"])
+def test_classifier_only_settings_are_refused_for_the_other_tasks(setting):
+    from mm_ray.config.load import ConfigError, load_config
+    from mm_ray.train.spec import check_task
+
+    check_task(load_config(None, [setting]))  # classification: fine
+    with pytest.raises(ConfigError, match=r"task\.kind=multilabel"):
+        check_task(load_config(None, [setting, "task.kind=multilabel"]))
