@@ -449,6 +449,8 @@ def decoded(cfg: Config, records: Sequence[results.TrialRecord] = ()) -> dict[st
 def _num_classes(cfg: Config) -> int:
     from mm_ray.columns import LABEL
 
+    if cfg.task.kind == "regression":  # one output per target
+        return max(1, len(cfg.task.targets))
     caches = [Cache.open(c, cfg.data.storage_options) for c in (cfg.train.cache, cfg.train.val_cache) if c]
     known = [c.num_classes for c in caches]
     if all(n is not None for n in known):
