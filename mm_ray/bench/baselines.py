@@ -50,7 +50,11 @@ def rows_to_batch(rows: list[dict[str, Any]], modalities: tuple[str, ...]) -> di
         col = np.empty(len(rows), dtype=object)
         col[:] = [row[name] for row in rows]
         batch[name] = col
-    batch[C.LABEL] = batch[C.LABEL].astype(np.int64)
+    labels = [row[C.LABEL] for row in rows]
+    # A class id per row, or a float32 vector (multilabel tags, regression targets).
+    batch[C.LABEL] = (
+        np.stack(labels).astype(np.float32) if np.ndim(labels[0]) else np.asarray(labels, np.int64)
+    )
     for modality in modalities:
         batch[presence_column(modality)] = batch[presence_column(modality)].astype(bool)
     return batch

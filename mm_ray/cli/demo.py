@@ -41,7 +41,10 @@ def main(args: argparse.Namespace) -> int:
     if args.config is None:
         overrides = [*DEMO_DEFAULTS, *overrides]
     started = time.perf_counter()
-    result = run_demo(config_from_args(args, overrides), progress=PolledProgress)
+    cfg = config_from_args(args, overrides)
+    if cfg.task.kind != "classification":
+        return task_demo(cfg, args.json, started)
+    result = run_demo(cfg, progress=PolledProgress)
     print("\nthe benchmark's references")
     print(caps_table(result.manifest))
     print(ingest_table(result.caches))
@@ -56,6 +59,24 @@ def main(args: argparse.Namespace) -> int:
     minutes, seconds = divmod(round(time.perf_counter() - started), 60)
     print(f"\ndemo finished in {minutes} min {seconds:02d} s: {verdict(result)}")
     write_json(args.json, json_safe(summary(result)))
+    return 0
+
+
+def task_demo(cfg, json_path: str | None, started: float) -> int:
+    """``task.kind=multilabel|regression``: the task variant's learning check (``mm_ray.demo.task_run``)."""
+    from mm_ray.demo.task_run import run_task_demo, task_learning_table
+
+    result = run_task_demo(cfg, progress=PolledProgress)
+    print(f"\nheld-out {cfg.task.kind} metrics against the variant's references")
+    print(task_learning_table(result.rows))
+    for name, trained in result.training.items():
+        print(f"\n{name}: validation metrics by modality subset")
+        print(format_subset_table(trained.subsets))
+    minutes, seconds = divmod(round(time.perf_counter() - started), 60)
+    held = "every run within its tolerance" if result.verdict else "NOT every run within its tolerance"
+    print(f"\ndemo finished in {minutes} min {seconds:02d} s: {held}")
+    rows = [{**dataclasses.asdict(r), "within": r.within} for r in result.rows]
+    write_json(json_path, json_safe({"rows": rows, "verdict": result.verdict, "manifest": result.manifest}))
     return 0
 
 

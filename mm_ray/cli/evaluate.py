@@ -70,13 +70,20 @@ def main(args: argparse.Namespace) -> int:
             f"latest checkpoint of {result['picked_from']}: {result['checkpoint']} (epoch {result['epoch']})"
         )
     print(format_summary("evaluate summary", _shown(result)))
-    print("\naccuracy by modality subset")
+    classification = result.get("task", "classification") == "classification"
+    print(f"\n{'accuracy' if classification else 'metrics'} by modality subset")
     print(format_subset_table(result["subsets"]))
     if result["classes"]:
-        print("\naccuracy by class (every modality)")
+        print(
+            f"\n{'accuracy by class' if classification else 'by ' + _unit(result['task'])} (every modality)"
+        )
         print(format_class_table(result["classes"]))
     write_json(args.json, result)
     return 0
+
+
+def _unit(task: str) -> str:
+    return "tag" if task == "multilabel" else "target"
 
 
 def _shown(result: dict[str, Any]) -> dict[str, Any]:

@@ -43,7 +43,8 @@ def main(args: argparse.Namespace) -> int:
     shown = {k: v for k, v in summary.items() if k not in ("subsets", "history", "outputs", "tracking")}
     print(format_summary("train summary", shown))
     if result.subsets:
-        print("\nvalidation accuracy by modality subset")
+        what = "accuracy" if cfg.task.kind == "classification" else "metrics"
+        print(f"\nvalidation {what} by modality subset")
         print(format_subset_table(result.subsets))
     print("\n" + format_summary("run outputs", result.outputs))
     if result.tracking:

@@ -61,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
     from mm_ray.tune.progress import TrialLog
     from mm_ray.tune.report import sweep_report
     from mm_ray.tune.space import load_space
-    from mm_ray.tune.sweep import resume_sweep, sweep
+    from mm_ray.tune.sweep import resume_sweep, sweep, with_objective
 
     cfg = config_from_args(args, args.overrides)
     if args.resume:
@@ -86,7 +86,9 @@ def main(args: argparse.Namespace) -> int:
         space_path = args.space or cfg.tune.space
         if not space_path:
             raise ConfigError("tune.space: required (a search space YAML, or `mm-ray tune --space FILE`)")
-        log = TrialLog(load_space(space_path), metric=cfg.tune.metric, max_epochs=cfg.train.epochs)
+        log = TrialLog(
+            load_space(space_path), metric=with_objective(cfg).tune.metric, max_epochs=cfg.train.epochs
+        )
         result = sweep(cfg, space_path, callbacks=[log])
     print("\n" + sweep_report(result))
     tracking = result.summary.get("tracking") or {}

@@ -128,6 +128,36 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """What the model predicts (README "Multi-label and regression", ``mm_ray.tasks``): one class per sample
+    (``classification``), a set of tags (``multilabel``) or one or more numbers (``regression``)."""
+
+    kind: Literal["classification", "multilabel", "regression"] = "classification"
+    """classification: one class id per sample (``data.labels``: integers or names), cross-entropy, accuracy.
+    multilabel: a set of tag names per sample (a JSON list in ``data.members.json_label_field``, or a
+    ``.cls``/``.txt`` label member split at ``separator``); the tags are ``data.classes`` (empty = the sorted
+    union of the training shards' tags); BCE-with-logits; micro/macro F1 at ``threshold`` and mAP.
+    regression: float targets (``targets``), standardised with the training set's mean/std; ``loss``;
+    MAE, RMSE, R²."""
+    targets: list[str] = field(default_factory=list)
+    """regression: the JSON fields holding the targets, one output each (e.g. ``[age, price]``). Empty = one
+    target: the number in the label member (``.cls``), else in the JSON field ``data.members.json_label_field``."""
+    separator: str = ","
+    """multilabel: what separates the tags in a label member (``dog,outdoor``); blanks around tags are stripped."""
+    threshold: float = 0.5
+    """multilabel: a tag is predicted when its probability (sigmoid) is at least this (F1, predictions)."""
+    loss: Literal["mse", "huber"] = "mse"
+    """regression: mean squared error, or Huber (``huber_delta``) on the standardised targets."""
+    huber_delta: float = 1.0
+    """regression: Huber's switch from squared to absolute error, in standard deviations of the target."""
+    target_mean: list[float] = field(default_factory=list)
+    """regression: the training set's mean of each target (filled by ``mm-ray preprocess``/``train`` from the
+    training data, saved in the cache manifest and every checkpoint; set it to fix the standardisation)."""
+    target_std: list[float] = field(default_factory=list)
+    """regression: the training set's standard deviation of each target (as ``target_mean``)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class ImageConfig:
     """Image decoding: decode -> RGB -> resize/crop -> uint8 CHW (normalisation happens on the device)."""
 
@@ -572,10 +602,11 @@ class TuneConfig:
     """random: Tune's random search; optuna: Optuna's TPE, a model-based searcher (conditional keys included)."""
     scheduler: Literal["asha", "fifo"] = "asha"
     """asha: stop trials that trail the others at a rung early (ASHA); fifo: every trial runs all its epochs."""
-    metric: str = "val_accuracy"
-    """Per-epoch metric that ranks trials (val_* metrics need ``train.val_cache``)."""
-    mode: Literal["max", "min"] = "max"
-    """Whether a higher or a lower ``metric`` is better."""
+    metric: str | None = None
+    """Per-epoch metric that ranks trials (val_* metrics need ``train.val_cache``); None = the task's headline:
+    ``val_accuracy`` (classification), ``val_map`` (multilabel), ``val_r2`` (regression)."""
+    mode: Literal["max", "min"] | None = None
+    """Whether a higher or a lower ``metric`` is better; None = the headline metric's (or ``max``)."""
     grace_period: int = 1
     """ASHA: epochs every trial trains before it may be stopped (at most ``train.epochs``)."""
     reduction_factor: int = 2
@@ -666,6 +697,8 @@ class Config:
     """Root directory for run outputs."""
     data: DataConfig = field(default_factory=DataConfig)
     """Input shards and validation."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    """What is predicted: classification, multi-label tags or regression targets."""
     image: ImageConfig = field(default_factory=ImageConfig)
     """Image preprocessing."""
     text: TextConfig = field(default_factory=TextConfig)

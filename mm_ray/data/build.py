@@ -3,16 +3,17 @@
     cache = build_cache(cfg, ["shards/train-*.tar"], "runs/cache")     # -> Cache (mm_ray.data.cache)
     cache.manifest.samples_ok, cache.manifest.quarantine_reasons, cache.manifest.ingest
 
-Steps: with ``data.labels=names``, the label map (``mm_ray.data.labels``; saved as the manifest's
+Steps: with ``data.labels=names`` or ``task.kind=multilabel``, the label (tag) map (``mm_ray.data.labels``; saved as the manifest's
 ``preprocess.classes``) -> get the tokenizer (``tokenizer_json``, ``text.tokenizer``, or one trained on the shards' captions) ->
 stream the shards through the per-modality actor pools -> write the rows as Parquet, the quarantine log and
-the manifest. The manifest is removed before anything else is written and written last, so a run that
+the manifest (regression: with the mean/std of the written targets, ``TaskRecord``). The manifest is removed before anything else is written and written last, so a run that
 fails half-way leaves no manifest beside new rows: ``Cache.open`` refuses such a directory by name. ``out``
 may be a local directory or an ``s3://`` prefix (``data.storage_options``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pyarrow.fs as pafs
@@ -26,6 +27,7 @@ from mm_ray.data.cache import (
     Cache,
     cache_uri,
     label_counts,
+    label_values,
     write_text,
 )
 from mm_ray.data.captions import obtain_tokenizer
@@ -36,6 +38,7 @@ from mm_ray.data.pipeline import Ingest
 from mm_ray.data.sources import filesystem_for
 from mm_ray.progress import ProgressFactory, watch
 from mm_ray.runtime import init_ray
+from mm_ray.tasks import TargetStats
 
 
 def build_cache(
@@ -88,10 +91,23 @@ def build_cache(
         write_text(fs, f"{root}/{QUARANTINE_LOG}", quarantine_jsonl(stream.quarantine_records()))
     seconds = time.perf_counter() - started
     # Labels counted once here, so that training knows its classes without a Ray Data job over the rows.
-    counts = label_counts(out, options) if summary["samples_ok"] else {}
+    regression = cfg.task.kind == "regression"
+    counts = label_counts(out, options) if summary["samples_ok"] and not regression else {}
+    if regression and summary["samples_ok"]:
+        cfg = with_cached_target_stats(cfg, out)
     manifest = cache_manifest(cfg, summary, stream.urls, tokenizer_json, seconds, label_counts=counts)
     write_text(fs, f"{root}/{MANIFEST}", manifest.to_json())
     return Cache(cache_uri(out), manifest, options)
+
+
+def with_cached_target_stats(cfg: Config, out: str) -> Config:
+    """Regression: ``cfg`` with ``task.target_mean``/``target_std`` of the rows just written (the training set
+    as the model will see it), unless the config fixed them."""
+    if cfg.task.target_mean:
+        return cfg
+    stats = TargetStats.of(label_values(out, cfg.data.storage_options))
+    task = dataclasses.replace(cfg.task, target_mean=list(stats.mean), target_std=list(stats.std))
+    return dataclasses.replace(cfg, task=task)
 
 
 def _clear(fs: pafs.FileSystem, root: str) -> None:

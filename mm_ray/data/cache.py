@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
@@ -235,10 +236,29 @@ def write_text(fs: pafs.FileSystem, path: str, text: str) -> None:
 
 def label_counts(uri: str, storage_options: Mapping[str, str] | None = None) -> dict[str, int]:
     """Samples per label in the cache's rows at ``uri`` (read with pyarrow: the label column only)."""
+    values = label_values(uri, storage_options)
+    if values.ndim == 2:  # multi-hot tags: samples per tag
+        return {str(k): int(n) for k, n in enumerate(np.nansum(values, axis=0)) if n}
+    labels, counts = np.unique(values, return_counts=True)
+    return {str(int(label)): int(n) for label, n in zip(labels, counts, strict=True)}
+
+
+def label_values(uri: str, storage_options: Mapping[str, str] | None = None) -> np.ndarray:
+    """The cache's label column at ``uri``: int64 ``[N]`` class ids, or float32 ``[N, width]`` (multi-hot tags,
+    regression targets). Read with pyarrow, the label column only."""
     fs, path = filesystem_for(uri, dict(storage_options or {}))
     table = pads.dataset(f"{path}/{DATA}", format="parquet", filesystem=fs).to_table(columns=["label"])
-    labels, counts = np.unique(table.column("label").to_numpy(), return_counts=True)
-    return {str(int(label)): int(n) for label, n in zip(labels, counts, strict=True)}
+    column = table.column("label").combine_chunks()
+    if isinstance(column.type, pa.ExtensionType):  # Ray's tensor type, when registered in this process
+        column = column.storage
+    if (
+        pa.types.is_list(column.type)
+        or pa.types.is_large_list(column.type)
+        or pa.types.is_fixed_size_list(column.type)
+    ):
+        # One fixed-length float32 row per sample (multi-hot tags, regression targets).
+        return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
+    return column.to_numpy()
 
 
 def row_bytes(shapes: Mapping[str, Sequence[int]], registry: Registry = BUILTIN) -> int:

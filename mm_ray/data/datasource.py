@@ -20,9 +20,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
+from ray.data.extensions import ArrowTensorArray
 
 from mm_ray import columns as C
 from mm_ray.data.ledger import raise_if_over_budget
@@ -34,17 +36,26 @@ from mm_ray.modalities.spec import presence_column, raw_column
 from mm_ray.quarantine import QuarantineRecord
 
 
-def raw_schema(modalities: tuple[str, ...]) -> pa.Schema:
-    """The reader's columns for ``modalities``: key, shard, each modality's bytes, label, each presence flag."""
+def raw_schema(modalities: tuple[str, ...], label_width: int = 0) -> pa.Schema:
+    """The reader's columns for ``modalities``: key, shard, each modality's bytes, label, each presence flag.
+    The label is an int64 class id, or (``label_width`` > 0: multilabel, regression) a float32 vector."""
     return pa.schema(
         [
             (C.KEY, pa.string()),
             (C.SHARD, pa.string()),
             *((raw_column(m), pa.binary()) for m in modalities),
-            (C.LABEL, pa.int64()),
+            (C.LABEL, label_type(label_width)),
             *((presence_column(m), pa.bool_()) for m in modalities),
         ]
     )
+
+
+def label_type(width: int) -> pa.DataType:
+    """The label column's Arrow type: int64, or Ray's fixed-shape tensor of ``width`` float32 (what the
+    model-ready columns use, so the cache and the Train workers read it as a ``[B, width]`` tensor)."""
+    if not width:
+        return pa.int64()
+    return ArrowTensorArray.from_numpy(np.zeros((1, width), np.float32)).type
 
 
 class ShardDatasource(Datasource):
@@ -79,7 +90,7 @@ class ShardDatasource(Datasource):
             ReadTask(
                 self._read_fn(url),
                 BlockMetadata(num_rows=None, size_bytes=None, input_files=[url], exec_stats=None),
-                schema=raw_schema(self._members.modalities),
+                schema=raw_schema(self._members.modalities, self._members.label_width),
                 per_task_row_limit=per_task_row_limit,
             )
             for url in self._shards
@@ -106,7 +117,7 @@ def read_shard_blocks(
 ) -> Iterator[pa.Table]:
     """Yield Arrow blocks of raw samples from one shard, reporting problems to ``ledger``."""
     report = _Reporter(url, ledger)
-    schema = raw_schema(members.modalities)
+    schema = raw_schema(members.modalities, members.label_width)
     rows: list[dict[str, Any]] = []
     for item in iter_shard(url, storage_options=storage_options, members=members):
         if isinstance(item, RawSample):
@@ -130,7 +141,10 @@ def read_shard_blocks(
 
 def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """Assembled row dicts -> one Arrow table with the raw ``schema`` (column order fixed)."""
-    return pa.table({name: [row[name] for row in rows] for name in schema.names}, schema=schema)
+    columns = {name: [row[name] for row in rows] for name in schema.names}
+    if schema.field(C.LABEL).type != pa.int64():  # vector labels: one [rows, width] tensor column
+        columns[C.LABEL] = ArrowTensorArray.from_numpy(np.stack(columns[C.LABEL]).astype(np.float32))
+    return pa.table(columns, schema=schema)
 
 
 class _Reporter:

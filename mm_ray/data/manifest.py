@@ -27,13 +27,53 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mm_ray.config.schema import Config, MembersConfig
+from mm_ray.config.schema import Config, MembersConfig, TaskConfig
 from mm_ray.modalities.legacy import first_preprocess_sections, manifest_shapes
 from mm_ray.modalities.registry import BUILTIN, Registry, extensions_of, modalities_of, settings_of
 from mm_ray.records import as_mapping, plain, read_record, record_fields
+from mm_ray.tasks import TargetStats, target_stats_of
 
 TOKENIZER = "tokenizer.json"
 """The tokenizer's file name inside a cache (what a manifest's ``tokenizer`` names)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRecord:
+    """What the ``label`` column of a cache holds when it is not a class id (``task.kind``; ``mm_ray.tasks``):
+    how the labels were read, and for regression the training targets' standardisation."""
+
+    kind: str
+    """``multilabel`` or ``regression``."""
+    targets: tuple[str, ...] = ()
+    """regression: the JSON fields read as targets (empty: one number in the label member / JSON field)."""
+    separator: str = ","
+    """multilabel: the tag separator of label members."""
+    target_stats: TargetStats | None = None
+    """regression: the per-target mean and standard deviation of the targets the rows were made from."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", tuple(self.targets))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "targets": list(self.targets), "separator": self.separator}
+        if self.target_stats is not None:
+            out["target_stats"] = self.target_stats.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskRecord:
+        fields = record_fields(cls, data, "cache manifest: preprocess: task")
+        if fields.get("target_stats") is not None:
+            fields["target_stats"] = TargetStats.from_dict(fields["target_stats"])
+        return cls(**fields)
+
+    @classmethod
+    def of(cls, task: TaskConfig) -> TaskRecord | None:
+        """The record of a config's ``task`` section; None for classification (the label column as always)."""
+        if task.kind == "classification":
+            return None
+        stats = target_stats_of(task) if task.kind == "regression" else None
+        return cls(task.kind, tuple(task.targets), task.separator, stats)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +87,8 @@ class PreprocessingRecord:
     members: MembersConfig | None = None
     """With string labels: ``data.members`` as the label strings were read (new shards must be read the same
     way to get the same ids); else None."""
+    task: TaskRecord | None = None
+    """The task the labels were read for (multilabel, regression); None = class ids (and every older layout)."""
     names_modalities: bool = True
     """Whether ``modalities`` are the data's modalities. False for the first layout, which recorded three
     sections without saying which modalities the data held: the run's ``data.modalities`` stands."""
@@ -63,6 +105,8 @@ class PreprocessingRecord:
             out["classes"] = saved["classes"]
         if self.members is not None:
             out["members"] = saved["members"]
+        if self.task is not None:
+            out["task"] = self.task.to_dict()
         return out
 
     @classmethod
@@ -80,6 +124,8 @@ class PreprocessingRecord:
             }
         if fields.get("members") is not None:  # members a later version added take their defaults
             fields["members"] = read_record(MembersConfig, fields["members"], f"{what}: members")
+        if fields.get("task") is not None:
+            fields["task"] = TaskRecord.from_dict(fields["task"])
         return cls(**fields)
 
 
@@ -228,11 +274,12 @@ def preprocessing_of(cfg: Config) -> PreprocessingRecord:
     recorded settings (``ModalitySpec.record``); with string labels also the label map and the member mapping
     the label strings were read with."""
     reg = modalities_of(cfg)
-    names = cfg.data.labels == "names"
+    names = cfg.data.labels == "names" or cfg.task.kind == "multilabel"
     return PreprocessingRecord(
         modalities={s.name: s.record(settings_of(cfg, s)) for s in reg},
         classes=tuple(cfg.data.classes) if names else (),
-        members=cfg.data.members if names else None,
+        members=cfg.data.members if names or cfg.task.kind == "regression" else None,
+        task=TaskRecord.of(cfg.task),
     )
 
 
@@ -248,8 +295,14 @@ def preprocess_config_hash(cfg: Config, tokenizer_json: str) -> str:
         "label_required": cfg.data.label_required,
         "tokenizer_sha256": hashlib.sha256(tokenizer_json.encode()).hexdigest(),
     }
-    if cfg.data.labels == "names":
+    if cfg.data.labels == "names" or cfg.task.kind == "multilabel":
         relevant["classes"] = list(cfg.data.classes)
+    if cfg.task.kind != "classification":  # only then: the caches of class ids keep their hashes
+        relevant["task"] = {
+            "kind": cfg.task.kind,
+            "targets": list(cfg.task.targets),
+            "separator": cfg.task.separator,
+        }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

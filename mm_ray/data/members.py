@@ -24,6 +24,8 @@ Rules (each quarantined sample gets exactly one sample-level record, first rule 
    ``json[field]`` if it is a string (UTF-8 encoded).
    Label: the cls member (ASCII non-negative int, whitespace ok), else ``json[json_label_field]``
    (an int, or a string of digits). A label that is present but not such an int -> ``BAD_LABEL``.
+   With ``task="multilabel"`` or ``"regression"`` the label is a float32 vector read by ``mm_ray.tasks``
+   (tag names -> multi-hot over ``label_names``; numbers -> targets), BAD_LABEL / UNKNOWN_LABEL naming the field.
    With ``label_names`` (``data.labels=names``) the label is a string instead (the UTF-8 member stripped,
    or a string/int JSON field, at most 200 characters) and its id is its index in ``label_names``; one
    that is not listed -> ``UNKNOWN_LABEL``.
@@ -46,6 +48,8 @@ import json
 import re
 from collections.abc import Mapping
 
+import numpy as np
+
 from mm_ray import columns as C
 from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
@@ -53,6 +57,9 @@ from mm_ray.data.raw import RawSample
 from mm_ray.modalities.registry import BUILTIN, DEFAULT_MODALITIES, Registry, extensions_of, modalities_of
 from mm_ray.modalities.spec import presence_column, raw_column
 from mm_ray.quarantine import QuarantineRecord, Reason
+from mm_ray.tasks.base import UnknownLabel
+from mm_ray.tasks.multilabel import multi_hot, tag_names
+from mm_ray.tasks.regression import target_values
 
 # The ledger has no dedicated member-level code for "mapped but ignored" members (a duplicate
 # extension, an unparseable JSON nobody needed); they reuse the one member-level code so they are
@@ -99,10 +106,21 @@ class MemberMap:
     """Samples whose members add up to more are quarantined (SAMPLE_TOO_LARGE); the rest is not read."""
     label_names: tuple[str, ...] | None = None
     """None: labels are non-negative integers (BAD_LABEL otherwise). A tuple: labels are strings, and the
-    label of a sample is the index of its string here (UNKNOWN_LABEL when it is not listed)."""
+    label of a sample is the index of its string here (UNKNOWN_LABEL when it is not listed); with
+    ``task="multilabel"`` the tag map."""
+    task: str = "classification"
+    """What the label is (``task.kind``): a class id; a multi-hot vector over ``label_names`` (``multilabel``:
+    tags split at ``tag_separator`` or a JSON list); float targets (``regression``: ``targets``)."""
+    tag_separator: str = ","
+    """multilabel: what separates the tags in a label member."""
+    targets: tuple[str, ...] = ()
+    """regression: the JSON fields holding the targets; empty = one number in the label member or JSON field."""
 
     def __post_init__(self) -> None:
         # Accept mappings and lists (from YAML) and any case; store lower-case tuples so the map stays hashable.
+        object.__setattr__(self, "targets", tuple(self.targets))
+        if self.task == "multilabel" and self.label_names is None:
+            raise ValueError("task multilabel: the tag map (label_names) is required")
         if self.label_names is not None:
             object.__setattr__(self, "label_names", tuple(str(x) for x in self.label_names))
             if len(set(self.label_names)) != len(self.label_names):
@@ -123,6 +141,15 @@ class MemberMap:
             for ext in extensions:
                 if owners.setdefault(ext, role) != role:
                     raise ValueError(f"extension {ext!r} is mapped to both {owners[ext]!r} and {role!r}")
+
+    @property
+    def label_width(self) -> int:
+        """Entries of a vector label (multilabel: tags; regression: targets); 0 for a class id."""
+        if self.task == "multilabel":
+            return len(self.label_names or ())
+        if self.task == "regression":
+            return max(1, len(self.targets))
+        return 0
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -166,7 +193,9 @@ def assemble(sample: RawSample, members: MemberMap) -> tuple[dict | None, list[Q
             content[modality] = _json_text(meta.get(field))
     json_label = meta.get(members.json_label_field) if members.json_label_field else None
     try:
-        if members.label_names is None:
+        if members.task != "classification":
+            label = _task_label(found.get(LABEL_ROLE), json_label, meta, members)
+        elif members.label_names is None:
             label = _label(found.get(LABEL_ROLE), json_label)
         else:
             label = _named_label(found.get(LABEL_ROLE), json_label, members)
@@ -180,7 +209,7 @@ def assemble(sample: RawSample, members: MemberMap) -> tuple[dict | None, list[Q
     if json_error:
         json_member = _member(sample, chosen[JSON_ROLE])
         records.append(_note(sample, IGNORED_MEMBER, f"member {json_member!r} ignored: {json_error}"))
-    return _row(sample, content, label), records
+    return _row(sample, content, label, members), records
 
 
 def _choose(sample: RawSample, members: MemberMap) -> tuple[dict[str, str], list[str]]:
@@ -263,19 +292,21 @@ MAX_LABEL_NAME_CHARS = 200
 """Longer string labels are BAD_LABEL: a class name is a word or a phrase, not a caption."""
 
 
-class UnknownLabel(ValueError):
-    """A string label that is not among ``MemberMap.label_names``."""
-
-
 def label_name(sample: RawSample, members: MemberMap) -> str | None:
     """The sample's label as a string (names mode), ``None`` when it has none; ``ValueError`` when it is bad.
 
     What a label map is built from (``mm_ray.data.labels``); ``assemble`` maps it to an id."""
+    member, field, _ = label_parts(sample, members)
+    return _label_text(member, field)
+
+
+def label_parts(sample: RawSample, members: MemberMap) -> tuple[bytes | None, object, dict]:
+    """``(label member bytes, JSON label field, JSON fields)`` of a sample: what its label is read from."""
     chosen, _ = _choose(sample, members)
     found = {role: sample.members[ext] for role, ext in chosen.items()}
     meta, _ = _parse_json(found.get(JSON_ROLE))
     field = meta.get(members.json_label_field) if members.json_label_field else None
-    return _label_text(found.get(LABEL_ROLE), field)
+    return found.get(LABEL_ROLE), field, meta
 
 
 def _label_text(member: bytes | None, field: object) -> str | None:
@@ -310,13 +341,24 @@ def _named_label(member: bytes | None, field: object, members: MemberMap) -> int
     return index
 
 
+def _task_label(member: bytes | None, field: object, meta: dict, members: MemberMap):
+    """A multilabel or regression label: a float32 vector, None when absent, ``ValueError`` when bad."""
+    if members.task == "multilabel":
+        tags = tag_names(member, field, members.tag_separator, members.json_label_field)
+        where = "label member" if member is not None else f"JSON field {members.json_label_field!r}"
+        return None if tags is None else multi_hot(tags, _label_index(members), where)
+    return target_values(member, meta, members.targets, members.json_label_field)
+
+
 @functools.lru_cache(maxsize=16)
 def _label_index(members: MemberMap) -> dict[str, int]:
     return {name: i for i, name in enumerate(members.label_names or ())}
 
 
-def _row(sample: RawSample, content: dict, label: int | None) -> dict:
-    row = {C.KEY: sample.key, C.SHARD: sample.shard, C.LABEL: -1 if label is None else label}
+def _row(sample: RawSample, content: dict, label, members: MemberMap) -> dict:
+    if label is None:  # not required: -1 for a class id, NaN for a vector
+        label = np.full(members.label_width, np.nan, np.float32) if members.label_width else -1
+    row = {C.KEY: sample.key, C.SHARD: sample.shard, C.LABEL: label}
     for modality, value in content.items():
         row[raw_column(modality)] = value
         row[presence_column(modality)] = value is not None
@@ -344,10 +386,11 @@ def member_map(cfg: Config, registry: Registry | None = None) -> MemberMap:
     reg = registry if registry is not None else modalities_of(cfg)
     m = cfg.data.members
     names = None
-    if cfg.data.labels == "names":
+    if cfg.data.labels == "names" or cfg.task.kind == "multilabel":
         if not cfg.data.classes:
             raise ConfigError(
-                "data.classes: empty with data.labels=names; build the label map from the training shards first "
+                f"data.classes: empty with {'task.kind=multilabel' if cfg.task.kind == 'multilabel' else 'data.labels=names'}; "
+                "build the label map from the training shards first "
                 "(mm_ray.data.labels.with_classes) or set data.classes / data.classes_from"
             )
         names = tuple(cfg.data.classes)
@@ -362,4 +405,7 @@ def member_map(cfg: Config, registry: Registry | None = None) -> MemberMap:
         max_member_bytes=cfg.data.max_member_bytes,
         max_sample_bytes=cfg.data.max_sample_bytes,
         label_names=names,
+        task=cfg.task.kind,
+        tag_separator=cfg.task.separator,
+        targets=tuple(cfg.task.targets),
     )

@@ -77,6 +77,8 @@ def retrieval_scores(
 ) -> list[dict[str, Any]]:
     """One record per pair (see the module docstring); pairs with a modality the model lacks are skipped."""
     labels = np.asarray(labels)
+    # class@1 needs one class per sample: tag sets and regression targets have none.
+    by_class = labels.ndim == 1
     records = []
     for query, target in pairs:
         if query not in embeddings or target not in embeddings:
@@ -88,7 +90,8 @@ def retrieval_scores(
         for gallery in slices:
             similarity = similarities(q[gallery], g[gallery])  # once per gallery, for both metrics
             ranks.append(pair_ranks(similarity))
-            matches.append(top1_class_match(similarity, y[gallery]))
+            if by_class:
+                matches.append(top1_class_match(similarity, y[gallery]))
         ranks, matches = np.concatenate(ranks), np.concatenate(matches)
         record: dict[str, Any] = {
             "query": query,
@@ -99,8 +102,9 @@ def retrieval_scores(
         }
         for k in ks:
             record[f"recall@{k}"] = _mean(ranks < k)
-        record["class@1"] = _mean(matches)
-        record["chance"] = _chance(record["gallery_size"], y, ks)
+        if by_class:
+            record["class@1"] = _mean(matches)
+        record["chance"] = _chance(record["gallery_size"], y if by_class else None, ks)
         records.append(record)
     return records
 
@@ -109,8 +113,10 @@ def _mean(hits: np.ndarray) -> float:
     return float(hits.mean()) if len(hits) else float("nan")
 
 
-def _chance(gallery_size: int, labels: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+def _chance(gallery_size: int, labels: np.ndarray | None, ks: Sequence[int]) -> dict[str, float]:
     chance = {f"recall@{k}": min(k / gallery_size, 1.0) if gallery_size else float("nan") for k in ks}
+    if labels is None:
+        return chance
     shares = np.bincount(labels) / len(labels) if len(labels) else np.zeros(1)
     chance["class@1"] = float((shares**2).sum())
     return chance

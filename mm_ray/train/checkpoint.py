@@ -197,9 +197,13 @@ class LoadedCheckpoint:
 
     @property
     def classes(self) -> list[str] | None:
-        """The class names of a run trained on string labels (label id = position), else None."""
-        data = self.loop.resolved.data
-        return list(data.classes) if data.labels == "names" and data.classes else None
+        """The class names of a run trained on string labels (label id = position), the tag names of a
+        multilabel run, the target names of a regression run with ``task.targets``; else None."""
+        data, task = self.loop.resolved.data, self.loop.resolved.task
+        if task.kind == "regression":
+            return list(task.targets) or None
+        named = data.labels == "names" or task.kind == "multilabel"
+        return list(data.classes) if named and data.classes else None
 
     def restore_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The checkpoint's model rebuilt from its spec, weights loaded, in eval mode.

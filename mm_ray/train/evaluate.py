@@ -6,7 +6,7 @@ Usage (``mm-ray evaluate CHECKPOINT SHARDS...`` is the command-line form)::
 
     result = evaluate("runs/demo", ["shards/val-*.tar"], overrides=["pools.image.num_cpus=0.5"])
     result["checkpoint"]                 # the checkpoint used: a run directory means its latest one
-    result["subsets"]["image+audio"]     # {"accuracy": 0.81, "loss": 0.52, "samples": 400}
+    result["subsets"]["image+audio"]     # {"accuracy": 0.81, "loss": 0.52, "samples": 400} (the task's metrics)
     result["classes"]                    # [{"class": "cat", "id": 0, "samples": 120, "accuracy": 0.9}, ...]
 
 A checkpoint written by the Ray Train adapter is self-contained: its state holds the weights, the
@@ -42,10 +42,11 @@ from mm_ray.data.pipeline import Ingest
 from mm_ray.modalities.registry import modalities_of
 from mm_ray.progress import ProgressFactory, watch
 from mm_ray.runtime import init_ray
+from mm_ray.tasks import task_of
 from mm_ray.train.autocast import scoring_dtype
 from mm_ray.train.checkpoint import LoadedCheckpoint, open_checkpoint, open_for_shards
 from mm_ray.train.ensemble import PredictionAverage, check_compatible
-from mm_ray.train.metrics import ClassMetrics, evaluate_subsets
+from mm_ray.train.metrics import evaluate_subsets
 
 
 def _presets(checkpoints: Sequence[LoadedCheckpoint]) -> list[str]:
@@ -82,6 +83,9 @@ def evaluate(
     ckpt, cfg, specs = open_for_shards(checkpoint_dir, specs, overrides, config_file, purpose="evaluate on")
     if workers and ensemble:
         raise ValueError("evaluate: --workers scores one checkpoint; score an ensemble in one process")
+    task = task_of(ckpt.loop.resolved.task)
+    if ensemble and task.kind != "classification":
+        raise ValueError(f"evaluate: --ensemble averages class probabilities; not for task.kind={task.kind}")
     if workers:
         return _evaluate_on_workers(ckpt, cfg, specs, workers, batch_size, quarantine_log, progress, started)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -101,10 +105,17 @@ def evaluate(
     with watch(progress, "evaluate", lambda: ingest.summary()["samples_read"]):
         # __key__/__shard__ are strings: to_device (inside evaluate_subsets) drops them.
         batches = ingest.dataset.iter_batches(batch_size=batch_size or loop.batch_size, batch_format="numpy")
-        per_class = ClassMetrics()
+        outputs = loop.model.num_classes
+        per_class = task.class_meter(outputs)
         registry = modalities_of(cfg)
         subsets = evaluate_subsets(
-            model, batches, device=device, registry=registry, autocast_dtype=autocast, per_class=per_class
+            model,
+            batches,
+            device=device,
+            registry=registry,
+            autocast_dtype=autocast,
+            per_class=per_class,
+            meter=lambda: task.meter(outputs),
         )
     summary = ingest.finish(quarantine_log=quarantine_log)  # after the stream: the ledger's counts are final
     preset = loop.model.name if not members else "ensemble of " + " + ".join(_presets([ckpt, *members]))
@@ -146,8 +157,10 @@ def _evaluate_on_workers(
 def _result(
     ckpt, preset, members, subsets, per_class, summary, device: str, started: float, full: str
 ) -> dict[str, Any]:
+    task = task_of(ckpt.loop.resolved.task)
     return {
         "checkpoint": str(ckpt.directory),
+        "task": task.kind,
         "picked_from": str(ckpt.picked_from) if ckpt.picked_from is not None else None,
         "epoch": ckpt.epoch,
         "preset": preset,
@@ -161,6 +174,7 @@ def _result(
         "device": device,
         "seconds": round(time.perf_counter() - started, 2),
         "subsets": subsets,
-        # Accuracy per true class with every modality; named when the run was trained on string labels.
-        "classes": per_class.result(ckpt.classes),
+        # Per class (tag, target) with every modality: accuracy, or precision/recall/F1/AP, or MAE/RMSE/R2;
+        # named when the run's labels had names.
+        "classes": task.class_table(per_class, ckpt.classes),
     }

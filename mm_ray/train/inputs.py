@@ -28,7 +28,7 @@ from mm_ray.columns import KEY, SHARD
 from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import Cache, label_counts, row_bytes
-from mm_ray.data.labels import with_classes
+from mm_ray.data.labels import with_classes, with_target_stats
 from mm_ray.data.manifest import PreprocessingRecord, model_ready_shapes, preprocessing_of
 from mm_ray.data.pipeline import Ingest
 from mm_ray.modalities.registry import BUILTIN, Registry, registry_with
@@ -87,8 +87,10 @@ def cache_inputs(cfg: Config) -> TrainInputs:
     if t.val_cache:
         caches["val"] = open_cache(t.val_cache, "train.val_cache", cfg)
     tokenizer_json = caches["train"].tokenizer_json
+    check_same_task(caches["train"], "train.cache", cfg)
     if "val" in caches:
         check_same_tokenizer(caches["val"], tokenizer_json, cfg)
+        check_same_task(caches["val"], "train.val_cache", cfg)
         check_same_classes(caches["val"].classes, caches["train"].classes, "train.val_cache", cfg)
     in_memory = fits_in_memory(caches.values(), registry_with(tuple(cfg.modalities.plugins)))
     train = caches["train"]
@@ -111,7 +113,7 @@ def cache_inputs(cfg: Config) -> TrainInputs:
         datasets=datasets,
         tokenizer_json=tokenizer_json,
         shapes=train.shapes,
-        num_classes=class_count(cfg, train.classes) or _num_classes(caches.values()),
+        num_classes=task_outputs(cfg) or class_count(cfg, train.classes) or _num_classes(caches.values()),
         rows=min(train.samples, t.limit_samples or train.samples),
         preprocessing=train.preprocessing,
     )
@@ -165,6 +167,25 @@ def check_same_classes(val: list[str] | None, train: list[str] | None, key: str,
             f"{_show_classes(train) if train else 'integer labels'}; preprocess it with "
             f"`data.classes_from={cfg.train.cache or '<the training cache>'}` so both use one label map"
         )
+
+
+def check_same_task(cache: Cache, key: str, cfg: Config) -> None:
+    """A cache's labels must have been read for the run's task (class ids, tags, targets)."""
+    record = cache.preprocessing.task
+    kind = record.kind if record is not None else "classification"
+    targets = list(record.targets) if record is not None else []
+    if kind != cfg.task.kind or (kind == "regression" and targets != list(cfg.task.targets)):
+        what = f"{kind} labels" + (f" (targets {targets})" if kind == "regression" and targets else "")
+        raise ConfigError(
+            f"task.kind: the rows of {key} ({cache.uri}) hold {what}, the run asks for task.kind={cfg.task.kind}"
+            + (f" with task.targets={list(cfg.task.targets)}" if cfg.task.kind == "regression" else "")
+            + "; preprocess the shards again with the run's task settings"
+        )
+
+
+def task_outputs(cfg: Config) -> int | None:
+    """Regression: the model's outputs (one per target); None for the tasks sized by their classes or tags."""
+    return max(1, len(cfg.task.targets)) if cfg.task.kind == "regression" else None
 
 
 def _show_classes(classes: list[str]) -> str:
@@ -226,8 +247,10 @@ def shard_inputs(cfg: Config) -> TrainInputs:
     from mm_ray.data.captions import obtain_tokenizer
 
     t = cfg.train
-    cfg = with_classes(cfg, list(cfg.data.shards))  # string labels: the map from the training shards
-    if not class_count(cfg, cfg.data.classes if cfg.data.labels == "names" else None):
+    cfg = with_classes(cfg, list(cfg.data.shards))  # string labels, tags: the map from the training shards
+    cfg = with_target_stats(cfg, list(cfg.data.shards))  # regression: the training targets' mean/std
+    named = cfg.data.labels == "names" or cfg.task.kind == "multilabel"
+    if not (task_outputs(cfg) or class_count(cfg, cfg.data.classes if named else None)):
         raise ConfigError(
             "model.num_classes: required when training from data.shards (no cache manifest has counted the "
             "labels); set it to the number of classes"
@@ -257,10 +280,11 @@ def shard_inputs(cfg: Config) -> TrainInputs:
     # Built at each worker-group start: a resumed run reads epoch k's shards in the order an uninterrupted
     # run would, and the rest of an interrupted epoch without its trained samples.
     datasets = positioned(train.recipe, cfg, limit=t.limit_samples)
-    classes = list(cfg.data.classes) if cfg.data.labels == "names" else None
+    classes = list(cfg.data.classes) if named else None
     if t.val_cache:
         val_cache = open_cache(t.val_cache, "train.val_cache", cfg)
         check_same_tokenizer(val_cache, tokenizer_json, cfg)
+        check_same_task(val_cache, "train.val_cache", cfg)
         check_same_classes(val_cache.classes, classes, "train.val_cache", cfg)
         datasets["val"] = val_cache.dataset(columns=model_ready_columns(val_cache))
     elif cfg.data.val_shards:
@@ -288,7 +312,7 @@ def shard_inputs(cfg: Config) -> TrainInputs:
         datasets=datasets,
         tokenizer_json=tokenizer_json,
         shapes=model_ready_shapes(cfg),
-        num_classes=class_count(cfg, classes),
+        num_classes=task_outputs(cfg) or class_count(cfg, classes),
         rows=rows,
         preprocessing=preprocessing_of(cfg),
         streams=streams,

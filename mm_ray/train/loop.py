@@ -13,7 +13,7 @@ Usage::
 ``batches`` is any iterable of dicts (the data plane's columns, see ``mm_ray.columns``) holding numpy arrays
 or tensors; non-numeric columns such as ``__key__``/``__shard__`` are dropped on the way to the device. The
 model is any ``nn.Module`` whose ``forward(batch)`` returns logits ``[B, C]``; the loss is ``fused_loss``
-(cross-entropy on the ``label`` column), the one function to replace for another task.
+(the task's loss on the ``label`` column: ``mm_ray.tasks``, cross-entropy by default).
 
 Large runs: ``grad_accum_steps`` micro-batches per optimizer step (``forward_backward`` each, gradients synced
 on the last, then ``apply_gradients``), fp16 through a ``GradScaler`` (``mm_ray.train.autocast``), and an
@@ -40,10 +40,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mm_ray.columns import LABEL
 from mm_ray.models.objectives import training_loss
+from mm_ray.tasks import Classification, Task, task_of
 from mm_ray.train.autocast import autocast_context
 from mm_ray.train.parallel import gradient_sync
 from mm_ray.train.wrapping import unwrap
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from mm_ray.train.spec import LoopConfig
 
 logger = logging.getLogger(__name__)
+
+CLASSIFICATION = Classification()
 
 # numpy dtype kinds that have no tensor equivalent: object, str, bytes, structured.
 _NON_NUMERIC_KINDS = frozenset("OUSV")
@@ -82,11 +84,13 @@ def to_device(batch: Mapping[str, Any], device: str | torch.device) -> dict[str,
     return out
 
 
-def fused_loss(logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def fused_loss(
+    logits: torch.Tensor, batch: Mapping[str, torch.Tensor], task: Task = CLASSIFICATION
+) -> torch.Tensor:
     """The fused prediction's loss on one device batch: what every training step optimises (plus any auxiliary
-    terms) and reports. The one place the task's loss lives: mean cross-entropy against ``label``, computed in
-    float32 even under autocast (a bf16/fp16 log-softmax loses too much precision)."""
-    return F.cross_entropy(logits.float(), batch[LABEL].long())
+    terms) and reports: the task's loss against ``label`` (``mm_ray.tasks``; classification: mean
+    cross-entropy), computed in float32 even under autocast (a bf16/fp16 log-softmax loses too much precision)."""
+    return task.loss(logits, batch[LABEL])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +103,8 @@ class StepSettings:
     align_loss_weight: float = 0.0
     align_temperature: float = 0.07
     grad_accum_steps: int = 1
+    task: Task = CLASSIFICATION
+    """What is predicted: its loss and training score (``mm_ray.tasks``)."""
 
 
 def forward_backward(
@@ -128,7 +134,7 @@ def forward_backward(
             # A keyword of forward, not another method, so a DDP-wrapped model still syncs its gradients.
             out = model(batch, with_aux=True) if extra else model(batch)
         logits = out.logits if extra else out
-        fused = fused_loss(logits, batch)
+        fused = fused_loss(logits, batch, settings.task)
         loss = fused
         if extra:
             # The objectives compute in float32 themselves.
@@ -238,8 +244,12 @@ def train_epoch(
     grad_accum_steps: int = 1,
     scaler: torch.amp.GradScaler | None = None,
     on_step: StepCallback | None = None,
+    task: Task = CLASSIFICATION,
 ) -> dict[str, float | int]:
     """Train ``model`` for one pass over ``batches``; returns the epoch's mean loss, accuracy, samples, steps.
+
+    ``task`` (``mm_ray.tasks``) gives the loss and the accuracy: top-1 (classification), the fraction of tag
+    decisions right (multilabel), NaN (regression).
 
     ``grad_accum_steps`` micro-batches make one optimizer step (the epoch's last step may have fewer): their
     losses are summed, each times its size, and the gradients divided by the step's samples, so N
@@ -251,14 +261,20 @@ def train_epoch(
     """
     model.train()
     settings = StepSettings(
-        grad_clip, autocast_dtype, aux_loss_weight, align_loss_weight, align_temperature, grad_accum_steps
+        grad_clip,
+        autocast_dtype,
+        aux_loss_weight,
+        align_loss_weight,
+        align_temperature,
+        grad_accum_steps,
+        task,
     )
     adversarial = getattr(unwrap(model), "adversarial", False)
     if adversarial and (grad_accum_steps > 1 or scaler is not None):
         raise ValueError("an adversarial model (cgan) trains without gradient accumulation and fp16 scaling")
     # Running sums stay on the device: calling .item() every step would force a CPU-GPU sync per step.
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    correct = torch.zeros((), dtype=torch.float64, device=device)
     samples = steps = 0
     terms: dict[str, torch.Tensor] = {}
     group: list[Mapping[str, Any]] = []
@@ -285,7 +301,7 @@ def train_epoch(
                 divide = float(group_samples) if grad_accum_steps > 1 else None
                 apply_gradients(model, optimizer, grad_clip=grad_clip, scaler=scaler, divide_by=divide)
         loss_sum += loss.double() * n
-        correct += (logits.argmax(dim=-1) == batch[LABEL]).sum()
+        correct += task.hits(logits, batch[LABEL]).double()
         samples += n
         if not closes:
             continue
@@ -351,4 +367,5 @@ def loop_epoch(
         grad_accum_steps=loop.grad_accum_steps,
         scaler=scaler,
         on_step=on_step,
+        task=task_of(loop.resolved.task),
     )

@@ -11,10 +11,12 @@ same numbers as one process scoring it whole, up to float summation order. State
 accumulator is built (a per-class count vector has ``num_classes`` entries even on a rank that saw no
 sample of some class), so every rank contributes tensors of the same shapes.
 
-A task's own metrics plug in by implementing the three methods, e.g. regression (sums of y, y^2 and
-residual^2 and the count) or multi-label (per-class TP/FP/FN and score histograms from which the average
-precision is computed). ``merge_states`` adds states that came back from several processes by other means
-(actors' return values) instead of a collective.
+A task's own metrics plug in by implementing the three methods (``mm_ray.tasks``): regression keeps sums of
+y, y^2, residual^2 and |residual| and the count; multi-label per-tag TP/FP/FN, and, for the exact average
+precision, every sample's scores: a state entry whose name starts with ``ROWS_PREFIX`` holds one row per
+sample and is concatenated over the ranks (in rank order) instead of summed. ``merge_states`` adds (and
+concatenates) states that came back from several processes by other means (actors' return values) instead of
+a collective.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ class Mergeable(Protocol):
         ...
 
 
+ROWS_PREFIX = "rows_"
+"""State entries named so hold per-sample rows ``[n, ...]`` (any n per rank): gathered, not summed."""
+
+
 def all_reduce_metrics(meters: Iterable[Mergeable], device: str | torch.device | None = None) -> None:
     """Sum every meter's state over the ranks of the default process group, in place (a no-op outside one).
 
@@ -56,6 +62,9 @@ def all_reduce_metrics(meters: Iterable[Mergeable], device: str | torch.device |
     by_dtype: dict[torch.dtype, list[tuple[int, str, torch.Tensor]]] = {}
     for i, state in enumerate(states):
         for name, tensor in state.items():
+            if name.startswith(ROWS_PREFIX):
+                state[name] = gather_rows(tensor, device)
+                continue
             by_dtype.setdefault(tensor.dtype, []).append((i, name, tensor))
     for dtype in sorted(by_dtype, key=str):  # the same order on every rank
         entries = by_dtype[dtype]
@@ -71,10 +80,35 @@ def all_reduce_metrics(meters: Iterable[Mergeable], device: str | torch.device |
 
 
 def merge_states(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """The element-wise sum of several states of one accumulator kind (e.g. returned by scoring actors)."""
+    """The element-wise sum of several states of one accumulator kind (e.g. returned by scoring actors); the
+    ``ROWS_PREFIX`` entries concatenated in order."""
     if not states:
         raise ValueError("merge_states: no states to merge")
-    return {name: sum((s[name].cpu() for s in states[1:]), states[0][name].cpu()) for name in states[0]}
+    return {
+        name: torch.cat([s[name].cpu() for s in states])
+        if name.startswith(ROWS_PREFIX)
+        else sum((s[name].cpu() for s in states[1:]), states[0][name].cpu())
+        for name in states[0]
+    }
+
+
+def gather_rows(rows: torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
+    """Every rank's ``rows`` (``[n_rank, ...]``, same trailing shape and dtype) concatenated in rank order, on
+    every rank: the sizes are all-gathered first, then the rows padded to the largest."""
+    import torch.distributed as dist
+
+    target = torch.device(device) if device is not None else rows.device
+    local = rows.to(target)
+    world = dist.get_world_size()
+    size = torch.tensor([local.shape[0]], dtype=torch.int64, device=target)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    counts = [int(s.item()) for s in sizes]
+    padded = torch.zeros((max(counts), *local.shape[1:]), dtype=local.dtype, device=target)
+    padded[: local.shape[0]] = local
+    parts = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:n] for part, n in zip(parts, counts, strict=True)]).to(rows.device)
 
 
 def lockstep(batches: Iterable[Any], device: str | torch.device) -> Iterator[Any]:

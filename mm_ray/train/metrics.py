@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from mm_ray.columns import LABEL
 from mm_ray.modalities.registry import BUILTIN, DEFAULT_MODALITIES, Registry
 from mm_ray.tables import format_table
+from mm_ray.tasks.classification import ClassMetrics, SubsetMetrics  # noqa: F401 (re-exported: they lived here)
 from mm_ray.train.autocast import autocast_context
 from mm_ray.train.loop import to_device
 from mm_ray.train.wrapping import unwrap
@@ -56,105 +56,17 @@ def mask_modalities(
     return out
 
 
-class SubsetMetrics:
-    """Accumulates sample-weighted cross-entropy and accuracy over batches of logits (``Mergeable``).
-
-    ``update(logits, labels)`` per batch, ``result()`` at the end. The sums stay on the logits' device so
-    updating never forces a device sync; ``result()`` syncs once. ``state()``/``load_state()`` expose the sums
-    so ranks scoring parts of one set can add them up (``mm_ray.train.mergeable.all_reduce_metrics``).
-    """
-
-    def __init__(self) -> None:
-        self._loss_sum = torch.zeros((), dtype=torch.float64)
-        self._correct = torch.zeros((), dtype=torch.int64)
-        self._samples = torch.zeros((), dtype=torch.int64)
-
-    @property
-    def samples(self) -> int:
-        return int(self._samples.item())
-
-    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        logits = logits.detach().float()
-        labels = labels.to(logits.device).long()
-        loss_sum = F.cross_entropy(logits, labels, reduction="sum").double()
-        correct = (logits.argmax(dim=-1) == labels).sum()
-        device = logits.device
-        self._loss_sum = self._loss_sum.to(device) + loss_sum
-        self._correct = self._correct.to(device) + correct
-        self._samples = self._samples.to(device) + labels.shape[0]
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return {"loss_sum": self._loss_sum, "correct": self._correct, "samples": self._samples}
-
-    def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        self._loss_sum, self._correct, self._samples = state["loss_sum"], state["correct"], state["samples"]
-
-    def result(self) -> dict[str, float | int]:
-        """``{"loss", "accuracy", "samples"}``; loss and accuracy are NaN when nothing was seen."""
-        samples = self.samples
-        if not samples:
-            return {"loss": float("nan"), "accuracy": float("nan"), "samples": 0}
-        return {
-            "loss": self._loss_sum.item() / samples,
-            "accuracy": self._correct.item() / samples,
-            "samples": samples,
-        }
-
-
-class ClassMetrics:
-    """Samples and correct predictions per true class (``update(logits, labels)`` per batch), on the device
-    until ``result`` syncs once (``Mergeable``). ``num_classes`` fixes the state's length (needed to merge
-    ranks, one of which may not see every class); None = sized from the first batch's logits."""
-
-    def __init__(self, num_classes: int | None = None) -> None:
-        self._samples: torch.Tensor | None = None
-        self._correct: torch.Tensor | None = None
-        if num_classes is not None:
-            self._samples = torch.zeros(num_classes, dtype=torch.int64)
-            self._correct = torch.zeros(num_classes, dtype=torch.int64)
-
-    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        labels = labels.to(logits.device).long()
-        n = logits.shape[-1]
-        samples = torch.bincount(labels, minlength=n)[:n]
-        correct = torch.bincount(labels[logits.argmax(dim=-1) == labels], minlength=n)[:n]
-        if self._samples is None:
-            self._samples, self._correct = samples, correct
-        else:
-            self._samples = self._samples.to(samples.device) + samples
-            self._correct = self._correct.to(correct.device) + correct
-
-    def state(self) -> dict[str, torch.Tensor]:
-        if self._samples is None:
-            raise ValueError("ClassMetrics: give num_classes to merge a meter that may have seen no batch")
-        return {"samples": self._samples, "correct": self._correct}
-
-    def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        self._samples, self._correct = state["samples"], state["correct"]
-
-    def result(self, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """One row per class seen: ``{"class": name (or the id), "id", "samples", "accuracy"}``."""
-        if self._samples is None:
-            return []
-        samples, correct = self._samples.tolist(), self._correct.tolist()
-        return [
-            {
-                "class": names[i] if names and i < len(names) else str(i),
-                "id": i,
-                "samples": int(n),
-                "accuracy": correct[i] / n,
-            }
-            for i, n in enumerate(samples)
-            if n
-        ]
-
-
 def format_class_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """``ClassMetrics.result`` as a text table: one row per class, by name."""
-    return format_table(
-        ["class", "id", "samples", "accuracy"],
-        [[str(r["class"]), str(r["id"]), str(r["samples"]), f"{r['accuracy']:.4f}"] for r in rows],
-    )
+    """A task's per-class table (``ClassMetrics.result``: accuracy per class; multilabel: precision, recall, F1
+    and AP per tag; regression: MAE, RMSE, R^2 per target) as text: one row per class, by name."""
+    if not rows:
+        return format_table(["class", "id"], [])
+    columns = list(rows[0])
+
+    def cell(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    return format_table(columns, [[cell(r[c]) for c in columns] for r in rows])
 
 
 class Padding:
@@ -173,7 +85,7 @@ def score_subsets(
     *,
     registry: Registry = DEFAULT_REGISTRY,
     autocast_dtype: torch.dtype | None = None,
-    per_class: ClassMetrics | None = None,
+    per_class: Any = None,
     meter: Callable[[], Any] = SubsetMetrics,
 ) -> dict[str, Any]:
     """``evaluate_subsets``'s pass, returning the meters (``Mergeable``) instead of their results: what a rank
@@ -210,7 +122,8 @@ def evaluate_subsets(
     *,
     registry: Registry = DEFAULT_REGISTRY,
     autocast_dtype: torch.dtype | None = None,
-    per_class: ClassMetrics | None = None,
+    per_class: Any = None,
+    meter: Callable[[], Any] = SubsetMetrics,
 ) -> dict[str, dict[str, float | int]]:
     """Loss/accuracy of ``model`` on ``batches`` for each modality subset of ``registry`` (the run's modalities;
     ``subsets`` None = all of them), in one pass over ``batches``.
@@ -229,15 +142,19 @@ def evaluate_subsets(
         registry=registry,
         autocast_dtype=autocast_dtype,
         per_class=per_class,
+        meter=meter,
     )
-    return {subset: meter.result() for subset, meter in meters.items()}
+    return {subset: m.result() for subset, m in meters.items()}
 
 
 def format_subset_table(results: Mapping[str, Mapping[str, float | int]]) -> str:
-    """``evaluate_subsets``'s results as a plain, aligned text table (one row per subset)."""
-    header = ("subset", "samples", "accuracy", "loss")
+    """``evaluate_subsets``'s results as a plain, aligned text table (one row per subset): samples, the task's
+    metrics (accuracy; map, micro_f1, ...; r2, mae, rmse), loss."""
+    first = next(iter(results.values()), {"accuracy": 0.0})
+    metrics = [k for k in first if k not in ("samples", "loss")]
+    header = ("subset", "samples", *metrics, "loss")
     rows = [
-        (subset, str(r["samples"]), f"{r['accuracy']:.4f}", f"{r['loss']:.4f}")
+        (subset, str(r["samples"]), *(f"{r[m]:.4f}" for m in metrics), f"{r['loss']:.4f}")
         for subset, r in results.items()
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

@@ -65,7 +65,9 @@ def write_run_outputs(
     paths["summary_json"].write_text(_strict_json(summary, indent=2) + "\n")
     run_name = config.get("name")
     title = f"mm-ray train: {run_name}" if run_name else "mm-ray train"
-    plot_curves(history, paths["curves_png"], title=title)
+    task = config.get("task") or {}
+    metric = {"multilabel": "map", "regression": "r2"}.get(task.get("kind", ""), "accuracy")
+    plot_curves(history, paths["curves_png"], title=title, metric=metric)
     return {key: str(path) for key, path in paths.items()}
 
 
@@ -114,12 +116,16 @@ def write_metrics_csv(history: Sequence[Mapping[str, Any]], path: str | Path) ->
 
 
 def plot_curves(
-    history: Sequence[Mapping[str, Any]], path: str | Path, *, title: str = "training curves"
+    history: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    title: str = "training curves",
+    metric: str = "accuracy",
 ) -> Path:
     """Write a PNG of the run's curves per epoch; returns its path.
 
-    Panels: loss (train, val), accuracy (train, val), and, when the run validated, the validation
-    accuracy of every modality subset (one line each). A train-only run gets the first two panels
+    Panels: loss (train, val), ``metric`` (the task's headline: accuracy, map, r2; train, val), and, when the
+    run validated, the validation ``metric`` of every modality subset (one line each). A train-only run gets the first two panels
     with train lines only; every point has a marker, so a one-epoch run still shows its values.
     """
     # Imported here: only runs that plot pay for matplotlib. Figure without pyplot draws with Agg
@@ -134,10 +140,12 @@ def plot_curves(
     fig = Figure(figsize=(5.2 * panels, 4.2), layout="constrained")
     axes = fig.subplots(1, panels, squeeze=False)[0]
     _panel(axes[0], history, {"train": "train_loss", "val": "val_loss"}, title="loss", ylabel="loss")
-    _panel(axes[1], history, {"train": "train_accuracy", "val": "val_accuracy"}, title="accuracy")
+    _panel(
+        axes[1], history, {"train": f"train_{metric}", "val": f"val_{metric}"}, title=metric, ylabel=metric
+    )
     if subsets:
-        keys = {subset: f"{SUBSET_PREFIX}{subset}/accuracy" for subset in subsets}
-        _panel(axes[2], history, keys, title="validation accuracy by modality subset")
+        keys = {subset: f"{SUBSET_PREFIX}{subset}/{metric}" for subset in subsets}
+        _panel(axes[2], history, keys, title=f"validation {metric} by modality subset", ylabel=metric)
     _epoch_axes(axes, history)
     if not history:
         axes[0].text(0.5, 0.5, "no epochs yet", ha="center", va="center", transform=axes[0].transAxes)
@@ -166,7 +174,7 @@ def _panel(
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
-    if ylabel == "accuracy":
+    if ylabel in ("accuracy", "map"):
         ax.set_ylim(-0.02, 1.02)  # a fixed scale: accuracies of different runs compare at a glance
     ax.grid(alpha=0.3)
     if drawn:

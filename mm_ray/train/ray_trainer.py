@@ -45,6 +45,7 @@ from mm_ray.data.captions import check_encoder_tokenizer
 from mm_ray.models.builder import resolve_builder
 from mm_ray.placement import check_workers
 from mm_ray.runtime import cluster_nodes, init_ray
+from mm_ray.tasks import headline_metric
 from mm_ray.track.run import RunTracker
 from mm_ray.train.checkpoint import load_checkpoint
 from mm_ray.train.data_config import SplitConfig
@@ -80,7 +81,8 @@ class TrainResult:
     metrics: dict[str, Any]
     """The last epoch's metrics (``val_accuracy``, ``train_loss``, ...)."""
     subsets: dict[str, dict[str, Any]]
-    """Validation accuracy/loss/samples per modality subset (``image``, ..., ``image+text+audio``)."""
+    """Validation metrics (the task's: accuracy, or map/F1, or r2/mae/rmse), loss and samples per modality subset
+    (``image``, ..., ``image+text+audio``)."""
     history: list[dict[str, Any]]
     outputs: dict[str, str]
     source: str = "cache"
@@ -88,8 +90,8 @@ class TrainResult:
     ingest: dict[str, Any] | None = None
     """``shards`` only: the ingest's counts over the run (samples read, quarantined by reason, pools)."""
     best_checkpoint: str | None = None
-    """The kept checkpoint (``train.checkpoints_to_keep``) with the highest ``val_accuracy`` (the last one
-    when the run does not validate)."""
+    """The kept checkpoint (``train.checkpoints_to_keep``) with the highest headline metric (``val_accuracy``;
+    ``val_map``, ``val_r2`` for the other tasks; the last one when the run does not validate)."""
     best_epoch: int | None = None
     """The epoch ``best_checkpoint`` was saved at."""
     tracking: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -129,7 +131,7 @@ def fit(cfg: Config, *, on_epoch: EpochCallback | None = None) -> TrainResult:
         finally:
             relay.stop()
         loop: LoopConfig = trainer.train_loop_config["loop"]
-        summary = _summary(outcome)
+        summary = _summary(outcome, headline_metric(cfg.task)[0])
         if "train" in inputs.streams:
             # The whole run's quarantine (every epoch re-read the same shards: each bad sample counted once).
             summary["ingest"] = inputs.streams["train"].finish(run_dir / "quarantine.jsonl")
@@ -264,7 +266,7 @@ def check_large_run_options(cfg: Config) -> None:
         )
 
 
-def _summary(result: Any) -> dict[str, Any]:
+def _summary(result: Any, headline: str = "val_accuracy") -> dict[str, Any]:
     if result.error is not None:
         raise result.error
     # Ray Train's local mode (num_workers=0) keeps no run storage: its "checkpoint" is a deleted temp dir.
@@ -277,7 +279,7 @@ def _summary(result: Any) -> dict[str, Any]:
             _, subset, name = key.split("/")
             subsets.setdefault(subset, {})[name] = value
     nodes = metrics.get("worker_nodes") or ""
-    best_path, best_epoch = _best_checkpoint(result) if checkpoint is not None else (None, None)
+    best_path, best_epoch = _best_checkpoint(result, headline) if checkpoint is not None else (None, None)
     return {
         "run_path": str(result.path) if result.path is not None else None,
         "checkpoint": checkpoint.path if checkpoint is not None else None,
@@ -291,13 +293,13 @@ def _summary(result: Any) -> dict[str, Any]:
     }
 
 
-def _best_checkpoint(result: Any) -> tuple[str | None, int | None]:
-    """(path, epoch) of the kept checkpoint with the highest ``val_accuracy`` (ties: the later one); the
-    last checkpoint when no kept one has it."""
+def _best_checkpoint(result: Any, headline: str = "val_accuracy") -> tuple[str | None, int | None]:
+    """(path, epoch) of the kept checkpoint with the highest ``headline`` (the task's: ``val_accuracy``,
+    ``val_map``, ``val_r2``; ties: the later one); the last checkpoint when no kept one has it."""
     kept = [(c, m) for c, m in result.best_checkpoints or [] if "epoch" in m]
-    scored = [(c, m) for c, m in kept if _finite(m.get("val_accuracy"))]
+    scored = [(c, m) for c, m in kept if _finite(m.get(headline))]
     if scored:
-        checkpoint, metrics = max(scored, key=lambda cm: (cm[1]["val_accuracy"], cm[1]["epoch"]))
+        checkpoint, metrics = max(scored, key=lambda cm: (cm[1][headline], cm[1]["epoch"]))
     elif kept:
         checkpoint, metrics = max(kept, key=lambda cm: cm[1]["epoch"])
     else:

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mm_ray.tasks import task_of
 from mm_ray.train.mergeable import merge_states
-from mm_ray.train.metrics import ClassMetrics, SubsetMetrics
 
 
 class SubsetScorer:
@@ -34,12 +34,13 @@ class SubsetScorer:
         self.autocast = scoring_dtype(loop.precision, device, legacy_bf16=loop.bf16)
         self.num_classes = loop.model.num_classes
         self.registry = modalities_of(loop.resolved)
+        self.task = task_of(loop.resolved.task)
 
     def score(self, part: Any, subsets: Sequence[str], batch_size: int) -> dict[str, Any]:
         """The accumulators' states over ``part`` (a ``DataIterator``): ``{subset: state, "per_class": state}``."""
         from mm_ray.train.metrics import score_subsets
 
-        per_class = ClassMetrics(self.num_classes)
+        per_class = self.task.class_meter(self.num_classes)
         batches = part.iter_batches(batch_size=batch_size, batch_format="numpy")
         meters = score_subsets(
             self.model,
@@ -49,6 +50,7 @@ class SubsetScorer:
             registry=self.registry,
             autocast_dtype=self.autocast,
             per_class=per_class,
+            meter=lambda: self.task.meter(self.num_classes),
         )
         cpu = {name: {k: v.cpu() for k, v in meter.state().items()} for name, meter in meters.items()}
         return {**cpu, "per_class": {k: v.cpu() for k, v in per_class.state().items()}}
@@ -63,7 +65,7 @@ def score_on_workers(
     num_cpus: float,
     num_gpus: float,
     subsets: Sequence[str] | None = None,
-) -> tuple[dict[str, SubsetMetrics], ClassMetrics]:
+) -> tuple[dict[str, Any], Any]:
     """Score ``ckpt`` (a ``LoadedCheckpoint``) on ``dataset`` with ``workers`` actors, under ``subsets`` (None:
     every subset of the run's modalities); returns the merged meters (``result()`` gives the numbers) and the
     per-class meter."""
@@ -85,9 +87,10 @@ def score_on_workers(
     finally:
         for a in actors:
             ray.kill(a)
-    meters = {subset: SubsetMetrics() for subset in subsets}
+    task, outputs = task_of(ckpt.loop.resolved.task), ckpt.loop.model.num_classes
+    meters = {subset: task.meter(outputs) for subset in subsets}
     for subset, meter in meters.items():
         meter.load_state(merge_states([s[subset] for s in states]))
-    per_class = ClassMetrics(ckpt.loop.model.num_classes)
+    per_class = task.class_meter(outputs)
     per_class.load_state(merge_states([s["per_class"] for s in states]))
     return meters, per_class

@@ -99,6 +99,7 @@ class LoopConfig:
         ``cropped_at_decode``: the image pools already drew the random resized crop (the batches are not
         cropped again; flips, rotation and jitter stay)."""
         t, m = cfg.train, cfg.model
+        check_task(cfg)
         if m.builder and (t.aux_loss_weight > 0 or t.align_loss_weight > 0):
             raise ConfigError(
                 "train.aux_loss_weight/align_loss_weight: the auxiliary and alignment losses need a preset's "
@@ -237,6 +238,25 @@ def read_loop_config(saved: Mapping[str, Any]) -> LoopConfig:
     return LoopConfig(**data)
 
 
+def check_task(cfg: Config) -> None:
+    """``ConfigError`` when ``task.kind`` meets a setting only classification has: the auxiliary heads'
+    cross-entropy (``train.aux_loss_weight``) and the generative presets' class-conditioned models."""
+    kind = cfg.task.kind
+    if kind == "classification":
+        return
+    if cfg.train.aux_loss_weight > 0:
+        raise ConfigError(
+            f"train.aux_loss_weight: the auxiliary heads are classifiers; set it to 0 with task.kind={kind}"
+        )
+    from mm_ray.models.presets import GENERATIVE_FAMILIES, PRESETS
+
+    preset = PRESETS.get(cfg.model.preset)
+    if preset is not None and preset.family in GENERATIVE_FAMILIES:
+        raise ConfigError(
+            f"model.preset: {cfg.model.preset} is class-conditioned; it does not train with task.kind={kind}"
+        )
+
+
 def with_preprocessing(cfg: Config, preprocessing: PreprocessingRecord | None) -> Config:
     """``cfg`` with the modalities and settings the training data was preprocessed with, and its class names when
     its labels were strings: what a model trained on it really saw, whatever the run's own config said. None
@@ -257,11 +277,26 @@ def with_preprocessing(cfg: Config, preprocessing: PreprocessingRecord | None) -
         keys.update({f"{settings_key(name)}.{k}": v for k, v in recorded.items()})
     if preprocessing.names_modalities:
         keys["data.modalities"] = list(known.order(preprocessing.modalities))
+    task = preprocessing.task
+    if task is not None:
+        # How the labels were read (and regression's standardisation): evaluate/embed read new shards alike.
+        keys.update(
+            {"task.kind": task.kind, "task.targets": list(task.targets), "task.separator": task.separator}
+        )
+        if task.target_stats is not None:
+            keys.update(
+                {
+                    "task.target_mean": list(task.target_stats.mean),
+                    "task.target_std": list(task.target_stats.std),
+                }
+            )
     if preprocessing.classes:
         # The label map the rows' ids came from: evaluate/embed map new shards' labels with it.
-        keys.update({"data.labels": "names", "data.classes": list(preprocessing.classes)})
+        keys["data.classes"] = list(preprocessing.classes)
+        if task is None:
+            keys["data.labels"] = "names"
     cfg = with_keys(cfg, keys)
-    if preprocessing.classes and preprocessing.members is not None:
+    if (preprocessing.classes or task is not None) and preprocessing.members is not None:
         # ... read from the members the label strings were read from.
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, members=preprocessing.members))
     return cfg

@@ -17,8 +17,9 @@ import torch
 import torch.distributed as dist
 
 from mm_ray.modalities.registry import Registry
+from mm_ray.tasks import task_of
 from mm_ray.train.mergeable import all_reduce_metrics, lockstep
-from mm_ray.train.metrics import ClassMetrics, score_subsets
+from mm_ray.train.metrics import score_subsets
 from mm_ray.train.parallel import is_fsdp
 from mm_ray.train.spec import LoopConfig
 from mm_ray.train.wrapping import unwrap
@@ -38,7 +39,9 @@ def validate(
         batch_size=max(loop.batch_size, 256), dtypes=None, prefetch_batches=loop.prefetch_batches
     )
     sharded = is_fsdp(model)
-    per_class = ClassMetrics(loop.model.num_classes)
+    task = task_of(loop.resolved.task)
+    outputs = loop.model.num_classes
+    per_class = task.class_meter(outputs)
     meters = score_subsets(
         model if sharded else unwrap(model),
         lockstep(val, device) if sharded else val,
@@ -47,29 +50,34 @@ def validate(
         registry=registry,
         autocast_dtype=autocast,
         per_class=per_class,
+        meter=lambda: task.meter(outputs),
     )
     all_reduce_metrics([*meters.values(), per_class], device=device)
     results = {subset: meter.result() for subset, meter in meters.items()}
-    classes = per_class.result()
-    # The subset with every modality: its accuracy is the headline val_accuracy.
+    # The subset with every modality: its metrics are the headline val_* ones.
     full = results[registry.full_subset]
     metrics: dict[str, float | int] = {
         "val_loss": full["loss"],
-        "val_accuracy": full["accuracy"],
+        **{f"val_{name}": full[name] for name in task.metrics},
         "val_samples": full["samples"],
-        # The mean of the per-class accuracies: the accuracy a class-balanced set would show.
-        "val_balanced_accuracy": sum(c["accuracy"] for c in classes) / len(classes)
-        if classes
-        else float("nan"),
-        "val_seconds": max_over_ranks(time.perf_counter() - started, device),
-        # The CPU the slowest rank's process spent on it (every thread): the work each rank did, which a
-        # machine busy with other processes stretches in wall time but not in CPU time.
-        "val_cpu_seconds": max_over_ranks(time.process_time() - cpu_started, device),
     }
+    if task.kind == "classification":
+        classes = per_class.result()
+        # The mean of the per-class accuracies: the accuracy a class-balanced set would show.
+        metrics["val_balanced_accuracy"] = (
+            sum(c["accuracy"] for c in classes) / len(classes) if classes else float("nan")
+        )
+    metrics.update(
+        {
+            "val_seconds": max_over_ranks(time.perf_counter() - started, device),
+            # The CPU the slowest rank's process spent on it (every thread): the work each rank did, which a
+            # machine busy with other processes stretches in wall time but not in CPU time.
+            "val_cpu_seconds": max_over_ranks(time.process_time() - cpu_started, device),
+        }
+    )
     for subset, r in results.items():
-        metrics[f"subset/{subset}/accuracy"] = r["accuracy"]
-        metrics[f"subset/{subset}/loss"] = r["loss"]
-        metrics[f"subset/{subset}/samples"] = r["samples"]
+        for name in (*task.metrics, "loss", "samples"):
+            metrics[f"subset/{subset}/{name}"] = r[name]
     return metrics
 
 

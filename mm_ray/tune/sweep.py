@@ -43,6 +43,7 @@ from mm_ray.config.schema import Config, RayConfig
 from mm_ray.data.cache import Cache
 from mm_ray.modalities.registry import registry_with
 from mm_ray.runtime import init_ray
+from mm_ray.tasks import headline_metric
 from mm_ray.train.outputs import json_safe
 from mm_ray.tune import plots, results
 from mm_ray.tune.resources import concurrency
@@ -87,6 +88,7 @@ def plan_sweep(
             raise ConfigError("tune.space: required (a search space YAML, or `mm-ray tune --space FILE`)")
         space = load_space(path, registry_with(tuple(cfg.modalities.plugins)))
         cfg = dataclasses.replace(cfg, tune=dataclasses.replace(cfg.tune, space=str(Path(path).resolve())))
+    cfg = with_objective(cfg)
     _check(cfg)
     t = cfg.train
     # Trials run in Tune's per-trial working directories: relative paths would not resolve there.
@@ -104,6 +106,18 @@ def plan_sweep(
         # What `fit` would infer, once here rather than a Ray Data job in every trial.
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=_num_classes(cfg)))
     return Sweep(cfg, space)
+
+
+def with_objective(cfg: Config) -> Config:
+    """``cfg`` with ``tune.metric``/``tune.mode`` filled where unset: the task's headline metric
+    (``mm_ray.tasks.headline_metric``: ``val_accuracy``, ``val_map``, ``val_r2``)."""
+    metric, mode = headline_metric(cfg.task)
+    tune = dataclasses.replace(
+        cfg.tune,
+        metric=cfg.tune.metric or metric,
+        mode=cfg.tune.mode or (mode if not cfg.tune.metric else "max"),
+    )
+    return dataclasses.replace(cfg, tune=tune)
 
 
 def streams(cfg: Config) -> bool:
@@ -288,7 +302,7 @@ def load_sweep(
             f"when you name it yourself; pass model.builder={untrusted[0]} if you trust that module"
         )
     data = dataclasses.replace(cfg.data, storage_options=dict(storage_options or {}))
-    return Sweep(dataclasses.replace(cfg, ray=ray or RayConfig(), data=data), space)
+    return Sweep(with_objective(dataclasses.replace(cfg, ray=ray or RayConfig(), data=data)), space)
 
 
 def trial_dirname(trial: Any) -> str:
@@ -435,6 +449,8 @@ def decoded(cfg: Config, records: Sequence[results.TrialRecord] = ()) -> dict[st
 def _num_classes(cfg: Config) -> int:
     from mm_ray.columns import LABEL
 
+    if cfg.task.kind == "regression":  # one output per target
+        return max(1, len(cfg.task.targets))
     caches = [Cache.open(c, cfg.data.storage_options) for c in (cfg.train.cache, cfg.train.val_cache) if c]
     known = [c.num_classes for c in caches]
     if all(n is not None for n in known):
