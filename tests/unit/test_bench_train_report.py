@@ -1,11 +1,12 @@
 """``mm-ray bench train``'s report of the large-run modes: the rounds' ratios, the validation columns, the step
-checkpoints' share and the verdicts, printed from the typed summary (no Ray: the runs are made up here)."""
+checkpoints' share and the verdicts, printed from the typed summary. No Ray: the benchmark itself is replaced by
+the summary made up here, and the command prints it."""
 
 from __future__ import annotations
 
 from mm_ray.bench import train as train_bench
 from mm_ray.bench.records import BenchModel, TrainBench, TrainRun
-from mm_ray.cli.bench import print_train
+from mm_ray.cli.main import main
 
 
 def _run(steady: float, val: float | None = None, **extra) -> TrainRun:
@@ -25,7 +26,7 @@ def _run(steady: float, val: float | None = None, **extra) -> TrainRun:
     )
 
 
-def test_the_large_run_modes_report_their_rounds_columns_and_verdicts(capsys) -> None:
+def test_the_large_run_modes_report_their_rounds_columns_and_verdicts(capsys, monkeypatch) -> None:
     runs = {
         "val1": [_run(100.0, val=10.0, steady_val_cpu_seconds=9.0), _run(100.0, val=12.0)],
         "val2": [_run(180.0, val=5.0, steady_val_cpu_seconds=4.0), _run(180.0, val=9.0)],
@@ -51,7 +52,8 @@ def test_the_large_run_modes_report_their_rounds_columns_and_verdicts(capsys) ->
         large_ratios_by_round=tuple(by_round),
     )
     assert TrainBench.from_dict(summary.to_dict()) == summary
-    print_train(summary, plot=None)
+    monkeypatch.setattr("mm_ray.bench.runner.bench_train", lambda **_: summary)
+    assert main(["bench", "train", "--modes", "val1,val2,ckpt200,eager", "--repeat", "2"]) == 0
     out = capsys.readouterr().out
     assert "round 1: ckpt200/eager steady = 0.990, val2/val1 validation seconds = 0.500" in out
     assert "round 2: ckpt200/eager steady = 0.990, val2/val1 validation seconds = 0.750" in out
