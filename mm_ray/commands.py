@@ -54,6 +54,8 @@ COMMANDS = (
     Command("preprocess", options=("--out",)),
     Command("train"),
     Command("evaluate", options=("--batch-size", "--quarantine-log", "--ensemble", "--workers")),
+    Command("predict", options=("--out", "--quarantine-log")),
+    Command("export", options=("--out", "--format")),
     Command("embed", options=("--out",)),
     Command("generate", options=("--from", "--to", "--n", "--out", "--actors")),
     Command("tune", options=("--space", "--resume")),
