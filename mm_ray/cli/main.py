@@ -7,6 +7,7 @@
     mm-ray evaluate CKPT SHARDS         score a checkpoint on any shard set, per modality subset
     mm-ray predict CKPT SHARDS --out DIR   predictions of every sample as Parquet (resumable)
     mm-ray export CKPT --out DIR        safetensors + JSON spec + tokenizer (+ TorchScript) for serving
+    mm-ray serve EXPORT_DIR             the exported model over HTTP with Ray Serve (the serve extra)
     mm-ray embed CKPT SHARDS            per-modality embeddings and cross-modal retrieval
     mm-ray generate CKPT --from text --to image SHARDS   generated images / audio (mvae, cgan checkpoints)
     mm-ray tune --config F              fusion architecture search with Ray Tune (ASHA); --resume NAME
