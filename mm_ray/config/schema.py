@@ -651,7 +651,8 @@ class TrackConfig:
     ``user:password@`` is refused, and that part is dropped from every saved or printed config."""
     experiment: str = "mm-ray"
     """MLflow experiment of ``mm-ray train`` runs (one MLflow run per run ``name``; a resumed run continues
-    it). A sweep logs into an experiment named after the sweep (its ``name``), one MLflow run per trial."""
+    it), of sweeps (one parent run per sweep ``name``, its trials' runs nested under it) and of ``mm-ray export
+    --mlflow``."""
 
 
 @dataclasses.dataclass(frozen=True)
