@@ -40,6 +40,7 @@ from mm_ray.cli import (
     make_shards,
     predict,
     preprocess,
+    serve,
     train,
     tune,
 )
@@ -59,6 +60,7 @@ COMMANDS = (
     evaluate,
     predict,
     export,
+    serve,
     embed,
     generate,
     tune,

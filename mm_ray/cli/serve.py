@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from mm_ray.cli.common import write_json
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve an exported model over HTTP with Ray Serve (the serve extra)")
@@ -29,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--builder", help="the model.builder you trust, when the export names one")
     p.add_argument("--plugin", dest="plugins", action="append", default=[],
                    help="a plug-in modality (package.module:NAME) you trust, when the export names one")  # fmt: skip
+    p.add_argument("--json", metavar="PATH", help="write where it serves (url, export) as JSON once it is up")
     p.set_defaults(func=main)
 
 
@@ -56,6 +59,7 @@ def main(args: argparse.Namespace) -> int:
         plugins=args.plugins,
     )
     print(f"serving {args.export_dir} at {url} (Ctrl-C stops)", flush=True)
+    write_json(args.json, {"url": url, "export": args.export_dir})
     try:
         while True:
             time.sleep(3600)
