@@ -344,3 +344,28 @@ class PredictBench:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PredictBench:
         return read_record(cls, data, "bench predict")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeBench:
+    """``bench serve``: one exported model behind ``mm-ray serve``, a bounded load of real HTTP requests."""
+
+    clients: int
+    """Requests in flight at most (each client sends its next request when its answer came)."""
+    requests: int
+    replicas: int
+    max_batch_size: int
+    seconds: float
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    """Answers other than 200 (every request is a good sample)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ServeBench:
+        return read_record(cls, data, "bench serve")

@@ -35,10 +35,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(time and peak memory of preprocess on a gzip bomb and giant captions, vs the same shard without), "
         "`bench generate` (mvae and cgan images drawn from text: topic recovered vs chance and real images, "
         "diversity), `bench predict` (mm_ray predict vs a webdataset + DataLoader loop, same model; its memory "
-        "at 1x and --scale x the shards)",
+        "at 1x and --scale x the shards), `bench serve` (mm-ray serve under a bounded loopback load: requests/s, "
+        "p50/p99 latency)",
     )
     p.add_argument(
-        "target", choices=["ingest", "memory", "stream-memory", "train", "hostile", "generate", "predict"]
+        "target",
+        choices=["ingest", "memory", "stream-memory", "train", "hostile", "generate", "predict", "serve"],
     )
     p.add_argument("overrides", nargs="*", help="key=value overrides (demo.* sizes the generated data)")
     p.add_argument("--shards", nargs="+", help="benchmark these shards instead of generated demo data")
@@ -100,6 +102,8 @@ def main(args: argparse.Namespace) -> int:
         return bench_generate(args, overrides)
     if args.target == "predict":
         return bench_predict(args, overrides, shard_specs)
+    if args.target == "serve":
+        return bench_serve(args, overrides, shard_specs)
     common = {
         "config_path": args.config,
         "overrides": overrides,
@@ -273,5 +277,29 @@ def bench_predict(args: argparse.Namespace, overrides: list[str], shard_specs: l
                 f"{k} {v}" for k, v in sorted(run.cpu_s_by_group.items(), key=lambda kv: -kv[1])[:6]
             )
             print(f"  CPU s, round {i} {mode}: {top}")
+    write_json(args.json, summary.to_dict())
+    return 0
+
+
+def bench_serve(args: argparse.Namespace, overrides: list[str], shard_specs: list[str]) -> int:
+    from mm_ray.bench.serve import bench_serve as run
+    from mm_ray.tables import format_table
+
+    cfg = runner.load_config(args.config, [*([] if args.config else runner.BENCH_DEFAULTS), *overrides])
+    summary = run(cfg=cfg, urls=runner._shard_urls(cfg, shard_specs)[:1], cores=args.cores)
+    print(
+        f"\nserve benchmark: {summary.clients} clients on loopback, {summary.replicas} replica, {args.cores} cores"
+    )
+    fields = [
+        "requests",
+        "seconds",
+        "requests_per_s",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "errors",
+        "max_batch_size",
+    ]
+    print(format_table(fields, [[getattr(summary, f) for f in fields]]))
     write_json(args.json, summary.to_dict())
     return 0
