@@ -247,7 +247,8 @@ def print_cpu(results: Mapping[str, IngestRun | TrainRun]) -> None:
 def bench_predict(args: argparse.Namespace, overrides: list[str], shard_specs: list[str]) -> int:
     from mm_ray.bench import predict as predict_bench
 
-    cfg = runner.load_config(args.config, [*([] if args.config else runner.BENCH_DEFAULTS), *overrides])
+    overrides = [*([] if args.config else predict_bench.DEFAULTS), *overrides]
+    cfg = runner.load_config(args.config, overrides)
     urls = runner._shard_urls(cfg, shard_specs)
     summary = predict_bench.bench_predict(
         cfg=cfg,
@@ -282,10 +283,11 @@ def bench_predict(args: argparse.Namespace, overrides: list[str], shard_specs: l
 
 
 def bench_serve(args: argparse.Namespace, overrides: list[str], shard_specs: list[str]) -> int:
+    from mm_ray.bench.predict import DEFAULTS
     from mm_ray.bench.serve import bench_serve as run
     from mm_ray.tables import format_table
 
-    cfg = runner.load_config(args.config, [*([] if args.config else runner.BENCH_DEFAULTS), *overrides])
+    cfg = runner.load_config(args.config, [*([] if args.config else DEFAULTS), *overrides])
     summary = run(cfg=cfg, urls=runner._shard_urls(cfg, shard_specs)[:1], cores=args.cores)
     print(
         f"\nserve benchmark: {summary.clients} clients on loopback, {summary.replicas} replica, {args.cores} cores"
