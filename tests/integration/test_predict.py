@@ -59,6 +59,7 @@ def test_every_good_sample_gets_the_reference_prediction_in_its_shards_file(case
         "__key__", "predicted", "probabilities"]  # fmt: skip
 
 
+@pytest.mark.slow  # two more predict runs (~25 s here); the resume logic alone: tests/unit/test_shard_outputs.py
 def test_a_rerun_reads_only_the_shards_without_a_file_and_embeddings_on_request(case, tmp_path: Path) -> None:
     ckpt, urls = case
     out = tmp_path / "out"
