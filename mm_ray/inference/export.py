@@ -221,11 +221,13 @@ def exported_config(cfg: Config) -> dict[str, Any]:
 
 
 def _origin(modality: str, spec: ModelSpec) -> str:
-    from mm_ray.modalities.registry import BUILTIN
+    """``builtin``, or the ``package.module:NAME`` of the plug-in whose spec is ``modality`` (imported: the caller
+    trusted it when the checkpoint was opened, and its model is already built)."""
+    from mm_ray.modalities.registry import BUILTIN, load_plugin
 
     if modality in BUILTIN:
         return "builtin"
-    return next((p for p in spec.plugins if p.rsplit(":", 1)[-1].lower() == modality), ",".join(spec.plugins))
+    return next(p for p in spec.plugins if load_plugin(p).name == modality)
 
 
 def trace_to(model: nn.Module, inputs: Sequence[str], spec: ModelSpec, path: Path) -> None:

@@ -129,3 +129,11 @@ def test_cli_exports_and_refuses_to_overwrite_another_directory(tmp_path: Path, 
     (tmp_path / "other" / "notes.txt").write_text("mine")
     assert cli.main(["export", str(ckpt_dir), "--out", str(tmp_path / "other")]) == 2
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_a_plugin_modality_is_recorded_by_its_import_path() -> None:
+    from mm_ray.inference.export import _origin
+
+    spec = ModelSpec.from_dict({**KWARGS, "preset": "late_concat", "modalities": ["image", "depth"],
+                                "plugins": ["depth_plugin:DEPTH"]})  # fmt: skip
+    assert [_origin(m, spec) for m in spec.modalities] == ["builtin", "depth_plugin:DEPTH"]
