@@ -10,6 +10,9 @@ The Python API (the ``mm-ray`` command is a thin shell over it)::
     result = mm_ray.fit(cfg)                               # -> TrainResult (Ray Train DDP)
     scores = mm_ray.evaluate(result.run_dir, ["shards/val-*.tar"])
     vectors = mm_ray.embed(result.run_dir, ["shards/val-*.tar"])
+    preds = mm_ray.predict(result.run_dir, ["shards/new-*.tar"], out="preds")   # Parquet, one file a shard
+    mm_ray.export(result.run_dir, "exports/demo")          # safetensors + JSON spec + tokenizer
+    exported = mm_ray.load_exported("exports/demo")        # the model, without Ray or the checkpoint
     made = mm_ray.generate(mvae_run_dir, ["shards/val-*.tar"], sources=("text",), target="image")
     swept = mm_ray.sweep(cfg, "pipelines/spaces/fusion_small.yaml")        # -> SweepResult (Ray Tune)
     job_id = mm_ray.submit(["demo"], address="http://HEAD:8265")         # a Ray job on a cluster
@@ -52,6 +55,9 @@ if TYPE_CHECKING:  # what IDEs and type checkers resolve; at run time ``__getatt
     from mm_ray.demo.run import DEMO_DEFAULTS as DEMO_DEFAULTS
     from mm_ray.demo.run import run_demo as run_demo
     from mm_ray.generation.run import generate as generate
+    from mm_ray.inference.export import export as export
+    from mm_ray.inference.export import load_exported as load_exported
+    from mm_ray.inference.predict import predict as predict
     from mm_ray.retrieval.embed import embed as embed
     from mm_ray.runtime import init_ray as init_ray
     from mm_ray.settings import load_config as load_config
@@ -83,6 +89,9 @@ _API = {
     "open_checkpoint": "mm_ray.train.checkpoint",
     "CheckpointError": "mm_ray.train.checkpoint",
     "embed": "mm_ray.retrieval.embed",
+    "predict": "mm_ray.inference.predict",
+    "export": "mm_ray.inference.export",
+    "load_exported": "mm_ray.inference.export",
     "generate": "mm_ray.generation.run",
     "sweep": "mm_ray.tune.sweep",
     "resume_sweep": "mm_ray.tune.sweep",

@@ -294,3 +294,78 @@ class GenerationBench:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GenerationBench:
         return read_record(cls, data, "bench generate")
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictRun:
+    """One ``bench predict`` run: a whole batch-inference pass over the shards, in a fresh interpreter."""
+
+    mode: str
+    """``dataloader`` (webdataset + DataLoader, the model in the main process) or ``mm_ray`` (``mm_ray.predict``)."""
+    samples: int
+    seconds: float
+    """From before the first shard is opened to the last prediction written (Ray's start-up included)."""
+    samples_per_s: float
+    peak_pss_mb: float
+    peak_rss_mb: float
+    cpu_s_by_group: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """CPU seconds per process group (driver, Ray daemons, pool actors, DataLoader workers, ...)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PredictRun:
+        return read_record(cls, data, "bench predict run")
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictBench:
+    """``bench predict``: ``mm_ray.predict`` against a plain loop, paired rounds; its memory at 1x and
+    ``scale`` x the data."""
+
+    cores: int
+    samples: int
+    rounds: tuple[Mapping[str, PredictRun], ...]
+    """Each round's runs by mode, run back to back (the order alternates from round to round)."""
+    ratios_by_round: tuple[float, ...]
+    """mm_ray samples/s over the plain loop's, per round."""
+    ratio: float
+    """Their median."""
+    target: float
+    memory: Mapping[str, PredictRun] = dataclasses.field(default_factory=dict)
+    """``1x`` and ``<scale>x`` runs of mm_ray predict."""
+    memory_ratio: float | None = None
+    memory_target: float = 1.3
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PredictBench:
+        return read_record(cls, data, "bench predict")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeBench:
+    """``bench serve``: one exported model behind ``mm-ray serve``, a bounded load of real HTTP requests."""
+
+    clients: int
+    """Requests in flight at most (each client sends its next request when its answer came)."""
+    requests: int
+    replicas: int
+    max_batch_size: int
+    seconds: float
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    """Answers other than 200 (every request is a good sample)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ServeBench:
+        return read_record(cls, data, "bench serve")

@@ -34,9 +34,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(1x vs 10x data), `bench stream-memory` (streaming training over 1x vs 10x data: peak memory), `bench train` (plain PyTorch loop vs Ray Train with 1 and 2 workers; `--source shards`: a DataLoader loop vs streaming; `--modes`: the large-run options), `bench hostile` "
         "(time and peak memory of preprocess on a gzip bomb and giant captions, vs the same shard without), "
         "`bench generate` (mvae and cgan images drawn from text: topic recovered vs chance and real images, "
-        "diversity)",
+        "diversity), `bench predict` (mm_ray predict vs a webdataset + DataLoader loop, same model; its memory "
+        "at 1x and --scale x the shards), `bench serve` (mm-ray serve under a bounded loopback load: requests/s, "
+        "p50/p99 latency)",
     )
-    p.add_argument("target", choices=["ingest", "memory", "stream-memory", "train", "hostile", "generate"])
+    p.add_argument(
+        "target",
+        choices=["ingest", "memory", "stream-memory", "train", "hostile", "generate", "predict", "serve"],
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides (demo.* sizes the generated data)")
     p.add_argument("--shards", nargs="+", help="benchmark these shards instead of generated demo data")
     p.add_argument(
@@ -77,7 +82,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "the median of each round's ratios)",
     )
     p.add_argument(
-        "--scale", type=int, default=10, help="stream-memory: the larger run reads the shards this many times"
+        "--scale",
+        type=int,
+        default=10,
+        help="stream-memory, predict: the larger run reads the shards this many times (predict: 1 = no memory runs)",
     )
     add_config_args(p)
     p.set_defaults(func=main)
@@ -92,6 +100,10 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"mm-ray bench: not key=value: {' '.join(rest)}")
     if args.target == "generate":
         return bench_generate(args, overrides)
+    if args.target == "predict":
+        return bench_predict(args, overrides, shard_specs)
+    if args.target == "serve":
+        return bench_serve(args, overrides, shard_specs)
     common = {
         "config_path": args.config,
         "overrides": overrides,
@@ -228,3 +240,66 @@ def print_cpu(results: Mapping[str, IngestRun | TrainRun]) -> None:
             f"CPU seconds by process, {mode}: "
             + ", ".join(f"{g} {s:.1f}" for g, s in r.cpu_s_by_process.items())
         )
+
+
+def bench_predict(args: argparse.Namespace, overrides: list[str], shard_specs: list[str]) -> int:
+    from mm_ray.bench import predict as predict_bench
+
+    overrides = [*([] if args.config else predict_bench.DEFAULTS), *overrides]
+    cfg = runner.load_config(args.config, overrides)
+    urls = runner._shard_urls(cfg, shard_specs)
+    summary = predict_bench.bench_predict(
+        cfg=cfg,
+        urls=urls,
+        cores=args.cores,
+        repeat=args.repeat,
+        scale=args.scale,
+        copies=2,
+        overrides=overrides,
+    )
+    print(f"\npredict benchmark: {summary.samples} samples ({len(urls)} shards x 2), {summary.cores} cores")
+    print(predict_bench.predict_table(summary))
+    verdict = "met" if summary.ratio >= summary.target else "missed"
+    print(
+        f"mm_ray / dataloader = {summary.ratio:.2f} (median of {len(summary.rounds)} rounds: "
+        + ", ".join(f"{r:.2f}" for r in summary.ratios_by_round)
+        + f"; target >= {summary.target}: {verdict})"
+    )
+    if summary.memory_ratio is not None:
+        verdict = "met" if summary.memory_ratio <= summary.memory_target else "missed"
+        print(
+            f"peak PSS {args.scale}x/1x = {summary.memory_ratio:.2f} (target <= {summary.memory_target}: {verdict})"
+        )
+    for i, runs in enumerate(summary.rounds, 1):
+        for mode, run in runs.items():
+            top = ", ".join(
+                f"{k} {v}" for k, v in sorted(run.cpu_s_by_group.items(), key=lambda kv: -kv[1])[:6]
+            )
+            print(f"  CPU s, round {i} {mode}: {top}")
+    write_json(args.json, summary.to_dict())
+    return 0
+
+
+def bench_serve(args: argparse.Namespace, overrides: list[str], shard_specs: list[str]) -> int:
+    from mm_ray.bench.predict import DEFAULTS
+    from mm_ray.bench.serve import bench_serve as run
+    from mm_ray.tables import format_table
+
+    cfg = runner.load_config(args.config, [*([] if args.config else DEFAULTS), *overrides])
+    summary = run(cfg=cfg, urls=runner._shard_urls(cfg, shard_specs)[:1], cores=args.cores)
+    print(
+        f"\nserve benchmark: {summary.clients} clients on loopback, {summary.replicas} replica, {args.cores} cores"
+    )
+    fields = [
+        "requests",
+        "seconds",
+        "requests_per_s",
+        "p50_ms",
+        "p99_ms",
+        "max_ms",
+        "errors",
+        "max_batch_size",
+    ]
+    print(format_table(fields, [[getattr(summary, f) for f in fields]]))
+    write_json(args.json, summary.to_dict())
+    return 0

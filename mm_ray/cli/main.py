@@ -5,6 +5,9 @@
     mm-ray preprocess SHARDS --out DIR  decode shards once into the model-ready Parquet cache
     mm-ray train train.cache=DIR        train a fusion model with Ray Train (resumes by name)
     mm-ray evaluate CKPT SHARDS         score a checkpoint on any shard set, per modality subset
+    mm-ray predict CKPT SHARDS --out DIR   predictions of every sample as Parquet (resumable)
+    mm-ray export CKPT --out DIR        safetensors + JSON spec + tokenizer (+ TorchScript) for serving
+    mm-ray serve EXPORT_DIR             the exported model over HTTP with Ray Serve (the serve extra)
     mm-ray embed CKPT SHARDS            per-modality embeddings and cross-modal retrieval
     mm-ray generate CKPT --from text --to image SHARDS   generated images / audio (mvae, cgan checkpoints)
     mm-ray tune --config F              fusion architecture search with Ray Tune (ASHA); --resume NAME
@@ -31,10 +34,13 @@ from mm_ray.cli import (
     demo,
     embed,
     evaluate,
+    export,
     generate,
     jobs,
     make_shards,
+    predict,
     preprocess,
+    serve,
     train,
     tune,
 )
@@ -46,7 +52,22 @@ from mm_ray.data.ledger import LEDGER_LOST, ErrorBudgetExceeded, LedgerLost
 from mm_ray.data.sources import ShardOpenError, ShardSpecError
 from mm_ray.train.checkpoint import CheckpointError
 
-COMMANDS = (demo, make_shards, preprocess, train, evaluate, embed, generate, tune, bench, config_cmd, jobs)
+COMMANDS = (
+    demo,
+    make_shards,
+    preprocess,
+    train,
+    evaluate,
+    predict,
+    export,
+    serve,
+    embed,
+    generate,
+    tune,
+    bench,
+    config_cmd,
+    jobs,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +95,8 @@ WORDS_DEST = {
     "bench": "overrides",
     "train": "overrides",
     "evaluate": "shards",
+    "predict": "shards",
+    "export": "overrides",
     "embed": "shards",
     "generate": "shards",
     "tune": "overrides",

@@ -647,6 +647,22 @@ class EmbedConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PredictConfig:
+    """``mm-ray predict``: batch inference of a checkpoint over shards (labels not needed), written as Parquet."""
+
+    replicas: int = 1
+    """Model replicas: actors each holding one copy of the model, fed by the preprocessing pools."""
+    batch_size: int = 256
+    """Samples per call of a replica."""
+    num_cpus: float = 0.5
+    """CPUs reserved per replica (kept back from the preprocessing pools)."""
+    num_gpus: float | None = None
+    """GPUs per replica; None = 1 when the cluster has GPUs, else 0 (CPU)."""
+    embedding: bool = False
+    """Also write each sample's fused embedding (the input of the fusion's classifier head) as ``embedding``."""
+
+
+@dataclasses.dataclass(frozen=True)
 class TrackConfig:
     """Experiment tracking of ``mm-ray train`` and ``mm-ray tune`` runs in TensorBoard and MLflow.
 
@@ -666,7 +682,8 @@ class TrackConfig:
     ``user:password@`` is refused, and that part is dropped from every saved or printed config."""
     experiment: str = "mm-ray"
     """MLflow experiment of ``mm-ray train`` runs (one MLflow run per run ``name``; a resumed run continues
-    it). A sweep logs into an experiment named after the sweep (its ``name``), one MLflow run per trial."""
+    it), of sweeps (one parent run per sweep ``name``, its trials' runs nested under it) and of ``mm-ray export
+    --mlflow``."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -723,5 +740,7 @@ class Config:
     """Architecture search with Ray Tune."""
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     """Embeddings and cross-modal retrieval (``mm-ray embed``)."""
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    """Batch inference over shards (``mm-ray predict``)."""
     track: TrackConfig = field(default_factory=TrackConfig)
     """Experiment tracking (TensorBoard, MLflow) of training runs and sweeps."""

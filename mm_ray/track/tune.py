@@ -9,10 +9,12 @@
   step = the trial's report count, one per epoch) into the trial's directory of the experiment,
   ``<tune.storage_path or output_dir>/<name>/trial_<id>``: ``tensorboard --logdir`` on the experiment shows
   every trial side by side.
-- MLflow: Ray's ``MLflowLoggerCallback`` (``TrialMlflowLogger`` below keeps its behaviour and only fixes
-  metric names) creates the experiment ``<name>`` and one run per trial, named after the trial, with the
-  trial's sampled parameters as params and every epoch's metrics. A trial continued by ``--resume`` gets a new
-  run in the same experiment.
+- MLflow: the sweep is one parent run named ``<name>`` in the experiment ``track.experiment`` (the search
+  space's and Tune's settings as params; at the end the best trial's metric and id); Ray's
+  ``MLflowLoggerCallback`` (``TrialMlflowLogger`` below keeps its behaviour and only fixes metric names) logs one
+  run per trial nested under it (MLflow's ``mlflow.parentRunId`` tag), named after the trial, with the trial's
+  sampled parameters as params and every epoch's metrics. A sweep continued by ``--resume`` keeps its parent run;
+  a continued trial gets a new run under it.
 
 All of this runs in the Tune driver's process (Tune calls its logger callbacks there), so a local log
 directory or MLflow file store only has to be on the driver's disk.
@@ -29,9 +31,12 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
 
+from mm_ray.config.load import as_dict, persistable
 from mm_ray.config.schema import Config, TrackConfig
+from mm_ray.track.artifacts import experiment_id
 from mm_ray.track.mlflow_store import (
     allow_file_store,
+    flat_params,
     import_mlflow,
     metric_name,
     tracked_metrics,
@@ -39,7 +44,11 @@ from mm_ray.track.mlflow_store import (
 )
 
 SWEEP_TAG = "mm_ray.sweep"
-"""MLflow tag naming the sweep on each trial's run."""
+"""MLflow tag naming the sweep on its parent run and each trial's run."""
+PARENT_TAG = "mm_ray.sweep_parent"
+"""MLflow tag marking a sweep's parent run (value ``true``)."""
+NESTED_TAG = "mlflow.parentRunId"
+"""MLflow's own tag nesting a run under another (the UI shows trials under their sweep)."""
 
 
 class TrialMlflowLogger(MLflowLoggerCallback):
@@ -60,10 +69,56 @@ def tune_callbacks(cfg: Config) -> list[Any]:
     if cfg.track.tensorboard:
         callbacks.append(TBXLoggerCallback())
     if cfg.track.mlflow:
-        import_mlflow()
         uri = tracking_uri(cfg.track.mlflow)
-        callbacks.append(TrialMlflowLogger(uri, experiment_name=cfg.name, tags={SWEEP_TAG: cfg.name}))
+        parent = sweep_parent_run(cfg)
+        tags = {SWEEP_TAG: cfg.name, NESTED_TAG: parent}
+        callbacks.append(TrialMlflowLogger(uri, experiment_name=cfg.track.experiment, tags=tags))
     return callbacks
+
+
+def _client(cfg: Config) -> tuple[Any, str]:
+    mlflow = import_mlflow()
+    uri = tracking_uri(cfg.track.mlflow or "")
+    allow_file_store(uri)
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    return client, experiment_id(client, cfg.track.experiment)
+
+
+def sweep_parent_run(cfg: Config) -> str:
+    """The id of the sweep ``cfg.name``'s parent run in ``track.experiment``: the one an earlier start of the same
+    sweep made, else a new one with the sweep's settings (``tune.*``, the preset's model keys) as params."""
+    client, experiment = _client(cfg)
+    earlier = client.search_runs(
+        [experiment],
+        filter_string=f"tags.`{SWEEP_TAG}` = '{cfg.name}' and tags.`{PARENT_TAG}` = 'true'",
+        max_results=1,
+    )
+    if earlier:
+        client.update_run(earlier[0].info.run_id, status="RUNNING")
+        return earlier[0].info.run_id
+    run = client.create_run(experiment, run_name=cfg.name, tags={SWEEP_TAG: cfg.name, PARENT_TAG: "true"})
+    from mlflow.entities import Param
+
+    params = flat_params(persistable(as_dict(cfg))["tune"], prefix="tune.")
+    for start in range(0, len(params), 100):
+        batch = list(params.items())[start : start + 100]
+        client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in batch])
+    return run.info.run_id
+
+
+def finish_sweep_run(cfg: Config, best: dict[str, Any] | None) -> str | None:
+    """Log the best trial on the sweep's parent run and mark it finished; returns its id (None: no MLflow)."""
+    if not cfg.track.mlflow:
+        return None
+    client, _ = _client(cfg)
+    run_id = sweep_parent_run(cfg)
+    if best is not None:
+        client.set_tag(run_id, "best_trial", str(best.get("trial_id")))
+        value = best.get("best")
+        if isinstance(value, (int, float)):
+            client.log_metric(run_id, metric_name(f"best_{cfg.tune.metric}"), float(value))
+    client.set_terminated(run_id)
+    return run_id
 
 
 @contextlib.contextmanager
@@ -93,5 +148,5 @@ def sweep_tracking(cfg: Config, experiment_path: str) -> dict[str, str]:
     if cfg.track.tensorboard:
         out["tensorboard"] = experiment_path
     if cfg.track.mlflow:
-        out.update(mlflow_uri=tracking_uri(cfg.track.mlflow), mlflow_experiment=cfg.name)
+        out.update(mlflow_uri=tracking_uri(cfg.track.mlflow), mlflow_experiment=cfg.track.experiment)
     return out

@@ -15,8 +15,8 @@ and the trials' Train runs under ``train/<trial id>``); the results go to ``<out
 ``trials.json``, ``best_config.yaml``, ``best_by_preset.png``, ``trial_curves.png`` and ``summary.json``.
 
 Tracking (``track.*``, ``mm_ray.track.tune``): Tune's TensorBoard logger writes into every trial's directory
-of the experiment (on by default); with ``track.mlflow`` every trial is one MLflow run in the experiment
-``<name>``. The summary's ``tracking`` says where.
+of the experiment (on by default); with ``track.mlflow`` the sweep is one MLflow run named ``<name>`` in the
+experiment ``track.experiment``, each trial a run nested under it. The summary's ``tracking`` says where.
 
 Scheduling: ASHA (``tune.scheduler``) judges trials by ``epoch``, which the trainer reports, rather than by
 Tune's report count, which restarts at 0 when a trial is resumed. Trials run at most
@@ -368,7 +368,7 @@ def _scheduler(cfg: Config) -> Any:
 
 def collect(sweep: Sweep, grid: Any, *, concurrent: int | None) -> dict[str, Any]:
     """Records from Tune's ResultGrid, the result files, and the summary (also written as summary.json)."""
-    from mm_ray.track.tune import sweep_tracking
+    from mm_ray.track.tune import finish_sweep_run, sweep_tracking
 
     cfg = sweep.cfg
     records = results.rank([_record(sweep, result) for result in grid], cfg.tune.mode)
@@ -401,6 +401,9 @@ def collect(sweep: Sweep, grid: Any, *, concurrent: int | None) -> dict[str, Any
         "tracking": sweep_tracking(cfg, sweep.experiment_path),
         "records": records,
     }
+    parent = finish_sweep_run(cfg, summary["best"])
+    if parent is not None:
+        summary["tracking"]["mlflow_parent_run_id"] = parent
     shown = json_safe({k: v for k, v in summary.items() if k != "records"})
     (out / "summary.json").write_text(json.dumps(shown, indent=2, allow_nan=False) + "\n")
     return summary

@@ -150,9 +150,13 @@ def test_a_sweep_logs_one_mlflow_run_per_trial(caches, tmp_path: Path, monkeypat
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["done"] == 2
     client = MlflowClient(tracking_uri=store.resolve().as_uri())
-    experiment = client.get_experiment_by_name("tracked")  # named after the sweep
+    experiment = client.get_experiment_by_name("mm-ray")  # track.experiment (its default)
     runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 2 and all(run.info.status == "FINISHED" for run in runs)
+    (parent,) = [run for run in runs if run.info.run_name == "tracked"]  # the sweep's own run
+    runs = [run for run in runs if run is not parent]
+    assert len(runs) == 2 and all(run.info.status == "FINISHED" for run in [parent, *runs])
+    assert {run.data.tags["mlflow.parentRunId"] for run in runs} == {parent.info.run_id}
+    assert parent.data.tags["best_trial"] == summary["best"]["trial_id"]
     for record in summary["records"]:
         (run,) = [run for run in runs if record["trial_id"] in run.info.run_name]
         assert run.data.params["model.preset"] == record["preset"]

@@ -28,6 +28,8 @@ CHECKPOINT_COMMANDS = {
     ("evaluate", "checkpoint"): ["evaluate", "{PLANTED}", "{SHARDS}"],
     ("evaluate", "ensemble"): ["evaluate", "{CLEAN}", "{SHARDS}", "--ensemble", "{PLANTED}"],
     ("embed", "checkpoint"): ["embed", "{PLANTED}", "{SHARDS}"],
+    ("predict", "checkpoint"): ["predict", "{PLANTED}", "{SHARDS}", "--out", "{OUT}"],
+    ("export", "checkpoint"): ["export", "{PLANTED}", "--out", "{OUT}"],
     ("generate", "checkpoint"): ["generate", "{PLANTED}", "--from", "text", "--to", "image", "{SHARDS}"],
 }
 
@@ -64,7 +66,8 @@ def planted(tmp_path: Path, monkeypatch):
 @pytest.mark.parametrize("command", sorted(CHECKPOINT_COMMANDS), ids="-".join)
 def test_no_command_imports_the_builder_a_checkpoint_names(planted, tmp_path: Path, command, capsys) -> None:
     hostile, clean, module, marker = planted
-    fill = {"{PLANTED}": str(hostile), "{CLEAN}": str(clean), "{SHARDS}": str(tmp_path / "shards")}
+    fill = {"{PLANTED}": str(hostile), "{CLEAN}": str(clean), "{SHARDS}": str(tmp_path / "shards"),
+            "{OUT}": str(tmp_path / "out")}  # fmt: skip
     argv = [fill.get(word, word) for word in CHECKPOINT_COMMANDS[command]]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
@@ -98,7 +101,8 @@ def test_no_command_imports_a_plugin_modality_a_checkpoint_names(
     planted_modality, tmp_path: Path, command, capsys
 ) -> None:
     hostile, clean, plugin, marker = planted_modality
-    fill = {"{PLANTED}": str(hostile), "{CLEAN}": str(clean), "{SHARDS}": str(tmp_path / "shards")}
+    fill = {"{PLANTED}": str(hostile), "{CLEAN}": str(clean), "{SHARDS}": str(tmp_path / "shards"),
+            "{OUT}": str(tmp_path / "out")}  # fmt: skip
     argv = [fill.get(word, word) for word in CHECKPOINT_COMMANDS[command]]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
