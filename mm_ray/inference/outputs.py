@@ -13,26 +13,30 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 PREDICTED = "predicted"
-"""The predicted class: its name when the run was trained on class names, else its id."""
+"""Classification: the predicted class (its name when the run was trained on class names, else its id);
+regression: the de-standardised targets. Multilabel writes ``predicted_tags`` (``mm_ray.tasks``)."""
 PROBABILITIES = "probabilities"
-"""float32 ``[C]``: the softmax of the logits, in class-id order."""
+"""float32 ``[C]``: the softmax (classification) or per-tag sigmoid (multilabel) of the logits."""
 EMBEDDING = "embedding"
 """float32 ``[D]``: the fused embedding (``predict.embedding``)."""
 
 
-def prediction_columns(logits: torch.Tensor, classes: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """The prediction columns of a batch of logits ``[B, C]`` (single-label classification): the predicted class
-    (``classes[id]`` when given, else the id) and the probabilities."""
-    probabilities = torch.softmax(logits.detach().float(), dim=-1).cpu().numpy()
-    ids = probabilities.argmax(axis=1)
-    predicted = np.asarray([classes[i] for i in ids], dtype=object) if classes else ids.astype(np.int64)
-    return {PREDICTED: predicted, PROBABILITIES: probabilities.astype(np.float32)}
+def prediction_columns(logits: torch.Tensor, classes: Sequence[str] | None = None, task: Any = None) -> dict:
+    """The prediction columns of a batch of logits ``[B, C]`` for the run's ``task`` (a config's ``task``
+    section; None: single-label classification): ``mm_ray.tasks.prediction_columns`` with the run's class
+    names (classification, multilabel) or target names (regression) as the labels."""
+    from mm_ray.config.schema import TaskConfig
+    from mm_ray.tasks import prediction_columns as task_columns
+
+    task = task or TaskConfig()
+    names = classes if task.kind != "regression" else (list(task.targets) or None)
+    return task_columns(task, logits, label_names=names)
 
 
 def classifier_head(model: nn.Module) -> nn.Linear:

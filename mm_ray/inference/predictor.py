@@ -37,6 +37,7 @@ class CheckpointPredictor:
         self.model = checkpoint.restore_model(self.device)
         self.autocast = scoring_dtype(loop.precision, self.device, legacy_bf16=loop.bf16)
         self.classes = checkpoint.classes
+        self.task = loop.resolved.task
         self.embedding = embedding
         if embedding:
             with fused_embeddings(self.model):  # a fusion without a single head fails here, before any data
@@ -51,7 +52,7 @@ class CheckpointPredictor:
         hook = fused_embeddings(self.model) if self.embedding else contextlib.nullcontext({})
         with torch.inference_mode(), autocast_context(self.device, self.autocast), hook as captured:
             logits = self.model(to_device(batch, self.device))
-        out = {KEY: batch[KEY], SHARD: batch[SHARD], **prediction_columns(logits, self.classes)}
+        out = {KEY: batch[KEY], SHARD: batch[SHARD], **prediction_columns(logits, self.classes, self.task)}
         if self.embedding:
             out[EMBEDDING] = captured[EMBEDDING].float().cpu().numpy()
         return out

@@ -57,6 +57,7 @@ class SamplePredictor:
         ]
         self.model = exported.model
         self.classes = exported.classes
+        self.task = cfg.task
         self.modalities = exported.spec.model.modalities
 
     @classmethod
@@ -96,7 +97,7 @@ class SamplePredictor:
             scored = {k: v[good] for k, v in batch.items() if isinstance(v, np.ndarray) and v.dtype != object}
             with torch.inference_mode():
                 logits = self.model(to_device(scored, "cpu"))
-            columns = prediction_columns(logits, self.classes)
+            columns = prediction_columns(logits, self.classes, self.task)
             for j, i in enumerate(good):
                 answer = {name: _plain(values[j]) for name, values in columns.items()}
                 answer["present"] = {

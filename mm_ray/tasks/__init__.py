@@ -88,8 +88,8 @@ def prediction_columns(
 ) -> dict[str, Any]:
     """A batch of model outputs ``[B, C]`` as the task's prediction columns (one entry per sample each):
 
-    - classification: ``predicted_id`` (int64), ``predicted_class`` (the name, or the id as a string without
-      ``label_names``), ``probabilities`` (float32 ``[B, C]``, softmax);
+    - classification: ``predicted`` (the class name with ``label_names``, else the int64 id), ``probabilities``
+      (float32 ``[B, C]``, softmax);
     - multilabel: ``predicted_tags`` (a list of the tag names whose probability is at least ``task.threshold``,
       ids as strings without ``label_names``), ``probabilities`` (float32 ``[B, K]``, sigmoid per tag);
     - regression: ``predicted`` (float32 ``[B, T]``, de-standardised with ``target_stats`` or the task's own),
@@ -113,9 +113,9 @@ def prediction_columns(
         return out
     probabilities = torch.softmax(z, dim=-1).numpy().astype(np.float32)
     ids = z.argmax(dim=-1).numpy().astype(np.int64)
-    names = [label_names[i] if label_names and i < len(label_names) else str(i) for i in ids]
-    return {
-        "predicted_id": ids,
-        "predicted_class": np.array(names, dtype=object),
-        "probabilities": probabilities,
-    }
+    if label_names:
+        return {
+            "predicted": np.array([label_names[i] for i in ids], dtype=object),
+            "probabilities": probabilities,
+        }
+    return {"predicted": ids, "probabilities": probabilities}

@@ -34,3 +34,20 @@ def test_the_fused_embedding_is_the_heads_input_and_additive_has_none() -> None:
     additive = build_model("additive", **kwargs)
     with pytest.raises(ValueError, match="no single classifier head"), fused_embeddings(additive):
         pass
+
+
+def test_predict_and_serve_follow_the_run_s_task() -> None:
+    from mm_ray.config.schema import TaskConfig
+
+    logits = torch.tensor([[2.0, -2.0, 0.5], [-1.0, 1.0, -3.0]])
+    tags = prediction_columns(logits, ["a", "b", "c"], TaskConfig(kind="multilabel", threshold=0.5))
+    # Independent: a tag is chosen where its sigmoid is >= 0.5, i.e. its logit >= 0.
+    assert tags["predicted_tags"] == [["a", "c"], ["b"]]
+    np.testing.assert_allclose(tags["probabilities"], 1 / (1 + np.exp(-logits.numpy())), rtol=1e-6)
+    task = TaskConfig(
+        kind="regression", targets=["age", "price"], target_mean=[30.0, 100.0], target_std=[10.0, 5.0]
+    )
+    values = prediction_columns(logits[:, :2], None, task)
+    # De-standardised: mean + std * output.
+    np.testing.assert_allclose(values["predicted"], [[50.0, 90.0], [20.0, 105.0]], rtol=1e-6)
+    np.testing.assert_allclose(values["predicted_price"], [90.0, 105.0], rtol=1e-6)

@@ -133,8 +133,7 @@ def test_losses():
 def test_prediction_columns_of_each_task():
     logits = torch.tensor([[2.0, -1.0, 0.1], [-3.0, 0.5, 4.0]])
     cls = prediction_columns(TaskConfig(), logits, ["bird", "cat", "dog"])
-    assert list(cls["predicted_id"]) == [0, 2]
-    assert list(cls["predicted_class"]) == ["bird", "dog"]
+    assert list(cls["predicted"]) == ["bird", "dog"]
     assert cls["probabilities"].sum(axis=1) == pytest.approx([1.0, 1.0])
     tags = prediction_columns(TaskConfig(kind="multilabel", threshold=0.5), logits, ["a", "b", "c"])
     assert tags["predicted_tags"] == [["a", "c"], ["b", "c"]]
