@@ -63,7 +63,9 @@ def test_a_cache_run_trains_evaluates_and_embeds(variants, tmp_path, kind):
             "--out",
             str(caches / split),
         ]
-        extra = [f"data.classes_from={caches / 'train'}"] if split == "val" and kind == "multilabel" else []
+        extra = [f"text.tokenizer={caches / 'train' / 'tokenizer.json'}"] if split == "val" else []
+        if split == "val" and kind == "multilabel":
+            extra.append(f"data.classes_from={caches / 'train'}")
         assert main([*args, *TASK[kind], *TINY, *extra]) == 0
     manifest = json.loads((caches / "train" / "manifest.json").read_text())
     assert manifest["preprocess"]["task"]["kind"] == kind

@@ -191,18 +191,24 @@ def _label_cache(root: Path, rows: int) -> Path:
 
 
 def test_a_resumed_cache_run_starts_its_shuffle_at_the_epoch_it_resumes(tmp_path: Path, monkeypatch) -> None:
-    """A run resumed after epoch k reads the cache in epoch k's order, not epoch 0's again (the driver passes the
-    checkpoint's epoch to the shuffle; ``finished_epochs`` itself reads Ray Train's storage, tested beside)."""
-    from mm_ray.train import inputs
+    """A run resumed after epoch k reads the cache in epoch k's order, not epoch 0's again: the training dataset
+    Ray Train builds at each worker-group start takes the epoch of the run's latest data position
+    (``latest_position`` itself reads Ray Train's storage, tested with the step checkpoints)."""
+    from types import SimpleNamespace
+
+    from mm_ray.train import datasets, inputs
 
     cache = _label_cache(tmp_path / "cache", rows=1024)  # 4 blocks of 256 rows: an order to shuffle
     cfg = load_config(None, [f"train.cache={cache}", "train.shuffle=true", "train.seed=3",
                              f"output_dir={tmp_path}", "name=resumed", "train.num_workers=1"])  # fmt: skip
-    fresh = inputs.cache_inputs(cfg).datasets["train"]
+    fresh = inputs.cache_inputs(cfg).datasets["train"]()
     epochs = [[row["label"] for row in fresh.take_all()] for _ in range(3)]  # one execution per epoch
     assert len({tuple(order) for order in epochs}) == 3 and sorted(epochs[0]) == list(range(1024))
-    monkeypatch.setattr(inputs, "finished_epochs", lambda cfg: 2)  # its checkpoint: 2 epochs finished
-    resumed = inputs.cache_inputs(cfg).datasets["train"]
+    # Its latest checkpoint: the end of epoch 2 (0-based epoch 2 starts next, no step of it trained).
+    monkeypatch.setattr(
+        datasets, "latest_position", lambda storage: SimpleNamespace(epoch=2, steps_in_epoch=0)
+    )
+    resumed = inputs.cache_inputs(cfg).datasets["train"]()
     assert [row["label"] for row in resumed.take_all()] == epochs[2]
 
 
