@@ -463,6 +463,12 @@ class TrainConfig:
     through a local buffer (``shuffle_buffer``). Off, every epoch sees the rows in the order they were written."""
     shuffle_buffer: int = 2048
     """Rows in each worker's local shuffle buffer (memory: rows x row size; 0 = block order only)."""
+    one_execution: bool = True
+    """Streaming from shards with one Train worker: one Ray Data execution reads every epoch, so the decoding
+    actors start once per run (each epoch still in its own seeded shard order, cut exactly, resumable at its
+    epoch: ``mm_ray.train.epoch_stream``). false = one execution per epoch, whose actors start anew each time.
+    Several workers, ``limit_samples`` and the per_modality layout always read one execution per epoch (Ray's
+    equal split across workers is made per execution)."""
     batch_size: int = 64
     """Samples per optimizer step on each worker."""
     lr: float = 1e-3
