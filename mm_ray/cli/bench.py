@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="benchmarks: `bench ingest` (decode floor vs DataLoader vs Ray pipeline), `bench memory` "
-        "(1x vs 10x data), `bench stream-memory` (streaming training over 1x vs 10x data: peak memory), `bench train` (plain PyTorch loop vs Ray Train with 1 and 2 workers), `bench hostile` "
+        "(1x vs 10x data), `bench stream-memory` (streaming training over 1x vs 10x data: peak memory), `bench train` (plain PyTorch loop vs Ray Train with 1 and 2 workers; `--source shards`: a DataLoader loop vs streaming; `--modes`: the large-run options), `bench hostile` "
         "(time and peak memory of preprocess on a gzip bomb and giant captions, vs the same shard without), "
         "`bench generate` (mvae and cgan images drawn from text: topic recovered vs chance and real images, "
         "diversity)",

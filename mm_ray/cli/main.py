@@ -52,7 +52,7 @@ COMMANDS = (demo, make_shards, preprocess, train, evaluate, embed, generate, tun
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mm-ray",
-        description="mm_ray: multimodal (image + text + audio) fusion training on Ray.",
+        description="mm_ray: multimodal fusion training on Ray (image, text, audio, features, your own modalities).",
         epilog="Run `mm-ray COMMAND -h` for a command's options; `mm-ray config explain` lists every config key.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

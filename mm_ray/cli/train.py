@@ -24,7 +24,10 @@ from mm_ray.train.outputs import json_safe
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a fusion model on a preprocessed cache with Ray Train")
+    p = sub.add_parser(
+        "train",
+        help="train a fusion model with Ray Train, on a preprocessed cache (train.cache=DIR) or streaming from shards (data.shards=[...])",
+    )
     p.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. train.cache=DIR)")
     add_config_args(p)
     p.set_defaults(func=main)
