@@ -15,7 +15,11 @@ def blocks_of(rows_per_epoch: dict[int, int], block_rows: int) -> list[dict[str,
     ids = np.arange(len(epochs))
     images = ids[:, None, None] * np.ones((1, 2, 2), dtype=np.int64)
     return [
-        {EPOCH: epochs[i : i + block_rows], "id": ids[i : i + block_rows], "image": images[i : i + block_rows]}
+        {
+            EPOCH: epochs[i : i + block_rows],
+            "id": ids[i : i + block_rows],
+            "image": images[i : i + block_rows],
+        }
         for i in range(0, len(ids), block_rows)
     ]
 
