@@ -22,6 +22,7 @@ DataLoader's workers, the floor's pool) start with their first task: all their C
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import subprocess
@@ -166,6 +167,10 @@ class TreeMonitor:
         for mb, group in self._peak_by_pid.values():
             out[group] = out.get(group, 0.0) + mb
         return dict(sorted(((g, round(mb, 1)) for g, mb in out.items()), key=lambda kv: -kv[1]))
+
+    def processes_by_group(self) -> dict[str, int]:
+        """How many distinct processes of each group were seen (e.g. the decoding actors a run started)."""
+        return dict(collections.Counter(self._groups.values()))
 
     def cpu_by_group(self) -> dict[str, float]:
         """CPU seconds (user + system) spent per process group while monitored."""

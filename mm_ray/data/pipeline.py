@@ -187,7 +187,11 @@ def build_dataset(
         ds = ds.map_batches(
             stage,
             fn_constructor_kwargs={"ledger": ledger, **stage_kwargs},
-            compute=ray.data.ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
+            compute=ray.data.ActorPoolStrategy(
+                min_size=pool.min_size,
+                max_size=pool.max_size,
+                max_tasks_in_flight_per_actor=pool.max_tasks_in_flight,
+            ),
             num_cpus=pool.num_cpus,
             num_gpus=pool.num_gpus,
             # Custom resources pin the pool to the nodes that declare them (mm_ray.placement).
