@@ -5,7 +5,8 @@
 #   bash cluster/gpu_check.sh [OUT_DIR]            # logs and JSON results land in OUT_DIR (default gpu-check/)
 #   bash cluster/gpu_check.sh OUT_DIR streaming    # only the streaming items (S1-S3 below), at most 8 minutes
 #
-# The streaming items (docs/streaming.md), each with its own limit (60 + 270 + 150 s):
+# The streaming items (docs/streaming.md), each with its own limit (60 + 240 + 180 s, plus 120 s to make the
+# shards when they are not there yet):
 # S1. image decode on the GPU: the `gpu` test comparing nvJPEG with the CPU fallback, then images/s of the pools'
 #     Pillow decoder, the torch CPU fallback and nvJPEG (batched) on the bench shards' images
 # S2. `mm-ray bench ingest` (b) DataLoader, (c) mm_ray, (d) Ray Data floor on all cores, SAMPLES (20,000) samples
@@ -61,13 +62,13 @@ streaming_items() {
     step s1_gpu_decode_test 30 $PY -m pytest -q -p no:cacheprovider tests/unit/test_image_device.py
     step s1_gpu_decode 30 $PY -m mm_ray.bench.image_decode --shards "runs/bench-$SAMPLES/shards/train-*.tar" \
         --size 224 --device "$DEVICE" --json "$OUT/image_decode.json"
-    step s2_bench_ingest 270 $PY -m mm_ray.cli.main bench ingest --cores "$CORES" --modes dataloader,ray,raydata \
+    step s2_bench_ingest 240 $PY -m mm_ray.cli.main bench ingest --cores "$CORES" --modes dataloader,ray,raydata \
         name="bench-$SAMPLES" demo.num_samples="$SAMPLES" demo.samples_per_shard=$((SAMPLES / 40)) \
         --json "$OUT/bench_ingest_streaming.json"
     gpu_busy START "$OUT/gpu_util_stream.txt"
     local gpu=true
     [ "$DEVICE" = cpu ] && gpu=false
-    step s3_bench_train_stream 150 $PY -m mm_ray.cli.main bench train --source shards --cores "$CORES" \
+    step s3_bench_train_stream 180 $PY -m mm_ray.cli.main bench train --source shards --cores "$CORES" \
         --modes loader,stream1,stream1e train.use_gpu=$gpu --json "$OUT/bench_train_stream.json"
     gpu_busy STOP "$OUT/gpu_util_stream.txt"
 }
