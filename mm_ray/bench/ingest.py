@@ -1,12 +1,15 @@
-"""``mm-ray bench ingest``: (a) parallel decode floor, (b) webdataset + DataLoader, (c) the mm_ray Ray pipeline.
+"""``mm-ray bench ingest``: (a) parallel decode floor, (b) webdataset + DataLoader, (c) the mm_ray Ray pipeline,
+(d) the simplest Ray Data pipeline with the same decoders (``mm_ray.bench.ray_floor``).
 
-All three run on the same generated shards with the same preprocessing code, one after the
+All four run on the same generated shards with the same preprocessing code, one after the
 other, each in a fresh subprocess so its peak memory is its own. For each: samples/s over the
 whole run (from the start of the pipeline to the last batch), the time to the first batch,
 samples/s after the first batch (steady state), peak PSS of the process tree, and CPU seconds
-per process group (where the time goes). Ray's one-off session start, including Ray Data's
-helper actors, is excluded and reported as ``ray_start_s``. Ratios c/b and c/a are printed;
-``--json PATH`` writes everything.
+per process group (where the time goes), split into start-up (a Ray worker's before its first task) and
+steady. Ray's one-off session start, including Ray Data's helper actors, is excluded and reported as
+``ray_start_s``. The Ray pipelines also report the thread pools inside one of their actors. Ratios c/b, c/d
+(what mm_ray adds to Ray Data), d/b (what Ray Data costs) and c/a are printed; ``--json PATH`` writes
+everything.
 """
 
 from __future__ import annotations
@@ -21,17 +24,20 @@ from typing import Any
 from mm_ray import columns as C
 from mm_ray.bench.baselines import dataloader_batches, decode_floor
 from mm_ray.bench.measure import TreeMonitor, run_spec
-from mm_ray.bench.records import IngestRun
+from mm_ray.bench.ray_floor import floor_dataset
+from mm_ray.bench.records import IngestRun, ThreadPools
 from mm_ray.config.schema import Config
 from mm_ray.data.members import member_map
-from mm_ray.data.pipeline import Ingest, decoders_of
+from mm_ray.data.pipeline import Ingest, decoders_of, plan_of
 from mm_ray.data.sources import expand_shards
+from mm_ray.modalities.registry import modalities_of
 
-MODES = ("floor", "dataloader", "ray")
+MODES = ("floor", "dataloader", "ray", "raydata")
 LABELS = {
     "floor": "(a) decode floor: plain processes, whole shards",
     "dataloader": "(b) webdataset + DataLoader",
     "ray": "(c) mm_ray: Ray Data + actor pools",
+    "raydata": "(d) Ray Data floor: from_items + one actor pool",
 }
 
 
@@ -78,6 +84,7 @@ class _Clock:
             steady_samples_per_s=round(steady, 1),
             peak_pss_mb=round(monitor.peak_pss_mb, 1),
             cpu_s_by_process=monitor.cpu_by_group(),
+            cpu_s_split=monitor.cpu_split_by_group(),
             **ray,
         )
 
@@ -90,24 +97,28 @@ def run_mode(
     members, batch = member_map(cfg), cfg.pools.fused.batch_size
     extra: dict[str, Any] = {}
     with TreeMonitor(os.getpid()) as mon:
-        if mode == "ray":
-            import ray.data
-
-            from mm_ray.config.schema import RayConfig
-            from mm_ray.runtime import init_ray
-
-            t0 = time.perf_counter()
-            init_ray(RayConfig(num_cpus=cores))
-            # One-off per Ray session, not per pipeline: Ray Data starts its own helper actors
-            # (stats, autoscaling coordinator) with the first dataset. A job that trains or
-            # sweeps pays this once, so it is counted with the cluster start, not the pipeline.
-            ray.data.range(1).materialize()
-            extra["ray_start_s"] = round(time.perf_counter() - t0, 2)
-            ingest = Ingest.from_config(cfg, urls, tokenizer_json, repeat=repeat)
-            extra["pools"] = ingest.plan.describe()
+        if mode in ("ray", "raydata"):
+            extra["ray_start_s"] = start_ray(cores)
+            if mode == "ray":
+                ingest = Ingest.from_config(cfg, urls, tokenizer_json, repeat=repeat)
+                plan, dataset = ingest.plan, ingest.dataset
+            else:
+                plan = plan_of(cfg, modalities_of(cfg))
+                pool = next(iter(plan.pools.values()))
+                dataset = floor_dataset(
+                    urls * repeat,
+                    decoders,
+                    members,
+                    batch_size=batch,
+                    actors=pool.max_size,
+                    num_cpus=pool.num_cpus,
+                )
+            extra["pools"] = plan.describe()
             clock = _Clock()
-            for b in ingest.dataset.iter_batches(batch_size=batch, batch_format="numpy"):
+            for b in dataset.iter_batches(batch_size=batch, batch_format="numpy"):
                 clock.batch(len(b[C.LABEL]))
+            clock.stop()
+            extra["threads"] = actor_threads(decoders, next(iter(plan.pools.values())).num_cpus)
         elif mode == "dataloader":
             clock = _Clock()
             for b in dataloader_batches(urls, decoders, members, batch, workers=cores):
@@ -116,8 +127,51 @@ def run_mode(
             clock = _Clock()
             clock.batch(0)
             clock.samples = decode_floor(urls, decoders, members, batch, processes=cores)
-        clock.stop()
+        if clock.end is None:
+            clock.stop()
     return clock.result(mon, **extra)
+
+
+def start_ray(cores: int) -> float:
+    """Start a local Ray of ``cores`` CPUs and Ray Data's helper actors; returns the seconds it took."""
+    import ray.data
+
+    from mm_ray.config.schema import RayConfig
+    from mm_ray.runtime import init_ray
+
+    t0 = time.perf_counter()
+    init_ray(RayConfig(num_cpus=cores))
+    # One-off per Ray session, not per pipeline: Ray Data starts its own helper actors
+    # (stats, autoscaling coordinator) with the first dataset. A job that trains or
+    # sweeps pays this once, so it is counted with the cluster start, not the pipeline.
+    ray.data.range(1).materialize()
+    return round(time.perf_counter() - t0, 2)
+
+
+class _StageProbe:
+    """An actor built like a decoding actor (a ``FusedStage`` of the run's decoders) that reports its threads."""
+
+    def __init__(self, decoders: Any):
+        from mm_ray.data.stages import FusedStage
+
+        self._stage = FusedStage(None, stages=decoders)
+
+    def report(self) -> dict[str, Any]:
+        from mm_ray.data.threads import thread_report
+
+        return thread_report()
+
+
+def actor_threads(decoders: Any, num_cpus: float) -> ThreadPools:
+    """The thread pools inside an actor of ``num_cpus`` CPUs that built the run's stages (run after the
+    pipeline, when its CPUs are free again)."""
+    import ray
+
+    probe = ray.remote(num_cpus=num_cpus)(_StageProbe).remote(decoders)
+    try:
+        return ThreadPools(**ray.get(probe.report.remote()))
+    finally:
+        ray.kill(probe)
 
 
 def run_in_subprocess(

@@ -9,12 +9,20 @@ Usage::
     with TreeMonitor(os.getpid()) as mon:
         run_the_thing()
     mon.peak_pss_mb, mon.cpu_by_group()   # {"driver": 3.1, "ray::MapWorker(...)": 10.2, "raylet": 1.0, ...}
+    mon.cpu_split_by_group()              # {"ray::MapWorker(...)": CpuSplit(startup=4.8, steady=9.1), ...}
+
+Start-up vs steady: a Ray worker's CPU before its first task (its interpreter, Ray's own imports, the actor's
+constructor: the decoders' imports and set-up) is start-up, what it spends from its first task on is steady.
+A process is in a task while Ray titles it ``ray::<actor>.<method>`` (or ``ray::<task>``); the monitor looks at
+titles every ``cpu_interval`` seconds, so each process's split is exact to that interval. Forked helpers (a
+DataLoader's workers, the floor's pool) start with their first task: all their CPU is steady.
 
 ``run_spec`` runs one benchmark mode in a fresh interpreter (the modes' ``python -m`` entry points).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import subprocess
@@ -26,7 +34,23 @@ from typing import Any, TypeVar
 
 import psutil
 
-from mm_ray.bench.records import IngestRun, TrainRun
+from mm_ray.bench.records import CpuSplit, IngestRun, TrainRun
+
+
+def task_state(title: str) -> str:
+    """What a process titled ``title`` is doing: ``"other"`` (not a Ray worker), ``"idle"`` (``ray::IDLE``: not
+    handed work yet), ``"init"`` (building its actor: ``ray::MapWorker(...).__init__``), ``"method"`` (running
+    one of its actor's methods: ``ray::MapWorker(MapBatches(X)).submit``), ``"named"`` (an actor between
+    methods, or a task worker titled by its task: ``ray::MapWorker(MapBatches(X))``, ``ray::ReadRange``)."""
+    if not title.startswith("ray::"):
+        return "other"
+    name = title[len("ray::") :]
+    if name == "IDLE":
+        return "idle"
+    if name.endswith(".__init__"):
+        return "init"
+    after_repr = name.rsplit(")", 1)[-1]  # what follows an actor's repr such as MapWorker(MapBatches(X))
+    return "method" if "." in after_repr else "named"
 
 
 def process_group(proc: psutil.Process, root_pid: int) -> str:
@@ -39,7 +63,9 @@ def process_group(proc: psutil.Process, root_pid: int) -> str:
         return "exited"
     title = cmd[0] if cmd else proc.name()
     if title.startswith("ray::"):
-        return title.split(" ")[0]
+        title = title.split(" ")[0]
+        # An actor by its own title, whichever method it runs at the moment (.submit, .__init__).
+        return title.rsplit(".", 1)[0] if task_state(title) in ("method", "init") else title
     for daemon in ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env", "agent"):
         if any(daemon in part for part in cmd[:3]):
             return daemon
@@ -49,9 +75,14 @@ def process_group(proc: psutil.Process, root_pid: int) -> str:
 class TreeMonitor:
     """Samples the tree under ``root_pid`` every ``interval`` seconds in a background thread."""
 
-    def __init__(self, root_pid: int, interval: float = 1.0):
+    def __init__(self, root_pid: int, interval: float = 1.0, cpu_interval: float = 0.25):
         self._root = psutil.Process(root_pid)
         self._interval = interval
+        self._cpu_interval = cpu_interval
+        self._startup_cpu: dict[int, float] = {}
+        """Per Ray worker: its CPU at the last look before its first task (``task_state``)."""
+        self._working: set[int] = set()
+        self._actors: set[int] = set()
         self._stop = threading.Event()
         self._cpu: dict[int, tuple[str, float]] = {}
         self._groups: dict[int, str] = {}
@@ -68,7 +99,35 @@ class TreeMonitor:
         except psutil.Error:
             return []
 
+    def look(self) -> None:
+        """CPU and title of every process (cheap: the start-up/steady split needs it often)."""
+        for proc in self._procs():
+            try:
+                times = proc.cpu_times()
+                cmd = proc.cmdline()
+            except (psutil.Error, OSError):
+                continue
+            self._note_cpu(proc, times.user + times.system, cmd[0] if cmd else "")
+
+    def _note_cpu(self, proc: psutil.Process, cpu: float, title: str) -> None:
+        pid = proc.pid
+        self._groups[pid] = process_group(proc, self._root.pid)
+        # Work the driver did before monitoring started (imports) is not counted.
+        self._start_cpu.setdefault(pid, cpu if pid == self._root.pid else 0.0)
+        self._cpu[pid] = (self._groups[pid], cpu)
+        state = task_state(title)
+        if pid in self._working or state == "other":
+            return
+        if state == "init":
+            self._actors.add(pid)
+        # A named title is a task's, unless the worker was seen building an actor (then it is between methods).
+        if state == "method" or (state == "named" and pid not in self._actors):
+            self._working.add(pid)
+        else:
+            self._startup_cpu[pid] = cpu - self._start_cpu[pid]
+
     def sample(self) -> None:
+        """Memory (PSS, which reads every mapping: slower), CPU and titles of every process."""
         total = rss_total = 0
         for proc in self._procs():
             try:
@@ -76,25 +135,26 @@ class TreeMonitor:
                 cpu = times.user + times.system
                 memory = proc.memory_full_info()
                 pss = memory.pss
+                cmd = proc.cmdline()
             except (psutil.Error, OSError):
                 continue
             total += pss
             rss_total += memory.rss
             # Re-read the name each time: a Ray worker renames itself (ray::IDLE -> ray::MapWorker...)
             # after it starts; its last name is the most telling.
-            self._groups[proc.pid] = process_group(proc, self._root.pid)
+            self._note_cpu(proc, cpu, cmd[0] if cmd else "")
             if pss / 2**20 > self._peak_by_pid.get(proc.pid, (0.0, ""))[0]:
                 # The name it had at its peak: a worker back to ray::IDLE says nothing of what swelled it.
                 self._peak_by_pid[proc.pid] = (pss / 2**20, self._groups[proc.pid])
-            # Work the driver did before monitoring started (imports) is not counted.
-            self._start_cpu.setdefault(proc.pid, cpu if proc.pid == self._root.pid else 0.0)
-            self._cpu[proc.pid] = (self._groups[proc.pid], cpu)
         self.peak_pss_mb = max(self.peak_pss_mb, total / 2**20)
         self.peak_rss_mb = max(self.peak_rss_mb, rss_total / 2**20)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.sample()
+        every = max(1, round(self._interval / self._cpu_interval))
+        tick = 0
+        while not self._stop.wait(self._cpu_interval):
+            tick += 1
+            self.sample() if tick % every == 0 else self.look()
 
     def largest_process(self) -> tuple[str, float]:
         """``(group, MB)`` of the single process whose PSS peaked highest while monitored."""
@@ -108,12 +168,33 @@ class TreeMonitor:
             out[group] = out.get(group, 0.0) + mb
         return dict(sorted(((g, round(mb, 1)) for g, mb in out.items()), key=lambda kv: -kv[1]))
 
+    def processes_by_group(self) -> dict[str, int]:
+        """How many distinct processes of each group were seen (e.g. the decoding actors a run started)."""
+        return dict(collections.Counter(self._groups.values()))
+
     def cpu_by_group(self) -> dict[str, float]:
         """CPU seconds (user + system) spent per process group while monitored."""
         out: dict[str, float] = {}
         for pid, (group, cpu) in self._cpu.items():
             out[group] = out.get(group, 0.0) + cpu - self._start_cpu.get(pid, 0.0)
         return dict(sorted(((g, round(s, 2)) for g, s in out.items()), key=lambda kv: -kv[1]))
+
+    def cpu_split_by_group(self) -> dict[str, CpuSplit]:
+        """CPU seconds per process group split into start-up (a Ray worker's before its first task) and steady
+        (the rest; all of a process that is not a Ray worker), largest total first."""
+        out: dict[str, tuple[float, float]] = {}
+        for pid, (group, cpu) in self._cpu.items():
+            used = cpu - self._start_cpu.get(pid, 0.0)
+            # A Ray worker seen only before its first task (never given one) spent it all on start-up.
+            startup = (
+                min(used, self._startup_cpu.get(pid, 0.0))
+                if pid in self._working
+                else (used if pid in self._startup_cpu else 0.0)
+            )
+            before = out.get(group, (0.0, 0.0))
+            out[group] = (before[0] + startup, before[1] + used - startup)
+        ordered = sorted(out.items(), key=lambda kv: -sum(kv[1]))
+        return {g: CpuSplit(round(a, 2), round(b, 2)) for g, (a, b) in ordered}
 
     def __enter__(self) -> TreeMonitor:
         self.sample()

@@ -20,6 +20,28 @@ from mm_ray.records import plain, read_record
 
 
 @dataclasses.dataclass(frozen=True)
+class CpuSplit:
+    """One process group's CPU seconds: before its processes' first task (start-up) and from it on (steady)."""
+
+    startup: float
+    steady: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ThreadPools:
+    """The intra-op thread pools inside one decoding actor, as the actor reports them (``mm_ray.data.threads``)."""
+
+    cpus: float
+    """The actor's CPUs (its ``num_cpus``), which the pools were capped to (rounded up, at least 1)."""
+    torch_threads: int | None
+    pyarrow_cpus: int
+    threadpools: tuple[Mapping[str, Any], ...]
+    """``threadpoolctl.threadpool_info()``: every BLAS/OpenMP pool loaded, with its ``num_threads``."""
+    os_threads: int
+    """Threads of the actor's process (``psutil``), Ray's own included."""
+
+
+@dataclasses.dataclass(frozen=True)
 class IngestRun:
     """One run of a ``bench ingest`` pipeline (or of ``bench memory``'s Ray pipeline at one scale)."""
 
@@ -33,6 +55,10 @@ class IngestRun:
     peak_pss_mb: float
     cpu_s_by_process: Mapping[str, float]
     """CPU seconds per process group (``TreeMonitor.cpu_by_group``)."""
+    cpu_s_split: Mapping[str, CpuSplit] | None = None
+    """The same split into start-up and steady (``TreeMonitor.cpu_split_by_group``)."""
+    threads: ThreadPools | None = None
+    """The Ray pipeline: the thread pools inside a decoding actor."""
     ray_start_s: float | None = None
     """The Ray pipeline: Ray's one-off session start (with Ray Data's helper actors), not counted above."""
     pools: str | None = None
@@ -77,6 +103,11 @@ class TrainRun:
     """The intra-op threads torch really used (a Ray worker reports its own)."""
     peak_pss_mb: float
     cpu_s_by_process: Mapping[str, float]
+    cpu_s_split: Mapping[str, CpuSplit] | None = None
+    """CPU seconds by process group, start-up and steady (``TreeMonitor.cpu_split_by_group``)."""
+    epoch_startup_s: tuple[float, ...] | None = None
+    """Per epoch: the wait for its first batch, from the end of the previous epoch's training (the first
+    epoch: from the mode's start), validation and checkpoints between epochs included."""
     ray_start_s: float | None = None
     workers: int | None = None
     startup_parts: StartupParts | None = None
@@ -165,6 +196,8 @@ class IngestBench:
     ratios: Mapping[str, float] | None = None
     """``c/b``, ``c/b steady``, ``first batch c/b``, ``c/a`` (those whose modes ran): the median over rounds."""
     ratios_by_round: tuple[Mapping[str, float], ...] | None = None
+    runs_by_round: tuple[Mapping[str, IngestRun], ...] | None = None
+    """Every round's run of every mode (``--repeat``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self, omit_none=True)
@@ -220,6 +253,10 @@ class TrainBench:
     rounds: int = 1
     large_ratios_by_round: tuple[Mapping[str, float], ...] | None = None
     """The large-run options' ratios of each round's pair of runs."""
+    runs_by_round: tuple[Mapping[str, TrainRun], ...] | None = None
+    """``--repeat`` > 1: every round's run of every mode."""
+    ratios_by_round: tuple[Mapping[str, float], ...] | None = None
+    """``--repeat`` > 1: each round's ratios over the baseline (the same modes, run back to back)."""
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self, omit_none=True)

@@ -97,12 +97,13 @@ def bench_ingest(
     modes: Sequence[str] = ingest_bench.MODES,
     repeat: int = 1,
 ) -> IngestBench:
-    """(a) decode floor, (b) webdataset + DataLoader, (c) the mm_ray pipeline on the same shards.
+    """(a) decode floor, (b) webdataset + DataLoader, (c) the mm_ray pipeline, (d) the simplest Ray Data pipeline
+    with the same decoders, on the same shards.
 
     ``repeat`` > 1 runs the modes that many rounds, in the given order and then reversed, alternately, so that
     neither pipeline always runs first; each round's ratios compare runs made back to back, and the summary
     reports their median (``ratios``) beside every round's (``ratios_by_round``). The table shows, per mode,
-    the run with the median steady rate.
+    the run with the median steady rate; ``runs_by_round`` keeps every run.
     """
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat}")
@@ -121,24 +122,36 @@ def bench_ingest(
                 )
     results = {mode: median_run(r) for mode, r in runs.items()}
     by_round = [ingest_ratios({mode: r[i] for mode, r in runs.items()}) for i in range(repeat)]
-    if not by_round[0]:  # mm_ray's pipeline did not run: nothing to compare
-        return IngestBench(cores=cores, shards=len(urls), rounds=repeat, results=results)
+    if not by_round[0]:  # no pair of modes to compare
+        return IngestBench(cores=cores, shards=len(urls), rounds=repeat, results=results)  # one mode only
     ratios = {k: round(statistics.median(r[k] for r in by_round), 3) for k in by_round[0]}
-    return IngestBench(cores, len(urls), repeat, results, ratios=ratios, ratios_by_round=tuple(by_round))
+    rounds = tuple({mode: r[i] for mode, r in runs.items()} for i in range(repeat))
+    return IngestBench(
+        cores,
+        len(urls),
+        repeat,
+        results,
+        ratios=ratios,
+        ratios_by_round=tuple(by_round),
+        runs_by_round=rounds,
+    )
 
 
 def ingest_ratios(results: Mapping[str, IngestRun]) -> dict[str, float]:
-    """mm_ray (c) over the DataLoader (b) and over the decode floor (a), for the modes that ran: end to end,
-    steady, and the first batch's wait (c's over b's: lower is better)."""
-    c = results.get("ray")
-    if c is None:
-        return {}
-    out = {}
-    if (b := results.get("dataloader")) is not None:
-        out["c/b"] = round(c.samples_per_s / b.samples_per_s, 3)
-        out["c/b steady"] = round(c.steady_samples_per_s / b.steady_samples_per_s, 3)
-        out["first batch c/b"] = round(c.first_batch_s / max(b.first_batch_s, 1e-3), 3)
-    if (a := results.get("floor")) is not None:
+    """mm_ray (c) over the DataLoader (b), over the Ray Data floor (d: what mm_ray adds to Ray Data) and over the
+    decode floor (a), and (d) over (b) (what Ray Data costs), for the modes that ran: end to end, steady, and
+    the first batch's wait (lower is better)."""
+    out: dict[str, float] = {}
+    pairs = (("c/b", "ray", "dataloader"), ("c/d", "ray", "raydata"), ("d/b", "raydata", "dataloader"))
+    for name, top, bottom in pairs:
+        x, y = results.get(top), results.get(bottom)
+        if x is None or y is None:
+            continue
+        out[name] = round(x.samples_per_s / y.samples_per_s, 3)
+        out[f"{name} steady"] = round(x.steady_samples_per_s / y.steady_samples_per_s, 3)
+        out[f"first batch {name}"] = round(x.first_batch_s / max(y.first_batch_s, 1e-3), 3)
+    c, a = results.get("ray"), results.get("floor")
+    if c is not None and a is not None:
         out["c/a"] = round(c.samples_per_s / a.samples_per_s, 3)
     return out
 
@@ -279,6 +292,10 @@ def bench_train(
     results = {mode: median_run(r) for mode, r in runs.items()}
     baseline = train_bench.BASELINE[source]
     ratios = train_bench.ratios(results, baseline) if baseline in results and len(results) > 1 else {}
+    rounds = tuple({m: r[i] for m, r in runs.items()} for i in range(repeat))
+    base_by_round = (
+        [train_bench.ratios(r, baseline) for r in rounds] if baseline in runs and len(runs) > 1 else []
+    )
     # The large-run options: the ratio of each round's pair, then their median (paired rounds).
     by_round = [train_bench.large_ratios({m: r[i] for m, r in runs.items()}) for i in range(repeat)]
     if by_round and by_round[0]:
@@ -295,6 +312,8 @@ def bench_train(
         ratios=ratios or None,
         rounds=repeat,
         large_ratios_by_round=tuple(by_round) if by_round and by_round[0] else None,
+        runs_by_round=rounds if repeat > 1 else None,
+        ratios_by_round=tuple(base_by_round) if repeat > 1 and base_by_round else None,
     )
 
 
@@ -307,13 +326,20 @@ def train_table(results: Mapping[str, TrainRun], cores: int) -> str:
             r.steady_samples_per_s,
             r.samples_per_s,
             r.startup_s,
+            list(r.epoch_startup_s or ()),
             list(r.epoch_seconds),
             r.peak_pss_mb,
         ]
         for m, r in results.items()
     ]
     headers = ["mode", "workers x CPUs", "torch threads", "steady samples/s", "end-to-end samples/s"]
-    headers = [*headers, "start-up (s)", "epoch seconds", "peak PSS (MB)"]
+    headers = [
+        *headers,
+        "start-up (s)",
+        "wait for each epoch's first batch (s)",
+        "epoch seconds",
+        "peak PSS (MB)",
+    ]
     if any(r.steady_val_seconds is not None for r in results.values()):
         headers += ["validation s (epochs >= 2)", "validation CPU s, slowest worker"]
         for row, r in zip(rows, results.values(), strict=True):

@@ -45,8 +45,9 @@ from mm_ray.config.schema import Config
 from mm_ray.data.manifest import PreprocessingRecord
 
 MODES = ("plain", "ray1", "ray2")
-SHARD_MODES = ("loader", "stream1", "ray1")
-"""``--source shards``: the DataLoader loop and mm_ray streaming from the shards, and mm_ray on their cache."""
+SHARD_MODES = ("loader", "stream1", "stream1e", "ray1")
+"""``--source shards``: the DataLoader loop, mm_ray streaming from the shards (one Ray Data execution for the
+run, and one per epoch: ``train.one_execution``), and mm_ray on their cache."""
 LARGE_MODES = ("eager", "compiled", "bf16", "ckpt200", "val1", "val2")
 """The large-run options, each against its baseline in the same run (``--modes eager,compiled``,
 ``--modes eager,bf16``, ``--modes eager,ckpt200``, ``--modes val1,val2``): 1 Ray Train worker on all the
@@ -59,6 +60,7 @@ LABELS = {
     "ray2": "mm_ray fit, 2 Ray Train workers",
     "loader": "plain PyTorch loop, webdataset + DataLoader from shards",
     "stream1": "mm_ray fit from shards, 1 Ray Train worker",
+    "stream1e": "mm_ray fit from shards, 1 worker, one execution per epoch",
     "eager": "mm_ray fit, 1 worker, eager",
     "compiled": "mm_ray fit, 1 worker, train.compile=true",
     "bf16": "mm_ray fit, 1 worker, train.precision=bf16",
@@ -67,7 +69,7 @@ LABELS = {
     "val2": "mm_ray fit + validation, 2 workers x 1 CPU",
 }
 WORKERS = {
-    "plain": 1, "ray1": 1, "ray2": 2, "loader": 1, "stream1": 1,
+    "plain": 1, "ray1": 1, "ray2": 2, "loader": 1, "stream1": 1, "stream1e": 1,
     "eager": 1, "compiled": 1, "bf16": 1, "ckpt200": 1, "val1": 1, "val2": 2,
 }  # fmt: skip
 BASELINE = {"cache": "plain", "shards": "loader"}
@@ -83,6 +85,7 @@ MODE_OVERRIDES = {
     "compiled": ["train.compile=true"],
     "bf16": ["train.precision=bf16"],
     "ckpt200": ["train.checkpoint_every_steps=200"],
+    "stream1e": ["train.one_execution=false"],
 }
 """What a large-run mode adds to its baseline's config."""
 
@@ -173,15 +176,28 @@ def plain_epochs(
     for epoch in range(loop.epochs):
         apply_epoch(model, epoch)  # library encoders' freeze schedule, as the Train workers apply it
         started_at, started = time.time(), time.perf_counter()
+        first: dict[str, float] = {}
         stats = loop_epoch(
-            model, epoch_batches(epoch), optimizer, scheduler, loop, device=device, autocast_dtype=autocast,
-            scaler=scaler,
+            model, _clocked(epoch_batches(epoch), first), optimizer, scheduler, loop, device=device,
+            autocast_dtype=autocast, scaler=scaler,
         )  # fmt: skip
         seconds = time.perf_counter() - started
         history.append(
-            {"train_samples": stats["samples"], "train_seconds": seconds, "train_started_at": started_at}
+            {
+                "train_samples": stats["samples"],
+                "train_seconds": seconds,
+                "train_started_at": started_at,
+                "first_batch_at": first.get("at", started_at),
+            }
         )
     return {**epoch_rates(history, t0, time.time()), "torch_threads": torch.get_num_threads()}
+
+
+def _clocked(batches: Iterable[Any], first: dict[str, float]) -> Iterator[Any]:
+    """``batches``, noting in ``first["at"]`` when the first one arrived (as the Train worker does)."""
+    for batch in batches:
+        first.setdefault("at", time.time())
+        yield batch
 
 
 def run_plain(cfg: Config, workers: int, cores: int, t0: float) -> dict[str, Any]:
@@ -339,15 +355,26 @@ def epoch_rates(history: list[dict[str, Any]], t0: float, end: float) -> dict[st
             sum(h["train_samples"] for h in later) / max(sum(h["train_seconds"] for h in later), 1e-9), 1
         ),
         "startup_s": round(history[0]["train_started_at"] - t0, 2),
+        "epoch_startup_s": epoch_startups(history, t0),
         "seconds": round(end - t0, 2),
         "samples_per_s": round(samples / max(end - t0, 1e-9), 1),
     }
 
 
+def epoch_startups(history: list[dict[str, Any]], t0: float) -> list[float] | None:
+    """Per epoch, the wait for its first batch: the first epoch's from the mode's start, each later one's from
+    the end of the previous epoch's training (so validation, checkpoints and a new execution's actor start-up
+    all count). None when the history has no first-batch times."""
+    if any("first_batch_at" not in h for h in history):
+        return None
+    ends = [t0] + [h["train_started_at"] + h["train_seconds"] for h in history[:-1]]
+    return [round(h["first_batch_at"] - end, 2) for h, end in zip(history, ends, strict=True)]
+
+
 def mode_overrides(mode: str, cores: int, cache: str, storage: str, shards: list[str]) -> list[str]:
     """The config of one mode: its worker count and CPUs, a fresh run (no resume), no validation."""
     workers = WORKERS[mode]
-    if mode in ("loader", "stream1"):
+    if mode in ("loader", "stream1", "stream1e"):
         from mm_ray.data.cache import Cache
 
         return [
@@ -366,6 +393,7 @@ def mode_overrides(mode: str, cores: int, cache: str, storage: str, shards: list
             f"pools.fused.num_cpus={(cores - 1) / loader_workers(cores):g}",
             "train.checkpoints_to_keep=1",
             "train.fail_at_epoch=0",
+            *MODE_OVERRIDES.get(mode, []),
         ]
     if mode in ("val1", "val2"):
         # Every worker one CPU, whatever --cores says: the question is what a second worker buys validation.
@@ -395,7 +423,7 @@ def mode_overrides(mode: str, cores: int, cache: str, storage: str, shards: list
     ]
 
 
-RUNNERS = {"plain": run_plain, "loader": run_loader, "stream1": run_stream}
+RUNNERS = {"plain": run_plain, "loader": run_loader, "stream1": run_stream, "stream1e": run_stream}
 """Every mode not here is ``run_ray``."""
 
 
@@ -417,7 +445,12 @@ def run_mode(
             result = run(cfg, WORKERS[mode], cores, t0)
         # Ray stops after the monitor's last look, while its processes still have their names.
         _stop_ray()
-    return TrainRun(**result, peak_pss_mb=round(mon.peak_pss_mb, 1), cpu_s_by_process=mon.cpu_by_group())
+    return TrainRun(
+        **result,
+        peak_pss_mb=round(mon.peak_pss_mb, 1),
+        cpu_s_by_process=mon.cpu_by_group(),
+        cpu_s_split=mon.cpu_split_by_group(),
+    )
 
 
 def run_in_subprocess(

@@ -152,17 +152,32 @@ def main(args: argparse.Namespace) -> int:
 
 def print_ingest(summary: IngestBench) -> None:
     print(f"\ningest benchmark: {summary.shards} shards, {summary.cores} cores")
+    rounds = summary.runs_by_round or ()
+    if len(rounds) > 1:
+        for i, runs in enumerate(rounds, 1):
+            print(f"round {i} of {len(rounds)}\n" + runner.ingest_table(runs))
+        print("median run of each mode")
     print(runner.ingest_table(summary.results))
     if summary.ratios is not None:
         of = f"median of {summary.rounds} rounds, " if summary.rounds > 1 else ""
         print(
-            f"ratios ({of}c = mm_ray, b = DataLoader, a = decode floor): "
+            f"ratios ({of}a = decode floor, b = DataLoader, c = mm_ray, d = Ray Data floor): "
             + ", ".join(f"{k} = {v:.2f}" for k, v in summary.ratios.items())
         )
         if summary.rounds > 1:
             for i, r in enumerate(summary.ratios_by_round or (), 1):
                 print(f"  round {i}: " + ", ".join(f"{k} = {v:.2f}" for k, v in r.items()))
     print_cpu(summary.results)
+    for mode, r in summary.results.items():
+        if r.threads is not None:
+            t = r.threads
+            pools = ", ".join(
+                f"{p.get('internal_api', p.get('user_api'))} {p['num_threads']}" for p in t.threadpools
+            )
+            print(
+                f"threads in a {mode} actor ({t.cpus:g} CPU): torch {t.torch_threads}, pyarrow {t.pyarrow_cpus}, "
+                f"{pools or 'no BLAS/OpenMP pool'}; {t.os_threads} OS threads"
+            )
 
 
 def print_stream_memory(summary: StreamMemoryBench) -> None:
@@ -206,6 +221,15 @@ def print_train(summary: TrainBench, plot: str | None) -> None:
         f"\ntraining benchmark: {samples:,} samples x {summary.epochs} epochs, model {model.preset} "
         f"(width {model.width}, depth {model.depth}), batch {summary.batch_size}, {summary.cores} cores"
     )
+    rounds = summary.runs_by_round or ()
+    for i, runs in enumerate(rounds, 1):
+        print(f"round {i} of {len(rounds)}\n" + runner.train_table(runs, summary.cores))
+        if summary.ratios_by_round:
+            print(
+                "  ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in summary.ratios_by_round[i - 1].items())
+            )
+    if rounds:
+        print("median run of each mode")
     print(runner.train_table(results, summary.cores))
     ratios = summary.ratios or {}
     if ratios:
@@ -236,10 +260,16 @@ def print_train(summary: TrainBench, plot: str | None) -> None:
 
 def print_cpu(results: Mapping[str, IngestRun | TrainRun]) -> None:
     for mode, r in results.items():
-        print(
-            f"CPU seconds by process, {mode}: "
-            + ", ".join(f"{g} {s:.1f}" for g, s in r.cpu_s_by_process.items())
-        )
+        if r.cpu_s_split:
+            print(
+                f"CPU seconds by process, {mode} (start-up + steady): "
+                + ", ".join(f"{g} {s.startup:.1f} + {s.steady:.1f}" for g, s in r.cpu_s_split.items())
+            )
+        else:
+            print(
+                f"CPU seconds by process, {mode}: "
+                + ", ".join(f"{g} {s:.1f}" for g, s in r.cpu_s_by_process.items())
+            )
 
 
 def bench_predict(args: argparse.Namespace, overrides: list[str], shard_specs: list[str]) -> int:

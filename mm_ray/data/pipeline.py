@@ -31,7 +31,7 @@ from mm_ray.config.load import ConfigError
 from mm_ray.config.schema import Config
 from mm_ray.data.cache import row_bytes
 from mm_ray.data.datasource import ShardDatasource
-from mm_ray.data.epochs import shuffled_per_epoch
+from mm_ray.data.epochs import EPOCH, epoch_order, shuffled_per_epoch
 from mm_ray.data.ledger import QuarantineLedger, check_error_budget, ledger_get, write_quarantine_log
 from mm_ray.data.manifest import model_ready_shapes
 from mm_ray.data.members import MemberMap, member_map
@@ -120,6 +120,7 @@ def build_dataset(
     drop_columns: Sequence[str] = (),
     sample_ids: bool = False,
     resume: Any = None,
+    epochs: Sequence[int] | None = None,
 ) -> ray.data.Dataset:
     """The lazy Ray dataset of model-ready rows (nothing runs until it is consumed).
 
@@ -128,8 +129,19 @@ def build_dataset(
     ``first_epoch`` (a resumed run). ``drop_columns`` leave in the last pool's actors, after ``sample_ids``
     (numeric ``sample_id``/``shard_id`` columns) were made from them. ``resume`` (``sample_ids.Resume``): the
     rest of an interrupted epoch: its finished shards are not read, its trained samples not decoded.
+
+    ``epochs``: one execution reads all these epochs (``train.one_execution``; the first pool must read the
+    shards): the input lists each epoch's shards in its order (``epoch_order``: ``shuffle_seed`` and the
+    epoch), and every row carries its epoch in ``EPOCH``. Read it in order (``preserve_order``).
     """
-    if plan.reads_in_pool:
+    if epochs is not None:
+        if not plan.reads_in_pool:
+            raise ValueError(
+                "one execution for several epochs needs the pool that reads the shards (layout fused)"
+            )
+        items = [{SHARD_URL: url, EPOCH: e} for e in epochs for url in epoch_order(urls, shuffle_seed, e)]
+        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    elif plan.reads_in_pool:
         # The first pool reads its shards itself: the input is only the list of shard URLs, one per block.
         ds = ray.data.from_items([{SHARD_URL: url} for url in urls], override_num_blocks=max(1, len(urls)))
         if shuffle_seed is not None:
@@ -175,7 +187,11 @@ def build_dataset(
         ds = ds.map_batches(
             stage,
             fn_constructor_kwargs={"ledger": ledger, **stage_kwargs},
-            compute=ray.data.ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
+            compute=ray.data.ActorPoolStrategy(
+                min_size=pool.min_size,
+                max_size=pool.max_size,
+                max_tasks_in_flight_per_actor=pool.max_tasks_in_flight,
+            ),
             num_cpus=pool.num_cpus,
             num_gpus=pool.num_gpus,
             # Custom resources pin the pool to the nodes that declare them (mm_ray.placement).
@@ -225,6 +241,37 @@ def limit_memory(memory_limit_mb: int | None) -> None:
         )
 
 
+def plan_of(
+    cfg: Config,
+    registry: Registry,
+    reserved_cpus: float = 0.0,
+    *,
+    train_cpus: float = 0.0,
+    train_resources: Mapping[str, float] | None = None,
+) -> IngestPlan:
+    """The resource plan of ``cfg``'s pools on the running cluster (``mm_ray.data.resources.plan_ingest``):
+    CPUs ``reserved_cpus`` kept free everywhere, ``train_cpus`` where ``train_resources`` let Train workers run."""
+    groups = pool_groups(cfg, registry)
+    pools = {name: _pool_config(cfg, registry, name) for name in groups}
+    keys = {name: "pools.fused" if name == FUSED_POOL else pool_key(registry[name]) for name in groups}
+    shares = {name: sum(registry[m].cost_share for m in modalities) for name, modalities in groups.items()}
+    reads_in_pool = FUSED_POOL in groups and cfg.pools.layout != "per_modality"
+    return plan_ingest(
+        pools,
+        nodes=cluster_nodes(),
+        read_num_cpus=cfg.pools.read_num_cpus,
+        # The fused pool reads its shards itself: no read tasks to keep CPUs for.
+        read_slots=0 if reads_in_pool else 2,
+        reserved_cpus=reserved_cpus,
+        train_cpus=train_cpus,
+        train_resources=train_resources,
+        shares={name: share / sum(shares.values()) for name, share in shares.items()},
+        groups=groups,
+        reads_in_pool=reads_in_pool,
+        keys=keys,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class StreamRecipe:
     """Everything ``build_dataset`` needs, so the same stream can be built again later and elsewhere: a
@@ -243,11 +290,17 @@ class StreamRecipe:
     memory_limit_mb: int | None
     shuffle_seed: int | None = None
     drop_columns: tuple[str, ...] = ()
+    run_epochs: int | None = None
+    """Set: one execution reads every epoch from ``first_epoch`` to this one (excluded), rows tagged with
+    their ``EPOCH``; a resumed epoch (``resume``) is read alone, in the same order. None: one per epoch."""
 
     def build(
         self, first_epoch: int = 0, *, sample_ids: bool = False, resume: Any = None
     ) -> ray.data.Dataset:
         """The lazy dataset (see ``build_dataset``), made under this recipe's memory limit and block size."""
+        epochs = None
+        if self.run_epochs is not None:
+            epochs = [first_epoch] if resume is not None else list(range(first_epoch, self.run_epochs))
         limit_memory(self.memory_limit_mb)
         with blocks_of(self.rows_per_block, self.shapes, self.registry):
             return build_dataset(
@@ -263,6 +316,7 @@ class StreamRecipe:
                 drop_columns=self.drop_columns,
                 sample_ids=sample_ids,
                 resume=resume,
+                epochs=epochs,
             )
 
 
@@ -294,6 +348,7 @@ class Ingest:
         first_epoch: int = 0,
         drop_columns: Sequence[str] = (),
         augment: bool = False,
+        run_epochs: int | None = None,
     ) -> Ingest:
         """Plan and build the pipeline.
 
@@ -301,29 +356,14 @@ class Ingest:
         CPUs, kept free only on the nodes their custom resources ``train_resources`` allow. ``repeat`` reads
         the shard list that many times (benchmarks; the ledger counts each shard once). ``shuffle_seed``,
         ``first_epoch`` and ``drop_columns``: as in ``build_dataset`` (training streams). ``augment``: the pools draw
-        ``train.augment``'s crop and a random audio window while decoding (training streams).
+        ``train.augment``'s crop and a random audio window while decoding (training streams). ``run_epochs``:
+        one execution reads the epochs from ``first_epoch`` up to this one (``StreamRecipe.run_epochs``), when
+        the layout lets the first pool read the shards (else one execution per epoch, as without it).
         """
         urls = expand_shards(shard_specs, storage_options=cfg.data.storage_options) * repeat
         reg = modalities_of(cfg)
         groups = pool_groups(cfg, reg)
-        pools = {name: _pool_config(cfg, reg, name) for name in groups}
-        keys = {name: "pools.fused" if name == FUSED_POOL else pool_key(reg[name]) for name in groups}
-        shares = {name: sum(reg[m].cost_share for m in modalities) for name, modalities in groups.items()}
-        reads_in_pool = FUSED_POOL in groups and cfg.pools.layout != "per_modality"
-        plan = plan_ingest(
-            pools,
-            nodes=cluster_nodes(),
-            read_num_cpus=cfg.pools.read_num_cpus,
-            # The fused pool reads its shards itself: no read tasks to keep CPUs for.
-            read_slots=0 if reads_in_pool else 2,
-            reserved_cpus=reserved_cpus,
-            train_cpus=train_cpus,
-            train_resources=train_resources,
-            shares={name: share / sum(shares.values()) for name, share in shares.items()},
-            groups=groups,
-            reads_in_pool=reads_in_pool,
-            keys=keys,
-        )
+        plan = plan_of(cfg, reg, reserved_cpus, train_cpus=train_cpus, train_resources=train_resources)
         # Never restarted: a fresh ledger would have lost the counts so far (see mm_ray.data.ledger).
         ledger = ray.remote(num_cpus=0, max_restarts=0)(QuarantineLedger).remote(
             error_budget=cfg.data.error_budget, shards_total=len(set(urls))
@@ -342,6 +382,7 @@ class Ingest:
             memory_limit_mb=cfg.data.memory_limit_mb,
             shuffle_seed=shuffle_seed,
             drop_columns=tuple(drop_columns),
+            run_epochs=run_epochs if plan.reads_in_pool else None,
         )
         dataset = recipe.build(first_epoch)
         return cls(

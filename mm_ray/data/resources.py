@@ -36,6 +36,8 @@ class PoolPlan:
     batch_size: int
     resources: dict[str, float] = dataclasses.field(default_factory=dict)
     """Custom Ray resources per actor (``pools.<name>.resources``): the pool runs where they are declared."""
+    max_tasks_in_flight: int | None = None
+    """Tasks queued on one actor at most (``pools.<name>.max_tasks_in_flight``; None = Ray Data's default)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,4 +201,6 @@ def _plan_pool(key: str, pool: PoolConfig, budget: float, nodes: Sequence[Node])
             f"{key}.resources: {max_size} actors of {resources} do not fit the {fits} that the "
             f"nodes declaring them hold; this would deadlock. Lower the amounts or {key}.max_size"
         )
-    return PoolPlan(min_size, max_size, num_cpus, num_gpus, int(pool.batch_size), resources)
+    return PoolPlan(
+        min_size, max_size, num_cpus, num_gpus, int(pool.batch_size), resources, pool.max_tasks_in_flight
+    )

@@ -7,6 +7,8 @@ raise on one bad sample; they mark it in ``REJECT``.
 The stage drops marked rows and sends their quarantine records to the ledger, so every row
 leaving a stage is good and carries no reject columns.
 
+Every stage class first caps its actor's intra-op thread pools to the actor's CPUs (``mm_ray.data.threads``).
+
 Why Arrow in, Arrow out: a stage needs one column (its modality's raw bytes) of a batch that
 also carries the other modalities' bytes and decoded arrays. Converting the whole batch to
 numpy and back costs ~0.4 ms per sample per stage (measured: bytes columns become Python
@@ -25,7 +27,9 @@ import pyarrow as pa
 from ray.data.extensions import ArrowTensorArray
 
 from mm_ray import columns as C
+from mm_ray.data.epochs import EPOCH
 from mm_ray.data.ledger import raise_if_over_budget
+from mm_ray.data.threads import cap_threads
 from mm_ray.modalities.spec import ModalitySpec
 
 Batch = dict[str, np.ndarray]
@@ -102,6 +106,7 @@ class ModalityStage:
     (``ModalitySpec.preprocessor_kwargs``), on its raw column; rejects go to the ledger."""
 
     def __init__(self, ledger: Any = None, *, spec: ModalitySpec, kwargs: Mapping[str, Any]):
+        cap_threads()
         self._run = _RejectingStage(
             spec.preprocessor(**kwargs), ledger, spec.raw_column, spec.presence_column
         )
@@ -126,6 +131,7 @@ class FusedStage:
     order."""
 
     def __init__(self, ledger: Any = None, *, stages: tuple[tuple[ModalitySpec, Mapping[str, Any]], ...]):
+        cap_threads()
         self._runs = [ModalityStage(ledger, spec=spec, kwargs=kwargs) for spec, kwargs in stages]
 
     def __call__(self, table: pa.Table) -> pa.Table:
@@ -152,6 +158,7 @@ class ShardStage:
         stages: tuple[tuple[ModalitySpec, Mapping[str, Any]], ...],
         resume: Any = None,
     ):
+        cap_threads()
         self._ledger = ledger
         self._members = members
         self._storage_options = storage_options
@@ -166,7 +173,10 @@ class ShardStage:
         resume = (
             self._resume
         )  # a resumed epoch (mm_ray.data.sample_ids.Resume): trained samples never decoded
-        for url in batch.column(SHARD_URL).to_pylist():
+        urls = batch.column(SHARD_URL).to_pylist()
+        # A run read in one execution lists every epoch's shards: each output row says its epoch.
+        epochs = batch.column(EPOCH).to_pylist() if EPOCH in batch.column_names else [None] * len(urls)
+        for url, epoch in zip(urls, epochs, strict=True):
             if resume and url in resume.shards_done:
                 continue
             for raw in read_shard_blocks(
@@ -174,7 +184,10 @@ class ShardStage:
             ):
                 raw = drop_trained(raw, resume.trained) if resume else raw
                 if raw.num_rows:
-                    yield self._decode(raw)
+                    out = self._decode(raw)
+                    if epoch is not None:
+                        out = out.append_column(EPOCH, pa.array(np.full(out.num_rows, epoch, dtype=np.int32)))
+                    yield out
 
 
 class DroppingColumns:
@@ -193,6 +206,7 @@ class DroppingColumns:
         sample_ids: bool = False,
         **kwargs: Any,
     ):
+        cap_threads()
         self._stage = stage(ledger, **kwargs)
         self._drop = drop
         self._sample_ids = sample_ids

@@ -24,8 +24,17 @@ class SplitConfig(ray.train.DataConfig):
     """``split`` datasets equally across the workers, ``whole_rows`` datasets into parts holding every row
     once; the others unsplit (every worker iterates all of it)."""
 
-    def __init__(self, split: Sequence[str] = (), whole_rows: Sequence[str] = ()) -> None:
-        super().__init__(datasets_to_split=[*split, *whole_rows])
+    def __init__(
+        self, split: Sequence[str] = (), whole_rows: Sequence[str] = (), ordered: Sequence[str] = ()
+    ) -> None:
+        """``ordered``: datasets read in order (``preserve_order``): a run read in one execution, whose epochs
+        must follow one another (``mm_ray.train.epoch_stream``)."""
+        options = None
+        if ordered:
+            in_order = ray.train.DataConfig.default_ingest_options()  # this driver's memory limits
+            in_order.preserve_order = True
+            options = {name: in_order for name in ordered}
+        super().__init__(datasets_to_split=[*split, *whole_rows], execution_options=options)
         self._whole_rows = set(whole_rows)
 
     def configure(

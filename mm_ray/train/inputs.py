@@ -10,7 +10,8 @@ does not know which one it reads:
   visits its blocks in another seeded order.
 - ``shards``: every epoch re-reads ``data.shards`` through the ingest pipeline (``mm_ray.data.pipeline``)
   while the workers train: nothing is written in between, the shard order changes every epoch (seeded), and
-  bad samples go to the ingest's quarantine ledger, whose counts each epoch's metrics carry.
+  bad samples go to the ingest's quarantine ledger, whose counts each epoch's metrics carry. With one worker
+  all epochs are one Ray Data execution (``train.one_execution``): the pools start once per run.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class TrainInputs:
     cropped_at_decode: bool = False
     """The training pools draw ``train.augment``'s random resized crop: the batch augmentation must not crop
     again."""
+    one_execution: bool = False
+    """``train`` is one Ray Data execution for all its epochs, rows tagged with their epoch
+    (``train.one_execution``): the worker cuts it with ``mm_ray.train.epoch_stream.RunEpochs``."""
 
 
 def train_inputs(cfg: Config) -> TrainInputs:
@@ -266,6 +270,8 @@ def shard_inputs(cfg: Config) -> TrainInputs:
     if context.get_actor_id() is not None:
         # Inside an actor (a Tune trial's function): the CPUs it holds are not free for pools either.
         reserved += context.get_assigned_resources().get("CPU", 0.0)
+    # One worker reads one execution for the whole run: its pools start once (train.one_execution).
+    one_execution = t.one_execution and t.num_workers == 1 and not t.limit_samples
     train = Ingest.from_config(
         cfg,
         list(cfg.data.shards),
@@ -275,6 +281,7 @@ def shard_inputs(cfg: Config) -> TrainInputs:
         shuffle_seed=t.seed if t.shuffle else None,
         drop_columns=NOT_MODEL_INPUTS,
         augment=at_decode,
+        run_epochs=t.epochs if one_execution else None,
     )
     streams = {"train": train}
     # Built at each worker-group start: a resumed run reads epoch k's shards in the order an uninterrupted
@@ -317,6 +324,7 @@ def shard_inputs(cfg: Config) -> TrainInputs:
         preprocessing=preprocessing_of(cfg),
         streams=streams,
         cropped_at_decode=at_decode,
+        one_execution=train.recipe is not None and train.recipe.run_epochs is not None,
     )
 
 

@@ -213,6 +213,7 @@ def build_trainer(
             # Streaming: the workers read the ledger's counts into every epoch's metrics.
             ledger=train_stream.ledger if train_stream else None,
             error_budget=cfg.data.error_budget,
+            one_execution=inputs.one_execution,
         ),
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers,
@@ -238,7 +239,8 @@ def build_trainer(
         dataset_config=(
             SplitConfig(split=["train", RESUME_DATASET], whole_rows=["val"])
             if t.num_workers > 1
-            else SplitConfig()
+            # One execution for every epoch: read in order, so that the epochs follow one another.
+            else SplitConfig(ordered=["train"] if inputs.one_execution else ())
         ),
     )
 

@@ -29,6 +29,7 @@ from mm_ray.modalities.registry import modalities_of
 from mm_ray.train.autocast import autocast_dtype, grad_scaler
 from mm_ray.train.checkpoint import load_checkpoint, restore_into
 from mm_ray.train.datasets import RESUME_DATASET
+from mm_ray.train.epoch_stream import RunEpochs
 from mm_ray.train.freezing import begin_epoch
 from mm_ray.train.loop import loop_epoch, seed_everything
 from mm_ray.train.parallel import local_param_fraction, parallelize
@@ -44,14 +45,27 @@ PLACEMENT_GROUP_METRIC = "train_placement_group"
 
 
 def worker_config(
-    loop: LoopConfig, tokenizer_json: str, *, ledger: Any = None, error_budget: float = 1.0
+    loop: LoopConfig,
+    tokenizer_json: str,
+    *,
+    ledger: Any = None,
+    error_budget: float = 1.0,
+    one_execution: bool = False,
 ) -> dict[str, Any]:
     """``TorchTrainer``'s ``train_loop_config`` for ``train_fn_per_worker``.
 
     ``ledger``: the quarantine ledger actor of a training stream (``mm_ray.data.pipeline.Ingest``): rank 0
     copies its counts into every epoch's metrics and fails the run once ``error_budget`` is exceeded.
+    ``one_execution``: ``train`` is one stream for all the run's epochs (``train.one_execution``), cut into
+    them here (``mm_ray.train.epoch_stream``).
     """
-    return {"loop": loop, "tokenizer_json": tokenizer_json, "ledger": ledger, "error_budget": error_budget}
+    return {
+        "loop": loop,
+        "tokenizer_json": tokenizer_json,
+        "ledger": ledger,
+        "error_budget": error_budget,
+        "one_execution": one_execution,
+    }
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -80,6 +94,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
     registry = modalities_of(loop.resolved)
     placement = _placement_group_id()
     nodes = _worker_nodes()
+    streams: dict[str, RunEpochs] = {}  # one execution for the run: its stream, read epoch after epoch
     for epoch in range(start_epoch, loop.epochs):
         # A library encoder's backbone unfrozen now: a DDP model is wrapped again (mm_ray.train.freezing).
         model = begin_epoch(model, epoch, wrap=lambda inner: prepare(inner, loop, ddp))
@@ -87,13 +102,16 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         interrupted = position if position is not None and position.epoch == epoch else None
         name = RESUME_DATASET if interrupted is not None and interrupted.steps_in_epoch else "train"
         started_at, started = time.time(), time.perf_counter()
-        batches = ray.train.get_dataset_shard(name).iter_torch_batches(
-            batch_size=loop.batch_size,
-            dtypes=None,
-            prefetch_batches=loop.prefetch_batches,
-            local_shuffle_buffer_size=loop.shuffle_buffer or None,
-            local_shuffle_seed=loop.shuffle_seed(epoch, rank) if loop.shuffle_buffer else None,
-        )
+        if config.get("one_execution"):
+            batches = _run_epoch_batches(streams, name, epoch, loop, rank)
+        else:
+            batches = ray.train.get_dataset_shard(name).iter_torch_batches(
+                batch_size=loop.batch_size,
+                dtypes=None,
+                prefetch_batches=loop.prefetch_batches,
+                local_shuffle_buffer_size=loop.shuffle_buffer or None,
+                local_shuffle_seed=loop.shuffle_seed(epoch, rank) if loop.shuffle_buffer else None,
+            )
         batches = augment_split(batches, augmenter, split="train", epoch=epoch)
         if hasattr(built, "subset_dropout"):  # a FusionModel; DDP wraps this very module
             built.subset_dropout = loop.subset_dropout_at(epoch)
@@ -138,6 +156,21 @@ def train_fn_per_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
         end = DataPosition(epoch=epoch + 1, global_step=int(scheduler.last_epoch), steps_in_epoch=0)
         report_epoch(metrics, history, model, optimizer, scheduler, scaler, config, end)
     return history
+
+
+def _run_epoch_batches(
+    streams: dict[str, RunEpochs], name: str, epoch: int, loop: LoopConfig, rank: int
+) -> Any:
+    """Epoch ``epoch``'s numpy batches of a run read in one execution: dataset ``name``'s stream (opened on its
+    first use, then read on: ``train`` holds every epoch left; ``train_resume`` the interrupted one), cut at the
+    epoch's end, shuffled through the local buffer within the epoch."""
+    if name not in streams:
+        blocks = ray.train.get_dataset_shard(name).iter_batches(
+            batch_size=None, batch_format="numpy", prefetch_batches=loop.prefetch_batches
+        )
+        streams[name] = RunEpochs(blocks, batch_size=loop.batch_size, shuffle_buffer=loop.shuffle_buffer)
+    seed = loop.shuffle_seed(epoch, rank) if loop.shuffle_buffer else None
+    return streams[name].epoch(epoch, seed=seed)
 
 
 def _epoch_metrics(

@@ -31,6 +31,21 @@ def test_ratios_compare_mm_ray_with_each_baseline_that_ran() -> None:
     assert ingest_ratios({"floor": runs["floor"], "dataloader": runs["dataloader"]}) == {}
 
 
+def test_the_ray_data_floor_splits_the_gap_into_mm_rays_share_and_ray_datas() -> None:
+    runs = {"dataloader": _run(320, 340, 2.0), "ray": _run(288, 323, 3.0), "raydata": _run(300, 340, 2.5)}
+    ratios = ingest_ratios(runs)
+    # c/d: 288/300, 323/340, 3/2.5; d/b: 300/320, 340/340, 2.5/2 (computed by hand).
+    assert (ratios["c/d"], ratios["c/d steady"], ratios["first batch c/d"]) == (0.96, 0.95, 1.2)
+    assert (ratios["d/b"], ratios["d/b steady"], ratios["first batch d/b"]) == (0.938, 1.0, 1.25)
+    # c/d x d/b is c/b.
+    assert abs(ratios["c/d"] * ratios["d/b"] - ratios["c/b"]) < 0.002
+    assert ingest_ratios({"dataloader": runs["dataloader"], "raydata": runs["raydata"]}).keys() == {
+        "d/b",
+        "d/b steady",
+        "first batch d/b",
+    }
+
+
 def test_the_median_run_is_picked_by_steady_rate_and_keeps_every_rate() -> None:
     runs = [_run(300, 330, 3), _run(290, 310, 4), _run(310, 350, 3)]
     picked = median_run(runs)
