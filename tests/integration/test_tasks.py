@@ -114,7 +114,7 @@ def test_a_cache_run_trains_evaluates_and_embeds(variants, tmp_path, kind):
 @pytest.mark.parametrize("kind", list(TASK))
 def test_a_streaming_run_trains_from_the_shards(variants, tmp_path, kind):
     shards = variants / kind
-    run = ["train", f"data.shards=[{shards}/train-{{000000..000003}}.tar]",
+    run = ["train", f"data.shards=['{shards}/train-{{000000..000003}}.tar']",
            f"data.val_shards=[{shards}/val-000000.tar,{shards}/val-000001.tar]", "train.epochs=2",
            f"output_dir={tmp_path / 'runs'}", "name=s", *TASK[kind], *TINY, "--json", str(tmp_path / "s.json")]  # fmt: skip
     assert main(run) == 0
