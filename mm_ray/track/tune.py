@@ -116,7 +116,10 @@ def finish_sweep_run(cfg: Config, best: dict[str, Any] | None) -> str | None:
         client.set_tag(run_id, "best_trial", str(best.get("trial_id")))
         value = best.get("best")
         if isinstance(value, (int, float)):
-            client.log_metric(run_id, metric_name(f"best_{cfg.tune.metric}"), float(value))
+            from mm_ray.tasks import headline_metric
+
+            metric = cfg.tune.metric or headline_metric(cfg.task)[0]  # unset: the task's headline
+            client.log_metric(run_id, metric_name(f"best_{metric}"), float(value))
     client.set_terminated(run_id)
     return run_id
 
