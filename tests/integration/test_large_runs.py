@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from mm_ray.demo.generate import make_shards
+from mm_ray.demo.dataset import make_shards
 
 from mm_ray.columns import KEY, SHARD
 from mm_ray.config.load import load_config
