@@ -78,7 +78,7 @@ def test_cache_mode_preprocesses_trains_scores_15_subsets_and_embeds(shards, tmp
     tokenizer = f"text.tokenizer={train_cache / 'tokenizer.json'}"
     assert main(["preprocess", *shards["val"], "--out", str(val_cache), *SETTINGS, tokenizer]) == 0
     cache = Cache.open(str(train_cache))
-    assert cache.manifest["shapes"]["features"] == [DIM]
+    assert list(cache.manifest.shapes["features"]) == [DIM]
     truth = _samples(shards["train"])
     rows = cache.dataset().take_all()
     assert sorted(r["__key__"] for r in rows) == sorted(truth)
@@ -114,6 +114,8 @@ def test_streaming_mode_trains_from_the_shards_through_the_pools(shards, tmp_pat
         None,
         [*SETTINGS, *TRAIN, "name=features_stream", f"output_dir={tmp_path / 'runs'}",
          f"train.storage_path={tmp_path / 'storage'}", "pools.layout=per_modality",
+         # Four pools of 0.2 CPU: what a 2-CPU cluster has left beside the Train worker and the read tasks.
+         *(f"pools.{m}.{k}" for m in FOUR for k in ("num_cpus=0.2", "min_size=1", "max_size=1")),
          f"data.shards={json.dumps(shards['train'])}", f"data.val_shards={json.dumps(shards['val'])}"],
     )  # fmt: skip
     result = fit(cfg)
