@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from mm_ray.demo.dataset import make_shards
 
 from mm_ray.columns import KEY, SHARD
 from mm_ray.config.load import load_config
 from mm_ray.data.build import build_cache
 from mm_ray.data.sample_ids import sample_ids
+from mm_ray.demo.dataset import make_shards
 from mm_ray.train.checkpoint import latest_checkpoint, open_checkpoint
 from mm_ray.train.evaluate import evaluate
 from mm_ray.train.metrics import DEFAULT_REGISTRY, evaluate_subsets

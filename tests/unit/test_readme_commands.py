@@ -29,7 +29,9 @@ def readme_commands() -> list[str]:
             if match := re.fullmatch(r'([A-Z]+)="(.*)"', line):
                 variables[match[1]] = match[2]
             elif line.startswith("mm-ray "):
-                commands.append(re.sub(r"\$([A-Z]+)", lambda m: variables[m[1]], line))
+                for name, value in variables.items():
+                    line = line.replace(f"${name}", value)
+                commands.append(line)
     return commands
 
 
