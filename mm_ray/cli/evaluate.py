@@ -43,10 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workers",
         type=int,
-        default=0,
-        help="score on this many Ray actors, each on its part of the shards, the sums added up (the path of a "
-        "training run's distributed validation; train.cpus_per_worker CPUs each, a GPU with train.use_gpu); "
-        "0 = in this process",
+        default=None,
+        help="score on this many Ray actors (model replicas), each on its part of the shards, the sums added up "
+        "(the path of a training run's distributed validation; train.cpus_per_worker CPUs each, a GPU with "
+        "train.use_gpu); default 1 (an --ensemble: in this process); 0 = in this process",
     )
     add_config_args(p)
     p.set_defaults(func=main)

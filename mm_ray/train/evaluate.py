@@ -64,15 +64,16 @@ def evaluate(
     quarantine_log: str | Path | None = None,
     progress: ProgressFactory | None = None,
     ensemble: Sequence[str | Path] = (),
-    workers: int = 0,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Score the checkpoint on the shards ``specs`` (default: the config's ``data.val_shards``).
 
     ``ensemble``: more checkpoints (or run directories) whose predicted probabilities are averaged with this
     one's (model-level fusion, ``mm_ray.train.ensemble``); they must share its tokenizer and input shapes.
-    ``workers`` > 0: score on that many Ray actors instead of this process, each on its part of the stream,
-    the sums added up (``mm_ray.train.score_workers``: the path of a training run's distributed validation);
-    each actor reserves ``train.cpus_per_worker`` CPUs and a GPU with ``train.use_gpu``. Not with ``ensemble``.
+    ``workers``: score on that many Ray actors (model replicas), each on its part of the stream, the sums added
+    up (``mm_ray.train.score_workers``: the path of a training run's distributed validation); each actor
+    reserves ``train.cpus_per_worker`` CPUs and a GPU with ``train.use_gpu``. None (the default): one actor,
+    or this process for an ``ensemble`` or a given ``device``; 0: this process (the model in the driver).
 
     ``batch_size`` defaults to the training batch size; ``device`` to CUDA when available. ``progress`` draws
     progress (``mm_ray.progress``).
@@ -81,6 +82,8 @@ def evaluate(
     """
     started = time.perf_counter()
     ckpt, cfg, specs = open_for_shards(checkpoint_dir, specs, overrides, config_file, purpose="evaluate on")
+    if workers is None:
+        workers = 0 if ensemble or device is not None else 1
     if workers and ensemble:
         raise ValueError("evaluate: --workers scores one checkpoint; score an ensemble in one process")
     task = task_of(ckpt.loop.resolved.task)
@@ -149,7 +152,7 @@ def _evaluate_on_workers(
         )
     subsets = {subset: meter.result() for subset, meter in meters.items()}
     summary = ingest.finish(quarantine_log=quarantine_log)
-    device = f"{workers} scoring actors ({'GPU' if t.use_gpu else 'CPU'})"
+    device = f"{workers} scoring actor{'s' if workers > 1 else ''} ({'GPU' if t.use_gpu else 'CPU'})"
     full = modalities_of(cfg).full_subset
     return _result(ckpt, ckpt.loop.model.name, [], subsets, per_class, summary, device, started, full)
 

@@ -78,6 +78,7 @@ def _assert_same_scores(scores: dict[str, dict], reference: dict[str, dict]) -> 
 
 def test_checkpoint_scores_the_val_shards_as_training_scored_the_val_cache(trained: Trained) -> None:
     result = evaluate(trained.summary["checkpoint"], trained.val_specs)
+    assert result["device"] == "1 scoring actor (CPU)"  # by default the model runs in an actor, not here
     _assert_same_scores(result["subsets"], trained.summary["subsets"])
     assert result["samples"] == trained.val_manifest.samples_ok == trained.summary["metrics"]["val_samples"]
     assert result["quarantined"] == trained.val_manifest.samples_quarantined
@@ -143,7 +144,9 @@ def test_cli_ensemble_of_a_checkpoint_with_its_earlier_self(trained: Trained, tm
 def test_scoring_actors_give_the_numbers_of_one_process(trained: Trained) -> None:
     # evaluate --workers: 2 actors, each on its part of the stream, their sums added up (as distributed
     # validation does in training) equal one process scoring the same shards.
-    one = evaluate(trained.summary["checkpoint"], trained.val_specs, overrides=["train.cpus_per_worker=0.25"])
+    one = evaluate(  # the model in this process
+        trained.summary["checkpoint"], trained.val_specs, overrides=["train.cpus_per_worker=0.25"], workers=0
+    )
     two = evaluate(
         trained.summary["checkpoint"], trained.val_specs, overrides=["train.cpus_per_worker=0.25"], workers=2
     )
