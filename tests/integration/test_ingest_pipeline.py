@@ -185,6 +185,12 @@ def test_features_vectors_go_through_their_own_pool_exactly(run_ingest, tmp_path
         "pools.layout=per_modality",
         "data.modalities=[image,text,audio,features]",
         "features.shape=[6]",
+        # Four pools of one 0.25-CPU actor each: what 2 CPUs hold beside the read tasks.
+        *(
+            f"pools.{m}.{k}"
+            for m in ("image", "text", "audio", "features")
+            for k in ("num_cpus=0.25", "min_size=1", "max_size=1")
+        ),
     )
     assert sorted(run.keys) == sorted(truth)
     features = run.columns["features"]
