@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mm_ray.models.pretrained.libraries import torchvision_models, transformers_module
+from mm_ray.libraries import torchvision_models, transformers_module
 from mm_ray.preprocess.tokenizer import train_tokenizer
 
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}

@@ -104,7 +104,7 @@ class DeviceImageDecoder:
 
 def _nvjpeg():
     """``torchvision.io.decode_jpeg`` with RGB output; ``ConfigError`` naming the extra when torchvision is absent."""
-    from mm_ray.models.pretrained.libraries import torchvision_models
+    from mm_ray.libraries import torchvision_models
 
     torchvision_models(
         "image decode on the GPU"

@@ -23,10 +23,10 @@ from torch import nn
 
 from mm_ray.config.load import ConfigError
 from mm_ray.encoders.builtin import _token_mask
+from mm_ray.libraries import torchvision_models, transformers_module
 from mm_ray.modalities.image_decode import IMAGENET_MEAN, IMAGENET_STD
 from mm_ray.models.pretrained.encoder import PretrainedEncoder
 from mm_ray.models.pretrained.encoder_spec import EncoderSpec, FeatureStats
-from mm_ray.models.pretrained.libraries import torchvision_models, transformers_module
 
 TORCHVISION_IMAGE = "torchvision_image"
 """A torchvision classification model on normalised images."""

@@ -85,7 +85,7 @@ def _schedule(enc: EncoderConfig, key: str) -> dict[str, Any]:
 
 
 def _torchvision(enc: EncoderConfig, key: str) -> dict[str, Any]:
-    from mm_ray.models.pretrained.libraries import torchvision_models
+    from mm_ray.libraries import torchvision_models
 
     if enc.pool not in ("default", "avg"):
         raise ConfigError(
@@ -149,7 +149,7 @@ def _transformers(enc: EncoderConfig, key: str) -> dict[str, Any]:
 
 
 def _check_model_type(hf_config: Mapping[str, Any], key: str) -> None:
-    from mm_ray.models.pretrained.libraries import transformers_module
+    from mm_ray.libraries import transformers_module
 
     transformers = transformers_module(f"{key}.source")
     model_type = hf_config.get("model_type")
