@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from mm_ray.train.loop import to_device, train_epoch
 from mm_ray.train.mergeable import all_reduce_metrics, lockstep
 from mm_ray.train.metrics import DEFAULT_REGISTRY, ClassMetrics, evaluate_subsets, score_subsets
 from mm_ray.train.parallel import full_states, load_full_states, local_param_fraction, shard_fsdp
+from tests.gloo_group import run_on_gloo
 from tests.tiny_fusion import batches, rows, tiny_model
 
 SUBSETS = DEFAULT_REGISTRY.subsets()
@@ -70,9 +69,7 @@ def _scores(model, parts, per_class, *, in_step: bool) -> dict:
     return {subset: meter.result() for subset, meter in meters.items()}
 
 
-def _worker(rank: int, store: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
-    torch.set_num_threads(1)
+def _worker(rank: int) -> dict:
     results: dict = {}
     results["ddp_32"], results["reductions_32"] = _counted(
         lambda: _train(tiny_model(), rank, 32, 1, _ddp)["model"]
@@ -107,17 +104,12 @@ def _worker(rank: int, store: str, out: str) -> None:
     # A set smaller than one batch per worker: rank 1 gets nothing, and pads with a batch rank 0 sends it.
     tiny = batches(rows(5, seed=6), 8) if rank == 0 else []
     results["val_fsdp_empty_part"] = _scores(sharded_scorer, tiny, ClassMetrics(3), in_step=True)
-    if rank == 0:
-        torch.save(results, out)
-    dist.destroy_process_group()
+    return results
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("gloo")
-    out = tmp / "results.pt"
-    mp.spawn(_worker, args=(str(tmp / "store"), str(out)), nprocs=WORLD, join=True)
-    return torch.load(out, weights_only=True)
+    return run_on_gloo(_worker, tmp_path_factory.mktemp("gloo"), WORLD)
 
 
 def _max_diff(a: dict, b: dict) -> float:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mm_ray.models.pretrained import PretrainedEncoder, apply_epoch
 from mm_ray.train.freezing import begin_epoch
+from tests.gloo_group import run_on_gloo
 
 WORLD = 2
 
@@ -48,18 +48,11 @@ def _train(rank: int, rewrap: bool) -> dict[str, bool]:
     return {"same": torch.equal(gathered[0], gathered[1]), "moved": moved}
 
 
-def _worker(rank: int, store: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
-    torch.set_num_threads(1)
-    results = {"rewrap": _train(rank, rewrap=True), "kept": _train(rank, rewrap=False)}
-    if rank == 0:
-        torch.save(results, out)
-    dist.destroy_process_group()
+def _worker(rank: int) -> dict:
+    return {"rewrap": _train(rank, rewrap=True), "kept": _train(rank, rewrap=False)}
 
 
 def test_ddp_copies_stay_equal_only_when_rewrapped_at_the_unfreeze(tmp_path: Path) -> None:
-    out = tmp_path / "results.pt"
-    mp.spawn(_worker, args=(str(tmp_path / "store"), str(out)), nprocs=WORLD, join=True)
-    results = torch.load(out, weights_only=True)
+    results = run_on_gloo(_worker, tmp_path, WORLD)
     assert results["rewrap"] == {"same": True, "moved": True}
     assert results["kept"] == {"same": False, "moved": True}

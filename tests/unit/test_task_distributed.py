@@ -7,13 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from mm_ray.config.schema import TaskConfig
 from mm_ray.tasks import TargetStats, task_of
 from mm_ray.train.mergeable import all_reduce_metrics, merge_states
 from mm_ray.train.metrics import DEFAULT_REGISTRY, evaluate_subsets, score_subsets
+from tests.gloo_group import run_on_gloo
 from tests.tiny_fusion import batches, rows, tiny_model
 
 pytestmark = pytest.mark.slow
@@ -39,9 +38,7 @@ def task_rows(kind: str) -> dict[str, np.ndarray]:
     return columns
 
 
-def _worker(rank: int, store: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
-    torch.set_num_threads(1)
+def _worker(rank: int) -> dict:
     results = {}
     for kind, cfg in TASKS.items():
         task = task_of(cfg, STATS)
@@ -54,17 +51,12 @@ def _worker(rank: int, store: str, out: str) -> None:
         all_reduce_metrics([*meters.values(), per_class])
         results[kind] = {subset: meter.result() for subset, meter in meters.items()}
         results[f"{kind}_classes"] = task.class_table(per_class, ["a", "b", "c"])
-    if rank == 0:
-        torch.save(results, out)
-    dist.destroy_process_group()
+    return results
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("gloo_tasks")
-    out = tmp / "results.pt"
-    mp.spawn(_worker, args=(str(tmp / "store"), str(out)), nprocs=WORLD, join=True)
-    return torch.load(out, weights_only=False)
+    return run_on_gloo(_worker, tmp_path_factory.mktemp("gloo_tasks"), WORLD, weights_only=False)
 
 
 def _one_process(kind: str):
