@@ -11,6 +11,15 @@ Usage::
     mon.peak_pss_mb, mon.cpu_by_group()   # {"driver": 3.1, "ray::MapWorker(...)": 10.2, "raylet": 1.0, ...}
     mon.cpu_split_by_group()              # {"ray::MapWorker(...)": CpuSplit(startup=4.8, steady=9.1), ...}
 
+    with TreeMonitor(os.getpid(), memory=False) as mon:   # CPU and titles only: a time measurement
+        ...
+
+Reading PSS is not free: the kernel walks every page table of every process (``/proc/PID/smaps_rollup``), and
+with a Ray Train run's ~20 processes, once a second, that was a fifth of a core, spent in the driver, taken
+from the processes being timed. A mode that measures time only passes ``memory=False``. The monitor's own CPU
+is reported apart from the driver's (group ``MONITOR``), so a table never charges the sampler to the code
+under test.
+
 Start-up vs steady: a Ray worker's CPU before its first task (its interpreter, Ray's own imports, the actor's
 constructor: the decoders' imports and set-up) is start-up, what it spends from its first task on is steady.
 A process is in a task while Ray titles it ``ray::<actor>.<method>`` (or ``ray::<task>``); the monitor looks at
@@ -29,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,13 +82,24 @@ def process_group(proc: psutil.Process, root_pid: int) -> str:
     return proc.name()
 
 
-class TreeMonitor:
-    """Samples the tree under ``root_pid`` every ``interval`` seconds in a background thread."""
+MONITOR = "bench monitor"
+"""The group the monitor's own CPU is reported under (taken out of the driver's, whose process it runs in)."""
 
-    def __init__(self, root_pid: int, interval: float = 1.0, cpu_interval: float = 0.25):
+
+class TreeMonitor:
+    """Samples the tree under ``root_pid`` in a background thread: CPU and titles every ``cpu_interval``
+    seconds, memory (PSS) every ``interval`` seconds unless ``memory=False`` (then ``peak_pss_mb`` and
+    ``peak_rss_mb`` stay ``None``)."""
+
+    def __init__(
+        self, root_pid: int, interval: float = 1.0, cpu_interval: float = 0.25, *, memory: bool = True
+    ):
         self._root = psutil.Process(root_pid)
         self._interval = interval
         self._cpu_interval = cpu_interval
+        self._memory = memory
+        self.own_cpu_s = 0.0
+        """CPU seconds the monitor itself spent sampling (in the root process when it is the driver)."""
         self._startup_cpu: dict[int, float] = {}
         """Per Ray worker: its CPU at the last look before its first task (``task_state``)."""
         self._working: set[int] = set()
@@ -87,8 +108,8 @@ class TreeMonitor:
         self._cpu: dict[int, tuple[str, float]] = {}
         self._groups: dict[int, str] = {}
         self._start_cpu: dict[int, float] = {}
-        self.peak_pss_mb = 0.0
-        self.peak_rss_mb = 0.0
+        self.peak_pss_mb: float | None = 0.0 if memory else None
+        self.peak_rss_mb: float | None = 0.0 if memory else None
         """Peak of the tree's summed RSS: shared pages (the object store) counted once per process mapping them."""
         self._peak_by_pid: dict[int, tuple[float, str]] = {}
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -126,8 +147,17 @@ class TreeMonitor:
         else:
             self._startup_cpu[pid] = cpu - self._start_cpu[pid]
 
+    def _timed(self, what) -> None:
+        started = time.thread_time()
+        what()
+        self.own_cpu_s += time.thread_time() - started
+
     def sample(self) -> None:
-        """Memory (PSS, which reads every mapping: slower), CPU and titles of every process."""
+        """Memory (PSS, which reads every mapping: slower), CPU and titles of every process; CPU and titles only
+        when the monitor was made with ``memory=False``."""
+        if not self._memory:
+            self.look()
+            return
         total = rss_total = 0
         for proc in self._procs():
             try:
@@ -154,7 +184,7 @@ class TreeMonitor:
         tick = 0
         while not self._stop.wait(self._cpu_interval):
             tick += 1
-            self.sample() if tick % every == 0 else self.look()
+            self._timed(self.sample if tick % every == 0 else self.look)
 
     def largest_process(self) -> tuple[str, float]:
         """``(group, MB)`` of the single process whose PSS peaked highest while monitored."""
@@ -177,7 +207,14 @@ class TreeMonitor:
         out: dict[str, float] = {}
         for pid, (group, cpu) in self._cpu.items():
             out[group] = out.get(group, 0.0) + cpu - self._start_cpu.get(pid, 0.0)
+        self._own_cpu_apart(out)
         return dict(sorted(((g, round(s, 2)) for g, s in out.items()), key=lambda kv: -kv[1]))
+
+    def _own_cpu_apart(self, by_group: dict[str, float]) -> None:
+        """The monitor's CPU under ``MONITOR``, out of the driver's (the process the monitor runs in)."""
+        if "driver" in by_group:
+            by_group["driver"] = max(0.0, by_group["driver"] - self.own_cpu_s)
+            by_group[MONITOR] = self.own_cpu_s
 
     def cpu_split_by_group(self) -> dict[str, CpuSplit]:
         """CPU seconds per process group split into start-up (a Ray worker's before its first task) and steady
@@ -193,18 +230,23 @@ class TreeMonitor:
             )
             before = out.get(group, (0.0, 0.0))
             out[group] = (before[0] + startup, before[1] + used - startup)
+        if "driver" in out:  # the driver's CPU is all steady (not a Ray worker): so is the monitor's in it
+            steady = {"driver": out["driver"][1]}
+            self._own_cpu_apart(steady)
+            out["driver"] = (out["driver"][0], steady["driver"])
+            out[MONITOR] = (0.0, steady[MONITOR])
         ordered = sorted(out.items(), key=lambda kv: -sum(kv[1]))
         return {g: CpuSplit(round(a, 2), round(b, 2)) for g, (a, b) in ordered}
 
     def __enter__(self) -> TreeMonitor:
-        self.sample()
+        self._timed(self.sample)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.sample()
+        self._timed(self.sample)
 
 
 Run = TypeVar("Run", IngestRun, TrainRun)

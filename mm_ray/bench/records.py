@@ -101,7 +101,8 @@ class TrainRun:
     """All epochs' samples over the mode's whole wall time (checkpoints and shutdown included)."""
     torch_threads: int | None
     """The intra-op threads torch really used (a Ray worker reports its own)."""
-    peak_pss_mb: float
+    peak_pss_mb: float | None
+    """None: not sampled (a mode that measures time only, ``TreeMonitor(memory=False)``)."""
     cpu_s_by_process: Mapping[str, float]
     cpu_s_split: Mapping[str, CpuSplit] | None = None
     """CPU seconds by process group, start-up and steady (``TreeMonitor.cpu_split_by_group``)."""

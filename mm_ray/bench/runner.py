@@ -321,14 +321,14 @@ def train_table(results: Mapping[str, TrainRun], cores: int) -> str:
     rows = [
         [
             train_bench.LABELS[m],
-            f"{train_bench.WORKERS[m]} x {1 if m in ('val1', 'val2') else cores / train_bench.WORKERS[m]:g}",
+            f"{train_bench.WORKERS[m]} x {1 if m in train_bench.VALIDATION_MODES else cores / train_bench.WORKERS[m]:g}",
             r.torch_threads,
             r.steady_samples_per_s,
             r.samples_per_s,
             r.startup_s,
             list(r.epoch_startup_s or ()),
             list(r.epoch_seconds),
-            r.peak_pss_mb,
+            "not sampled" if r.peak_pss_mb is None else r.peak_pss_mb,
         ]
         for m, r in results.items()
     ]

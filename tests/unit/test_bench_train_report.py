@@ -9,7 +9,7 @@ from mm_ray.bench.records import BenchModel, TrainBench, TrainRun
 from mm_ray.cli.main import main
 
 
-def _run(steady: float, val: float | None = None, **extra) -> TrainRun:
+def _run(steady: float, val: float | None = None, pss: float | None = 100.0, **extra) -> TrainRun:
     return TrainRun(
         epochs=3,
         samples=300,
@@ -19,7 +19,7 @@ def _run(steady: float, val: float | None = None, **extra) -> TrainRun:
         seconds=10.0,
         samples_per_s=30.0,
         torch_threads=1,
-        peak_pss_mb=100.0,
+        peak_pss_mb=pss,
         cpu_s_by_process={"driver": 1.0},
         steady_val_seconds=val,
         **extra,
@@ -28,8 +28,12 @@ def _run(steady: float, val: float | None = None, **extra) -> TrainRun:
 
 def test_the_large_run_modes_report_their_rounds_columns_and_verdicts(capsys, monkeypatch) -> None:
     runs = {
-        "val1": [_run(100.0, val=10.0, steady_val_cpu_seconds=9.0), _run(100.0, val=12.0)],
-        "val2": [_run(180.0, val=5.0, steady_val_cpu_seconds=4.0), _run(180.0, val=9.0)],
+        # The validation modes time without reading memory (``TreeMonitor(memory=False)``): no PSS.
+        "val1": [
+            _run(100.0, val=10.0, pss=None, steady_val_cpu_seconds=9.0),
+            _run(100.0, val=12.0, pss=None),
+        ],
+        "val2": [_run(180.0, val=5.0, pss=None, steady_val_cpu_seconds=4.0), _run(180.0, val=9.0, pss=None)],
         "ckpt200": [_run(99.0, step_checkpoints=2, step_checkpoint_s=0.03, step_checkpoint_share=0.003)] * 2,
         "eager": [_run(100.0)] * 2,
     }
@@ -58,6 +62,12 @@ def test_the_large_run_modes_report_their_rounds_columns_and_verdicts(capsys, mo
     assert "round 1: ckpt200/eager steady = 0.990, val2/val1 validation seconds = 0.500" in out
     assert "round 2: ckpt200/eager steady = 0.990, val2/val1 validation seconds = 0.750" in out
     assert "validation s (epochs >= 2)" in out
+    val1_row = next(line for line in out.splitlines() if line.startswith(f"| {train_bench.LABELS['val1']} "))
+    assert "not sampled" in val1_row
+    eager_row = next(
+        line for line in out.splitlines() if line.startswith(f"| {train_bench.LABELS['eager']} ")
+    )
+    assert "not sampled" not in eager_row and "100.0" in eager_row
     assert "ckpt200: 2 step checkpoints in epochs >= 2, 0.030 s each, 0.30% of those epochs' time" in out
     assert "target val2/val1 validation seconds <= 0.6: missed (0.625)" in out
     assert "target ckpt200/eager steady >= 0.95: met (0.990)" in out

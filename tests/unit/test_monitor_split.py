@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from mm_ray.bench.measure import TreeMonitor, task_state
+from mm_ray.bench.measure import MONITOR, TreeMonitor, task_state
 
 
 @pytest.mark.parametrize(
@@ -67,3 +67,44 @@ def test_an_actors_cpu_before_its_first_task_is_start_up() -> None:
     # The split adds up to the plain CPU count.
     totals = mon.cpu_by_group()
     assert all(abs(s.startup + s.steady - totals[g]) < 1e-6 for g, s in split.items())
+
+
+def test_a_time_only_monitor_never_reads_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``memory=False`` (the validation modes): no PSS read, which walks every page table of the tree."""
+    import psutil
+
+    reads = []
+    real = psutil.Process.memory_full_info
+
+    def counting(self: psutil.Process):
+        reads.append(self.pid)
+        return real(self)
+
+    monkeypatch.setattr(psutil.Process, "memory_full_info", counting)
+    with TreeMonitor(os.getpid(), interval=0.02, cpu_interval=0.01, memory=False) as mon:
+        sum(i * i for i in range(300_000))
+    assert reads == []
+    assert mon.peak_pss_mb is None and mon.peak_rss_mb is None
+    assert mon.cpu_by_group()["driver"] > 0
+
+    with TreeMonitor(os.getpid(), interval=0.02, cpu_interval=0.01) as mon:  # the default samples memory
+        sum(i * i for i in range(300_000))
+    assert reads and mon.peak_pss_mb > 0
+
+
+def test_the_monitors_own_cpu_is_reported_apart_from_the_drivers() -> None:
+    mon = TreeMonitor(os.getpid())
+    for cpu in (1.0, 11.0):  # the driver's CPU at the first look (not counted) and at the last
+        mon._note_cpu(_Proc(os.getpid(), "python"), cpu, "python")
+    mon.own_cpu_s = 2.5  # what the sampling thread spent in the driver's process, timed with thread_time
+    assert mon.cpu_by_group() == {"driver": 7.5, MONITOR: 2.5}
+    split = mon.cpu_split_by_group()
+    assert (split["driver"].startup, split["driver"].steady) == (0.0, 7.5)
+    assert (split[MONITOR].startup, split[MONITOR].steady) == (0.0, 2.5)
+
+
+def test_a_real_monitor_times_itself() -> None:
+    with TreeMonitor(os.getpid(), interval=0.02, cpu_interval=0.01) as mon:
+        sum(i * i for i in range(600_000))
+    groups = mon.cpu_by_group()
+    assert mon.own_cpu_s > 0 and groups[MONITOR] == round(mon.own_cpu_s, 2)
