@@ -10,7 +10,8 @@ Usage::
     with open_shard(urls[0], options) as stream:
         ...  # hand the stream to mm_ray.data.tar_stream.iter_samples
 
-A spec is a directory (every ``*.tar``, ``*.tar.gz``, ``*.tgz`` directly inside it), a glob
+A spec is a directory (every ``*.tar``, ``*.tar.gz``/``*.tgz``, ``*.tar.bz2``/``*.tbz2``, ``*.tar.xz``/``*.txz``
+directly inside it), a glob
 (``*``, ``?``, ``[...]``; they never match across ``/``), a brace range (``shard-{000..099}.tar``),
 a plain file, or a list of those; any of them may be an ``s3://bucket/key`` URL. Local paths
 come back absolute, S3 shards as ``s3://bucket/key``. Brace-expanded names are *not* checked for
@@ -42,7 +43,8 @@ from mm_ray.data.object_stream import OBJECT_STORE_RETRY, Backoff, ResumingStrea
 __all__ = ["OBJECT_STORE_RETRY", "Backoff", "ResumingStream", "ShardOpenError", "ShardSpecError", "expand_shards",
            "filesystem_for", "open_shard"]  # fmt: skip
 
-SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+"""A directory's shards: plain tars and the whole-shard compressions ``tar_stream`` reads (by magic bytes)."""
 S3_PREFIX = "s3://"
 _GLOB_CHARS = frozenset("*?[")
 # pyarrow's S3 input file issues one ranged GET per read() call, and tarfile reads 10 KiB at a

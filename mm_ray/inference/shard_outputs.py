@@ -31,10 +31,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from mm_ray.columns import SHARD
-from mm_ray.data.sources import filesystem_for
+from mm_ray.data.sources import SHARD_SUFFIXES, filesystem_for
 
 SUFFIX = ".parquet"
-SHARD_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 
 def output_name(url: str) -> str:

@@ -139,3 +139,27 @@ def test_a_damaged_or_cut_compressed_shard_is_quarantined_never_raised(kind: str
     for cut_at in (len(data) // 2, 20):  # a cut inside the first (here: only) block gives no tar at all
         cut = _items(COMPRESS[kind](PLAIN)[:cut_at])
         assert cut[-1].reason == Reason.TRUNCATED_SHARD and "ends early" in cut[-1].detail
+
+
+def test_a_directory_of_compressed_shards_is_listed_and_read(tmp_path) -> None:
+    """A directory spec lists every whole-shard compression the reader knows (bz2 and xz shards in a
+    directory were once left out: a directory of them read as "no shards")."""
+    from mm_ray.data.sources import expand_shards
+    from mm_ray.data.tar_stream import iter_shard
+
+    names = {"a.tar": PLAIN, "b.tar.bz2": bz2.compress(PLAIN), "c.tbz2": bz2.compress(PLAIN)}
+    names |= {
+        "d.tar.xz": COMPRESS["xz"](PLAIN),
+        "e.txz": COMPRESS["xz"](PLAIN),
+        "f.tgz": gzip.compress(PLAIN),
+    }
+    for name, data in names.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "notes.txt.xz").write_bytes(COMPRESS["xz"](b"not a shard"))
+
+    urls = expand_shards(str(tmp_path))
+    assert [u.rsplit("/", 1)[-1] for u in urls] == sorted(names)
+    for url in urls:
+        read = list(iter_shard(url))
+        assert [item.key for item in read if isinstance(item, RawSample)] == list(SAMPLES), url
+        assert not [item for item in read if isinstance(item, QuarantineRecord)], url
