@@ -3,6 +3,8 @@
 Each case is one real shard made from a demo shard's good samples with one hostile sample put among them:
 
 - ``bomb``: a ``.tar.gz`` whose one member inflates to ``--bomb-gib`` GiB of zeros (a few MB on disk);
+- ``bomb_bz2``, ``bomb_xz``: the same bomb as a ``.tar.bz2`` / ``.tar.xz`` (a few KB / a few hundred KB:
+  tarfile's own streaming decompression of these was uncapped and quadratic);
 - ``caption``: a 100 MB caption (over ``data.max_member_bytes``, rejected from the tar header);
 - ``caption_under_member_cap``: a 60 MB caption, under the member cap, so only ``text.max_caption_bytes``
   (tokenizer training and the text pool) stands in its way.
@@ -12,18 +14,20 @@ monitor, so its figures are its own: wall time, the peak PSS of the largest sing
 worker or daemon), the sum over the tree, and what the ledger said. The baseline is the same shard
 without the hostile sample, in the same run. Usage::
 
-    mm-ray bench hostile            # all cases, 2 GiB bomb
-    mm-ray bench hostile --modes bomb
+    mm-ray bench hostile            # all cases, 2 GiB bombs
+    mm-ray bench hostile --modes bomb,bomb_bz2,bomb_xz
 """
 
 from __future__ import annotations
 
+import bz2
 import contextlib
 import dataclasses
 import functools
 import gzip
 import io
 import json
+import lzma
 import os
 import sys
 import tarfile
@@ -36,7 +40,12 @@ from typing import Any
 from mm_ray.bench.measure import TreeMonitor, run_spec
 from mm_ray.bench.records import HostileCase
 
-CASES = ("baseline", "bomb", "caption", "caption_under_member_cap")
+CASES = ("baseline", "bomb", "bomb_bz2", "bomb_xz", "caption", "caption_under_member_cap")
+BOMBS = {  # case: (shard suffix, how the whole shard is compressed as it is written)
+    "bomb": (".tar.gz", functools.partial(gzip.open, compresslevel=6)),
+    "bomb_bz2": (".tar.bz2", functools.partial(bz2.open, compresslevel=9)),
+    "bomb_xz": (".tar.xz", functools.partial(lzma.open, format=lzma.FORMAT_XZ)),
+}
 HOSTILE_KEY = "hostile"
 CAPTION_MB = {"caption": 100, "caption_under_member_cap": 60}
 
@@ -69,7 +78,7 @@ def _member(name: str, size: int, stream: io.RawIOBase | io.BytesIO) -> tuple[ta
 
 
 def _hostile_members(case: str, gib: float) -> Iterator[tuple[tarfile.TarInfo, Any]]:
-    if case == "bomb":
+    if case in BOMBS:
         size = int(gib * 2**30)
         yield _member(f"{HOSTILE_KEY}.jpg", size, _Zeros(size))
     elif case in CAPTION_MB:
@@ -79,7 +88,7 @@ def _hostile_members(case: str, gib: float) -> Iterator[tuple[tarfile.TarInfo, A
 
 
 def write_case_shard(case: str, demo_shard: Path, out: Path, gib: float = 2.0) -> Path:
-    """The demo shard's samples with ``case``'s hostile sample in the middle (gzip for the bomb)."""
+    """The demo shard's samples with ``case``'s hostile sample in the middle (a bomb's whole shard compressed)."""
     good = _good_members(demo_shard)
     middle = len(good) // 2
     # Keep whole samples together: split where the key changes.
@@ -88,9 +97,9 @@ def write_case_shard(case: str, demo_shard: Path, out: Path, gib: float = 2.0) -
         and good[middle][0].name.split(".")[0] == good[middle - 1][0].name.split(".")[0]
     ):
         middle += 1
-    path = out / (f"{case}.tar.gz" if case == "bomb" else f"{case}.tar")
+    suffix, opener = BOMBS.get(case, (".tar", open))
+    path = out / f"{case}{suffix}"
     with contextlib.ExitStack() as stack:
-        opener = functools.partial(gzip.open, compresslevel=6) if case == "bomb" else open
         tar = stack.enter_context(tarfile.open(fileobj=stack.enter_context(opener(path, "wb")), mode="w|"))
         for info, data in good[:middle]:
             tar.addfile(info, io.BytesIO(data))

@@ -7,7 +7,7 @@ in the same run, printed as a table with ratios (and ``--json``).
     mm-ray bench train                           # the same shards, preprocessed once into runs/bench/train_cache
     mm-ray bench train --cache DIR train.epochs=5 --json train.json --plot train.png
     mm-ray bench stream-memory                   # streaming training over 2,000 and 20,000 samples: peak memory
-    mm-ray bench hostile                         # a 2 GiB gzip bomb and giant captions: time and peak memory
+    mm-ray bench hostile                         # 2 GiB gzip, bz2 and xz bombs and giant captions: time and peak memory
     mm-ray bench generate --config pipelines/generate.yaml   # mvae / cgan: topic of images drawn from text
     mm-ray bench generate --config pipelines/generate.yaml --modes cgan   # the reader and cgan only
 """
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "bench",
         help="benchmarks: `bench ingest` (decode floor vs DataLoader vs Ray pipeline), `bench memory` "
         "(1x vs 10x data), `bench stream-memory` (streaming training over 1x vs 10x data: peak memory), `bench train` (plain PyTorch loop vs Ray Train with 1 and 2 workers; `--source shards`: a DataLoader loop vs streaming; `--modes`: the large-run options), `bench hostile` "
-        "(time and peak memory of preprocess on a gzip bomb and giant captions, vs the same shard without), "
+        "(time and peak memory of preprocess on gzip, bz2 and xz bombs and giant captions, vs the same shard without), "
         "`bench generate` (mvae and cgan images drawn from text: topic recovered vs chance and real images, "
         "diversity), `bench predict` (mm_ray predict vs a webdataset + DataLoader loop, same model; its memory "
         "at 1x and --scale x the shards), `bench serve` (mm-ray serve under a bounded loopback load: requests/s, "
@@ -66,7 +66,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "DataLoader loop vs mm_ray streaming from the shards (and mm_ray on their cache)",
     )
     p.add_argument(
-        "--bomb-gib", type=float, default=2.0, help="hostile: what the gzip bomb inflates to (GiB)"
+        "--bomb-gib",
+        type=float,
+        default=2.0,
+        help="hostile: what each bomb (gzip, bz2, xz) inflates to (GiB)",
     )
     p.add_argument(
         "--plot",
