@@ -28,6 +28,15 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(JSON_OPTION, metavar="PATH", help="also write the final summary as JSON")
 
 
+def add_checkpoint_and_shards_args(p: argparse.ArgumentParser) -> None:
+    """The positional words of a command that reads a checkpoint and scores shards with it (evaluate, predict,
+    embed, generate): ``CHECKPOINT [SHARD_SPEC | key=value ...]``; ``split_overrides`` parts the second."""
+    p.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its latest checkpoint)")
+    p.add_argument(
+        "shards", nargs="*", help="shard specs and key=value overrides (no specs: data.val_shards)"
+    )
+
+
 def split_overrides(words: list[str]) -> tuple[list[str], list[str]]:
     """Separate ``key=value`` overrides from other positional words (order kept)."""
     overrides = [w for w in words if OVERRIDE.match(w)]

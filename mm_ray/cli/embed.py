@@ -17,7 +17,13 @@ from __future__ import annotations
 
 import argparse
 
-from mm_ray.cli.common import PolledProgress, add_config_args, split_overrides, write_json
+from mm_ray.cli.common import (
+    PolledProgress,
+    add_checkpoint_and_shards_args,
+    add_config_args,
+    split_overrides,
+    write_json,
+)
 from mm_ray.tables import format_summary
 
 
@@ -25,10 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "embed", help="write per-modality embeddings of a shard set and score cross-modal retrieval"
     )
-    p.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its latest checkpoint)")
-    p.add_argument(
-        "shards", nargs="*", help="shard specs and key=value overrides (no specs: data.val_shards)"
-    )
+    add_checkpoint_and_shards_args(p)
     p.add_argument("--out", metavar="DIR", help="where the Parquet rows go (default: <run dir>/embeddings)")
     add_config_args(p)
     p.set_defaults(func=main)

@@ -16,7 +16,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mm_ray.cli.common import PolledProgress, add_config_args, split_overrides, write_json
+from mm_ray.cli.common import (
+    PolledProgress,
+    add_checkpoint_and_shards_args,
+    add_config_args,
+    split_overrides,
+    write_json,
+)
 from mm_ray.tables import format_summary
 from mm_ray.train.evaluate import evaluate
 from mm_ray.train.metrics import format_class_table, format_subset_table
@@ -24,10 +30,7 @@ from mm_ray.train.metrics import format_class_table, format_subset_table
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a checkpoint on any shard set, per modality subset")
-    p.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its latest checkpoint)")
-    p.add_argument(
-        "shards", nargs="*", help="shard specs and key=value overrides (no specs: data.val_shards)"
-    )
+    add_checkpoint_and_shards_args(p)
     p.add_argument(
         "--batch-size", type=int, help="samples per scored batch (default: the training batch size)"
     )

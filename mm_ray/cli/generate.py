@@ -15,7 +15,13 @@ from __future__ import annotations
 
 import argparse
 
-from mm_ray.cli.common import PolledProgress, add_config_args, split_overrides, write_json
+from mm_ray.cli.common import (
+    PolledProgress,
+    add_checkpoint_and_shards_args,
+    add_config_args,
+    split_overrides,
+    write_json,
+)
 from mm_ray.generation.targets import DEFAULT_SOURCES, TARGETS
 from mm_ray.tables import format_summary
 
@@ -26,10 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="generate images (PNG) or audio (log-mel PNG + Griffin-Lim WAV) from another modality "
         "with an mvae or cgan checkpoint",
     )
-    p.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its latest checkpoint)")
-    p.add_argument(
-        "shards", nargs="*", help="shard specs and key=value overrides (no specs: data.val_shards)"
-    )
+    add_checkpoint_and_shards_args(p)
     p.add_argument(
         "--from",
         dest="sources",

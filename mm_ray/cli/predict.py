@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import argparse
 
-from mm_ray.cli.common import PolledProgress, add_config_args, split_overrides, write_json
+from mm_ray.cli.common import (
+    PolledProgress,
+    add_checkpoint_and_shards_args,
+    add_config_args,
+    split_overrides,
+    write_json,
+)
 from mm_ray.tables import format_summary
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict every sample of a shard set with a checkpoint, as Parquet")
-    p.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its latest checkpoint)")
-    p.add_argument(
-        "shards", nargs="*", help="shard specs and key=value overrides (no specs: data.val_shards)"
-    )
+    add_checkpoint_and_shards_args(p)
     p.add_argument(
         "--out", metavar="DIR", required=True, help="output directory or s3:// prefix (one file a shard)"
     )
