@@ -1,8 +1,10 @@
-"""``mm-ray export CHECKPOINT --out DIR [--format torchscript] [--mlflow] [key=value ...]``: a checkpoint's model
-as files a program without mm_ray's training side loads (``mm_ray.load_exported``, ``torch.jit.load``).
+"""``mm-ray export CHECKPOINT --out DIR [--format torchscript|onnx] [--mlflow] [key=value ...]``: a checkpoint's
+model as files a program without mm_ray's training side loads (``mm_ray.load_exported``, ``torch.jit.load``, ONNX
+Runtime).
 
     mm-ray export runs/demo --out exports/demo                         # safetensors + model.json + tokenizer
     mm-ray export runs/demo --out exports/demo --format torchscript    # and the traced model, checked on export
+    mm-ray export runs/demo --out exports/demo --format onnx           # ONNX (the onnx extra), checked the same
     mm-ray export runs/demo --out exports/demo --mlflow track.mlflow=file:./mlruns   # logged as a model artifact
 
 Calls ``mm_ray.export`` (see ``mm_ray.inference.export``). Exit code 2 for a path that is not a checkpoint, a
@@ -20,7 +22,7 @@ from mm_ray.tables import format_summary
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="export a checkpoint's model: safetensors, JSON spec, tokenizer, TorchScript"
+        "export", help="export a checkpoint's model: safetensors, JSON spec, tokenizer, TorchScript, ONNX"
     )
     p.add_argument("checkpoint", help="a checkpoint directory, or a run directory (its latest checkpoint)")
     p.add_argument(
@@ -33,9 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--format",
         dest="formats",
         action="append",
-        choices=["torchscript"],
+        choices=["torchscript", "onnx"],
         default=[],
-        help="also write the model traced to TorchScript (its logits checked against the model's on export)",
+        help="also write the model as TorchScript (traced) or ONNX (torch.export; the onnx extra), its logits "
+        "checked against the model's on export; repeat for both",
     )
     p.add_argument(
         "--mlflow",

@@ -4,6 +4,7 @@
     exported = load_exported("exports/demo")         # no Ray, no checkpoint: the files alone
     logits = exported.model(batch)                   # batch: model-ready columns (exported.decode(...) makes them)
     scripted = torch.jit.load("exports/demo/model.torchscript.pt")   # positional tensors, see spec.inputs
+    session = onnxruntime.InferenceSession("exports/demo/model.onnx")  # formats=("onnx",): named inputs
 
 The directory holds:
 
@@ -16,6 +17,12 @@ The directory holds:
   order of ``ExportSpec.inputs``. Checked on export: its outputs on a batch equal the checkpoint's model's within
   ``TOLERANCE``, or the export fails naming the preset. Every preset traces (``TRACEABLE``); models of a
   ``model.builder`` are exported as weights only.
+- ``model.onnx`` with ``formats=("onnx",)`` (the ``onnx`` extra): the same positional model through
+  ``torch.export`` (``torch.onnx.export(dynamo=True)``), inputs named as ``ExportSpec.inputs``, output ``logits``,
+  the batch dimension dynamic. Checked on export with ONNX Runtime the same way. Every preset with mm_ray's own
+  encoders exports (``ONNX_EXPORTABLE``), but not a model with a recurrent layer such as the LSTM text encoder
+  (``model.text_encoder=lstm``: its packed sequences have data-dependent lengths, which ``torch.export`` cannot
+  trace): refused naming the layer.
 
 An export is data like a checkpoint: the code it names (a ``model.builder``, plug-in modalities) is imported only
 when the caller names the same itself (``load_exported(dir, builder=..., plugins=[...])``), as
@@ -48,11 +55,15 @@ WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "model.json"
 TOKENIZER_FILE = "tokenizer.json"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
-FORMATS = ("safetensors", "torchscript")
-"""What ``export`` writes: safetensors always, torchscript on request."""
+ONNX_FILE = "model.onnx"
+FORMATS = ("safetensors", "torchscript", "onnx")
+"""What ``export`` writes: safetensors always, torchscript and onnx on request."""
+ONNX_OUTPUT = "logits"
 TRACEABLE = FUSION_PRESET_NAMES
 """Presets checked to trace to TorchScript by a unit test: every fusion preset (in eval mode even ``mvae`` and
 ``cgan`` map tensors to logits) and the unimodal baselines. Models of a ``model.builder``: weights only."""
+ONNX_EXPORTABLE = FUSION_PRESET_NAMES
+"""Presets checked to export to ONNX by a test (mm_ray's own encoders; not with ``model.text_encoder=lstm``)."""
 TOLERANCE = 1e-4
 """Largest absolute difference allowed between a traced model's logits and the checkpoint's model's."""
 
@@ -151,11 +162,12 @@ def export(
     log_to_mlflow: bool = False,
 ) -> dict[str, Any]:
     """Write the checkpoint's model to ``out`` (replaced if it holds an earlier export). ``formats``: besides the
-    safetensors weights always written, ``torchscript``. ``overrides``/``config_file``: the caller's own
+    safetensors weights always written, ``torchscript`` and/or ``onnx``. ``overrides``/``config_file``: the caller's own
     ``model.builder`` and ``modalities.plugins`` (the only code the checkpoint may name), laid over its config.
     ``log_to_mlflow``: log the directory as a model artifact of a new MLflow run in the caller's ``track.mlflow``
     (``track.experiment``; from ``overrides``/``config_file``, never the checkpoint's).
-    Raises ``CheckpointError``, ``ConfigError``, and ``ValueError`` when a traced format disagrees with the model."""
+    Raises ``CheckpointError``, ``ConfigError`` (also for a model ONNX cannot take), and ``ValueError`` when an
+    exported format disagrees with the model."""
     started = time.perf_counter()
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -165,18 +177,20 @@ def export(
     cfg = ckpt.config(overrides, config_file=config_file)
     model = ckpt.restore_model("cpu")
     spec = ckpt.loop.model
-    traced = "torchscript" in formats
+    traced = [f for f in FORMATS[1:] if f in formats]
     if traced and spec.builder:
         raise ConfigError(
-            f"export --format torchscript: {spec.name!r} is a model.builder model: weights only"
+            f"export --format {traced[0]}: {spec.name!r} is a model.builder model: weights only"
         )
+    if "onnx" in traced:
+        _check_onnx_exportable(spec, model)
     exported = ExportSpec(
         model=spec,
         config=exported_config(cfg),
         modalities={m: _origin(m, spec) for m in spec.modalities},
         classes=tuple(ckpt.classes) if ckpt.classes else None,
         inputs=model_inputs(spec),
-        formats=("safetensors", *(["torchscript"] if traced else [])),
+        formats=("safetensors", *traced),
         precision=ckpt.loop.precision,
         source=str(ckpt.directory),
     )
@@ -194,8 +208,10 @@ def export(
         model, str(out / WEIGHTS_FILE)
     )  # save_model: tied weights are written once, and load back tied
     (out / TOKENIZER_FILE).write_text(ckpt.tokenizer_json)
-    if traced:
+    if "torchscript" in traced:
         trace_to(model, exported.inputs, spec, out / TORCHSCRIPT_FILE)
+    if "onnx" in traced:
+        onnx_to(model, exported.inputs, spec, out / ONNX_FILE)
     (out / SPEC_FILE).write_text(json.dumps(exported.to_dict(), indent=2) + "\n")
     result = {"checkpoint": str(ckpt.directory), "preset": spec.name, "out": str(out),
               "formats": list(exported.formats), "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
@@ -242,13 +258,81 @@ def trace_to(model: nn.Module, inputs: Sequence[str], spec: ModelSpec, path: Pat
         warnings.simplefilter("ignore")
         scripted = torch.jit.trace(wrapped, tuple(example[name] for name in inputs), check_trace=False)
         torch.jit.save(scripted, str(path))
-        check = example_batch(spec, rows=5, seed=1)
+        loaded = torch.jit.load(str(path))
+        _check_outputs("torchscript", model, spec, path, lambda check: loaded(*(check[n] for n in inputs)))
+
+
+def onnx_to(model: nn.Module, inputs: Sequence[str], spec: ModelSpec, path: Path) -> None:
+    """Export ``model`` over positional ``inputs`` to ONNX at ``path`` (``torch.export``, a dynamic batch
+    dimension); ``ConfigError`` when the model does not export, ``ValueError`` unless ONNX Runtime's logits equal
+    the model's within ``TOLERANCE`` on a batch of another size than the one exported with."""
+    import onnxruntime
+
+    wrapped = PositionalModel(model, inputs).eval()
+    example = example_batch(spec, seed=0)
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on every decomposed op; checked below instead
+        try:
+            torch.onnx.export(
+                wrapped,
+                tuple(example[name] for name in inputs),
+                str(path),
+                dynamo=True,
+                input_names=list(inputs),
+                output_names=[ONNX_OUTPUT],
+                # One entry for the forward's one var-positional argument: a dynamic batch for each tensor in it.
+                dynamic_shapes=(tuple({0: batch} for _ in inputs),),
+                verbose=False,
+            )
+        except Exception as err:  # torch.export's errors have no common base: name the preset and the cause
+            path.unlink(missing_ok=True)
+            raise ConfigError(
+                f"export --format onnx: {spec.name!r} does not export ({type(err).__name__}: {_first_line(err)}); "
+                "--format torchscript may"
+            ) from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    _check_outputs(
+        "onnx",
+        model,
+        spec,
+        path,
+        lambda check: torch.from_numpy(session.run([ONNX_OUTPUT], {n: check[n].numpy() for n in inputs})[0]),
+    )
+
+
+def _check_outputs(fmt: str, model: nn.Module, spec: ModelSpec, path: Path, run) -> None:
+    """``ValueError`` (and ``path`` removed) unless ``run(batch)`` gives ``model``'s logits within ``TOLERANCE``."""
+    check = example_batch(spec, rows=5, seed=1)
+    with torch.no_grad():
         want = model(check)
-        got = torch.jit.load(str(path))(*(check[name] for name in inputs))
+        got = run(check)
     diff = float((want - got).abs().max())
     if diff > TOLERANCE:
         path.unlink()
-        raise ValueError(f"torchscript export of {spec.name!r}: logits differ by {diff:.2e} (> {TOLERANCE})")
+        raise ValueError(f"{fmt} export of {spec.name!r}: logits differ by {diff:.2e} (> {TOLERANCE})")
+
+
+def _check_onnx_exportable(spec: ModelSpec, model: nn.Module) -> None:
+    """``ConfigError`` before anything is written when ONNX cannot be had: the extra missing, or a recurrent
+    layer (``torch.export`` cannot trace packed sequences)."""
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise ConfigError("export --format onnx needs the onnx extra: pip install 'mm-ray[onnx]'") from None
+    recurrent = next((name for name, m in model.named_modules() if isinstance(m, nn.RNNBase)), None)
+    if recurrent:
+        raise ConfigError(
+            f"export --format onnx: {spec.name!r} has a recurrent layer ({recurrent}; e.g. model.text_encoder=lstm) "
+            "whose packed sequences have data-dependent lengths that torch.export cannot trace; use --format "
+            "torchscript"
+        )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
 
 
 @dataclasses.dataclass

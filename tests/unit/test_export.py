@@ -1,5 +1,6 @@
 """``mm-ray export`` / ``mm_ray.load_exported`` (no Ray): the exported model gives the checkpoint's logits, from the
-safetensors weights and from the traced TorchScript file, and an export naming code is data like a checkpoint."""
+safetensors weights, from the traced TorchScript file and from the ONNX file in ONNX Runtime, and an export naming
+code is data like a checkpoint."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import torch
 pytest.importorskip("safetensors", reason="export needs the [export] extra (safetensors)")
 
 import mm_ray.cli.main as cli
-from mm_ray.config.load import load_config
+from mm_ray.config.load import ConfigError, load_config
 from mm_ray.config.schema import FUSION_PRESET_NAMES
 from mm_ray.inference.export import (
+    ONNX_EXPORTABLE,
+    ONNX_FILE,
     SPEC_FILE,
     TORCHSCRIPT_FILE,
     ExportSpec,
@@ -57,10 +60,19 @@ def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
         return model(batch)
 
 
+def _onnx_logits(path: Path, inputs: tuple[str, ...], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """ONNX Runtime's logits for ``batch``: the inputs by name, as any program without mm_ray would feed them."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == list(inputs)
+    return torch.from_numpy(session.run(None, {n: batch[n].numpy() for n in inputs})[0])
+
+
 def test_the_exported_model_gives_the_checkpoints_logits(tmp_path: Path) -> None:
     ckpt_dir = _checkpoint(tmp_path / "ckpt", "gated")
-    summary = export(ckpt_dir, tmp_path / "export", formats=("torchscript",))
-    assert summary["formats"] == ["safetensors", "torchscript"]
+    summary = export(ckpt_dir, tmp_path / "export", formats=("torchscript", "onnx"))
+    assert summary["formats"] == ["safetensors", "torchscript", "onnx"]
     exported = load_exported(tmp_path / "export")
     reference = open_checkpoint(ckpt_dir).restore_model()
     batch = example_batch(reference_spec := exported.spec.model, rows=6, seed=7)
@@ -70,6 +82,9 @@ def test_the_exported_model_gives_the_checkpoints_logits(tmp_path: Path) -> None
     with torch.no_grad():
         got = scripted(*(batch[name] for name in exported.spec.inputs))
     torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+    # ONNX, on a batch of 6 (exported with 4, checked with 5: the batch dimension is dynamic).
+    torch.testing.assert_close(_onnx_logits(tmp_path / "export" / ONNX_FILE, exported.spec.inputs, batch), want,
+                               rtol=0, atol=1e-4)  # fmt: skip
     # The spec, label map and tokenizer travel with it; nothing of the cluster or storage does.
     assert reference_spec == open_checkpoint(ckpt_dir).loop.model
     assert exported.classes == ["cat", "dog", "eel"]
@@ -101,6 +116,41 @@ def test_every_preset_traces_to_the_same_logits(preset: str) -> None:
     want = _logits(model, batch)
     with torch.no_grad():
         torch.testing.assert_close(traced(*(batch[n] for n in inputs)), want, rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow  # ~4 s a preset on 2 busy cores; test_the_exported_model_... exports one in the default run
+@pytest.mark.parametrize("preset", [*ONNX_EXPORTABLE, "unimodal_text"])
+def test_every_preset_exports_to_onnx_with_the_same_logits(tmp_path: Path, preset: str) -> None:
+    from mm_ray.inference.export import onnx_to
+
+    spec = ModelSpec.from_dict({"preset": preset, **KWARGS})
+    model = spec.build(load_pretrained=False).eval()
+    inputs = model_inputs(spec)
+    onnx_to(model, inputs, spec, tmp_path / ONNX_FILE)
+    batch = example_batch(spec, rows=3, seed=3)
+    torch.testing.assert_close(_onnx_logits(tmp_path / ONNX_FILE, inputs, batch), _logits(model, batch),
+                               rtol=0, atol=1e-4)  # fmt: skip
+
+
+def test_onnx_refuses_a_recurrent_encoder_by_name_and_writes_nothing(tmp_path: Path) -> None:
+    ckpt_dir = _checkpoint(tmp_path / "ckpt", "late_concat", text_encoder="lstm")
+    with pytest.raises(
+        ConfigError, match=r"recurrent layer \(encoders\.text\.lstm.*use --format torchscript"
+    ):
+        export(ckpt_dir, tmp_path / "export", formats=("onnx",))
+    assert not (tmp_path / "export").exists()
+    assert cli.main(["export", str(ckpt_dir), "--out", str(tmp_path / "export"), "--format", "onnx"]) == 2
+    assert not (tmp_path / "export").exists()
+    # The same checkpoint traces to TorchScript.
+    export(ckpt_dir, tmp_path / "export", formats=("torchscript",))
+    assert (tmp_path / "export" / TORCHSCRIPT_FILE).is_file()
+
+
+def test_onnx_without_its_extra_says_which_extra(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what an environment without the extra raises
+    with pytest.raises(ConfigError, match=r"pip install 'mm-ray\[onnx\]'"):
+        export(_checkpoint(tmp_path / "ckpt"), tmp_path / "export", formats=("onnx",))
+    assert not (tmp_path / "export").exists()
 
 
 def test_an_export_naming_a_builder_or_plugin_is_refused_until_the_caller_names_it(tmp_path: Path) -> None:
