@@ -350,3 +350,23 @@ def test_importing_mm_ray_imports_neither_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.slow  # ~8 s on 2 cores
+def test_library_encoders_export_to_onnx_with_the_models_logits(zoo: Zoo, tmp_path: Path) -> None:
+    """ResNet-18, BERT and AST through torch.export to ONNX, read back by ONNX Runtime by input name."""
+    pytest.importorskip("onnxruntime", reason="ONNX export needs the [onnx] extra")
+    import onnxruntime
+
+    from mm_ray.inference.export import ONNX_FILE, model_inputs, onnx_to
+
+    spec = _loop(zoo).model
+    model = spec.build().eval()
+    inputs = model_inputs(spec)
+    onnx_to(model, inputs, spec, tmp_path / ONNX_FILE)
+    batch = _tensors(_batch(zoo, n=3, seed=5))
+    session = onnxruntime.InferenceSession(str(tmp_path / ONNX_FILE), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {n: batch[n].numpy() for n in inputs})
+    with torch.no_grad():
+        want = model(batch)
+    torch.testing.assert_close(torch.from_numpy(got), want, rtol=0, atol=1e-4)
