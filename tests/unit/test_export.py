@@ -119,7 +119,7 @@ def test_every_preset_traces_to_the_same_logits(preset: str) -> None:
 
 
 @pytest.mark.slow  # ~4 s a preset on 2 busy cores; test_the_exported_model_... exports one in the default run
-@pytest.mark.parametrize("preset", [*ONNX_EXPORTABLE, "unimodal_text"])
+@pytest.mark.parametrize("preset", [*ONNX_EXPORTABLE, "unimodal_image", "unimodal_text", "unimodal_audio"])
 def test_every_preset_exports_to_onnx_with_the_same_logits(tmp_path: Path, preset: str) -> None:
     from mm_ray.inference.export import onnx_to
 
