@@ -55,9 +55,10 @@ TRAIN_DEFAULTS = (*BENCH_DEFAULTS, "image.size=48", "audio.n_mels=32")
 """bench train's generated data: the ingest benchmark's shards, preprocessed small so epochs stay cheap."""
 
 
-def chosen_modes(spec: str | None, known: Sequence[str]) -> list[str]:
-    """The modes of a comma-separated ``--modes`` value (all when None); ``ValueError`` naming unknown ones."""
-    modes = [m for m in (spec or ",".join(known)).split(",") if m]
+def chosen_modes(spec: str | None, known: Sequence[str], default: Sequence[str] | None = None) -> list[str]:
+    """The modes of a comma-separated ``--modes`` value (``default`` when None, else all ``known``);
+    ``ValueError`` naming unknown ones."""
+    modes = [m for m in (spec or ",".join(default or known)).split(",") if m]
     unknown = set(modes) - set(known)
     if unknown:
         raise ValueError(f"unknown --modes {','.join(sorted(unknown))} (choose from {','.join(known)})")

@@ -71,3 +71,26 @@ def test_the_large_run_modes_report_their_rounds_columns_and_verdicts(capsys, mo
     assert "ckpt200: 2 step checkpoints in epochs >= 2, 0.030 s each, 0.30% of those epochs' time" in out
     assert "target val2/val1 validation seconds <= 0.6: missed (0.625)" in out
     assert "target ckpt200/eager steady >= 0.95: met (0.990)" in out
+
+
+class _Chosen(Exception):
+    """Raised by the stand-in benchmark with the modes the command chose (nothing is run)."""
+
+
+def _raise_modes(**kwargs):
+    raise _Chosen(tuple(kwargs["modes"]))
+
+
+def test_bench_train_runs_its_three_baselines_unless_large_run_modes_are_named(monkeypatch) -> None:
+    monkeypatch.setattr("mm_ray.bench.runner.bench_train", _raise_modes)
+    for argv, modes in [
+        (["bench", "train"], ("plain", "ray1", "ray2")),  # not the 6 large-run modes (compile takes minutes)
+        (["bench", "train", "--modes", "eager,compiled"], ("eager", "compiled")),
+        (["bench", "train", "--source", "shards"], ("loader", "stream1", "stream1e", "ray1")),
+    ]:
+        try:
+            main(argv)
+        except _Chosen as chosen:
+            assert chosen.args[0] == modes, argv
+        else:
+            raise AssertionError(f"{argv}: the benchmark was not called")
