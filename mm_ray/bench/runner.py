@@ -125,7 +125,9 @@ def bench_ingest(
     by_round = [ingest_ratios({mode: r[i] for mode, r in runs.items()}) for i in range(repeat)]
     if not by_round[0]:  # no pair of modes to compare
         return IngestBench(cores=cores, shards=len(urls), rounds=repeat, results=results)  # one mode only
-    ratios = {k: round(statistics.median(r[k] for r in by_round), 3) for k in by_round[0]}
+    # A steady ratio is missing from a round too short to have a steady window: the median of the rounds with one.
+    keys = dict.fromkeys(k for r in by_round for k in r)
+    ratios = {k: round(statistics.median(r[k] for r in by_round if k in r), 3) for k in keys}
     rounds = tuple({mode: r[i] for mode, r in runs.items()} for i in range(repeat))
     return IngestBench(
         cores,
@@ -149,7 +151,8 @@ def ingest_ratios(results: Mapping[str, IngestRun]) -> dict[str, float]:
         if x is None or y is None:
             continue
         out[name] = round(x.samples_per_s / y.samples_per_s, 3)
-        out[f"{name} steady"] = round(x.steady_samples_per_s / y.steady_samples_per_s, 3)
+        if x.steady_samples_per_s > 0 and y.steady_samples_per_s > 0:  # a run too short has no steady window
+            out[f"{name} steady"] = round(x.steady_samples_per_s / y.steady_samples_per_s, 3)
         out[f"first batch {name}"] = round(x.first_batch_s / max(y.first_batch_s, 1e-3), 3)
     c, a = results.get("ray"), results.get("floor")
     if c is not None and a is not None:

@@ -12,20 +12,21 @@ from mm_ray.cli.main import main
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TINY = ["demo.num_samples=48", "demo.samples_per_shard=12", "demo.min_image_px=64", "demo.max_image_px=96"]
+# Batches of 8, so 48 samples make several and every mode has a steady window after its first batch.
+SMALL_BATCHES = ["image.size=32", "pools.fused.batch_size=8"]
 
 
 def test_bench_ingest_reports_all_three_pipelines_and_ratios(tmp_path, capsys) -> None:
     out = tmp_path / "bench.json"
-    assert (
-        main(["bench", "ingest", f"output_dir={tmp_path}", *TINY, "image.size=32", "--json", str(out)]) == 0
-    )
+    assert main(["bench", "ingest", f"output_dir={tmp_path}", *TINY, *SMALL_BATCHES, "--json", str(out)]) == 0
     summary = json.loads(out.read_text())
-    assert set(summary["results"]) == {"floor", "dataloader", "ray"}
+    # (d) raydata: the simplest Ray Data pipeline with the same decoders.
+    assert set(summary["results"]) == {"floor", "dataloader", "ray", "raydata"}
     for result in summary["results"].values():
         # The generated split is train only (val_fraction=0): all 48 samples, nothing quarantined.
         assert result["samples"] == 48
         assert result["peak_pss_mb"] > 0
-    assert {"c/b", "c/a", "c/b steady"} <= set(summary["ratios"])
+    assert {"c/b", "c/a", "c/b steady", "c/d", "d/b"} <= set(summary["ratios"])
     ray_cpu = summary["results"]["ray"]["cpu_s_by_process"]
     assert any("ShardStage" in group for group in ray_cpu), ray_cpu  # the pool really ran as actors
     assert "c/b = " in capsys.readouterr().out
@@ -33,7 +34,7 @@ def test_bench_ingest_reports_all_three_pipelines_and_ratios(tmp_path, capsys) -
 
 def test_bench_ingest_repeats_interleaved_rounds_and_reports_median_ratios(tmp_path, capsys) -> None:
     out = tmp_path / "bench.json"
-    args = ["bench", "ingest", f"output_dir={tmp_path}", *TINY, "image.size=32", "--modes", "dataloader,ray"]
+    args = ["bench", "ingest", f"output_dir={tmp_path}", *TINY, *SMALL_BATCHES, "--modes", "dataloader,ray"]
     assert main([*args, "--repeat", "3", "--json", str(out)]) == 0
     summary = json.loads(out.read_text())
     assert summary["rounds"] == 3 and len(summary["ratios_by_round"]) == 3

@@ -210,7 +210,7 @@ def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(caches, 
     assert set(finished) <= set(by_id)
     for trial_id, record in finished.items():
         # No epoch trained again: the same results, no new result rows in Tune, no new or rewritten checkpoint.
-        assert by_id[trial_id]["history"] == record["history"]
+        assert by_id[trial_id]["history"] == record.to_dict()["history"]  # both as the JSON holds them
         assert _trial_files(experiment, trial_id) == before[trial_id]
     for r in resumed["records"]:
         assert r["epochs_run"] >= 1 and ("model.rank" in r["params"]) == (r["preset"] == "low_rank_tensor")

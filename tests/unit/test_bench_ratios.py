@@ -46,6 +46,14 @@ def test_the_ray_data_floor_splits_the_gap_into_mm_rays_share_and_ray_datas() ->
     }
 
 
+def test_a_run_without_a_steady_window_has_no_steady_ratio_and_no_division_by_zero() -> None:
+    # A run too short for a steady window (every sample before it) reports a steady rate of 0.
+    runs = {"dataloader": _run(320, 340, 2.0), "ray": _run(288, 323, 3.0), "raydata": _run(300, 0.0, 2.5)}
+    ratios = ingest_ratios(runs)
+    assert "c/d steady" not in ratios and "d/b steady" not in ratios
+    assert (ratios["c/d"], ratios["c/b steady"]) == (0.96, 0.95)
+
+
 def test_the_median_run_is_picked_by_steady_rate_and_keeps_every_rate() -> None:
     runs = [_run(300, 330, 3), _run(290, 310, 4), _run(310, 350, 3)]
     picked = median_run(runs)
