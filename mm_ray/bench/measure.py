@@ -207,14 +207,10 @@ class TreeMonitor:
         out: dict[str, float] = {}
         for pid, (group, cpu) in self._cpu.items():
             out[group] = out.get(group, 0.0) + cpu - self._start_cpu.get(pid, 0.0)
-        self._own_cpu_apart(out)
+        if "driver" in out:  # the monitor's CPU apart from the driver's, the process it runs in
+            out["driver"] = max(0.0, out["driver"] - self.own_cpu_s)
+            out[MONITOR] = self.own_cpu_s
         return dict(sorted(((g, round(s, 2)) for g, s in out.items()), key=lambda kv: -kv[1]))
-
-    def _own_cpu_apart(self, by_group: dict[str, float]) -> None:
-        """The monitor's CPU under ``MONITOR``, out of the driver's (the process the monitor runs in)."""
-        if "driver" in by_group:
-            by_group["driver"] = max(0.0, by_group["driver"] - self.own_cpu_s)
-            by_group[MONITOR] = self.own_cpu_s
 
     def cpu_split_by_group(self) -> dict[str, CpuSplit]:
         """CPU seconds per process group split into start-up (a Ray worker's before its first task) and steady
@@ -231,10 +227,9 @@ class TreeMonitor:
             before = out.get(group, (0.0, 0.0))
             out[group] = (before[0] + startup, before[1] + used - startup)
         if "driver" in out:  # the driver's CPU is all steady (not a Ray worker): so is the monitor's in it
-            steady = {"driver": out["driver"][1]}
-            self._own_cpu_apart(steady)
-            out["driver"] = (out["driver"][0], steady["driver"])
-            out[MONITOR] = (0.0, steady[MONITOR])
+            startup, steady = out["driver"]
+            out["driver"] = (startup, max(0.0, steady - self.own_cpu_s))
+            out[MONITOR] = (0.0, self.own_cpu_s)
         ordered = sorted(out.items(), key=lambda kv: -sum(kv[1]))
         return {g: CpuSplit(round(a, 2), round(b, 2)) for g, (a, b) in ordered}
 

@@ -56,8 +56,10 @@ SPEC_FILE = "model.json"
 TOKENIZER_FILE = "tokenizer.json"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 ONNX_FILE = "model.onnx"
-FORMATS = ("safetensors", "torchscript", "onnx")
-"""What ``export`` writes: safetensors always, torchscript and onnx on request."""
+MODEL_FORMATS = ("torchscript", "onnx")
+"""Whole-model formats ``export`` writes on request, each checked against the model on export."""
+FORMATS = ("safetensors", *MODEL_FORMATS)
+"""What ``export`` writes: safetensors always, the ``MODEL_FORMATS`` on request."""
 ONNX_OUTPUT = "logits"
 TRACEABLE = FUSION_PRESET_NAMES
 """Presets checked to trace to TorchScript by a unit test: every fusion preset (in eval mode even ``mvae`` and
@@ -177,7 +179,7 @@ def export(
     cfg = ckpt.config(overrides, config_file=config_file)
     model = ckpt.restore_model("cpu")
     spec = ckpt.loop.model
-    traced = [f for f in FORMATS[1:] if f in formats]
+    traced = [f for f in MODEL_FORMATS if f in formats]
     if traced and spec.builder:
         raise ConfigError(
             f"export --format {traced[0]}: {spec.name!r} is a model.builder model: weights only"
@@ -249,14 +251,13 @@ def _origin(modality: str, spec: ModelSpec) -> str:
 def trace_to(model: nn.Module, inputs: Sequence[str], spec: ModelSpec, path: Path) -> None:
     """Trace ``model`` over positional ``inputs`` to TorchScript at ``path``; ``ValueError`` unless the saved
     module's logits equal the model's within ``TOLERANCE`` on a batch other than the one traced with."""
-    wrapped = PositionalModel(model, inputs).eval()
-    example = example_batch(spec, seed=0)
+    wrapped, example = _positional(model, inputs, spec)
     with torch.no_grad(), warnings.catch_warnings():
         # Tracing warns about every Python-side constant (normalisation tensors, shape checks): the comparison
         # below is what tells whether the trace is right (torch also warns that TorchScript is deprecated in
         # favour of torch.export).
         warnings.simplefilter("ignore")
-        scripted = torch.jit.trace(wrapped, tuple(example[name] for name in inputs), check_trace=False)
+        scripted = torch.jit.trace(wrapped, example, check_trace=False)
         torch.jit.save(scripted, str(path))
         loaded = torch.jit.load(str(path))
         _check_outputs("torchscript", model, spec, path, lambda check: loaded(*(check[n] for n in inputs)))
@@ -268,15 +269,14 @@ def onnx_to(model: nn.Module, inputs: Sequence[str], spec: ModelSpec, path: Path
     the model's within ``TOLERANCE`` on a batch of another size than the one exported with."""
     import onnxruntime
 
-    wrapped = PositionalModel(model, inputs).eval()
-    example = example_batch(spec, seed=0)
+    wrapped, example = _positional(model, inputs, spec)
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on every decomposed op; checked below instead
         try:
             torch.onnx.export(
                 wrapped,
-                tuple(example[name] for name in inputs),
+                example,
                 str(path),
                 dynamo=True,
                 input_names=list(inputs),
@@ -299,6 +299,14 @@ def onnx_to(model: nn.Module, inputs: Sequence[str], spec: ModelSpec, path: Path
         path,
         lambda check: torch.from_numpy(session.run([ONNX_OUTPUT], {n: check[n].numpy() for n in inputs})[0]),
     )
+
+
+def _positional(
+    model: nn.Module, inputs: Sequence[str], spec: ModelSpec
+) -> tuple[PositionalModel, tuple[torch.Tensor, ...]]:
+    """What both whole-model formats are made from: ``model`` over positional ``inputs`` and an example for them."""
+    example = example_batch(spec, seed=0)
+    return PositionalModel(model, inputs).eval(), tuple(example[name] for name in inputs)
 
 
 def _check_outputs(fmt: str, model: nn.Module, spec: ModelSpec, path: Path, run) -> None:
